@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need (Debian packages,
+# cargo-nextest), then runs every test of the workspace. Tests start their own servers
+# (chat server, nginx, sshd, pebble, chromium…) on loopback ports they pick themselves and
+# stop them when done; this script only makes sure the programs are installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests run for real. Keep this list in one place.
+APT_PACKAGES=(
+  nginx            # cli: rendered configs pass `nginx -t`, proxy in front of a real chat server
+  openssh-server   # cli: commands run through a real sshd on loopback
+  openssh-client
+  pebble           # cli: pebble-challtestsrv is the DNS server for `doctor` tests
+  chromium         # web client: browser tests
+  chromium-driver
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+# Servers and temporary files the tests create live under here (never the system's).
+export FULLSLACK_TEST_RUNTIME="${FULLSLACK_TEST_RUNTIME:-$PWD/.test-runtime}"
+mkdir -p "$FULLSLACK_TEST_RUNTIME"
+
+echo "==> building"
+cargo build --workspace --all-targets
+echo "==> testing"
+cargo nextest run --workspace --no-fail-fast "$@"
