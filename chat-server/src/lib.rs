@@ -1,14 +1,184 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! fullslack-chat: the real-time chat server.
+//!
+//! Module map (requests flow top to bottom):
+//!
+//! | module | what it is |
+//! | --- | --- |
+//! | [`config`] | settings: defaults → TOML file → `FULLSLACK_*` env → flags; the JWT secret |
+//! | [`http`] | REST routes, `/healthz` `/readyz` `/metrics`, the OpenAPI document |
+//! | [`ws`] | `GET /api/ws`: one task per socket; per-channel cursors give gap-free resume |
+//! | [`web`] | the embedded web client (HTML/CSS/JS) served at `/` |
+//! | [`auth`] | Argon2id, JWT access tokens bound to sessions, cookie, [`auth::AuthUser`] extractor |
+//! | [`service`] | the chat's rules on [`App`]: validation, rate limits, authorization, publishing |
+//! | [`hub`] | this node's live connections: channel fan-out, presence, typing |
+//! | [`store`] | the [`store::Store`] trait (source of truth, replay log) and its drivers |
+//! | [`protocol`] | WebSocket frames; [`model`] the JSON objects; [`error`] the error codes |
+//! | [`ratelimit`] | token buckets; [`metrics`] Prometheus counters |
+//!
+//! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
+//! port 0; `main.rs` only parses flags and calls it.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod model;
+pub mod protocol;
+pub mod ratelimit;
+pub mod service;
+pub mod store;
+pub mod web;
+pub mod ws;
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    auth::Auth,
+    config::{ConfigError, Settings},
+    hub::Hub,
+    metrics::Metrics,
+    model::Id,
+    ratelimit::Limiters,
+    service::ChannelMeta,
+    store::{DynStore, StoreError},
+};
+
+/// Everything a node shares between requests and sockets.
+pub struct App {
+    pub settings: Settings,
+    pub store: DynStore,
+    pub auth: Arc<Auth>,
+    pub hub: Hub,
+    pub limiters: Limiters,
+    pub metrics: Arc<Metrics>,
+    pub channel_cache: DashMap<Id, Arc<ChannelMeta>>,
+    /// (channel, user) → highest seq written to one of the user's sockets, not yet stored.
+    pub delivered: Mutex<HashMap<(Id, Id), i64>>,
+    /// Cancelled when the server begins shutting down: every socket closes with 1012.
+    pub shutdown: CancellationToken,
+    /// The WebSocket tasks, awaited (with a deadline) on shutdown.
+    pub tasks: TaskTracker,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub type AppState = Arc<App>;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl App {
+    pub async fn new(settings: Settings) -> Result<AppState, StartError> {
+        let secret = settings.resolve_jwt_secret()?;
+        let store = store::open(&settings.store_url, &settings.data_dir).await?;
+        Ok(App::with_store(settings, store, &secret))
     }
+
+    pub fn with_store(settings: Settings, store: DynStore, secret: &auth::Secret) -> AppState {
+        let metrics = Arc::new(Metrics::new());
+        let auth = Auth::new(
+            secret,
+            Duration::from_secs(settings.auth.token_ttl_secs),
+            Duration::from_secs(settings.auth.session_ttl_secs),
+            settings.cookie_secure(),
+        );
+        Arc::new(App {
+            limiters: Limiters::new(&settings.rate_limit),
+            hub: Hub::new(metrics.clone()),
+            settings,
+            store,
+            auth,
+            metrics,
+            channel_cache: DashMap::new(),
+            delivered: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+}
+
+/// The whole HTTP surface: API, WebSocket, operations, web client.
+pub fn router(app: AppState) -> axum::Router {
+    http::router(app).merge(web::routes())
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, closes every socket with 1012
+/// (clients reconnect and resume elsewhere) and waits for them up to the grace deadline.
+pub async fn serve(
+    listener: TcpListener,
+    app: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let background = spawn_background(app.clone());
+    let token = app.shutdown.clone();
+    let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing sockets with 1012");
+            token.cancel();
+        })
+        .await?;
+    app.tasks.close();
+    let grace = Duration::from_millis(app.settings.realtime.shutdown_grace_ms);
+    if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
+        tracing::warn!(
+            remaining = app.tasks.len(),
+            "shutdown deadline passed with sockets still open"
+        );
+    }
+    background.abort();
+    app.flush_delivered().await;
+    Ok(())
+}
+
+fn spawn_background(app: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut flush = tokio::time::interval(Duration::from_millis(
+            app.settings.realtime.delivered_flush_ms.max(10),
+        ));
+        let mut sweep = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = flush.tick() => app.flush_delivered().await,
+                _ = sweep.tick() => app.limiters.sweep(),
+            }
+        }
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

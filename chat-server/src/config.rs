@@ -1,0 +1,285 @@
+//! Settings: built-in defaults, then an optional TOML file, then `FULLSLACK_*` environment
+//! variables (nested keys with `__`, e.g. `FULLSLACK_RATE_LIMIT__SEND_PER_SEC`), then flags.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Secret;
+
+/// Local mode generates what it lacks (a JWT secret kept on disk); production mode refuses to
+/// start without it and marks cookies `Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Local,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub mode: Mode,
+    pub log_format: LogFormat,
+    /// Store URL: `sqlite` (default, `<data_dir>/fullslack.db`), `sqlite:PATH`, later `mongodb://…`.
+    pub store_url: String,
+    pub auth: AuthSettings,
+    pub limits: Limits,
+    pub rate_limit: RateLimits,
+    pub realtime: Realtime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// HS256 signing key. Never logged (see [`Secret`]).
+    pub jwt_secret: Option<Secret>,
+    pub token_ttl_secs: u64,
+    pub session_ttl_secs: u64,
+    /// `None`: Secure cookies in production mode only.
+    pub cookie_secure: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_message_len: usize,
+    pub max_frame_bytes: usize,
+    pub max_body_bytes: usize,
+    pub history_page_max: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    pub send_per_sec: u32,
+    pub send_burst: u32,
+    pub auth_per_min: u32,
+    pub auth_burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Realtime {
+    pub heartbeat_ms: u64,
+    pub typing_ttl_ms: u64,
+    /// Channels larger than this keep read watermarks but emit no receipt events.
+    pub receipts_max_members: usize,
+    /// Frames queued per connection before it is marked lagging and refilled from the store.
+    pub outbound_queue: usize,
+    pub shutdown_grace_ms: u64,
+    pub delivered_flush_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:8080".parse().expect("valid literal address"),
+            data_dir: PathBuf::from("./data"),
+            mode: Mode::Local,
+            log_format: LogFormat::Human,
+            store_url: "sqlite".into(),
+            auth: AuthSettings::default(),
+            limits: Limits::default(),
+            rate_limit: RateLimits::default(),
+            realtime: Realtime::default(),
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            jwt_secret: None,
+            token_ttl_secs: 3600,
+            session_ttl_secs: 30 * 24 * 3600,
+            cookie_secure: None,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_len: 4000,
+            max_frame_bytes: 64 * 1024,
+            max_body_bytes: 256 * 1024,
+            history_page_max: 200,
+        }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            send_per_sec: 10,
+            send_burst: 20,
+            auth_per_min: 10,
+            auth_burst: 5,
+        }
+    }
+}
+
+impl Default for Realtime {
+    fn default() -> Self {
+        Realtime {
+            heartbeat_ms: 25_000,
+            typing_ttl_ms: 6_000,
+            receipts_max_members: 256,
+            outbound_queue: 1024,
+            shutdown_grace_ms: 10_000,
+            delivered_flush_ms: 100,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid settings: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("production mode needs a JWT secret: set FULLSLACK_AUTH__JWT_SECRET (at least 32 bytes) or auth.jwt_secret in the config file")]
+    MissingSecret,
+    #[error("the JWT secret must be at least 32 bytes long")]
+    WeakSecret,
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Settings {
+    /// Layers defaults, `config_file` (if any), and the environment.
+    pub fn load(config_file: Option<&std::path::Path>) -> Result<Settings, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = config_file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("FULLSLACK_").split("__").ignore(&["config"]));
+        fig.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    pub fn cookie_secure(&self) -> bool {
+        self.auth
+            .cookie_secure
+            .unwrap_or(self.mode == Mode::Production)
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.realtime.heartbeat_ms)
+    }
+
+    /// Returns the JWT secret, generating one into the data directory in local mode.
+    pub fn resolve_jwt_secret(&self) -> Result<Secret, ConfigError> {
+        if let Some(secret) = &self.auth.jwt_secret {
+            if secret.expose().len() < 32 {
+                return Err(ConfigError::WeakSecret);
+            }
+            return Ok(secret.clone());
+        }
+        if self.mode == Mode::Production {
+            return Err(ConfigError::MissingSecret);
+        }
+        let path = self.data_dir.join("jwt-secret");
+        let io = |source| ConfigError::DataDir {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(s) if s.trim().len() >= 32 => return Ok(Secret::new(s.trim().to_string())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::create_dir_all(&self.data_dir).map_err(io)?;
+        write_private(&path, &hex).map_err(io)?;
+        Ok(Secret::new(hex))
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "listen = \"127.0.0.1:9000\"\n[rate_limit]\nsend_per_sec = 3\n",
+            )?;
+            jail.set_env("FULLSLACK_RATE_LIMIT__SEND_BURST", "7");
+            jail.set_env("FULLSLACK_LISTEN", "127.0.0.1:9001");
+            let s = Settings::load(Some(std::path::Path::new("c.toml"))).expect("loads");
+            assert_eq!(s.listen.port(), 9001);
+            assert_eq!(s.rate_limit.send_per_sec, 3);
+            assert_eq!(s.rate_limit.send_burst, 7);
+            assert_eq!(s.limits.max_message_len, 4000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[limits]\nmax_mesage_len = 3\n")?;
+            let err = Settings::load(Some(std::path::Path::new("c.toml"))).unwrap_err();
+            assert!(err.to_string().contains("max_mesage_len"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn local_mode_generates_and_keeps_a_secret_production_requires_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings {
+            data_dir: dir.path().to_path_buf(),
+            ..Settings::default()
+        };
+        let a = s.resolve_jwt_secret().unwrap();
+        let b = s.resolve_jwt_secret().unwrap();
+        assert_eq!(a.expose(), b.expose());
+        assert_eq!(a.expose().len(), 64);
+        s.mode = Mode::Production;
+        assert!(matches!(
+            s.resolve_jwt_secret(),
+            Err(ConfigError::MissingSecret)
+        ));
+    }
+}

@@ -1,0 +1,778 @@
+//! REST routes (docs/protocol.md), operations endpoints (`/healthz`, `/readyz`, `/metrics`),
+//! and the OpenAPI document generated from the same route table.
+
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use axum_extra::extract::CookieJar;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{
+    openapi::{
+        path::{HttpMethod, OperationBuilder, PathItemBuilder},
+        request_body::RequestBodyBuilder,
+        ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, ResponseBuilder,
+    },
+    ToSchema,
+};
+
+use crate::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult},
+    model::{Ack, Channel, ChannelKind, Event, Id, Member, Message, ReceiptStatus, User},
+    service::SignedIn,
+    store::Page,
+    ws, AppState,
+};
+
+pub fn router(app: AppState) -> Router {
+    let body_limit = app.settings.limits.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/auth/register", post(register))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/refresh", post(refresh))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/me", get(me))
+        .route("/api/users", get(users))
+        .route("/api/users/{id}", get(user))
+        .route("/api/channels", get(my_channels).post(create_channel))
+        .route("/api/channels/public", get(public_channels))
+        .route("/api/dms", post(open_dm))
+        .route("/api/channels/{id}", get(channel))
+        .route("/api/channels/{id}/join", post(join))
+        .route("/api/channels/{id}/leave", post(leave))
+        .route("/api/channels/{id}/members", get(members).post(invite))
+        .route("/api/channels/{id}/messages", get(history).post(send))
+        .route("/api/channels/{id}/events", get(events))
+        .route("/api/channels/{id}/messages/{mid}", get(message))
+        .route("/api/channels/{id}/messages/{mid}/replies", get(replies))
+        .route("/api/channels/{id}/messages/{mid}/receipts", get(receipts))
+        .route("/api/search", get(search))
+        .route("/api/ws", get(ws::handler))
+        .fallback(api_not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(app)
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+/// JSON body extractor whose rejections use our error shape.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(rejection) => Err(match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::TooLarge("request body too large".into())
+                }
+                _ => ApiError::BadRequest(rejection.body_text()),
+            }),
+        }
+    }
+}
+
+// ---- operations -----------------------------------------------------------------------------
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => {
+            app.metrics.store_ready.set(1);
+            Json(json!({"status": "ready", "store": "ok"})).into_response()
+        }
+        Err(e) => {
+            app.metrics.store_ready.set(0);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "not ready", "store": e.to_string()})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+// ---- auth -----------------------------------------------------------------------------------
+
+#[derive(Deserialize, ToSchema)]
+pub struct Credentials {
+    username: String,
+    password: String,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    token: String,
+    expires_at: String,
+    user: User,
+}
+
+fn signed_in(app: &AppState, jar: CookieJar, status: StatusCode, s: SignedIn) -> Response {
+    let expires_at = s
+        .expires_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let jar = jar.add(app.auth.cookie(s.token.clone()));
+    (
+        status,
+        jar,
+        Json(TokenResponse {
+            token: s.token,
+            expires_at,
+            user: s.user,
+        }),
+    )
+        .into_response()
+}
+
+async fn register(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    jar: CookieJar,
+    JsonBody(c): JsonBody<Credentials>,
+) -> ApiResult<Response> {
+    let s = app
+        .register(
+            &peer.ip().to_string(),
+            &c.username,
+            &c.password,
+            c.display_name.as_deref(),
+        )
+        .await?;
+    Ok(signed_in(&app, jar, StatusCode::CREATED, s))
+}
+
+async fn login(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    jar: CookieJar,
+    JsonBody(c): JsonBody<Credentials>,
+) -> ApiResult<Response> {
+    let s = app
+        .login(&peer.ip().to_string(), &c.username, &c.password)
+        .await?;
+    Ok(signed_in(&app, jar, StatusCode::OK, s))
+}
+
+async fn refresh(
+    State(app): State<AppState>,
+    who: AuthUser,
+    jar: CookieJar,
+) -> ApiResult<Response> {
+    let s = app.refresh(&who).await?;
+    Ok(signed_in(&app, jar, StatusCode::OK, s))
+}
+
+async fn logout(State(app): State<AppState>, who: AuthUser, jar: CookieJar) -> ApiResult<Response> {
+    app.logout(&who).await?;
+    Ok((StatusCode::NO_CONTENT, jar.add(app.auth.removal_cookie())).into_response())
+}
+
+async fn me(State(app): State<AppState>, who: AuthUser) -> ApiResult<Json<User>> {
+    Ok(Json(app.user(&who.user_id).await?))
+}
+
+async fn users(State(app): State<AppState>, _who: AuthUser) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(app.users().await?))
+}
+
+async fn user(
+    State(app): State<AppState>,
+    _who: AuthUser,
+    Path(id): Path<Id>,
+) -> ApiResult<Json<User>> {
+    Ok(Json(app.user(&id).await?))
+}
+
+// ---- channels -------------------------------------------------------------------------------
+
+async fn my_channels(State(app): State<AppState>, who: AuthUser) -> ApiResult<Json<Vec<Channel>>> {
+    Ok(Json(app.channels_of(&who.user_id).await?))
+}
+
+async fn public_channels(
+    State(app): State<AppState>,
+    _who: AuthUser,
+) -> ApiResult<Json<Vec<Channel>>> {
+    Ok(Json(app.public_channels().await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct NewChannelBody {
+    name: String,
+    kind: ChannelKind,
+    #[serde(default)]
+    topic: String,
+    #[serde(default)]
+    member_ids: Vec<Id>,
+}
+
+async fn create_channel(
+    State(app): State<AppState>,
+    who: AuthUser,
+    JsonBody(b): JsonBody<NewChannelBody>,
+) -> ApiResult<(StatusCode, Json<Channel>)> {
+    let ch = app
+        .create_channel(&who.user_id, &b.name, b.kind, &b.topic, b.member_ids)
+        .await?;
+    Ok((StatusCode::CREATED, Json(ch)))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct DmBody {
+    user_ids: Vec<Id>,
+}
+
+async fn open_dm(
+    State(app): State<AppState>,
+    who: AuthUser,
+    JsonBody(b): JsonBody<DmBody>,
+) -> ApiResult<Json<Channel>> {
+    Ok(Json(app.open_dm(&who.user_id, b.user_ids).await?))
+}
+
+async fn channel(
+    State(app): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<Id>,
+) -> ApiResult<Json<Channel>> {
+    Ok(Json(app.channel_for(&who.user_id, &id).await?))
+}
+
+async fn join(
+    State(app): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<Id>,
+) -> ApiResult<Json<Channel>> {
+    Ok(Json(app.join(&who.user_id, &id).await?))
+}
+
+async fn leave(
+    State(app): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<Id>,
+) -> ApiResult<StatusCode> {
+    app.leave(&who.user_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct InviteBody {
+    user_id: Id,
+}
+
+async fn invite(
+    State(app): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<Id>,
+    JsonBody(b): JsonBody<InviteBody>,
+) -> ApiResult<StatusCode> {
+    app.invite(&who.user_id, &id, &b.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn members(
+    State(app): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<Id>,
+) -> ApiResult<Json<Vec<Member>>> {
+    Ok(Json(app.members(&who.user_id, &id).await?))
+}
+
+// ---- messages -------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    before: Option<i64>,
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HistoryPage {
+    messages: Vec<Message>,
+    has_more: bool,
+}
+
+async fn history(
+    State(app): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<Id>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<HistoryPage>> {
+    let page = match (q.before, q.after) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give `before` or `after`, not both".into(),
+            ))
+        }
+        (Some(b), None) => Page::Before(b),
+        (None, Some(a)) => Page::After(a),
+        (None, None) => Page::Latest,
+    };
+    let (messages, has_more) = app
+        .history(&who.user_id, &id, page, q.limit.unwrap_or(50))
+        .await?;
+    Ok(Json(HistoryPage { messages, has_more }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct SendBody {
+    text: String,
+    client_id: String,
+    #[serde(default)]
+    thread_root: Option<Id>,
+}
+
+async fn send(
+    State(app): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<Id>,
+    JsonBody(b): JsonBody<SendBody>,
+) -> ApiResult<(StatusCode, Json<Ack>)> {
+    let ack = app
+        .send_message(&who.user_id, &id, &b.client_id, &b.text, b.thread_root)
+        .await?;
+    Ok((StatusCode::CREATED, Json(ack)))
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventsPage {
+    events: Vec<Event>,
+}
+
+async fn events(
+    State(app): State<AppState>,
+    who: AuthUser,
+    Path(id): Path<Id>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Json<EventsPage>> {
+    let events = app
+        .events(
+            &who.user_id,
+            &id,
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(500),
+        )
+        .await?;
+    Ok(Json(EventsPage { events }))
+}
+
+async fn message(
+    State(app): State<AppState>,
+    who: AuthUser,
+    Path((id, mid)): Path<(Id, Id)>,
+) -> ApiResult<Json<Message>> {
+    Ok(Json(app.message(&who.user_id, &id, &mid).await?))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Thread {
+    root: Message,
+    replies: Vec<Message>,
+}
+
+async fn replies(
+    State(app): State<AppState>,
+    who: AuthUser,
+    Path((id, mid)): Path<(Id, Id)>,
+) -> ApiResult<Json<Thread>> {
+    let (root, replies) = app.thread(&who.user_id, &id, &mid).await?;
+    Ok(Json(Thread { root, replies }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Receipt {
+    user_id: Id,
+    status: ReceiptStatus,
+}
+
+async fn receipts(
+    State(app): State<AppState>,
+    who: AuthUser,
+    Path((id, mid)): Path<(Id, Id)>,
+) -> ApiResult<Json<Vec<Receipt>>> {
+    let list = app.receipts(&who.user_id, &id, &mid).await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|(user_id, status)| Receipt { user_id, status })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: String,
+    channel: Option<Id>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SearchResults {
+    results: Vec<Message>,
+}
+
+async fn search(
+    State(app): State<AppState>,
+    who: AuthUser,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult<Json<SearchResults>> {
+    let results = app
+        .search(
+            &who.user_id,
+            &q.q,
+            q.channel.as_deref(),
+            q.limit.unwrap_or(20),
+        )
+        .await?;
+    Ok(Json(SearchResults { results }))
+}
+
+// ---- OpenAPI --------------------------------------------------------------------------------
+
+async fn openapi() -> Json<OpenApi> {
+    Json(openapi_document())
+}
+
+/// (method, path, summary, request schema, response status, response schema)
+type RouteDoc = (
+    HttpMethod,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    Option<&'static str>,
+);
+
+const ROUTES: &[RouteDoc] = &[
+    (
+        HttpMethod::Post,
+        "/api/auth/register",
+        "Create an account; sets the session cookie",
+        Some("Credentials"),
+        "201",
+        Some("TokenResponse"),
+    ),
+    (
+        HttpMethod::Post,
+        "/api/auth/login",
+        "Sign in; sets the session cookie",
+        Some("Credentials"),
+        "200",
+        Some("TokenResponse"),
+    ),
+    (
+        HttpMethod::Post,
+        "/api/auth/refresh",
+        "New access token for the same session",
+        None,
+        "200",
+        Some("TokenResponse"),
+    ),
+    (
+        HttpMethod::Post,
+        "/api/auth/logout",
+        "Revoke the session and clear the cookie",
+        None,
+        "204",
+        None,
+    ),
+    (
+        HttpMethod::Get,
+        "/api/me",
+        "The signed-in user",
+        None,
+        "200",
+        Some("User"),
+    ),
+    (
+        HttpMethod::Get,
+        "/api/users",
+        "Every user with presence and last seen",
+        None,
+        "200",
+        Some("User"),
+    ),
+    (
+        HttpMethod::Get,
+        "/api/users/{id}",
+        "One user",
+        None,
+        "200",
+        Some("User"),
+    ),
+    (
+        HttpMethod::Get,
+        "/api/channels",
+        "Your channels with unread counts",
+        None,
+        "200",
+        Some("Channel"),
+    ),
+    (
+        HttpMethod::Post,
+        "/api/channels",
+        "Create a public or private channel",
+        Some("NewChannelBody"),
+        "201",
+        Some("Channel"),
+    ),
+    (
+        HttpMethod::Get,
+        "/api/channels/public",
+        "Every public channel",
+        None,
+        "200",
+        Some("Channel"),
+    ),
+    (
+        HttpMethod::Post,
+        "/api/dms",
+        "Open the 1:1 DM, notes to self, or a new group",
+        Some("DmBody"),
+        "200",
+        Some("Channel"),
+    ),
+    (
+        HttpMethod::Get,
+        "/api/channels/{id}",
+        "One channel",
+        None,
+        "200",
+        Some("Channel"),
+    ),
+    (
+        HttpMethod::Post,
+        "/api/channels/{id}/join",
+        "Join a public channel",
+        None,
+        "200",
+        Some("Channel"),
+    ),
+    (
+        HttpMethod::Post,
+        "/api/channels/{id}/leave",
+        "Leave a channel or group",
+        None,
+        "204",
+        None,
+    ),
+    (
+        HttpMethod::Get,
+        "/api/channels/{id}/members",
+        "Members with receipt watermarks",
+        None,
+        "200",
+        Some("Member"),
+    ),
+    (
+        HttpMethod::Post,
+        "/api/channels/{id}/members",
+        "Invite a user",
+        Some("InviteBody"),
+        "204",
+        None,
+    ),
+    (
+        HttpMethod::Get,
+        "/api/channels/{id}/messages",
+        "History page (?before=SEQ | ?after=SEQ, &limit=N)",
+        None,
+        "200",
+        Some("HistoryPage"),
+    ),
+    (
+        HttpMethod::Post,
+        "/api/channels/{id}/messages",
+        "Send a message (idempotent by client_id)",
+        Some("SendBody"),
+        "201",
+        Some("Ack"),
+    ),
+    (
+        HttpMethod::Get,
+        "/api/channels/{id}/events",
+        "Replay log (?after=SEQ&limit=N)",
+        None,
+        "200",
+        Some("EventsPage"),
+    ),
+    (
+        HttpMethod::Get,
+        "/api/channels/{id}/messages/{mid}",
+        "One message",
+        None,
+        "200",
+        Some("Message"),
+    ),
+    (
+        HttpMethod::Get,
+        "/api/channels/{id}/messages/{mid}/replies",
+        "A thread",
+        None,
+        "200",
+        Some("Thread"),
+    ),
+    (
+        HttpMethod::Get,
+        "/api/channels/{id}/messages/{mid}/receipts",
+        "Per-member receipt status",
+        None,
+        "200",
+        Some("Receipt"),
+    ),
+    (
+        HttpMethod::Get,
+        "/api/search",
+        "Full-text search (?q=WORDS&channel=ID&limit=N)",
+        None,
+        "200",
+        Some("SearchResults"),
+    ),
+    (
+        HttpMethod::Get,
+        "/api/ws",
+        "WebSocket upgrade (see docs/protocol.md)",
+        None,
+        "101",
+        None,
+    ),
+    (HttpMethod::Get, "/healthz", "Liveness", None, "200", None),
+    (
+        HttpMethod::Get,
+        "/readyz",
+        "Readiness (store reachable)",
+        None,
+        "200",
+        None,
+    ),
+    (
+        HttpMethod::Get,
+        "/metrics",
+        "Prometheus metrics",
+        None,
+        "200",
+        None,
+    ),
+];
+
+pub fn openapi_document() -> OpenApi {
+    let mut paths = PathsBuilder::new();
+    for (method, path, summary, request, status, response) in ROUTES {
+        let mut op = OperationBuilder::new().summary(Some(*summary));
+        if let Some(schema) = request {
+            op = op.request_body(Some(
+                RequestBodyBuilder::new()
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name(*schema)))
+                            .build(),
+                    )
+                    .required(Some(utoipa::openapi::Required::True))
+                    .build(),
+            ));
+        }
+        let mut resp = ResponseBuilder::new().description(*summary);
+        if let Some(schema) = response {
+            resp = resp.content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(*schema)))
+                    .build(),
+            );
+        }
+        op = op.response(*status, resp.build()).response(
+            "default",
+            ResponseBuilder::new()
+                .description("Error: {\"error\": {\"code\", \"message\"}}")
+                .build(),
+        );
+        paths = paths.path(
+            *path,
+            PathItemBuilder::new()
+                .operation(method.clone(), op.build())
+                .build(),
+        );
+    }
+    let mut components = utoipa::openapi::ComponentsBuilder::new();
+    macro_rules! schemas {
+        ($($t:ty),*) => { $( components = components.schema(<$t as utoipa::ToSchema>::name(), <$t as utoipa::PartialSchema>::schema()); )* };
+    }
+    schemas!(
+        Credentials,
+        TokenResponse,
+        User,
+        Channel,
+        NewChannelBody,
+        DmBody,
+        InviteBody,
+        Member,
+        HistoryPage,
+        SendBody,
+        Ack,
+        EventsPage,
+        Event,
+        Message,
+        Thread,
+        Receipt,
+        SearchResults,
+        crate::model::Presence,
+        ChannelKind,
+        crate::model::Role,
+        crate::model::Reaction,
+        crate::model::EventKind,
+        ReceiptStatus
+    );
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("fullslack chat server")
+                .version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        )
+        .paths(paths.build())
+        .components(Some(components.build()))
+        .build()
+}

@@ -1,0 +1,251 @@
+//! WebSocket frames (docs/protocol.md). Client frames are parsed in two steps so that a frame
+//! that is not JSON, not an object, of an unknown type, or missing a field each gets its own
+//! precise error code, and the frame's `ref` is echoed even when the rest is wrong.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Ack, Channel, Event, Id, Presence, User};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Resume {
+        #[serde(default)]
+        channels: HashMap<Id, i64>,
+    },
+    Send {
+        #[serde(rename = "ref", default)]
+        reference: Option<String>,
+        channel: Id,
+        client_id: String,
+        text: String,
+        #[serde(default)]
+        thread_root: Option<Id>,
+    },
+    Edit {
+        #[serde(rename = "ref", default)]
+        reference: Option<String>,
+        channel: Id,
+        message_id: Id,
+        text: String,
+    },
+    Delete {
+        #[serde(rename = "ref", default)]
+        reference: Option<String>,
+        channel: Id,
+        message_id: Id,
+    },
+    React {
+        #[serde(rename = "ref", default)]
+        reference: Option<String>,
+        channel: Id,
+        message_id: Id,
+        emoji: String,
+        add: bool,
+    },
+    Read {
+        #[serde(rename = "ref", default)]
+        reference: Option<String>,
+        channel: Id,
+        seq: i64,
+    },
+    Typing {
+        channel: Id,
+    },
+    Presence {
+        status: ClientPresence,
+    },
+    PresenceSubscribe {
+        user_ids: Vec<Id>,
+    },
+    Ping {
+        #[serde(rename = "ref", default)]
+        reference: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientPresence {
+    Online,
+    Away,
+}
+
+const KNOWN_TYPES: &[&str] = &[
+    "resume",
+    "send",
+    "edit",
+    "delete",
+    "react",
+    "read",
+    "typing",
+    "presence",
+    "presence_subscribe",
+    "ping",
+];
+
+/// Why a text frame could not be understood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    pub reference: Option<String>,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Parses one text frame.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| FrameError {
+        reference: None,
+        code: "bad_frame",
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let obj = value.as_object().ok_or_else(|| FrameError {
+        reference: None,
+        code: "bad_frame",
+        message: "a frame must be a JSON object".into(),
+    })?;
+    let reference = obj
+        .get("ref")
+        .and_then(|r| r.as_str())
+        .map(|r| r.chars().take(64).collect());
+    let ty = match obj.get("type").and_then(|t| t.as_str()) {
+        Some(t) => t.to_string(),
+        None => {
+            return Err(FrameError {
+                reference,
+                code: "bad_frame",
+                message: "missing string field `type`".into(),
+            });
+        }
+    };
+    if !KNOWN_TYPES.contains(&ty.as_str()) {
+        let shown: String = ty.chars().take(40).collect();
+        return Err(FrameError {
+            reference,
+            code: "unknown_type",
+            message: format!("unknown frame type {shown:?}"),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| FrameError {
+        reference,
+        code: "bad_frame",
+        message: format!("invalid `{ty}` frame: {e}"),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    pub max_message_len: usize,
+    pub max_frame_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Hello {
+        user: User,
+        session_id: Id,
+        heartbeat_ms: u64,
+        limits: Limits,
+    },
+    Resumed {
+        channels: HashMap<Id, i64>,
+    },
+    Ack {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        #[serde(flatten)]
+        ack: AckBody,
+    },
+    Typing {
+        channel: Id,
+        user_id: Id,
+        expires_in_ms: u64,
+    },
+    Presence {
+        user_id: Id,
+        status: Presence,
+        #[serde(with = "time::serde::rfc3339::option")]
+        last_seen: Option<time::OffsetDateTime>,
+    },
+    ChannelAdded {
+        channel: Channel,
+    },
+    ChannelRemoved {
+        channel_id: Id,
+    },
+    Pong {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    Error {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        code: &'static str,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// An `ack`: for sends the full [`Ack`]; for other writes the channel and the event's seq.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum AckBody {
+    Send(Ack),
+    Change { channel: Id, seq: Option<i64> },
+}
+
+impl ServerFrame {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| r#"{"type":"error","code":"internal","message":"encoding"}"#.into())
+    }
+}
+
+/// `{"type":"event", …event}`: the frame every channel event travels in.
+pub fn event_frame(event: &Event) -> String {
+    #[derive(Serialize)]
+    struct EventFrame<'a> {
+        #[serde(rename = "type")]
+        ty: &'static str,
+        #[serde(flatten)]
+        event: &'a Event,
+    }
+    serde_json::to_string(&EventFrame { ty: "event", event }).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_bad_frame_has_its_own_code() {
+        let e = parse_client_frame("{not json").unwrap_err();
+        assert_eq!(e.code, "bad_frame");
+        assert_eq!(parse_client_frame("[1,2]").unwrap_err().code, "bad_frame");
+        let e = parse_client_frame(r#"{"type":"launch","ref":"r9"}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.reference.as_deref()),
+            ("unknown_type", Some("r9"))
+        );
+        let e = parse_client_frame(r#"{"type":"send","ref":"r1","channel":"c"}"#).unwrap_err();
+        assert_eq!((e.code, e.reference.as_deref()), ("bad_frame", Some("r1")));
+        assert!(e.message.contains("client_id"), "{}", e.message);
+        let e = parse_client_frame(r#"{"type":"ping","bogus":1}"#).unwrap_err();
+        assert_eq!(e.code, "bad_frame");
+    }
+
+    #[test]
+    fn good_frames_parse() {
+        let f = parse_client_frame(
+            r#"{"type":"send","ref":"a","channel":"c","client_id":"x","text":"hi"}"#,
+        )
+        .unwrap();
+        assert!(matches!(f, ClientFrame::Send { ref text, thread_root: None, .. } if text == "hi"));
+        let f = parse_client_frame(r#"{"type":"resume","channels":{"c":4}}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Resume { ref channels } if channels["c"] == 4));
+    }
+}

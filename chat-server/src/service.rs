@@ -1,0 +1,811 @@
+//! The chat's rules, shared by the REST routes and the WebSocket: validation, rate limits,
+//! authorization on every channel access, and publishing what the store recorded.
+//!
+//! Authorization: a channel you may not read answers `NotFound` exactly like a channel that
+//! does not exist (no probing for private channels). Public channels are readable by every
+//! signed-in user; writing needs membership.
+
+use std::{collections::HashSet, sync::Arc, time::Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::{
+    auth::{hash_password, AuthUser},
+    error::{ApiError, ApiResult},
+    hub::Published,
+    model::{
+        new_id, now, Ack, Channel, ChannelKind, Event, EventKind, Id, Member, Message,
+        ReceiptStatus, Role, User,
+    },
+    protocol::ServerFrame,
+    store::{NewChannel, NewMessage, NewUser, Page, Session, Watermark},
+    App,
+};
+
+/// What the node remembers about a channel to authorize and route without a store read.
+#[derive(Debug)]
+pub struct ChannelMeta {
+    pub kind: ChannelKind,
+    pub members: HashSet<Id>,
+}
+
+/// A signed-in session: the token to hand out and who it is for.
+pub struct SignedIn {
+    pub token: String,
+    pub expires_at: OffsetDateTime,
+    pub user: User,
+}
+
+const MAX_GROUP: usize = 256;
+
+pub fn validate_username(name: &str) -> ApiResult<()> {
+    let ok = (1..=32).contains(&name.chars().count())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "username: 1-32 characters of a-z A-Z 0-9 _ . -".into(),
+        ))
+    }
+}
+
+pub fn validate_channel_name(name: &str) -> ApiResult<()> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "channel name: 1-64 characters of a-z 0-9 - _".into(),
+        ))
+    }
+}
+
+fn validate_client_id(id: &str) -> ApiResult<()> {
+    if (1..=64).contains(&id.len()) && !id.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest("client_id: 1-64 characters".into()))
+    }
+}
+
+/// `@name` tokens of a text (without the `@`), at most 20.
+pub fn mention_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for (i, _) in text.match_indices('@') {
+        let before_ok = text[..i]
+            .chars()
+            .last()
+            .is_none_or(|c| !c.is_alphanumeric());
+        if !before_ok {
+            continue;
+        }
+        let name: String = text[i + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            .collect();
+        let name = name.trim_end_matches(['.', '-']).to_string();
+        if !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+        }
+        if names.len() == 20 {
+            break;
+        }
+    }
+    names
+}
+
+impl App {
+    // ---- accounts ---------------------------------------------------------------------------
+
+    pub async fn register(
+        &self,
+        client: &str,
+        username: &str,
+        password: &str,
+        display_name: Option<&str>,
+    ) -> ApiResult<SignedIn> {
+        self.limiters.check_auth(&format!("ip:{client}"))?;
+        validate_username(username)?;
+        if !(8..=256).contains(&password.len()) {
+            return Err(ApiError::BadRequest("password: 8-256 bytes".into()));
+        }
+        let display = display_name
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .unwrap_or(username);
+        if display.chars().count() > 64 {
+            return Err(ApiError::BadRequest(
+                "display_name: at most 64 characters".into(),
+            ));
+        }
+        let pw = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
+            .await
+            .map_err(|_| ApiError::Internal)??;
+        let user = self
+            .store
+            .create_user(NewUser {
+                id: new_id(),
+                username: username.to_string(),
+                display_name: display.to_string(),
+                password_hash: hash,
+                created_at: now(),
+            })
+            .await?;
+        self.start_session(user).await
+    }
+
+    pub async fn login(&self, client: &str, username: &str, password: &str) -> ApiResult<SignedIn> {
+        self.limiters.check_auth(&format!("ip:{client}"))?;
+        self.limiters
+            .check_auth(&format!("user:{}", username.to_lowercase()))?;
+        let found = self.store.user_by_username(username).await?;
+        let auth = self.auth.clone();
+        let pw = password.to_string();
+        let hash = found.as_ref().map(|(_, h)| h.clone());
+        let ok = tokio::task::spawn_blocking(move || auth.verify_password(&pw, hash.as_deref()))
+            .await
+            .map_err(|_| ApiError::Internal)?;
+        match (ok, found) {
+            (true, Some((user, _))) => self.start_session(user).await,
+            _ => Err(ApiError::Unauthorized("wrong username or password")),
+        }
+    }
+
+    async fn start_session(&self, mut user: User) -> ApiResult<SignedIn> {
+        let created = now();
+        let session = Session {
+            id: new_id(),
+            user_id: user.id.clone(),
+            created_at: created,
+            expires_at: created + self.auth.session_ttl,
+        };
+        let (token, expires_at) = self.auth.issue(&user.id, &session.id)?;
+        self.store.create_session(session).await?;
+        user.presence = self.hub.presence_of(&user.id);
+        Ok(SignedIn {
+            token,
+            expires_at,
+            user,
+        })
+    }
+
+    pub async fn refresh(&self, who: &AuthUser) -> ApiResult<SignedIn> {
+        let user = self.user(&who.user_id).await?;
+        let (token, expires_at) = self.auth.issue(&who.user_id, &who.session_id)?;
+        Ok(SignedIn {
+            token,
+            expires_at,
+            user,
+        })
+    }
+
+    pub async fn logout(&self, who: &AuthUser) -> ApiResult<()> {
+        self.store.delete_session(&who.session_id).await?;
+        self.hub.revoke_session(&who.user_id, &who.session_id);
+        Ok(())
+    }
+
+    pub async fn user(&self, id: &str) -> ApiResult<User> {
+        let mut user = self
+            .store
+            .user(id)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        user.presence = self.hub.presence_of(&user.id);
+        Ok(user)
+    }
+
+    pub async fn users(&self) -> ApiResult<Vec<User>> {
+        let mut users = self.store.users().await?;
+        for u in &mut users {
+            u.presence = self.hub.presence_of(&u.id);
+        }
+        Ok(users)
+    }
+
+    // ---- channels ---------------------------------------------------------------------------
+
+    /// The cached routing facts of a channel, loaded on first use.
+    pub async fn channel_meta(&self, channel_id: &str) -> ApiResult<Arc<ChannelMeta>> {
+        if let Some(meta) = self.channel_cache.get(channel_id) {
+            return Ok(meta.clone());
+        }
+        let ch = self
+            .store
+            .channel(channel_id)
+            .await?
+            .ok_or(ApiError::NotFound("channel"))?;
+        let meta = Arc::new(ChannelMeta {
+            kind: ch.kind,
+            members: ch.member_ids.into_iter().collect(),
+        });
+        self.channel_cache
+            .insert(channel_id.to_string(), meta.clone());
+        Ok(meta)
+    }
+
+    /// Whether receipts are tracked for the channel; `None` when not known without a read.
+    pub fn receipts_enabled_cached(&self, channel_id: &str) -> Option<bool> {
+        self.channel_cache
+            .get(channel_id)
+            .map(|m| m.members.len() <= self.settings.realtime.receipts_max_members)
+    }
+
+    /// Read access: members, and everyone for public channels. Others see "not found".
+    pub async fn require_readable(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+    ) -> ApiResult<Arc<ChannelMeta>> {
+        let meta = self.channel_meta(channel_id).await?;
+        if meta.members.contains(user_id) || meta.kind == ChannelKind::Public {
+            Ok(meta)
+        } else {
+            Err(ApiError::NotFound("channel"))
+        }
+    }
+
+    /// Write access: members only.
+    pub async fn require_member(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+    ) -> ApiResult<Arc<ChannelMeta>> {
+        let meta = self.require_readable(user_id, channel_id).await?;
+        if meta.members.contains(user_id) {
+            Ok(meta)
+        } else {
+            Err(ApiError::Forbidden("join the channel first"))
+        }
+    }
+
+    pub async fn channels_of(&self, user_id: &str) -> ApiResult<Vec<Channel>> {
+        Ok(self.store.channels_for_user(user_id).await?)
+    }
+
+    pub async fn public_channels(&self) -> ApiResult<Vec<Channel>> {
+        Ok(self.store.public_channels().await?)
+    }
+
+    pub async fn channel_for(&self, user_id: &str, channel_id: &str) -> ApiResult<Channel> {
+        self.require_readable(user_id, channel_id).await?;
+        let mut ch = self
+            .store
+            .channel(channel_id)
+            .await?
+            .ok_or(ApiError::NotFound("channel"))?;
+        if let Some(m) = self.store.member(channel_id, user_id).await? {
+            ch.read_seq = Some(m.read_seq);
+        }
+        Ok(ch)
+    }
+
+    async fn existing_users(&self, ids: &[Id]) -> ApiResult<()> {
+        for id in ids {
+            if self.store.user(id).await?.is_none() {
+                return Err(ApiError::BadRequest(format!("no user with id {id:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_channel(
+        &self,
+        user_id: &str,
+        name: &str,
+        kind: ChannelKind,
+        topic: &str,
+        member_ids: Vec<Id>,
+    ) -> ApiResult<Channel> {
+        validate_channel_name(name)?;
+        if !matches!(kind, ChannelKind::Public | ChannelKind::Private) {
+            return Err(ApiError::BadRequest(
+                "kind: public or private (use /api/dms for direct messages)".into(),
+            ));
+        }
+        if topic.chars().count() > 250 {
+            return Err(ApiError::BadRequest("topic: at most 250 characters".into()));
+        }
+        let mut members: Vec<Id> = member_ids.into_iter().filter(|m| m != user_id).collect();
+        members.sort();
+        members.dedup();
+        self.existing_users(&members).await?;
+        let (channel, events) = self
+            .store
+            .create_channel(NewChannel {
+                id: new_id(),
+                kind,
+                name: name.to_string(),
+                topic: topic.to_string(),
+                created_by: user_id.to_string(),
+                created_at: now(),
+                member_ids: members,
+                dm_key: None,
+            })
+            .await?;
+        self.publish_all(events).await;
+        Ok(channel)
+    }
+
+    /// One other user: the 1:1 DM (always the same one); none: notes to self; more: a group.
+    pub async fn open_dm(&self, user_id: &str, user_ids: Vec<Id>) -> ApiResult<Channel> {
+        let mut others: Vec<Id> = user_ids.into_iter().filter(|u| u != user_id).collect();
+        others.sort();
+        others.dedup();
+        if others.len() > MAX_GROUP {
+            return Err(ApiError::BadRequest(format!(
+                "a group has at most {MAX_GROUP} members"
+            )));
+        }
+        self.existing_users(&others).await?;
+        let (kind, dm_key) = match others.as_slice() {
+            [] => (ChannelKind::Dm, Some(format!("self:{user_id}"))),
+            [other] => {
+                let (a, b) = if user_id < other.as_str() {
+                    (user_id, other.as_str())
+                } else {
+                    (other.as_str(), user_id)
+                };
+                (ChannelKind::Dm, Some(format!("dm:{a}:{b}")))
+            }
+            _ => (ChannelKind::Group, None),
+        };
+        let (mut channel, events) = self
+            .store
+            .create_channel(NewChannel {
+                id: new_id(),
+                kind,
+                name: String::new(),
+                topic: String::new(),
+                created_by: user_id.to_string(),
+                created_at: now(),
+                member_ids: others,
+                dm_key,
+            })
+            .await?;
+        self.publish_all(events).await;
+        if let Some(m) = self.store.member(&channel.id, user_id).await? {
+            channel.read_seq = Some(m.read_seq);
+        }
+        Ok(channel)
+    }
+
+    pub async fn join(&self, user_id: &str, channel_id: &str) -> ApiResult<Channel> {
+        let meta = self.require_readable(user_id, channel_id).await?;
+        if meta.kind != ChannelKind::Public {
+            return Err(ApiError::Forbidden(
+                "only public channels can be joined; ask a member to invite you",
+            ));
+        }
+        if let Some(ev) = self
+            .store
+            .add_member(channel_id, user_id, Role::Member, user_id)
+            .await?
+        {
+            self.publish(ev).await;
+        }
+        self.channel_for(user_id, channel_id).await
+    }
+
+    pub async fn leave(&self, user_id: &str, channel_id: &str) -> ApiResult<()> {
+        let meta = self.require_member(user_id, channel_id).await?;
+        if meta.kind == ChannelKind::Dm {
+            return Err(ApiError::BadRequest(
+                "a direct message cannot be left".into(),
+            ));
+        }
+        if let Some(ev) = self.store.remove_member(channel_id, user_id).await? {
+            self.publish(ev).await;
+        }
+        Ok(())
+    }
+
+    pub async fn invite(&self, user_id: &str, channel_id: &str, invitee: &str) -> ApiResult<()> {
+        let meta = self.require_member(user_id, channel_id).await?;
+        if meta.kind == ChannelKind::Dm {
+            return Err(ApiError::BadRequest(
+                "a 1:1 direct message cannot grow: start a group instead".into(),
+            ));
+        }
+        if meta.kind == ChannelKind::Group && meta.members.len() >= MAX_GROUP {
+            return Err(ApiError::BadRequest(format!(
+                "a group has at most {MAX_GROUP} members"
+            )));
+        }
+        self.existing_users(&[invitee.to_string()]).await?;
+        if let Some(ev) = self
+            .store
+            .add_member(channel_id, invitee, Role::Member, user_id)
+            .await?
+        {
+            self.publish(ev).await;
+        }
+        Ok(())
+    }
+
+    pub async fn members(&self, user_id: &str, channel_id: &str) -> ApiResult<Vec<Member>> {
+        self.require_readable(user_id, channel_id).await?;
+        Ok(self.store.members(channel_id).await?)
+    }
+
+    // ---- messages ---------------------------------------------------------------------------
+
+    fn validate_text(&self, text: &str) -> ApiResult<()> {
+        if text.trim().is_empty() {
+            return Err(ApiError::BadRequest("text: must not be empty".into()));
+        }
+        let max = self.settings.limits.max_message_len;
+        let len = text.chars().count();
+        if len > max {
+            return Err(ApiError::TooLarge(format!(
+                "message is {len} characters; the limit is {max}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn resolve_mentions(&self, text: &str) -> ApiResult<Vec<Id>> {
+        let mut ids = Vec::new();
+        for name in mention_names(text) {
+            if let Some((u, _)) = self.store.user_by_username(&name).await? {
+                if !ids.contains(&u.id) {
+                    ids.push(u.id);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    pub async fn send_message(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        client_id: &str,
+        text: &str,
+        thread_root: Option<Id>,
+    ) -> ApiResult<Ack> {
+        let started = Instant::now();
+        self.limiters.check_send(user_id)?;
+        validate_client_id(client_id)?;
+        self.validate_text(text)?;
+        self.require_member(user_id, channel_id).await?;
+        let mentions = self.resolve_mentions(text).await?;
+        let (msg, event) = self
+            .store
+            .append_message(NewMessage {
+                id: new_id(),
+                channel_id: channel_id.to_string(),
+                author_id: user_id.to_string(),
+                client_id: client_id.to_string(),
+                text: text.to_string(),
+                thread_root,
+                mentions,
+                created_at: now(),
+            })
+            .await?;
+        let duplicate = event.is_none();
+        if let Some(ev) = event {
+            self.metrics.messages_sent.inc();
+            self.publish(ev).await;
+        }
+        self.metrics
+            .send_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Ack {
+            channel: msg.channel_id,
+            seq: msg.seq,
+            message_id: msg.id,
+            client_id: msg.client_id,
+            duplicate,
+        })
+    }
+
+    async fn own_message(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        message_id: &str,
+    ) -> ApiResult<Message> {
+        self.require_member(user_id, channel_id).await?;
+        let msg = self
+            .store
+            .message(channel_id, message_id)
+            .await?
+            .ok_or(ApiError::NotFound("message"))?;
+        if msg.deleted {
+            return Err(ApiError::NotFound("message"));
+        }
+        if msg.author_id != user_id {
+            return Err(ApiError::Forbidden("only the author can change a message"));
+        }
+        Ok(msg)
+    }
+
+    pub async fn edit_message(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        message_id: &str,
+        text: &str,
+    ) -> ApiResult<i64> {
+        self.limiters.check_send(user_id)?;
+        self.validate_text(text)?;
+        self.own_message(user_id, channel_id, message_id).await?;
+        let mentions = self.resolve_mentions(text).await?;
+        let ev = self
+            .store
+            .edit_message(channel_id, message_id, text, &mentions, now())
+            .await?;
+        let seq = ev.seq;
+        self.publish(ev).await;
+        Ok(seq)
+    }
+
+    pub async fn delete_message(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        message_id: &str,
+    ) -> ApiResult<i64> {
+        self.own_message(user_id, channel_id, message_id).await?;
+        let ev = self
+            .store
+            .delete_message(channel_id, message_id, now())
+            .await?;
+        let seq = ev.seq;
+        self.publish(ev).await;
+        Ok(seq)
+    }
+
+    pub async fn react(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        message_id: &str,
+        emoji: &str,
+        add: bool,
+    ) -> ApiResult<Option<i64>> {
+        self.limiters.check_send(user_id)?;
+        if !(1..=32).contains(&emoji.chars().count()) || emoji.chars().any(char::is_whitespace) {
+            return Err(ApiError::BadRequest(
+                "emoji: 1-32 characters, no spaces".into(),
+            ));
+        }
+        self.require_member(user_id, channel_id).await?;
+        match self
+            .store
+            .react(channel_id, message_id, user_id, emoji, add, now())
+            .await?
+        {
+            Some(ev) => {
+                let seq = ev.seq;
+                self.publish(ev).await;
+                Ok(Some(seq))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Moves the user's read watermark; a receipt event when the channel is small enough.
+    pub async fn mark_read(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        seq: i64,
+    ) -> ApiResult<Option<i64>> {
+        let meta = self.require_member(user_id, channel_id).await?;
+        let emit = meta.members.len() <= self.settings.realtime.receipts_max_members;
+        match self
+            .store
+            .advance_watermark(channel_id, user_id, Watermark::Read(seq), emit, now())
+            .await?
+        {
+            Some(ev) => {
+                let s = ev.seq;
+                self.publish(ev).await;
+                Ok(Some(s))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub async fn history(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        page: Page,
+        limit: usize,
+    ) -> ApiResult<(Vec<Message>, bool)> {
+        self.require_readable(user_id, channel_id).await?;
+        let limit = limit.clamp(1, self.settings.limits.history_page_max);
+        Ok(self.store.history(channel_id, page, limit).await?)
+    }
+
+    pub async fn events(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> ApiResult<Vec<Event>> {
+        self.require_readable(user_id, channel_id).await?;
+        let limit = limit.clamp(1, 1000);
+        Ok(self.store.events_after(channel_id, after, limit).await?)
+    }
+
+    pub async fn message(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        message_id: &str,
+    ) -> ApiResult<Message> {
+        self.require_readable(user_id, channel_id).await?;
+        self.store
+            .message(channel_id, message_id)
+            .await?
+            .ok_or(ApiError::NotFound("message"))
+    }
+
+    pub async fn thread(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        root_id: &str,
+    ) -> ApiResult<(Message, Vec<Message>)> {
+        let root = self.message(user_id, channel_id, root_id).await?;
+        let replies = self.store.replies(channel_id, root_id).await?;
+        Ok((root, replies))
+    }
+
+    pub async fn receipts(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+        message_id: &str,
+    ) -> ApiResult<Vec<(Id, ReceiptStatus)>> {
+        self.require_member(user_id, channel_id).await?;
+        let msg = self
+            .store
+            .message(channel_id, message_id)
+            .await?
+            .ok_or(ApiError::NotFound("message"))?;
+        let members = self.store.members(channel_id).await?;
+        Ok(members
+            .iter()
+            .filter(|m| m.user_id != msg.author_id)
+            .map(|m| (m.user_id.clone(), m.status_of(msg.seq)))
+            .collect())
+    }
+
+    pub async fn search(
+        &self,
+        user_id: &str,
+        query: &str,
+        channel_id: Option<&str>,
+        limit: usize,
+    ) -> ApiResult<Vec<Message>> {
+        if query.chars().count() > 200 {
+            return Err(ApiError::BadRequest("q: at most 200 characters".into()));
+        }
+        if let Some(ch) = channel_id {
+            self.require_readable(user_id, ch).await?;
+        }
+        Ok(self
+            .store
+            .search(user_id, query, channel_id, limit.clamp(1, 100))
+            .await?)
+    }
+
+    // ---- publishing -------------------------------------------------------------------------
+
+    pub async fn publish_all(&self, events: Vec<Event>) {
+        for ev in events {
+            self.publish(ev).await;
+        }
+    }
+
+    /// Routes a stored event to the node's connections, keeping membership routing current.
+    pub async fn publish(&self, event: Event) {
+        let member = event
+            .data
+            .get("user_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let published = Arc::new(Published::new(&event));
+        match (event.kind, member) {
+            (EventKind::MemberJoined, Some(user)) => {
+                self.channel_cache.remove(&event.channel);
+                match self.store.channel(&event.channel).await {
+                    Ok(Some(mut ch)) => {
+                        if let Ok(Some(m)) = self.store.member(&event.channel, &user).await {
+                            ch.read_seq = Some(m.read_seq);
+                        }
+                        let frame =
+                            Utf8Bytes::from(ServerFrame::ChannelAdded { channel: ch }.to_json());
+                        self.hub
+                            .user_joined(&user, &event.channel, event.seq - 1, frame);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot announce a new member's channel"),
+                }
+                self.hub.publish(published);
+            }
+            (EventKind::MemberLeft, Some(user)) => {
+                self.channel_cache.remove(&event.channel);
+                self.hub.publish(published);
+                let frame = Utf8Bytes::from(
+                    ServerFrame::ChannelRemoved {
+                        channel_id: event.channel.clone(),
+                    }
+                    .to_json(),
+                );
+                self.hub.user_left(&user, &event.channel, frame);
+            }
+            _ => self.hub.publish(published),
+        }
+    }
+
+    /// Remembers that `seq` reached one of `user_id`'s sockets; flushed in batches.
+    pub fn note_delivered(&self, channel_id: &str, user_id: &str, seq: i64) {
+        let mut pending = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = pending
+            .entry((channel_id.to_string(), user_id.to_string()))
+            .or_insert(0);
+        *slot = (*slot).max(seq);
+    }
+
+    /// Writes pending delivered watermarks and publishes the receipts they produce.
+    pub async fn flush_delivered(&self) {
+        let pending: Vec<((Id, Id), i64)> = {
+            let mut p = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+            p.drain().collect()
+        };
+        for ((channel, user), seq) in pending {
+            let emit = match self.channel_meta(&channel).await {
+                Ok(meta) => meta.members.len() <= self.settings.realtime.receipts_max_members,
+                Err(_) => continue,
+            };
+            match self
+                .store
+                .advance_watermark(&channel, &user, Watermark::Delivered(seq), emit, now())
+                .await
+            {
+                Ok(Some(ev)) => self.publish(ev).await,
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "delivered watermark not stored"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_are_found_at_word_starts() {
+        assert_eq!(
+            mention_names("hi @bob and @carol.x, mail a@b.c @bob"),
+            vec!["bob", "carol.x"]
+        );
+        assert!(mention_names("no mentions").is_empty());
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_username("alice_1.x-y").is_ok());
+        assert!(validate_username("").is_err());
+        assert!(validate_username("bad name").is_err());
+        assert!(validate_channel_name("general").is_ok());
+        assert!(validate_channel_name("General").is_err());
+    }
+}

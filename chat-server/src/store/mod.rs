@@ -1,0 +1,217 @@
+//! The store: one trait, the source of truth for accounts, channels, messages and every
+//! channel's replay log. Drivers: [`sqlite`] (embedded default). A MongoDB driver implements the
+//! same trait; `tests/store_contract.rs` is the contract every driver must pass.
+//!
+//! Rules every driver keeps:
+//! - each visible change to a channel appends one [`Event`] with the channel's next sequence
+//!   number, atomically with the change itself (no gaps, no duplicates, even under concurrency);
+//! - a method returns only after its change is durable;
+//! - `append_message` is idempotent on `(author_id, client_id)`.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::model::{Channel, ChannelKind, Event, Id, Member, Message, Role, User};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The backing service cannot be reached or refused the write: nothing was stored.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: Id,
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: Id,
+    pub user_id: Id,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewChannel {
+    pub id: Id,
+    pub kind: ChannelKind,
+    pub name: String,
+    pub topic: String,
+    pub created_by: Id,
+    pub created_at: OffsetDateTime,
+    /// Members besides the creator (who becomes owner).
+    pub member_ids: Vec<Id>,
+    /// For 1:1 and self DMs: a key that makes creation idempotent.
+    pub dm_key: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: Id,
+    pub channel_id: Id,
+    pub author_id: Id,
+    pub client_id: String,
+    pub text: String,
+    pub thread_root: Option<Id>,
+    pub mentions: Vec<Id>,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The newest messages.
+    Latest,
+    /// Messages with a smaller seq (older).
+    Before(i64),
+    /// Messages with a larger seq (newer).
+    After(i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watermark {
+    Delivered(i64),
+    Read(i64),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip for readiness.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    /// The user and its password hash, by case-insensitive name.
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<(User, String)>>;
+    async fn user(&self, id: &str) -> StoreResult<Option<User>>;
+    async fn users(&self) -> StoreResult<Vec<User>>;
+    async fn set_last_seen(&self, user_id: &str, at: OffsetDateTime) -> StoreResult<()>;
+
+    async fn create_session(&self, session: Session) -> StoreResult<()>;
+    /// The session's user if the session exists and has not expired.
+    async fn session_user(&self, session_id: &str, now: OffsetDateTime) -> StoreResult<Option<Id>>;
+    async fn delete_session(&self, session_id: &str) -> StoreResult<()>;
+
+    /// Creates the channel with its members (or returns the existing one with the same
+    /// `dm_key`, and no events).
+    async fn create_channel(&self, channel: NewChannel) -> StoreResult<(Channel, Vec<Event>)>;
+    /// The user's channels and each one's current sequence (cheap: used at every connect).
+    async fn memberships(&self, user_id: &str) -> StoreResult<Vec<(Id, i64)>>;
+    async fn channel(&self, id: &str) -> StoreResult<Option<Channel>>;
+    /// The user's channels with `read_seq` and `unread`.
+    async fn channels_for_user(&self, user_id: &str) -> StoreResult<Vec<Channel>>;
+    async fn public_channels(&self) -> StoreResult<Vec<Channel>>;
+
+    async fn member(&self, channel_id: &str, user_id: &str) -> StoreResult<Option<Member>>;
+    async fn members(&self, channel_id: &str) -> StoreResult<Vec<Member>>;
+    /// Adds a member; `None` if already a member.
+    async fn add_member(
+        &self,
+        channel_id: &str,
+        user_id: &str,
+        role: Role,
+        by: &str,
+    ) -> StoreResult<Option<Event>>;
+    /// Removes a member; `None` if not a member.
+    async fn remove_member(&self, channel_id: &str, user_id: &str) -> StoreResult<Option<Event>>;
+
+    /// Stores a message and its event. A repeated `(author_id, client_id)` returns the stored
+    /// message and no event.
+    async fn append_message(&self, message: NewMessage) -> StoreResult<(Message, Option<Event>)>;
+    async fn edit_message(
+        &self,
+        channel_id: &str,
+        message_id: &str,
+        text: &str,
+        mentions: &[Id],
+        at: OffsetDateTime,
+    ) -> StoreResult<Event>;
+    async fn delete_message(
+        &self,
+        channel_id: &str,
+        message_id: &str,
+        at: OffsetDateTime,
+    ) -> StoreResult<Event>;
+    /// Adds or removes a reaction; `None` when nothing changed.
+    async fn react(
+        &self,
+        channel_id: &str,
+        message_id: &str,
+        user_id: &str,
+        emoji: &str,
+        add: bool,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<Event>>;
+
+    async fn message(&self, channel_id: &str, message_id: &str) -> StoreResult<Option<Message>>;
+    /// Top-level messages, oldest first, and whether more exist beyond the page.
+    async fn history(
+        &self,
+        channel_id: &str,
+        page: Page,
+        limit: usize,
+    ) -> StoreResult<(Vec<Message>, bool)>;
+    async fn replies(&self, channel_id: &str, root_id: &str) -> StoreResult<Vec<Message>>;
+    /// The replay log: events with `seq > after`, in order, at most `limit`.
+    async fn events_after(
+        &self,
+        channel_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>>;
+
+    /// Moves a member's watermark forward (never back, never past the channel's newest
+    /// message; reading implies delivered). Returns the `receipt` event when `emit` is set and
+    /// something moved.
+    async fn advance_watermark(
+        &self,
+        channel_id: &str,
+        user_id: &str,
+        mark: Watermark,
+        emit: bool,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<Event>>;
+
+    /// Full-text search over non-deleted messages of channels `user_id` can read (its channels
+    /// and public ones), newest first.
+    async fn search(
+        &self,
+        user_id: &str,
+        query: &str,
+        channel_id: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the driver named by a store URL.
+pub async fn open(url: &str, data_dir: &std::path::Path) -> StoreResult<DynStore> {
+    match url {
+        "sqlite" => Ok(Arc::new(sqlite::SqliteStore::open(
+            &data_dir.join("fullslack.db"),
+        )?)),
+        u if u.starts_with("sqlite:") => Ok(Arc::new(sqlite::SqliteStore::open(
+            std::path::Path::new(&u[7..]),
+        )?)),
+        other => Err(StoreError::Internal(format!(
+            "unsupported store URL {other:?}: use `sqlite` or `sqlite:PATH`"
+        ))),
+    }
+}

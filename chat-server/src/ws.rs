@@ -1,0 +1,543 @@
+//! `GET /api/ws`: one task per connection, one loop selecting over the socket, the connection's
+//! queue, the heartbeat, the token's expiry and server shutdown.
+//!
+//! Exactly-once, in-order delivery per channel rests on one cursor per channel: the highest seq
+//! this socket was sent. A live event at `cursor + 1` goes out; one at or below the cursor is a
+//! duplicate and is dropped; one above `cursor + 1` means something was missed (a full queue, an
+//! out-of-order publish, another node) and the gap is refilled from the store first. Nothing is
+//! delivered before the client's `resume`, which sets the cursors.
+
+use std::{collections::HashMap, ops::ControlFlow, sync::atomic::Ordering, time::Duration};
+
+use axum::{
+    extract::{
+        ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        State,
+    },
+    response::Response,
+};
+use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
+
+use crate::{
+    auth::AuthUser,
+    error::ApiError,
+    hub::{ConnHandle, Outbound, Published},
+    model::{now, EventKind, Id},
+    protocol::{
+        event_frame, parse_client_frame, AckBody, ClientFrame, ClientPresence, Limits, ServerFrame,
+    },
+    AppState,
+};
+
+pub const CLOSE_POLICY: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+pub const CLOSE_RESTART: u16 = 1012;
+
+/// Events fetched per store read while refilling.
+const REFILL_PAGE: usize = 500;
+
+pub async fn handler(State(app): State<AppState>, who: AuthUser, ws: WebSocketUpgrade) -> Response {
+    let max = app.settings.limits.max_frame_bytes;
+    // Small buffers: an idle socket should cost a few KB, not tungstenite's 128 KiB default.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            let tracker = app.tasks.clone();
+            tracker.track_future(Connection::run(app, who, socket))
+        })
+}
+
+struct Connection {
+    app: AppState,
+    who: AuthUser,
+    handle: ConnHandle,
+    socket: WebSocket,
+    /// Channel → highest seq sent on this socket. Empty until `resume`.
+    cursors: HashMap<Id, i64>,
+    resumed: bool,
+    last_heard: Instant,
+    last_typing: HashMap<Id, Instant>,
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+impl Connection {
+    async fn run(app: AppState, who: AuthUser, socket: WebSocket) {
+        let (handle, mut rx, presence) = app.hub.connect(
+            &who.user_id,
+            &who.session_id,
+            app.settings.realtime.outbound_queue,
+        );
+        if let Some(p) = presence {
+            app.hub.announce_presence(&who.user_id, p, None);
+        }
+        let mut conn = Connection {
+            app: app.clone(),
+            who,
+            handle,
+            socket,
+            cursors: HashMap::new(),
+            resumed: false,
+            last_heard: Instant::now(),
+            last_typing: HashMap::new(),
+        };
+        if conn.hello().await.is_ok() {
+            conn.serve(&mut rx).await;
+        }
+        let channels: Vec<Id> = conn.cursors.keys().cloned().collect();
+        if let Some(p) = app.hub.disconnect(&conn.handle, channels) {
+            let seen = now();
+            if let Err(e) = app.store.set_last_seen(&conn.who.user_id, seen).await {
+                tracing::warn!(error = %e, "cannot store last seen");
+            }
+            app.hub.announce_presence(&conn.who.user_id, p, Some(seen));
+        }
+    }
+
+    async fn hello(&mut self) -> Result<(), ()> {
+        let user = match self.app.user(&self.who.user_id).await {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = self.socket.send(close(CLOSE_POLICY, "unknown user")).await;
+                return Err(());
+            }
+        };
+        let frame = ServerFrame::Hello {
+            user,
+            session_id: self.who.session_id.clone(),
+            heartbeat_ms: self.app.settings.realtime.heartbeat_ms,
+            limits: Limits {
+                max_message_len: self.app.settings.limits.max_message_len,
+                max_frame_bytes: self.app.settings.limits.max_frame_bytes,
+            },
+        };
+        self.send_frame(&frame).await
+    }
+
+    async fn serve(&mut self, rx: &mut tokio::sync::mpsc::Receiver<Outbound>) {
+        let heartbeat = self.app.settings.heartbeat();
+        let mut ticker = interval(heartbeat);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let expiry = Instant::now()
+            + Duration::from_secs(
+                (self.who.expires_at - time::OffsetDateTime::now_utc())
+                    .whole_seconds()
+                    .max(0) as u64,
+            );
+        let shutdown = self.app.shutdown.clone();
+        loop {
+            let flow = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = self.socket.send(close(CLOSE_RESTART, "server restarting: reconnect and resume")).await;
+                    ControlFlow::Break(())
+                }
+                _ = sleep_until(expiry) => {
+                    let _ = self.socket.send(close(CLOSE_POLICY, "token expired: refresh and reconnect")).await;
+                    ControlFlow::Break(())
+                }
+                incoming = self.socket.recv() => self.on_socket(incoming).await,
+                Some(out) = rx.recv(), if self.resumed => self.on_outbound(out).await,
+                _ = ticker.tick() => {
+                    if self.last_heard.elapsed() > heartbeat * 3 {
+                        let _ = self.socket.send(close(CLOSE_POLICY, "no heartbeat")).await;
+                        ControlFlow::Break(())
+                    } else {
+                        match self.socket.send(Message::Ping(Default::default())).await {
+                            Ok(()) => ControlFlow::Continue(()),
+                            Err(_) => ControlFlow::Break(()),
+                        }
+                    }
+                }
+            };
+            if flow.is_break() {
+                break;
+            }
+            // The queue overflowed at some point: everything may be behind. The store has it all.
+            if self.resumed && self.handle.lagged.swap(false, Ordering::AcqRel) {
+                let channels: Vec<Id> = self.cursors.keys().cloned().collect();
+                for ch in channels {
+                    if self.refill(&ch).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_socket(
+        &mut self,
+        incoming: Option<Result<Message, axum::Error>>,
+    ) -> ControlFlow<()> {
+        let msg = match incoming {
+            None => return ControlFlow::Break(()),
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                // tungstenite reports oversized and non-UTF-8 frames as errors; say which.
+                let text = e.to_string();
+                let frame = if text.contains("Space limit exceeded")
+                    || text.contains("too long")
+                    || text.contains("too big")
+                {
+                    self.app.metrics.error("too_large");
+                    close(CLOSE_TOO_BIG, "frame larger than max_frame_bytes")
+                } else if text.to_lowercase().contains("utf-8") || text.contains("utf8") {
+                    self.app.metrics.error("invalid_utf8");
+                    close(CLOSE_INVALID_DATA, "text frame is not valid UTF-8")
+                } else {
+                    return ControlFlow::Break(());
+                };
+                let _ = self.socket.send(frame).await;
+                return ControlFlow::Break(());
+            }
+        };
+        self.last_heard = Instant::now();
+        match msg {
+            Message::Text(text) => self.on_text(text.as_str()).await,
+            Message::Binary(_) => {
+                self.send_error(
+                    None,
+                    "binary_not_supported",
+                    "frames are JSON text".into(),
+                    None,
+                )
+                .await
+            }
+            Message::Ping(_) | Message::Pong(_) => ControlFlow::Continue(()),
+            Message::Close(_) => ControlFlow::Break(()),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> ControlFlow<()> {
+        let frame = match parse_client_frame(text) {
+            Ok(f) => f,
+            Err(e) => return self.send_error(e.reference, e.code, e.message, None).await,
+        };
+        let user = self.who.user_id.clone();
+        match frame {
+            ClientFrame::Resume { channels } => self.resume(channels).await,
+            ClientFrame::Ping { reference } => self.reply(&ServerFrame::Pong { reference }).await,
+            ClientFrame::Send {
+                reference,
+                channel,
+                client_id,
+                text,
+                thread_root,
+            } => {
+                let result = self
+                    .app
+                    .send_message(&user, &channel, &client_id, &text, thread_root)
+                    .await;
+                self.answer(reference, result.map(AckBody::Send)).await
+            }
+            ClientFrame::Edit {
+                reference,
+                channel,
+                message_id,
+                text,
+            } => {
+                let r = self
+                    .app
+                    .edit_message(&user, &channel, &message_id, &text)
+                    .await;
+                self.answer(
+                    reference,
+                    r.map(|seq| AckBody::Change {
+                        channel,
+                        seq: Some(seq),
+                    }),
+                )
+                .await
+            }
+            ClientFrame::Delete {
+                reference,
+                channel,
+                message_id,
+            } => {
+                let r = self.app.delete_message(&user, &channel, &message_id).await;
+                self.answer(
+                    reference,
+                    r.map(|seq| AckBody::Change {
+                        channel,
+                        seq: Some(seq),
+                    }),
+                )
+                .await
+            }
+            ClientFrame::React {
+                reference,
+                channel,
+                message_id,
+                emoji,
+                add,
+            } => {
+                let r = self
+                    .app
+                    .react(&user, &channel, &message_id, &emoji, add)
+                    .await;
+                self.answer(reference, r.map(|seq| AckBody::Change { channel, seq }))
+                    .await
+            }
+            ClientFrame::Read {
+                reference,
+                channel,
+                seq,
+            } => {
+                let r = self.app.mark_read(&user, &channel, seq).await;
+                self.answer(reference, r.map(|seq| AckBody::Change { channel, seq }))
+                    .await
+            }
+            ClientFrame::Typing { channel } => {
+                self.typing(channel).await;
+                ControlFlow::Continue(())
+            }
+            ClientFrame::Presence { status } => {
+                if let Some(p) = self
+                    .app
+                    .hub
+                    .set_away(&self.handle, status == ClientPresence::Away)
+                {
+                    self.app.hub.announce_presence(&user, p, None);
+                }
+                ControlFlow::Continue(())
+            }
+            ClientFrame::PresenceSubscribe { user_ids } => self.presence_subscribe(user_ids).await,
+        }
+    }
+
+    async fn typing(&mut self, channel: Id) {
+        // At most one relay per channel per second from a socket: typing is a hint, not a stream.
+        if self
+            .last_typing
+            .get(&channel)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        match self.app.require_member(&self.who.user_id, &channel).await {
+            Ok(_) => {
+                self.last_typing.insert(channel.clone(), Instant::now());
+                let frame = ServerFrame::Typing {
+                    channel: channel.clone(),
+                    user_id: self.who.user_id.clone(),
+                    expires_in_ms: self.app.settings.realtime.typing_ttl_ms,
+                };
+                self.app.hub.ephemeral(
+                    &channel,
+                    &self.who.user_id,
+                    Utf8Bytes::from(frame.to_json()),
+                );
+            }
+            Err(e) => {
+                let _ = self.send_error(None, e.code(), e.to_string(), None).await;
+            }
+        }
+    }
+
+    async fn presence_subscribe(&mut self, user_ids: Vec<Id>) -> ControlFlow<()> {
+        let user_ids: Vec<Id> = user_ids.into_iter().take(1000).collect();
+        self.app.hub.watch(&self.handle, &user_ids);
+        for id in user_ids {
+            let status = self.app.hub.presence_of(&id);
+            let last_seen = match self.app.store.user(&id).await {
+                Ok(Some(u)) => u.last_seen,
+                _ => continue,
+            };
+            if self
+                .reply(&ServerFrame::Presence {
+                    user_id: id,
+                    status,
+                    last_seen,
+                })
+                .await
+                .is_break()
+            {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Sets the cursors, replays what the client missed, and starts live delivery.
+    async fn resume(&mut self, requested: HashMap<Id, i64>) -> ControlFlow<()> {
+        let memberships = match self.app.store.memberships(&self.who.user_id).await {
+            Ok(m) => m,
+            Err(e) => {
+                let e = ApiError::from(e);
+                return self.send_error(None, e.code(), e.to_string(), None).await;
+            }
+        };
+        for (channel, last_seq) in &memberships {
+            let from = requested
+                .get(channel)
+                .map(|s| (*s).clamp(0, *last_seq))
+                .unwrap_or(*last_seq);
+            let cursor = if self.resumed {
+                *self.cursors.get(channel).unwrap_or(&from)
+            } else {
+                from
+            };
+            self.cursors.insert(channel.clone(), cursor.min(from));
+            self.app.hub.subscribe(&self.handle, channel);
+        }
+        self.resumed = true;
+        for (channel, _) in &memberships {
+            if self.refill(channel).await.is_err() {
+                return ControlFlow::Break(());
+            }
+        }
+        let frame = ServerFrame::Resumed {
+            channels: self.cursors.clone(),
+        };
+        self.reply(&frame).await
+    }
+
+    /// Sends every stored event of `channel` after its cursor.
+    async fn refill(&mut self, channel: &str) -> Result<(), ()> {
+        loop {
+            let Some(&cursor) = self.cursors.get(channel) else {
+                return Ok(());
+            };
+            let events = match self
+                .app
+                .store
+                .events_after(channel, cursor, REFILL_PAGE)
+                .await
+            {
+                Ok(ev) => ev,
+                // The store is down: live delivery goes on; the next event retries the gap.
+                Err(_) => return Ok(()),
+            };
+            let n = events.len();
+            for ev in events {
+                let published = Published::new(&ev);
+                debug_assert_eq!(published.frame.as_str(), event_frame(&ev));
+                self.send_event(&published).await?;
+            }
+            if n < REFILL_PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn on_outbound(&mut self, out: Outbound) -> ControlFlow<()> {
+        let result = match out {
+            Outbound::Event(ev) => {
+                let Some(&cursor) = self.cursors.get(&ev.channel) else {
+                    return ControlFlow::Continue(());
+                };
+                if ev.seq <= cursor {
+                    Ok(())
+                } else if ev.seq == cursor + 1 {
+                    self.send_event(&ev).await
+                } else {
+                    self.refill(&ev.channel).await
+                }
+            }
+            Outbound::Ephemeral(frame) => {
+                self.socket.send(Message::Text(frame)).await.map_err(|_| ())
+            }
+            Outbound::ChannelAdded {
+                channel_id,
+                after,
+                frame,
+            } => {
+                self.cursors.entry(channel_id).or_insert(after);
+                self.socket.send(Message::Text(frame)).await.map_err(|_| ())
+            }
+            Outbound::ChannelRemoved { channel_id, frame } => {
+                self.cursors.remove(&channel_id);
+                self.socket.send(Message::Text(frame)).await.map_err(|_| ())
+            }
+            Outbound::Revoked => {
+                let _ = self.socket.send(close(CLOSE_POLICY, "session ended")).await;
+                Err(())
+            }
+        };
+        if result.is_ok() {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    }
+
+    async fn send_event(&mut self, ev: &Published) -> Result<(), ()> {
+        if let Some(c) = self.cursors.get(&ev.channel) {
+            if ev.seq <= *c {
+                return Ok(());
+            }
+        }
+        self.socket
+            .send(Message::Text(ev.frame.clone()))
+            .await
+            .map_err(|_| ())?;
+        self.cursors.insert(ev.channel.clone(), ev.seq);
+        self.app.metrics.events_delivered.inc();
+        if ev.kind == EventKind::Message
+            && ev.author_id.as_deref() != Some(self.who.user_id.as_str())
+            && self.app.receipts_enabled_cached(&ev.channel) != Some(false)
+        {
+            self.app
+                .note_delivered(&ev.channel, &self.who.user_id, ev.seq);
+        }
+        Ok(())
+    }
+
+    async fn answer(
+        &mut self,
+        reference: Option<String>,
+        result: Result<AckBody, ApiError>,
+    ) -> ControlFlow<()> {
+        match result {
+            Ok(ack) => self.reply(&ServerFrame::Ack { reference, ack }).await,
+            Err(e) => {
+                self.send_error(reference, e.code(), e.to_string(), e.retry_after_ms())
+                    .await
+            }
+        }
+    }
+
+    async fn send_error(
+        &mut self,
+        reference: Option<String>,
+        code: &'static str,
+        message: String,
+        retry_after_ms: Option<u64>,
+    ) -> ControlFlow<()> {
+        self.app.metrics.error(code);
+        let code = match code {
+            "too_large" => "message_too_long",
+            "bad_request" => "bad_frame",
+            other => other,
+        };
+        self.reply(&ServerFrame::Error {
+            reference,
+            code,
+            message,
+            retry_after_ms,
+        })
+        .await
+    }
+
+    async fn reply(&mut self, frame: &ServerFrame) -> ControlFlow<()> {
+        match self.send_frame(frame).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(()) => ControlFlow::Break(()),
+        }
+    }
+
+    async fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), ()> {
+        self.socket
+            .send(Message::Text(Utf8Bytes::from(frame.to_json())))
+            .await
+            .map_err(|_| ())
+    }
+}
