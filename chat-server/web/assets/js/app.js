@@ -1145,6 +1145,12 @@ function pickUsers(mode, preselected = []) {
   renderPick();
   openDialog(dlg);
   $('#users-filter').focus();
+  // People who signed up since we loaded the list.
+  get('/api/users').then((list) => {
+    for (const u of list) S.users.set(u.id, { ...S.users.get(u.id), ...u });
+    if (dlg.open) renderPick();
+    subscribePresence();
+  }).catch(() => {});
 }
 
 function renderPick() {

@@ -37,7 +37,7 @@ export function renderText(text, users, me, query) {
       const special = ['here', 'channel', 'everyone'].includes(name.toLowerCase());
       if (u || special) {
         const self = special || (me && u && u.id === me.id);
-        out.push(h('span', { class: `mention${self ? ' me' : ''}`, title: u ? (u.display_name || u.username) : `Notifies ${name}` }, `@${name}`));
+        out.push(h('span', { class: `mention${self ? ' mention-me' : ''}`, title: u ? (u.display_name || u.username) : `Notifies ${name}` }, `@${name}`));
         if (name.length + 1 < mention.length) out.push(mention.slice(name.length + 1));
       } else out.push(...highlight(whole, query));
     } else if (code) {

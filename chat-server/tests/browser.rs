@@ -1,0 +1,592 @@
+//! The web client in a real browser: headless Chromium driven over WebDriver (chromedriver)
+//! with `fantoccini`, against the real `fullslack-chat` binary on a loopback port.
+//!
+//! Two browser sessions sign up, start a DM, exchange messages that show up live on both
+//! sides, see the typing indicator and the read ticks, react and reply in a thread; then one
+//! of them goes offline (`window.fullslack.disconnect()`, which closes its socket) while the
+//! other sends, types a message itself while offline (shown as pending), comes back and must
+//! show the missed messages once each and in order, and its queued message must be delivered.
+//!
+//! Screenshots of the main screens go to the test's output directory
+//! (`$FULLSLACK_TEST_RUNTIME/browser-…` or a temporary directory) and are copied to
+//! `docs/screenshots/` (referenced from `docs/web-client.md`).
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`scripts/test.sh` installs them).
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(15);
+const PASSWORD: &str = "correct horse battery";
+
+/// A child process killed (and reaped) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where this run writes its server data, browser profiles, logs and screenshots.
+fn output_dir() -> (PathBuf, Option<tempfile::TempDir>) {
+    match std::env::var_os("FULLSLACK_TEST_RUNTIME") {
+        Some(root) => {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            let dir = PathBuf::from(root).join(format!("browser-{}-{stamp}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            (dir, None)
+        }
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix("fullslack-browser-")
+                .tempdir()
+                .unwrap();
+            (tmp.path().to_path_buf(), Some(tmp))
+        }
+    }
+}
+
+/// Starts the real chat server; returns it and its base URL (from its first stdout line).
+fn start_server(dir: &Path) -> (Proc, String) {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fullslack-chat"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start fullslack-chat");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = out.read_to_end(&mut sink);
+    });
+    let url = first
+        .trim()
+        .strip_prefix("fullslack-chat listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from the server: {first:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    (Proc(child), url)
+}
+
+/// Starts chromedriver on a free loopback port and waits until it answers.
+async fn start_chromedriver(dir: &Path) -> (Proc, String) {
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("chromedriver.log")).unwrap();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start chromedriver (install Debian's chromium-driver: scripts/test.sh does)");
+    let proc = Proc(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = http.get(format!("{url}/status")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        assert!(start.elapsed() < WAIT, "chromedriver did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (proc, url)
+}
+
+async fn browser(driver: &str, profile: &Path, width: u32, height: u32) -> Client {
+    std::fs::create_dir_all(profile).unwrap();
+    let mut args = vec![
+        "--headless".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--disable-dev-shm-usage".into(),
+        "--hide-scrollbars".into(),
+        "--force-color-profile=srgb".into(),
+        "--lang=en-US".into(),
+        format!("--window-size={width},{height}"),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    if let Ok(extra) = std::env::var("FULLSLACK_CHROME_ARGS") {
+        args.extend(extra.split_whitespace().map(String::from));
+    }
+    let mut opts = json!({ "args": args });
+    if Path::new("/usr/bin/chromium").exists() {
+        opts["binary"] = json!("/usr/bin/chromium");
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert("browserName".into(), json!("chrome"));
+    caps.insert("goog:chromeOptions".into(), opts);
+    ClientBuilder::native()
+        .capabilities(caps)
+        .connect(driver)
+        .await
+        .expect("WebDriver session")
+}
+
+/// One browser window with helpers.
+struct Ui {
+    c: Client,
+    name: &'static str,
+    shots: PathBuf,
+}
+
+impl Ui {
+    async fn js(&self, script: &str) -> Value {
+        self.c
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("[{}] script failed: {e}\n{script}", self.name))
+    }
+
+    /// Waits until the JavaScript expression is truthy.
+    async fn wait(&self, expr: &str, what: &str) {
+        let start = Instant::now();
+        let script = format!("return !!({expr});");
+        loop {
+            if let Ok(v) = self.c.execute(&script, vec![]).await {
+                if v.as_bool() == Some(true) {
+                    return;
+                }
+            }
+            if start.elapsed() > WAIT {
+                self.shot(&format!("FAILED-{}", what.replace([' ', '/'], "-")))
+                    .await;
+                let state = self
+                    .c
+                    .execute(
+                        "return window.fullslack ? window.fullslack.state() : null;",
+                        vec![],
+                    )
+                    .await
+                    .ok();
+                panic!(
+                    "[{}] timed out waiting for {what} ({expr}); state: {state:?}",
+                    self.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.c
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("[{}] no element {css}: {e}", self.name))
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("[{}] click {css}: {e}", self.name));
+    }
+
+    /// Clicks through JavaScript (for controls that only show on hover).
+    async fn js_click(&self, css: &str) {
+        let css_json = serde_json::to_string(css).unwrap();
+        self.wait(
+            &format!("document.querySelector({css_json})"),
+            &format!("element {css}"),
+        )
+        .await;
+        self.js(&format!("document.querySelector({css_json}).click();"))
+            .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        self.find(css)
+            .await
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("[{}] type into {css}: {e}", self.name));
+    }
+
+    /// Types a message in the main composer and presses Enter.
+    async fn say(&self, text: &str) {
+        self.type_into("#composer-input", &format!("{text}\u{E007}"))
+            .await;
+        self.wait(
+            &format!(
+                "[...document.querySelectorAll('#message-list .msg.mine .text')].some(e => e.textContent === {})",
+                // `code` spans are shown without their backticks.
+                serde_json::to_string(&text.replace('`', "")).unwrap()
+            ),
+            &format!("own message {text:?} shown"),
+        )
+        .await;
+    }
+
+    /// Texts of the messages in the open conversation, in display order.
+    async fn texts(&self) -> Vec<String> {
+        let v = self
+            .js("return [...document.querySelectorAll('#message-list .msg .text')].map(e => e.textContent);")
+            .await;
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn has_message(&self, text: &str) -> String {
+        format!(
+            "[...document.querySelectorAll('#message-list .msg .text')].some(e => e.textContent === {})",
+            serde_json::to_string(text).unwrap()
+        )
+    }
+
+    async fn shot(&self, name: &str) {
+        // Let transitions and fonts settle.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(png) = self.c.screenshot().await {
+            let _ = std::fs::write(self.shots.join(format!("{name}.png")), png);
+        }
+    }
+
+    async fn sign_up(&self, base: &str, username: &str, display: &str) {
+        self.c.goto(base).await.unwrap();
+        self.wait(
+            "!document.querySelector('#auth').hidden",
+            "the sign-in screen",
+        )
+        .await;
+        self.click("#tab-signup").await;
+        self.type_into("#auth-username", username).await;
+        self.type_into("#auth-display", display).await;
+        self.type_into("#auth-password", PASSWORD).await;
+        self.click("#auth-submit").await;
+        self.wait(
+            "document.querySelector('#app').dataset.ready === 'true' && document.querySelector('#app').dataset.conn === 'live'",
+            "the app, connected",
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_chat_live_with_receipts_threads_and_offline_catch_up() {
+    let (dir, _keep) = output_dir();
+    let shots = dir.join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    eprintln!("browser test output: {}", dir.display());
+
+    let (_server, base) = start_server(&dir);
+    let (_driver, driver_url) = start_chromedriver(&dir).await;
+
+    let a = Ui {
+        c: browser(&driver_url, &dir.join("profile-alice"), 1180, 760).await,
+        name: "alice",
+        shots: shots.clone(),
+    };
+    let b = Ui {
+        c: browser(&driver_url, &dir.join("profile-bob"), 1180, 760).await,
+        name: "bob",
+        shots: shots.clone(),
+    };
+
+    // Security headers of the shell, as the browser got them.
+    let res = reqwest::get(format!("{base}/")).await.unwrap();
+    assert!(res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+
+    // Sign-in screen, then both sign up.
+    a.c.goto(&base).await.unwrap();
+    a.wait("!document.querySelector('#auth').hidden", "sign-in screen")
+        .await;
+    a.shot("sign-in").await;
+    a.sign_up(&base, "alice", "Alice Liddell").await;
+    b.sign_up(&base, "bob", "Bob Builder").await;
+
+    // Alice creates a channel through the dialog.
+    a.click("#btn-new-channel").await;
+    a.type_into("#ch-name", "general").await;
+    a.type_into("#ch-topic", "Company-wide announcements and chat")
+        .await;
+    a.click("#form-channel button[value=ok]").await;
+    a.wait(
+        "document.querySelector('#pane-title').textContent === '#general'",
+        "#general open",
+    )
+    .await;
+    a.say("Welcome to #general! Say hi to @bob").await;
+
+    // Alice starts a DM with Bob.
+    a.click("#btn-new-dm").await;
+    a.click("#users-pick input[data-username=bob]").await;
+    a.click("#users-ok").await;
+    a.wait(
+        "document.querySelector('#pane-title').textContent === 'Bob Builder'",
+        "the DM with Bob open",
+    )
+    .await;
+    a.say("Hi @bob, are you there?").await;
+    a.say("I have the `release notes` ready for review").await;
+
+    // Bob sees the DM with an unread badge, opens it, reads.
+    b.wait(
+        "document.querySelector('#list-dms .side-item .badge')?.textContent === '2'",
+        "unread badge 2 on the DM",
+    )
+    .await;
+    b.click("#list-dms .side-item").await;
+    b.wait(&b.has_message("Hi @bob, are you there?"), "Alice's message")
+        .await;
+    b.wait(
+        "document.querySelector('#message-list .msg.mentioned .mention.mention-me')",
+        "the mention highlighted",
+    )
+    .await;
+    b.wait(
+        "!document.querySelector('#list-dms .side-item .badge')",
+        "badge cleared",
+    )
+    .await;
+    assert!(
+        b.js("return document.querySelectorAll('.day-sep').length")
+            .await
+            .as_u64()
+            >= Some(1)
+    );
+
+    // Alice's ticks turn to read.
+    a.wait(
+        "[...document.querySelectorAll('#message-list .msg.mine .ticks')].every(t => t.dataset.status === 'read')",
+        "read ticks on Alice's messages",
+    )
+    .await;
+
+    // Bob types: Alice sees the typing indicator, then his message live.
+    b.type_into("#composer-input", "Yes! Looking now").await;
+    a.wait(
+        "document.querySelector('#typing').textContent.includes('Bob Builder is typing')",
+        "typing indicator",
+    )
+    .await;
+    b.type_into("#composer-input", "\u{E007}").await;
+    a.wait(&a.has_message("Yes! Looking now"), "Bob's reply live")
+        .await;
+    a.wait(
+        "document.querySelector('#typing').textContent === ''",
+        "typing indicator gone after the message",
+    )
+    .await;
+
+    // Shift+Enter makes a new line instead of sending.
+    b.type_into(
+        "#composer-input",
+        "Two things:\u{E008}\u{E007}\u{E008}1. the changelog\u{E008}\u{E007}\u{E008}2. the upgrade notes\u{E007}",
+    )
+    .await;
+    a.wait(
+        &a.has_message("Two things:\n1. the changelog\n2. the upgrade notes"),
+        "multi-line message",
+    )
+    .await;
+
+    // Alice reacts to Bob's message; Bob sees the reaction.
+    a.js_click("#message-list .msg.theirs [data-action=react]")
+        .await;
+    a.click("#emoji-pop .emoji").await;
+    b.wait(
+        "document.querySelector('#message-list .msg.mine .reaction')",
+        "reaction on Bob's message",
+    )
+    .await;
+
+    // Alice replies in a thread on her first DM message.
+    a.js_click("#message-list .msg.mine:not(.grouped) [data-action=thread]")
+        .await;
+    a.wait("!document.querySelector('#panel').hidden", "thread panel")
+        .await;
+    a.type_into("#thread-input", "Starting a thread for the review\u{E007}")
+        .await;
+    a.wait(
+        "document.querySelectorAll('#panel .thread-replies .msg:not(.pending)').length === 1",
+        "thread reply stored",
+    )
+    .await;
+    b.wait(
+        "document.querySelector('#message-list .thread-link')?.textContent.includes('1 reply')",
+        "reply count on Bob's side",
+    )
+    .await;
+    b.js_click("#message-list .thread-link").await;
+    b.wait(
+        "document.querySelector('#panel .thread-replies')?.textContent.includes('Starting a thread')",
+        "thread on Bob's side",
+    )
+    .await;
+    b.type_into("#thread-input", "Great, I'll comment here\u{E007}")
+        .await;
+    a.wait(
+        "document.querySelectorAll('#panel .thread-replies .msg').length === 2",
+        "Bob's thread reply live",
+    )
+    .await;
+    a.shot("thread").await;
+    a.click("#panel-close").await;
+    b.click("#panel-close").await;
+
+    // Bob goes offline; Alice keeps writing.
+    b.js("window.fullslack.disconnect();").await;
+    b.wait(
+        "!document.querySelector('#conn-banner').hidden && document.querySelector('#app').dataset.conn === 'paused'",
+        "offline banner",
+    )
+    .await;
+    let missed = ["missed one", "missed two", "missed three"];
+    for m in missed {
+        a.say(m).await;
+    }
+    // Bob writes while offline: shown as pending.
+    b.type_into("#composer-input", "typed while offline\u{E007}")
+        .await;
+    b.wait(
+        "document.querySelector('#message-list .msg.pending .ticks.pending')",
+        "pending message",
+    )
+    .await;
+    b.shot("offline").await;
+    for m in missed {
+        assert!(
+            !b.texts().await.iter().any(|t| t == m),
+            "Bob got {m:?} while offline"
+        );
+    }
+
+    // Bob comes back: every missed message, once, in order; his queued one is delivered.
+    b.js("window.fullslack.reconnect();").await;
+    b.wait(
+        "document.querySelector('#app').dataset.conn === 'live'",
+        "reconnected",
+    )
+    .await;
+    for m in missed {
+        b.wait(&b.has_message(m), m).await;
+    }
+    b.wait(
+        "!document.querySelector('#message-list .msg.pending')",
+        "queued message sent",
+    )
+    .await;
+    a.wait(
+        &a.has_message("typed while offline"),
+        "Bob's queued message at Alice",
+    )
+    .await;
+    let texts = b.texts().await;
+    let pos: Vec<usize> = missed
+        .iter()
+        .map(|m| {
+            let hits: Vec<_> = texts.iter().enumerate().filter(|(_, t)| t == m).collect();
+            assert_eq!(hits.len(), 1, "{m:?} shown {} times: {texts:?}", hits.len());
+            hits[0].0
+        })
+        .collect();
+    assert!(
+        pos.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {texts:?}"
+    );
+    // The same on Alice's side: each message once.
+    let a_texts = a.texts().await;
+    for t in [
+        "Hi @bob, are you there?",
+        "typed while offline",
+        "missed two",
+    ] {
+        assert_eq!(
+            a_texts.iter().filter(|x| *x == t).count(),
+            1,
+            "{t}: {a_texts:?}"
+        );
+    }
+    a.wait(
+        "[...document.querySelectorAll('#message-list .msg.mine .ticks')].every(t => t.dataset.status === 'read')",
+        "everything read after Bob came back",
+    )
+    .await;
+    a.shot("conversation").await;
+
+    // Search finds the message.
+    a.type_into("#search-input", "changelog\u{E007}").await;
+    a.wait(
+        "document.querySelectorAll('#panel .results .result').length >= 1",
+        "search results",
+    )
+    .await;
+    a.shot("search").await;
+    a.click("#panel-close").await;
+
+    // Phone-sized screen: the conversation, then the list.
+    b.c.set_window_size(390, 800).await.unwrap();
+    b.wait(
+        "document.querySelector('#btn-back').offsetParent !== null",
+        "phone layout",
+    )
+    .await;
+    b.shot("phone-conversation").await;
+    b.click("#btn-back").await;
+    b.wait(
+        "document.querySelector('#sidebar').offsetParent !== null",
+        "sidebar on phone",
+    )
+    .await;
+    b.shot("phone-sidebar").await;
+
+    // Keep the current screenshots in the repository's docs.
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    std::fs::create_dir_all(&docs).unwrap();
+    for name in [
+        "sign-in",
+        "conversation",
+        "thread",
+        "offline",
+        "search",
+        "phone-conversation",
+        "phone-sidebar",
+    ] {
+        let src = shots.join(format!("{name}.png"));
+        if src.exists() {
+            std::fs::copy(&src, docs.join(format!("{name}.png"))).unwrap();
+        }
+    }
+
+    a.c.close().await.unwrap();
+    b.c.close().await.unwrap();
+}
