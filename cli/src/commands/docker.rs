@@ -1,0 +1,179 @@
+//! `docker` command lines.
+
+use super::{Cmd, StdinData};
+use crate::secret::Secret;
+
+/// Settings of one chat container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    /// Container name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Host port bound on 127.0.0.1.
+    pub host_port: u16,
+    /// Port inside the container.
+    pub container_port: u16,
+    /// Plain environment variables.
+    pub env: Vec<(String, String)>,
+    /// An env file on the host (secrets are written there, never on the command line).
+    pub env_file: Option<String>,
+    /// Labels.
+    pub labels: Vec<(String, String)>,
+    /// Docker network.
+    pub network: Option<String>,
+}
+
+/// `docker run --detach …` for a chat container.
+pub fn run(spec: &RunSpec) -> Cmd {
+    let mut c = Cmd::new("docker").args([
+        "run",
+        "--detach",
+        "--restart",
+        "unless-stopped",
+        "--name",
+        &spec.name,
+        "--publish",
+    ]);
+    c = c.arg(format!(
+        "127.0.0.1:{}:{}",
+        spec.host_port, spec.container_port
+    ));
+    if let Some(net) = &spec.network {
+        c = c.args(["--network", net]);
+    }
+    for (k, v) in &spec.labels {
+        c = c.arg("--label").arg(format!("{k}={v}"));
+    }
+    for (k, v) in &spec.env {
+        c = c.arg("--env").arg(format!("{k}={v}"));
+    }
+    if let Some(f) = &spec.env_file {
+        c = c.args(["--env-file", f]);
+    }
+    c.arg(&spec.image)
+}
+
+/// `docker stop --time SECS NAME`: SIGTERM, then the server drains its sockets.
+pub fn stop(name: &str, grace_secs: u32) -> Cmd {
+    Cmd::new("docker")
+        .args(["stop", "--time"])
+        .arg(grace_secs.to_string())
+        .arg(name)
+}
+
+/// `docker rm --force NAME`.
+pub fn rm(name: &str) -> Cmd {
+    Cmd::new("docker").args(["rm", "--force", name])
+}
+
+/// `docker pull IMAGE`.
+pub fn pull(image: &str) -> Cmd {
+    Cmd::new("docker").args(["pull", image])
+}
+
+/// `docker login REGISTRY --username USER --password-stdin`: the password goes on stdin.
+pub fn login(registry: &str, username: &str, password: Secret) -> Cmd {
+    Cmd::new("docker")
+        .args([
+            "login",
+            registry,
+            "--username",
+            username,
+            "--password-stdin",
+        ])
+        .stdin(StdinData::Secret(password))
+}
+
+/// `docker inspect --format '{{.State.Health.Status}}' NAME`-style state query.
+pub fn state(name: &str) -> Cmd {
+    Cmd::new("docker").args(["inspect", "--format", "{{.State.Status}}", name])
+}
+
+/// `docker ps` of this stack's containers.
+pub fn ps(stack: &str) -> Cmd {
+    Cmd::new("docker").args([
+        "ps",
+        "--all",
+        "--filter",
+        &format!("label=fullslack.stack={stack}"),
+        "--format",
+        "{{.Names}}\t{{.Image}}\t{{.Status}}",
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RunSpec {
+        RunSpec {
+            name: "chat-blue".into(),
+            image: "registry.example.com/fullslack/chat:v1".into(),
+            host_port: 8100,
+            container_port: 8080,
+            env: vec![
+                ("RUST_LOG".into(), "info".into()),
+                ("GREETING".into(), "it's $(whoami) `id`".into()),
+            ],
+            env_file: Some("/etc/fullslack/chat/env".into()),
+            labels: vec![("fullslack.stack".into(), "chat".into())],
+            network: Some("fullslack".into()),
+        }
+    }
+
+    #[test]
+    fn run_line() {
+        assert_eq!(
+            run(&spec()).to_shell(),
+            "docker run --detach --restart unless-stopped --name chat-blue \
+             --publish 127.0.0.1:8100:8080 --network fullslack \
+             --label fullslack.stack=chat --env RUST_LOG=info \
+             --env 'GREETING=it'\\''s $(whoami) `id`' \
+             --env-file /etc/fullslack/chat/env registry.example.com/fullslack/chat:v1"
+        );
+    }
+
+    #[test]
+    fn stop_rm_pull() {
+        assert_eq!(
+            stop("chat-green", 30).to_shell(),
+            "docker stop --time 30 chat-green"
+        );
+        assert_eq!(rm("chat-green").to_shell(), "docker rm --force chat-green");
+        assert_eq!(
+            pull("fullslack/chat:latest").to_shell(),
+            "docker pull fullslack/chat:latest"
+        );
+        assert_eq!(
+            pull("evil;rm -rf /").to_shell(),
+            "docker pull 'evil;rm -rf /'"
+        );
+    }
+
+    #[test]
+    fn login_keeps_password_off_the_command_line() {
+        let c = login("registry.example.com", "deploy", Secret::new("s3cr'et"));
+        assert_eq!(
+            c.to_shell(),
+            "docker login registry.example.com --username deploy --password-stdin"
+        );
+        assert_eq!(c.stdin.as_ref().map(|s| s.bytes()), Some(&b"s3cr'et"[..]));
+        assert_eq!(
+            c.to_string(),
+            "docker login registry.example.com --username deploy --password-stdin <<< [redacted]"
+        );
+    }
+
+    #[test]
+    fn ps_and_state() {
+        assert_eq!(
+            ps("chat").to_shell(),
+            "docker ps --all --filter label=fullslack.stack=chat --format '{{.Names}}\t{{.Image}}\t{{.Status}}'"
+        );
+        assert_eq!(
+            state("chat-blue").to_shell(),
+            "docker inspect --format '{{.State.Status}}' chat-blue"
+        );
+    }
+}

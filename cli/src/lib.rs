@@ -1,0 +1,34 @@
+//! `fullslack`: the deploy tool and operator for the fullslack chat server.
+//!
+//! Module map:
+//! - [`cli`]: argument parsing (clap) and dispatch of every subcommand; the binary's
+//!   `main.rs` only calls [`cli::main`].
+//! - [`stack`]: stack files (TOML): the model, parsing with unknown keys refused, validation
+//!   with line/column diagnostics and fixes, and the `init` template.
+//! - [`secret`]: [`secret::Secret`] (redacting Display/Debug) and secret references
+//!   (environment variable, SSM parameter).
+//! - [`commands`]: commands as data: pure functions building `docker`, `nginx`, file-write,
+//!   lock and probe command lines with exact shell quoting.
+//! - [`runner`]: the [`runner::Runner`] trait and its local (`sh -c`), SSH (openssh mux) and
+//!   recording (`--dry-run`) implementations.
+//! - [`nginx`]: site and main configs rendered from `nginx/*.j2` (minijinja).
+//! - [`health`]: `/healthz`, `/readyz`, a WebSocket round trip as a probe user, certificate.
+//! - [`doctor`]: DNS A/AAAA/CAA against the hosts, reachability, SSH, Docker, AWS
+//!   credentials, certificate, clock.
+//! - [`tls`]: rustls configs and certificate inspection (days left, trust).
+//! - [`check`]: check results shared by `health` and `doctor` (text and `--json`).
+//! - [`output`]: the reporter: colour only on a terminal, spinners, JSON.
+//! - [`error`]: [`error::CliError`], each variant with the hint that tells the fix.
+
+pub mod check;
+pub mod cli;
+pub mod commands;
+pub mod doctor;
+pub mod error;
+pub mod health;
+pub mod nginx;
+pub mod output;
+pub mod runner;
+pub mod secret;
+pub mod stack;
+pub mod tls;
