@@ -1,0 +1,241 @@
+//! Commands run over SSH through a real sshd on loopback (own host key, own authorized key,
+//! test-owned known_hosts).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, program, short_tempdir, wait_for_port, Proc};
+use fullslack::commands::{files, lock, Cmd};
+use fullslack::runner::{RunError, Runner, SshRunner, SshTarget};
+
+struct Sshd {
+    _proc: Proc,
+    port: u16,
+    dir: PathBuf,
+    user: String,
+}
+
+fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("run ssh-keygen");
+    assert!(st.success(), "ssh-keygen failed");
+}
+
+fn start_sshd(dir: &Path) -> Sshd {
+    let sshd = program("/usr/sbin/sshd");
+    std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
+    keygen(&dir.join("host_key"));
+    keygen(&dir.join("client_key"));
+    std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys"))
+        .expect("authorized_keys");
+    let port = free_port();
+    let conf = dir.join("sshd_config");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nUsePAM no\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nStrictModes no\nPermitRootLogin prohibit-password\n\
+             LogLevel ERROR\n",
+            d = dir.display()
+        ),
+    )
+    .expect("write sshd_config");
+    let proc = Proc::spawn(
+        "sshd",
+        Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    wait_for_port(port, Duration::from_secs(10));
+    let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).expect("host key");
+    let mut parts = host_pub.split_whitespace();
+    let (kind, key) = (parts.next().expect("kind"), parts.next().expect("key"));
+    std::fs::write(
+        dir.join("known_hosts"),
+        format!("[127.0.0.1]:{port} {kind} {key}\n"),
+    )
+    .expect("known_hosts");
+    let user = String::from_utf8(
+        Command::new("id")
+            .arg("-un")
+            .output()
+            .expect("id -un")
+            .stdout,
+    )
+    .expect("utf-8")
+    .trim()
+    .to_string();
+    Sshd {
+        _proc: proc,
+        port,
+        dir: dir.to_path_buf(),
+        user,
+    }
+}
+
+fn target(s: &Sshd) -> SshTarget {
+    let mut t = SshTarget::new("127.0.0.1", s.user.clone(), s.port);
+    t.identity_file = Some(s.dir.join("client_key"));
+    t.known_hosts = Some(s.dir.join("known_hosts"));
+    t.control_dir = Some(s.dir.clone());
+    t.connect_timeout = Duration::from_secs(10);
+    t
+}
+
+#[tokio::test]
+async fn commands_run_over_real_ssh_with_exact_quoting() {
+    let dir = short_tempdir();
+    let sshd = start_sshd(dir.path());
+    let runner = SshRunner::connect(&target(&sshd))
+        .await
+        .expect("ssh connect");
+
+    // Hostile values arrive verbatim through the remote shell.
+    let hostile = "it's $(echo pwned) `id` ; rm -rf / && \"q\" \\ *\nline2";
+    let out = runner
+        .check(&Cmd::new("printf").args(["%s", hostile]))
+        .await
+        .expect("printf over ssh");
+    assert_eq!(out.stdout, hostile);
+
+    // Files are written atomically from stdin, in a path with spaces and quotes.
+    let remote = dir.path().join("etc dir").join("it's.conf");
+    let remote = remote.to_str().expect("utf-8");
+    runner
+        .check(&files::write(remote, "server { } # $(x)\n", 0o640))
+        .await
+        .expect("write over ssh");
+    assert_eq!(
+        std::fs::read_to_string(remote).expect("file written"),
+        "server { } # $(x)\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(remote)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+
+    // The deploy lock is exclusive over SSH too.
+    let root = dir.path().join("locks");
+    let root = root.to_str().expect("utf-8");
+    let h = lock::Holder {
+        who: "ci@runner".into(),
+        since: "2026-01-01T00:00:00Z".into(),
+        message: "deploy v1".into(),
+    };
+    runner
+        .check(&lock::acquire(root, "chat", &h))
+        .await
+        .expect("lock");
+    let again = runner
+        .run(&lock::acquire(root, "chat", &h))
+        .await
+        .expect("runs");
+    assert!(!again.success());
+    let st = runner
+        .check(&lock::status(root, "chat"))
+        .await
+        .expect("status");
+    assert_eq!(lock::parse_holder(&st.stdout), Some(h));
+
+    // A failing command reports its status and stderr.
+    match runner
+        .check(&Cmd::new("sh").args(["-c", "echo broken >&2; exit 7"]))
+        .await
+    {
+        Err(RunError::Failed { status, stderr, .. }) => {
+            assert_eq!(status, 7);
+            assert_eq!(stderr, "broken");
+        }
+        other => panic!("expected failure, got {other:?}"),
+    }
+    runner.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn unknown_host_key_is_refused() {
+    let dir = short_tempdir();
+    let sshd = start_sshd(dir.path());
+    let mut t = target(&sshd);
+    let empty = dir.path().join("empty_known_hosts");
+    std::fs::write(&empty, "").expect("write");
+    t.known_hosts = Some(empty);
+    let err = SshRunner::connect(&t)
+        .await
+        .err()
+        .expect("strict host key checking refuses an unknown host");
+    assert!(matches!(err, RunError::Ssh { .. }), "{err}");
+}
+
+#[test]
+fn lock_cli_over_ssh() {
+    let dir = short_tempdir();
+    let sshd = start_sshd(dir.path());
+    let stack = dir.path().join("stack.toml");
+    std::fs::write(
+        &stack,
+        format!(
+            "name = \"chat\"\ndomains = [\"chat.example.test\"]\ntarget = \"ssh\"\n\
+             [ssh]\nuser = \"{}\"\nport = {}\nidentity_file = \"{}\"\n\
+             [[hosts]]\naddress = \"127.0.0.1\"\n[image]\nname = \"fullslack/chat\"\n\
+             [tls]\nenabled = false\n",
+            sshd.user,
+            sshd.port,
+            sshd.dir.join("client_key").display()
+        ),
+    )
+    .expect("stack");
+    let root = dir.path().join("locks");
+    let run = |args: &[&str]| {
+        common::fullslack()
+            .args(args)
+            .arg("--stack")
+            .arg(&stack)
+            .arg("--known-hosts")
+            .arg(sshd.dir.join("known_hosts"))
+            .arg("--lock-root")
+            .arg(&root)
+            .output()
+            .expect("run fullslack")
+    };
+    let out = run(&["lock", "acquire", "-m", "deploy v2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(root.join("chat.lock/details").exists());
+    let out = run(&["lock", "acquire"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is held by") && err.contains("deploy v2"),
+        "{err}"
+    );
+    assert!(err.contains("hint: "), "{err}");
+    let out = run(&["lock", "status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("held by"));
+    let out = run(&["lock", "release"]);
+    assert!(out.status.success());
+    assert!(!root.join("chat.lock").exists());
+
+    // --dry-run prints the exact commands and touches nothing.
+    let out = run(&["lock", "acquire", "--dry-run", "-m", "x"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("sh -c 'mkdir -p "), "{text}");
+    assert!(!root.join("chat.lock").exists());
+}
