@@ -1,0 +1,260 @@
+//! The store contract: what every `Store` driver must do. Runs against the embedded SQLite
+//! driver always; a later MongoDB driver runs the same functions (selected by
+//! `FULLSLACK_TEST_STORE_URL`).
+
+use std::{collections::HashSet, sync::Arc};
+
+use fullslack_chat::{
+    model::{new_id, now, ChannelKind, EventKind, Role},
+    store::{self, DynStore, NewChannel, NewMessage, NewUser, Page, Session, StoreError, Watermark},
+};
+
+mod common;
+
+async fn fresh_store() -> (DynStore, Arc<tempfile::TempDir>) {
+    let dir = common::tempdir();
+    let url = std::env::var("FULLSLACK_TEST_STORE_URL").unwrap_or_else(|_| "sqlite".into());
+    (store::open(&url, dir.path()).await.expect("store opens"), dir)
+}
+
+async fn user(store: &DynStore, name: &str) -> String {
+    store
+        .create_user(NewUser {
+            id: new_id(),
+            username: name.into(),
+            display_name: name.into(),
+            password_hash: "$argon2id$fake".into(),
+            created_at: now(),
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+async fn channel(store: &DynStore, owner: &str, name: &str, kind: ChannelKind, members: &[&str]) -> String {
+    let (ch, events) = store
+        .create_channel(NewChannel {
+            id: new_id(),
+            kind,
+            name: name.into(),
+            topic: String::new(),
+            created_by: owner.into(),
+            created_at: now(),
+            member_ids: members.iter().map(|m| m.to_string()).collect(),
+            dm_key: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1 + members.len(), "one member_joined per member");
+    ch.id
+}
+
+fn msg(channel: &str, author: &str, client_id: &str, text: &str) -> NewMessage {
+    NewMessage {
+        id: new_id(),
+        channel_id: channel.into(),
+        author_id: author.into(),
+        client_id: client_id.into(),
+        text: text.into(),
+        thread_root: None,
+        mentions: vec![],
+        created_at: now(),
+    }
+}
+
+#[tokio::test]
+async fn usernames_are_unique_case_insensitively_and_sessions_expire() {
+    let (s, _d) = fresh_store().await;
+    let id = user(&s, "Alice").await;
+    let dup = s
+        .create_user(NewUser {
+            id: new_id(),
+            username: "alice".into(),
+            display_name: "x".into(),
+            password_hash: "h".into(),
+            created_at: now(),
+        })
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))));
+    let (u, hash) = s.user_by_username("ALICE").await.unwrap().unwrap();
+    assert_eq!((u.id.as_str(), hash.as_str()), (id.as_str(), "$argon2id$fake"));
+
+    let t = now();
+    s.create_session(Session { id: "s1".into(), user_id: id.clone(), created_at: t, expires_at: t + time::Duration::hours(1) })
+        .await
+        .unwrap();
+    assert_eq!(s.session_user("s1", t).await.unwrap(), Some(id.clone()));
+    assert_eq!(s.session_user("s1", t + time::Duration::hours(2)).await.unwrap(), None, "expired");
+    s.delete_session("s1").await.unwrap();
+    assert_eq!(s.session_user("s1", t).await.unwrap(), None, "revoked");
+}
+
+#[tokio::test]
+async fn concurrent_sends_get_gap_free_unique_sequence_numbers() {
+    let (s, _d) = fresh_store().await;
+    let a = user(&s, "a").await;
+    let ch = channel(&s, &a, "busy", ChannelKind::Public, &[]).await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (s, a, ch) = (s.clone(), a.clone(), ch.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..50 {
+                let (m, ev) = s.append_message(msg(&ch, &a, &format!("w{w}-{i}"), "x")).await.unwrap();
+                assert_eq!(ev.unwrap().seq, m.seq);
+                seqs.push(m.seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    // seq 1 is the owner's member_joined event.
+    assert_eq!(all, (2..=401).collect::<Vec<i64>>());
+    let events = s.events_after(&ch, 0, 1000).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=401).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn appends_are_idempotent_on_client_id() {
+    let (s, _d) = fresh_store().await;
+    let a = user(&s, "a").await;
+    let ch = channel(&s, &a, "c", ChannelKind::Private, &[]).await;
+    let (m1, e1) = s.append_message(msg(&ch, &a, "same", "hello")).await.unwrap();
+    let (m2, e2) = s.append_message(msg(&ch, &a, "same", "hello")).await.unwrap();
+    assert!(e1.is_some() && e2.is_none());
+    assert_eq!((m1.id, m1.seq), (m2.id, m2.seq));
+    assert_eq!(s.channel(&ch).await.unwrap().unwrap().last_seq, 2);
+}
+
+#[tokio::test]
+async fn history_pages_threads_edits_deletes_reactions() {
+    let (s, _d) = fresh_store().await;
+    let a = user(&s, "a").await;
+    let b = user(&s, "b").await;
+    let ch = channel(&s, &a, "c", ChannelKind::Private, &[&b]).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(s.append_message(msg(&ch, &a, &format!("m{i}"), &format!("text {i}"))).await.unwrap().0);
+    }
+    let mut reply = msg(&ch, &b, "r1", "a reply");
+    reply.thread_root = Some(ids[0].id.clone());
+    s.append_message(reply).await.unwrap();
+    let mut bad = msg(&ch, &b, "r2", "reply to nothing");
+    bad.thread_root = Some("missing".into());
+    assert!(matches!(s.append_message(bad).await, Err(StoreError::NotFound(_))));
+
+    let (latest, more) = s.history(&ch, Page::Latest, 4).await.unwrap();
+    assert_eq!(latest.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["text 6", "text 7", "text 8", "text 9"]);
+    assert!(more);
+    let (older, _) = s.history(&ch, Page::Before(latest[0].seq), 100).await.unwrap();
+    assert_eq!(older.len(), 6);
+    let (newer, more) = s.history(&ch, Page::After(ids[7].seq), 100).await.unwrap();
+    assert_eq!(newer.len(), 2);
+    assert!(!more);
+    assert_eq!(s.replies(&ch, &ids[0].id).await.unwrap().len(), 1);
+    assert_eq!(s.message(&ch, &ids[0].id).await.unwrap().unwrap().reply_count, 1);
+
+    let e = s.edit_message(&ch, &ids[1].id, "edited", &[b.clone()], now()).await.unwrap();
+    assert_eq!(e.kind, EventKind::Edit);
+    let r = s.react(&ch, &ids[1].id, &b, "🎉", true, now()).await.unwrap().unwrap();
+    assert_eq!(r.kind, EventKind::Reaction);
+    assert!(s.react(&ch, &ids[1].id, &b, "🎉", true, now()).await.unwrap().is_none(), "no change, no event");
+    let m = s.message(&ch, &ids[1].id).await.unwrap().unwrap();
+    assert_eq!((m.text.as_str(), m.mentions.clone(), m.reactions[0].user_ids.clone()), ("edited", vec![b.clone()], vec![b.clone()]));
+    assert!(m.edited_at.is_some());
+    s.delete_message(&ch, &ids[1].id, now()).await.unwrap();
+    let m = s.message(&ch, &ids[1].id).await.unwrap().unwrap();
+    assert!(m.deleted && m.text.is_empty() && m.reactions.is_empty());
+    assert!(matches!(s.delete_message(&ch, &ids[1].id, now()).await, Err(StoreError::NotFound(_))));
+    // The log holds every change in order.
+    let kinds: Vec<EventKind> = s.events_after(&ch, ids[9].seq, 100).await.unwrap().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Message, EventKind::Edit, EventKind::Reaction, EventKind::Delete]);
+}
+
+#[tokio::test]
+async fn watermarks_only_move_forward_and_only_to_messages() {
+    let (s, _d) = fresh_store().await;
+    let a = user(&s, "a").await;
+    let b = user(&s, "b").await;
+    let ch = channel(&s, &a, "c", ChannelKind::Private, &[&b]).await;
+    let (m, _) = s.append_message(msg(&ch, &a, "1", "x")).await.unwrap();
+    let ev = s.advance_watermark(&ch, &b, Watermark::Delivered(m.seq), true, now()).await.unwrap().unwrap();
+    assert_eq!(ev.data["delivered_seq"], m.seq);
+    assert_eq!(ev.data["read_seq"].as_i64().unwrap(), 0);
+    // The receipt took seq m.seq + 1; reading "everything" stops at the last message.
+    let ev = s.advance_watermark(&ch, &b, Watermark::Read(i64::MAX), true, now()).await.unwrap().unwrap();
+    assert_eq!(ev.data["read_seq"], m.seq);
+    assert!(s.advance_watermark(&ch, &b, Watermark::Read(1), true, now()).await.unwrap().is_none(), "never backwards");
+    assert!(s.advance_watermark(&ch, &b, Watermark::Read(i64::MAX), true, now()).await.unwrap().is_none(), "no receipt loop");
+    let member = s.member(&ch, &b).await.unwrap().unwrap();
+    assert_eq!((member.read_seq, member.delivered_seq, member.role), (m.seq, m.seq, Role::Member));
+    let chans = s.channels_for_user(&b).await.unwrap();
+    assert_eq!(chans[0].unread, Some(0));
+    s.append_message(msg(&ch, &a, "2", "y")).await.unwrap();
+    assert_eq!(s.channels_for_user(&b).await.unwrap()[0].unread, Some(1));
+    assert_eq!(s.channels_for_user(&a).await.unwrap()[0].unread, Some(0), "own messages are never unread");
+}
+
+#[tokio::test]
+async fn dm_keys_make_direct_messages_unique_and_membership_changes_are_logged() {
+    let (s, _d) = fresh_store().await;
+    let a = user(&s, "a").await;
+    let b = user(&s, "b").await;
+    let c = user(&s, "c").await;
+    let dm = |key: &str| NewChannel {
+        id: new_id(),
+        kind: ChannelKind::Dm,
+        name: String::new(),
+        topic: String::new(),
+        created_by: a.clone(),
+        created_at: now(),
+        member_ids: vec![b.clone()],
+        dm_key: Some(key.into()),
+    };
+    let (first, ev) = s.create_channel(dm("k")).await.unwrap();
+    let (again, ev2) = s.create_channel(dm("k")).await.unwrap();
+    assert_eq!(first.id, again.id);
+    assert_eq!((ev.len(), ev2.len()), (2, 0));
+    let mut ids: Vec<String> = again.member_ids.clone();
+    ids.sort();
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+
+    let pub_ch = channel(&s, &a, "open", ChannelKind::Public, &[]).await;
+    assert!(matches!(
+        s.create_channel(NewChannel { id: new_id(), kind: ChannelKind::Private, name: "open".into(), topic: String::new(), created_by: a.clone(), created_at: now(), member_ids: vec![], dm_key: None }).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let joined = s.add_member(&pub_ch, &c, Role::Member, &c).await.unwrap().unwrap();
+    assert_eq!(joined.kind, EventKind::MemberJoined);
+    assert!(s.add_member(&pub_ch, &c, Role::Member, &c).await.unwrap().is_none());
+    let left = s.remove_member(&pub_ch, &c).await.unwrap().unwrap();
+    assert_eq!((left.kind, left.seq), (EventKind::MemberLeft, joined.seq + 1));
+    assert!(s.remove_member(&pub_ch, &c).await.unwrap().is_none());
+    let memberships: HashSet<String> = s.memberships(&a).await.unwrap().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(memberships, HashSet::from([first.id.clone(), pub_ch.clone()]));
+    assert_eq!(s.public_channels().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn search_covers_readable_channels_only() {
+    let (s, _d) = fresh_store().await;
+    let a = user(&s, "a").await;
+    let b = user(&s, "b").await;
+    let private = channel(&s, &a, "private", ChannelKind::Private, &[]).await;
+    let public = channel(&s, &a, "public", ChannelKind::Public, &[]).await;
+    s.append_message(msg(&private, &a, "1", "the secret rendezvous")).await.unwrap();
+    s.append_message(msg(&public, &a, "2", "the public rendezvous")).await.unwrap();
+    let (deleted, _) = s.append_message(msg(&public, &a, "3", "a deleted rendezvous")).await.unwrap();
+    s.delete_message(&public, &deleted.id, now()).await.unwrap();
+    assert_eq!(s.search(&a, "rendezvous", None, 10).await.unwrap().len(), 2);
+    let for_b = s.search(&b, "rendez", None, 10).await.unwrap();
+    assert_eq!(for_b.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["the public rendezvous"]);
+    assert_eq!(s.search(&a, "rendezvous", Some(&private), 10).await.unwrap().len(), 1);
+    assert!(s.search(&a, "\"unbalanced OR (", None, 10).await.is_ok(), "user input is not query syntax");
+}
