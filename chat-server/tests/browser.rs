@@ -75,6 +75,10 @@ fn start_server(dir: &Path) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fullslack-chat"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
+        // The server reads every FULLSLACK_* variable as a setting and refuses unknown ones
+        // (see docs/web-client.md, known server issues): do not pass the test's own.
+        .env_remove("FULLSLACK_TEST_RUNTIME")
+        .env_remove("FULLSLACK_CHROME_ARGS")
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
@@ -188,7 +192,7 @@ impl Ui {
                 let state = self
                     .c
                     .execute(
-                        "return window.fullslack ? window.fullslack.state() : null;",
+                        "return window.fullslack ? [window.fullslack.state(), window.fullslack.log()] : null;",
                         vec![],
                     )
                     .await

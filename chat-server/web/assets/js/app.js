@@ -121,6 +121,7 @@ async function startApp(auth) {
   S.users.set(S.me.id, { ...S.users.get(S.me.id), ...S.me });
   S.channels = new Map();
   for (const c of channels) addChannel(c);
+  loadOutbox();
   $('#boot').hidden = true;
   $('#auth').hidden = true;
   $('#app').hidden = false;
@@ -149,6 +150,7 @@ function stopApp() {
 async function logout() {
   try { await post('/api/auth/logout'); } catch { /* cookie may already be gone */ }
   sessionStorage.removeItem('fullslack.current');
+  if (S.me) localStorage.removeItem(`fullslack.outbox.${S.me.id}`);
   S.outbox = [];
   showAuth();
 }
@@ -179,6 +181,7 @@ function addChannel(c) {
     typing: new Map(),     // user_id -> expiry timestamp
     threads: new Map(),    // root id -> {replies: Set<id>, loaded}
     processedSeq: c.last_seq || 0,
+    unreadBase: c.last_seq || 0, // messages up to here are already in `unread`
   };
   Object.assign(ch, c);
   if (old) ch.processedSeq = Math.max(old.processedSeq, c.last_seq || 0);
@@ -277,8 +280,10 @@ function onFrame(f) {
         if (ch) ch.last_seq = Math.max(ch.last_seq || 0, seq);
       }
       // Back online: (re)send everything typed meanwhile, with the same client_id.
-      flushOutbox();
+      // Read first: the server moves your read watermark to your own new message without
+      // a receipt event, so reading after sending would never tell the others.
       markRead();
+      flushOutbox();
       renderSidebar();
       if (S.current) renderMessages();
       break;
@@ -297,7 +302,11 @@ function onFrame(f) {
       break;
     }
     case 'channel_added': {
+      const known = S.channels.has(f.channel.id);
       const ch = addChannel(f.channel);
+      // Its events follow from where we were added: replay them (deduped by seq and id)
+      // rather than trusting last_seq, which may already include some of them.
+      if (!known) ch.processedSeq = 0;
       ensureUsers(ch.member_ids || []);
       renderSidebar();
       break;
@@ -325,16 +334,25 @@ function onEvent(f) {
       upsertMessage(ch, d);
       // Replace the pending copy of my own message.
       if (d.author_id === S.me.id && d.client_id) {
+        const before = S.outbox.length;
         S.outbox = S.outbox.filter((o) => o.client_id !== d.client_id);
+        if (S.outbox.length !== before) saveOutbox();
       }
       if (d.thread_root) {
         const root = ch.msgs.get(d.thread_root);
         if (root && !known) root.reply_count = (root.reply_count || 0) + 1;
       }
       ch.typing.delete(d.author_id);
+      // Writing implies having read everything before: the server moves the author's
+      // watermarks to their message (without a receipt event), so mirror that here.
+      const author = ch.members?.get(d.author_id);
+      if (author) {
+        author.read_seq = Math.max(author.read_seq || 0, f.seq);
+        author.delivered_seq = Math.max(author.delivered_seq || 0, f.seq);
+      }
       if (d.author_id !== S.me.id && !known) {
         if (!viewing || document.visibilityState !== 'visible') {
-          if (!d.thread_root) ch.unread = (ch.unread || 0) + 1;
+          if (!d.thread_root && f.seq > (ch.unreadBase || 0)) ch.unread = (ch.unread || 0) + 1;
         }
         if (viewing) announce(`${userName(d.author_id)}: ${d.text}`);
         ensureUsers([d.author_id]);
@@ -461,10 +479,29 @@ function send(channelId, text, threadRoot = null) {
     state: 'queued', error: null, created_at: new Date().toISOString(),
   };
   S.outbox.push(item);
+  if (channelId === S.current) markRead(); // see 'resumed' in onFrame
   trySend(item);
+  saveOutbox();
   const ch = S.channels.get(channelId);
   if (ch) scheduleRender(ch);
   return true;
+}
+
+/** Keeps unsent messages across reloads (per user, this browser only). */
+function saveOutbox() {
+  if (!S.me) return;
+  const keep = S.outbox.filter((o) => !o.seq).map(({ client_id, channel, text, thread_root, created_at, state, error }) => ({ client_id, channel, text, thread_root, created_at, state: state === 'failed' ? 'failed' : 'queued', error }));
+  try {
+    if (keep.length) localStorage.setItem(`fullslack.outbox.${S.me.id}`, JSON.stringify(keep));
+    else localStorage.removeItem(`fullslack.outbox.${S.me.id}`);
+  } catch { /* storage full or disabled: the queue still lives in memory */ }
+}
+
+function loadOutbox() {
+  try {
+    const list = JSON.parse(localStorage.getItem(`fullslack.outbox.${S.me.id}`) || '[]');
+    S.outbox = list.filter((o) => o && o.client_id && S.channels.has(o.channel));
+  } catch { S.outbox = []; }
 }
 
 function trySend(item) {
@@ -485,6 +522,7 @@ function onAck(f) {
   item.state = 'acked';
   item.seq = f.seq;
   item.message_id = f.message_id;
+  saveOutbox();
   const ch = S.channels.get(item.channel);
   if (ch && ch.msgs.has(f.message_id)) S.outbox = S.outbox.filter((o) => o !== item);
   if (ch) scheduleRender(ch);
@@ -504,6 +542,7 @@ function onSocketError(f) {
     } else {
       item.state = 'failed';
       item.error = errorText(f);
+      saveOutbox();
       toast(`Message not sent: ${item.error}`);
     }
     if (ch) scheduleRender(ch);
@@ -797,7 +836,7 @@ function messageEl(ch, m, { grouped, seenBy, inThread } = {}) {
     ? h('div', { class: 'failed-row' }, `Not sent: ${m.outbox.error}. `,
       h('button', { type: 'button', class: 'link-btn', onclick: () => { m.outbox.state = 'queued'; m.outbox.error = null; trySend(m.outbox); scheduleRender(ch); } }, 'Retry'),
       ' · ',
-      h('button', { type: 'button', class: 'link-btn', onclick: () => { S.outbox = S.outbox.filter((x) => x !== m.outbox); scheduleRender(ch); } }, 'Discard'))
+      h('button', { type: 'button', class: 'link-btn', onclick: () => { S.outbox = S.outbox.filter((x) => x !== m.outbox); saveOutbox(); scheduleRender(ch); } }, 'Discard'))
     : null;
   const classes = ['msg', mine ? 'mine' : 'theirs', grouped ? 'grouped' : '', m.pending ? 'pending' : '',
     m.deleted ? 'deleted' : '', !m.deleted && mentionsMe(m, S.me) ? 'mentioned' : ''].filter(Boolean).join(' ');
@@ -1373,9 +1412,10 @@ function wireStatic() {
 window.fullslack = {
   disconnect: () => S.conn?.pause(),
   reconnect: () => S.conn?.connectNow(),
+  log: () => (S.conn?.log || []).slice(-80),
   state: () => ({
     me: S.me, current: S.current, conn: S.connState, outbox: S.outbox.length,
-    channels: [...S.channels.values()].map((c) => ({ id: c.id, kind: c.kind, name: c.name, processedSeq: c.processedSeq, unread: c.unread })),
+    channels: [...S.channels.values()].map((c) => ({ id: c.id, kind: c.kind, name: c.name, processedSeq: c.processedSeq, read_seq: c.read_seq, unread: c.unread })),
   }),
 };
 

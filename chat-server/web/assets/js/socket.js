@@ -84,11 +84,14 @@ export class Connection {
       this.lastRx = Date.now();
       let f;
       try { f = JSON.parse(ev.data); } catch { return; }
+      this.trace('in', f);
       if (f.type === 'hello') {
         gotHello = true;
         this.hello = f;
         this.startHeartbeat(f.heartbeat_ms || 25000);
-        ws.send(JSON.stringify({ type: 'resume', channels: this.resumeMap() }));
+        const resume = { type: 'resume', channels: this.resumeMap() };
+        this.trace('out', resume);
+        ws.send(JSON.stringify(resume));
         this.onFrame(f);
         return;
       }
@@ -150,6 +153,14 @@ export class Connection {
 
   stopHeartbeat() { clearInterval(this.hb); this.hb = null; }
 
+  /** Keeps a short summary of the last frames (for `window.fullslack.log()`). */
+  trace(dir, f) {
+    this.log = this.log || [];
+    const { type, kind, seq, channel, ref, code } = f;
+    this.log.push({ t: Date.now(), dir, type, kind, seq, ref, code, channel: channel && String(channel).slice(-6) });
+    if (this.log.length > 200) this.log.shift();
+  }
+
   nextRef() { this.refSeq += 1; return `r${this.refSeq}`; }
 
   isLive() { return this.live && this.ws && this.ws.readyState === 1; }
@@ -157,6 +168,7 @@ export class Connection {
   /** Sends a frame if the socket is open; returns whether it was written. */
   raw(frame) {
     if (!this.ws || this.ws.readyState !== 1) return false;
+    this.trace('out', frame);
     this.ws.send(JSON.stringify(frame));
     return true;
   }
