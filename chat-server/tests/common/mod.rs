@@ -95,7 +95,42 @@ impl TestServer {
         }
     }
 
+    /// A handle on a server running elsewhere (another process): only its addresses.
+    pub fn remote(base: &str) -> RemoteServer {
+        let addr = base.trim_start_matches("http://").parse().expect("base is http://IP:PORT");
+        RemoteServer { base: base.to_string(), addr }
+    }
+
     pub fn ws_url(&self) -> String {
+        format!("ws://{}/api/ws", self.addr)
+    }
+}
+
+pub struct RemoteServer {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+}
+
+/// What a client needs to know about a server.
+pub trait ServerAddr {
+    fn base(&self) -> String;
+    fn ws_url(&self) -> String;
+}
+
+impl ServerAddr for TestServer {
+    fn base(&self) -> String {
+        self.base.clone()
+    }
+    fn ws_url(&self) -> String {
+        TestServer::ws_url(self)
+    }
+}
+
+impl ServerAddr for RemoteServer {
+    fn base(&self) -> String {
+        self.base.clone()
+    }
+    fn ws_url(&self) -> String {
         format!("ws://{}/api/ws", self.addr)
     }
 }
@@ -110,10 +145,10 @@ pub struct Client {
 }
 
 impl Client {
-    pub async fn register(server: &TestServer, username: &str) -> Client {
+    pub async fn register(server: &impl ServerAddr, username: &str) -> Client {
         let http = reqwest::Client::new();
         let resp = http
-            .post(format!("{}/api/auth/register", server.base))
+            .post(format!("{}/api/auth/register", server.base()))
             .json(&json!({"username": username, "password": "correct horse battery"}))
             .send()
             .await
@@ -122,7 +157,7 @@ impl Client {
         let body: Value = resp.json().await.unwrap();
         Client {
             http,
-            base: server.base.clone(),
+            base: server.base(),
             ws_url: server.ws_url(),
             token: body["token"].as_str().unwrap().to_string(),
             id: body["user"]["id"].as_str().unwrap().to_string(),
@@ -130,10 +165,10 @@ impl Client {
         }
     }
 
-    pub async fn login(server: &TestServer, username: &str) -> Client {
+    pub async fn login(server: &impl ServerAddr, username: &str) -> Client {
         let http = reqwest::Client::new();
         let resp = http
-            .post(format!("{}/api/auth/login", server.base))
+            .post(format!("{}/api/auth/login", server.base()))
             .json(&json!({"username": username, "password": "correct horse battery"}))
             .send()
             .await
@@ -142,7 +177,7 @@ impl Client {
         let body: Value = resp.json().await.unwrap();
         Client {
             http,
-            base: server.base.clone(),
+            base: server.base(),
             ws_url: server.ws_url(),
             token: body["token"].as_str().unwrap().to_string(),
             id: body["user"]["id"].as_str().unwrap().to_string(),
