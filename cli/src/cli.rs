@@ -112,7 +112,13 @@ pub struct RenderArgs {
     /// HTTPS port.
     #[arg(long, default_value_t = 443)]
     pub https_port: u16,
-    /// Do not listen on IPv6.
+    /// Listen on this IPv4 address only [default: every address].
+    #[arg(long, value_name = "ADDR")]
+    pub listen_v4: Option<std::net::Ipv4Addr>,
+    /// Listen on this IPv6 address [default: every address, `::`].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_ipv6")]
+    pub listen_v6: Option<std::net::Ipv6Addr>,
+    /// Do not listen on IPv6 (the host has no IPv6 address).
     #[arg(long)]
     pub no_ipv6: bool,
     /// Override the blue upstream servers (repeat; `HOST:PORT`).
@@ -352,7 +358,15 @@ fn render(a: &RenderArgs) -> Result<(), CliError> {
     p.acme_root = a.acme_root.clone();
     p.http_port = a.http_port;
     p.https_port = a.https_port;
-    p.listen_ipv6 = !a.no_ipv6;
+    if let Some(v4) = a.listen_v4 {
+        p.listen_v4 = Some(v4.to_string());
+    }
+    if let Some(v6) = a.listen_v6 {
+        p.listen_v6 = Some(v6.to_string());
+    }
+    if a.no_ipv6 {
+        p.listen_v6 = None;
+    }
     if !a.blue.is_empty() {
         p.blue = a.blue.clone();
     }

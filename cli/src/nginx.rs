@@ -80,8 +80,10 @@ pub struct SiteParams {
     pub http_port: u16,
     /// HTTPS port.
     pub https_port: u16,
-    /// Also listen on IPv6.
-    pub listen_ipv6: bool,
+    /// IPv4 address to listen on (`None`: every address).
+    pub listen_v4: Option<String>,
+    /// IPv6 address to listen on (`Some("::")`: every address; `None`: no IPv6).
+    pub listen_v6: Option<String>,
     /// Server ping interval (for the comment).
     pub ping_interval_secs: u64,
     /// `proxy_read_timeout` of `/api/ws`.
@@ -115,7 +117,8 @@ impl SiteParams {
             acme_root: "/var/lib/fullslack/acme".into(),
             http_port: 80,
             https_port: 443,
-            listen_ipv6: true,
+            listen_v4: None,
+            listen_v6: Some("::".into()),
             ping_interval_secs: SERVER_PING_SECS,
             ws_read_timeout_secs: SERVER_PING_SECS * 4,
             client_max_body_size: "1m".into(),
@@ -127,6 +130,7 @@ impl SiteParams {
 pub fn render_site(p: &SiteParams) -> Result<String, RenderError> {
     let mut env = minijinja::Environment::new();
     env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
     env.add_template("site.conf", SITE_TEMPLATE)?;
     let mut out = env.get_template("site.conf")?.render(p)?;
     if !out.ends_with('\n') {
@@ -140,6 +144,7 @@ pub fn render_site(p: &SiteParams) -> Result<String, RenderError> {
 pub fn render_main(prefix: &str, site: &str, daemon: bool) -> Result<String, RenderError> {
     let mut env = minijinja::Environment::new();
     env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
     env.add_template("nginx.conf", MAIN_TEMPLATE)?;
     let prefix = prefix.trim_end_matches('/');
     let mut out = env

@@ -1,0 +1,335 @@
+//! Nginx rendering: snapshots of each variant, a real `nginx -t` of every variant, and real
+//! Nginx in front of a real chat server passing HTTP, the ACME path and WebSocket traffic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, make_certs, program, tempdir, wait_for_port, Proc};
+use fullslack::nginx::{render_main, render_site, Color, SiteParams};
+use fullslack::stack;
+
+fn stack_params(name: &str) -> SiteParams {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../stacks/{name}.toml"));
+    let s = stack::load(&path).expect("example stack");
+    SiteParams::from_stack(&s).expect("nginx params")
+}
+
+#[test]
+fn snapshot_ssh_host_tls() {
+    let p = stack_params("ssh-host");
+    insta::assert_snapshot!("site_ssh_host", render_site(&p).expect("render"));
+}
+
+#[test]
+fn snapshot_local_plain_http() {
+    let p = stack_params("local");
+    insta::assert_snapshot!("site_local", render_site(&p).expect("render"));
+}
+
+#[test]
+fn snapshot_scaled_green_active() {
+    let mut p = stack_params("ec2-scaled");
+    p.active = Color::Green;
+    insta::assert_snapshot!("site_ec2_scaled_green", render_site(&p).expect("render"));
+}
+
+#[test]
+fn snapshot_main_config() {
+    insta::assert_snapshot!(
+        "main_conf",
+        render_main("/srv/nginx", "/srv/nginx/site.conf", false).expect("render")
+    );
+}
+
+#[test]
+fn ecs_stack_has_no_nginx() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../stacks/ecs-fargate.toml");
+    let s = stack::load(&path).expect("stack");
+    let err = SiteParams::from_stack(&s).expect_err("ECS uses the ALB");
+    assert!(err.hint().contains("ALB"));
+}
+
+#[test]
+fn websocket_location_has_upgrade_and_long_timeouts() {
+    let p = stack_params("ssh-host");
+    let out = render_site(&p).expect("render");
+    let ws = out
+        .split("location = /api/ws {")
+        .nth(1)
+        .and_then(|s| s.split('}').next())
+        .expect("ws location");
+    assert!(ws.contains("proxy_http_version 1.1;"));
+    assert!(ws.contains("proxy_set_header Upgrade $http_upgrade;"));
+    assert!(ws.contains("proxy_set_header Connection $connection_upgrade;"));
+    let timeout: u64 = ws
+        .split("proxy_read_timeout ")
+        .nth(1)
+        .and_then(|s| s.split('s').next())
+        .and_then(|s| s.parse().ok())
+        .expect("read timeout");
+    assert!(timeout > fullslack::nginx::SERVER_PING_SECS, "{timeout}");
+    assert!(out.contains("map $http_upgrade $connection_upgrade"));
+    assert!(out.contains("return 301 https://$host$request_uri;"));
+    assert!(out.contains("location ^~ /.well-known/acme-challenge/"));
+    assert!(out.contains("Strict-Transport-Security"));
+    assert!(out.contains("ssl_protocols TLSv1.2 TLSv1.3;"));
+}
+
+/// A prefix directory with certificates, an ACME webroot and a main nginx.conf including
+/// the rendered site.
+struct Prefix {
+    dir: tempfile::TempDir,
+}
+
+impl Prefix {
+    fn new() -> Self {
+        let dir = tempdir();
+        std::fs::create_dir_all(dir.path().join("certs")).expect("certs dir");
+        std::fs::create_dir_all(dir.path().join("acme/.well-known/acme-challenge"))
+            .expect("acme dir");
+        make_certs(
+            &dir.path().join("certs"),
+            &["chat.example.test", "localhost"],
+        );
+        Prefix { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn adapt(&self, p: &mut SiteParams) {
+        p.cert_dir = self.path().join("certs").display().to_string();
+        p.acme_root = self.path().join("acme").display().to_string();
+    }
+
+    fn write(&self, p: &SiteParams) -> PathBuf {
+        let site = self.path().join("site.conf");
+        std::fs::write(&site, render_site(p).expect("render site")).expect("write site");
+        let main = self.path().join("nginx.conf");
+        std::fs::write(
+            &main,
+            render_main(
+                &self.path().display().to_string(),
+                &site.display().to_string(),
+                false,
+            )
+            .expect("render main"),
+        )
+        .expect("write main");
+        main
+    }
+
+    fn nginx(&self) -> Command {
+        let mut c = Command::new(program("/usr/sbin/nginx"));
+        c.arg("-c")
+            .arg(self.path().join("nginx.conf"))
+            .arg("-p")
+            .arg(format!("{}/", self.path().display()));
+        c
+    }
+
+    fn test(&self) -> std::process::Output {
+        self.nginx()
+            .args(["-t", "-e", "stderr"])
+            .output()
+            .expect("run nginx -t")
+    }
+}
+
+#[test]
+fn every_rendered_variant_passes_nginx_t() {
+    let variants: Vec<(&str, Box<dyn Fn(&mut SiteParams)>)> = vec![
+        ("ssh-host", Box::new(|_| {})),
+        ("ec2-single", Box::new(|_| {})),
+        ("local", Box::new(|_| {})),
+        ("ec2-scaled", Box::new(|p| p.active = Color::Green)),
+        ("ssh-host", Box::new(|p| p.listen_v6 = None)),
+        (
+            "ssh-host",
+            Box::new(|p| {
+                p.listen_v4 = Some("127.0.0.1".into());
+                p.listen_v6 = Some("::1".into());
+            }),
+        ),
+    ];
+    for (name, tweak) in variants {
+        let prefix = Prefix::new();
+        let mut p = stack_params(name);
+        prefix.adapt(&mut p);
+        p.http_port = free_port();
+        p.https_port = free_port();
+        tweak(&mut p);
+        prefix.write(&p);
+        let out = prefix.test();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.contains("test is successful"),
+            "nginx -t failed for {name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn nginx_t_catches_a_broken_config() {
+    let prefix = Prefix::new();
+    let mut p = stack_params("ssh-host");
+    prefix.adapt(&mut p);
+    p.cert_dir = prefix.path().join("missing").display().to_string();
+    prefix.write(&p);
+    let out = prefix.test();
+    assert!(
+        !out.status.success(),
+        "a missing certificate must fail nginx -t"
+    );
+}
+
+#[test]
+fn cli_render_writes_site_and_main_config() {
+    let prefix = Prefix::new();
+    let site = prefix.path().join("site.conf");
+    let stack_file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../stacks/ssh-host.toml");
+    let out = common::fullslack()
+        .args(["nginx", "render", "--stack"])
+        .arg(&stack_file)
+        .arg("--cert-dir")
+        .arg(prefix.path().join("certs"))
+        .arg("--acme-root")
+        .arg(prefix.path().join("acme"))
+        .args(["--http-port", &free_port().to_string()])
+        .args(["--https-port", &free_port().to_string()])
+        .args(["--listen-v4", "127.0.0.1", "--no-ipv6", "--active", "green"])
+        .arg("--output")
+        .arg(&site)
+        .arg("--main-prefix")
+        .arg(prefix.path())
+        .output()
+        .expect("run fullslack");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&site).expect("site written");
+    assert!(text.contains("proxy_pass http://fullslack_chat_ssh_green;"));
+    assert!(!text.contains("[::]"));
+    let t = prefix.test();
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+}
+
+#[tokio::test]
+async fn real_nginx_proxies_http_acme_and_websocket_to_the_chat_server() {
+    let chat = common::start_chat_server();
+    let prefix = Prefix::new();
+    let mut p = stack_params("ssh-host");
+    prefix.adapt(&mut p);
+    p.http_port = free_port();
+    p.https_port = free_port();
+    p.listen_v4 = Some("127.0.0.1".into());
+    p.listen_v6 = None;
+    p.blue = vec![format!("127.0.0.1:{}", chat.port)];
+    // Green points at a port nobody listens on: traffic must go to the active colour only.
+    p.green = vec![format!("127.0.0.1:{}", free_port())];
+    prefix.write(&p);
+    let t = prefix.test();
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    let _nginx = Proc::spawn(
+        "nginx",
+        prefix
+            .nginx()
+            .args(["-e", "stderr"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    wait_for_port(p.https_port, Duration::from_secs(10));
+    wait_for_port(p.http_port, Duration::from_secs(10));
+
+    let ca = std::fs::read(prefix.path().join("certs/ca.pem")).expect("ca");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(
+            "chat.example.test",
+            format!("127.0.0.1:{}", p.https_port).parse().expect("addr"),
+        )
+        .build()
+        .expect("client");
+
+    // Plain HTTP redirects to HTTPS…
+    let r = client
+        .get(format!("http://127.0.0.1:{}/api/me", p.http_port))
+        .header("host", "chat.example.test")
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(r.status(), 301);
+    assert_eq!(
+        r.headers()["location"].to_str().expect("location"),
+        "https://chat.example.test/api/me"
+    );
+    // …except the ACME HTTP-01 challenge, served from the webroot.
+    std::fs::write(
+        prefix
+            .path()
+            .join("acme/.well-known/acme-challenge/tok-123"),
+        "tok-123.thumbprint",
+    )
+    .expect("token");
+    let r = client
+        .get(format!(
+            "http://127.0.0.1:{}/.well-known/acme-challenge/tok-123",
+            p.http_port
+        ))
+        .send()
+        .await
+        .expect("acme");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "tok-123.thumbprint");
+
+    // HTTPS reaches the chat server, with HSTS and security headers.
+    let https = format!("https://chat.example.test:{}", p.https_port);
+    let r = client
+        .get(format!("{https}/healthz"))
+        .send()
+        .await
+        .expect("https healthz");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["strict-transport-security"]
+        .to_str()
+        .expect("hsts")
+        .contains("max-age=63072000"));
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["status"], "ok");
+
+    // The full health check through Nginx: HTTP, a WebSocket round trip over wss, and the
+    // certificate (trusted through the test CA).
+    let out = common::fullslack()
+        .args(["health", "--json", "--ca-file"])
+        .arg(prefix.path().join("certs/ca.pem"))
+        .arg(format!("https://localhost:{}", p.https_port))
+        .env("FULLSLACK_PROBE_PASSWORD", "probe-password-123")
+        .output()
+        .expect("run health");
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("health --json output");
+    assert!(
+        out.status.success(),
+        "health through nginx failed: {report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["outcome"] == "ok")
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["healthz", "readyz", "ws.round_trip", "tls.certificate"]
+    );
+}
