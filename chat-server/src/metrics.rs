@@ -33,12 +33,9 @@ impl Metrics {
         let events_delivered = Counter::default();
         let lagged = Counter::default();
         let errors = Family::<CodeLabel, Counter>::default();
-        let send_seconds = Histogram::new(
-            [
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
-            ]
-            .into_iter(),
-        );
+        let send_seconds = Histogram::new([
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+        ]);
         let store_ready = Gauge::default();
         registry.register(
             "ws_connections",

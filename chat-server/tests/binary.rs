@@ -24,9 +24,18 @@ async fn binary_prints_its_url_and_exits_cleanly_on_sigterm() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.trim().strip_prefix("fullslack-chat listening on ").expect("first line names the URL").to_string();
-    assert!(dir.path().join("jwt-secret").exists(), "local mode keeps a generated secret");
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("fullslack-chat listening on ")
+        .expect("first line names the URL")
+        .to_string();
+    assert!(
+        dir.path().join("jwt-secret").exists(),
+        "local mode keeps a generated secret"
+    );
     assert!(dir.path().join("fullslack.db").exists());
 
     let server = common::TestServer::remote(&base);
@@ -37,7 +46,9 @@ async fn binary_prints_its_url_and_exits_cleanly_on_sigterm() {
     nix::sys::signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let close = ws.next_where(|f| f["type"] == "__close").await;
     assert_eq!(close["code"], 1012);
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert!(status.success(), "{status}");
     let _ = Duration::ZERO;
 }
@@ -62,7 +73,11 @@ fn a_broken_config_file_is_refused_with_the_key() {
     let dir = common::tempdir();
     let cfg = dir.path().join("chat.toml");
     std::fs::write(&cfg, "[limits]\nmax_mesage_len = 10\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fullslack-chat")).arg("--config").arg(&cfg).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fullslack-chat"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_mesage_len"), "{err}");

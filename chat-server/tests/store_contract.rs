@@ -6,7 +6,9 @@ use std::{collections::HashSet, sync::Arc};
 
 use fullslack_chat::{
     model::{new_id, now, ChannelKind, EventKind, Role},
-    store::{self, DynStore, NewChannel, NewMessage, NewUser, Page, Session, StoreError, Watermark},
+    store::{
+        self, DynStore, NewChannel, NewMessage, NewUser, Page, Session, StoreError, Watermark,
+    },
 };
 
 mod common;
@@ -14,7 +16,10 @@ mod common;
 async fn fresh_store() -> (DynStore, Arc<tempfile::TempDir>) {
     let dir = common::tempdir();
     let url = std::env::var("FULLSLACK_TEST_STORE_URL").unwrap_or_else(|_| "sqlite".into());
-    (store::open(&url, dir.path()).await.expect("store opens"), dir)
+    (
+        store::open(&url, dir.path()).await.expect("store opens"),
+        dir,
+    )
 }
 
 async fn user(store: &DynStore, name: &str) -> String {
@@ -31,7 +36,13 @@ async fn user(store: &DynStore, name: &str) -> String {
         .id
 }
 
-async fn channel(store: &DynStore, owner: &str, name: &str, kind: ChannelKind, members: &[&str]) -> String {
+async fn channel(
+    store: &DynStore,
+    owner: &str,
+    name: &str,
+    kind: ChannelKind,
+    members: &[&str],
+) -> String {
     let (ch, events) = store
         .create_channel(NewChannel {
             id: new_id(),
@@ -45,7 +56,11 @@ async fn channel(store: &DynStore, owner: &str, name: &str, kind: ChannelKind, m
         })
         .await
         .unwrap();
-    assert_eq!(events.len(), 1 + members.len(), "one member_joined per member");
+    assert_eq!(
+        events.len(),
+        1 + members.len(),
+        "one member_joined per member"
+    );
     ch.id
 }
 
@@ -77,14 +92,28 @@ async fn usernames_are_unique_case_insensitively_and_sessions_expire() {
         .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))));
     let (u, hash) = s.user_by_username("ALICE").await.unwrap().unwrap();
-    assert_eq!((u.id.as_str(), hash.as_str()), (id.as_str(), "$argon2id$fake"));
+    assert_eq!(
+        (u.id.as_str(), hash.as_str()),
+        (id.as_str(), "$argon2id$fake")
+    );
 
     let t = now();
-    s.create_session(Session { id: "s1".into(), user_id: id.clone(), created_at: t, expires_at: t + time::Duration::hours(1) })
-        .await
-        .unwrap();
+    s.create_session(Session {
+        id: "s1".into(),
+        user_id: id.clone(),
+        created_at: t,
+        expires_at: t + time::Duration::hours(1),
+    })
+    .await
+    .unwrap();
     assert_eq!(s.session_user("s1", t).await.unwrap(), Some(id.clone()));
-    assert_eq!(s.session_user("s1", t + time::Duration::hours(2)).await.unwrap(), None, "expired");
+    assert_eq!(
+        s.session_user("s1", t + time::Duration::hours(2))
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
     s.delete_session("s1").await.unwrap();
     assert_eq!(s.session_user("s1", t).await.unwrap(), None, "revoked");
 }
@@ -100,7 +129,10 @@ async fn concurrent_sends_get_gap_free_unique_sequence_numbers() {
         tasks.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
             for i in 0..50 {
-                let (m, ev) = s.append_message(msg(&ch, &a, &format!("w{w}-{i}"), "x")).await.unwrap();
+                let (m, ev) = s
+                    .append_message(msg(&ch, &a, &format!("w{w}-{i}"), "x"))
+                    .await
+                    .unwrap();
                 assert_eq!(ev.unwrap().seq, m.seq);
                 seqs.push(m.seq);
             }
@@ -115,7 +147,10 @@ async fn concurrent_sends_get_gap_free_unique_sequence_numbers() {
     // seq 1 is the owner's member_joined event.
     assert_eq!(all, (2..=401).collect::<Vec<i64>>());
     let events = s.events_after(&ch, 0, 1000).await.unwrap();
-    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=401).collect::<Vec<i64>>());
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=401).collect::<Vec<i64>>()
+    );
 }
 
 #[tokio::test]
@@ -123,8 +158,14 @@ async fn appends_are_idempotent_on_client_id() {
     let (s, _d) = fresh_store().await;
     let a = user(&s, "a").await;
     let ch = channel(&s, &a, "c", ChannelKind::Private, &[]).await;
-    let (m1, e1) = s.append_message(msg(&ch, &a, "same", "hello")).await.unwrap();
-    let (m2, e2) = s.append_message(msg(&ch, &a, "same", "hello")).await.unwrap();
+    let (m1, e1) = s
+        .append_message(msg(&ch, &a, "same", "hello"))
+        .await
+        .unwrap();
+    let (m2, e2) = s
+        .append_message(msg(&ch, &a, "same", "hello"))
+        .await
+        .unwrap();
     assert!(e1.is_some() && e2.is_none());
     assert_eq!((m1.id, m1.seq), (m2.id, m2.seq));
     assert_eq!(s.channel(&ch).await.unwrap().unwrap().last_seq, 2);
@@ -138,41 +179,99 @@ async fn history_pages_threads_edits_deletes_reactions() {
     let ch = channel(&s, &a, "c", ChannelKind::Private, &[&b]).await;
     let mut ids = Vec::new();
     for i in 0..10 {
-        ids.push(s.append_message(msg(&ch, &a, &format!("m{i}"), &format!("text {i}"))).await.unwrap().0);
+        ids.push(
+            s.append_message(msg(&ch, &a, &format!("m{i}"), &format!("text {i}")))
+                .await
+                .unwrap()
+                .0,
+        );
     }
     let mut reply = msg(&ch, &b, "r1", "a reply");
     reply.thread_root = Some(ids[0].id.clone());
     s.append_message(reply).await.unwrap();
     let mut bad = msg(&ch, &b, "r2", "reply to nothing");
     bad.thread_root = Some("missing".into());
-    assert!(matches!(s.append_message(bad).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.append_message(bad).await,
+        Err(StoreError::NotFound(_))
+    ));
 
     let (latest, more) = s.history(&ch, Page::Latest, 4).await.unwrap();
-    assert_eq!(latest.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["text 6", "text 7", "text 8", "text 9"]);
+    assert_eq!(
+        latest.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["text 6", "text 7", "text 8", "text 9"]
+    );
     assert!(more);
-    let (older, _) = s.history(&ch, Page::Before(latest[0].seq), 100).await.unwrap();
+    let (older, _) = s
+        .history(&ch, Page::Before(latest[0].seq), 100)
+        .await
+        .unwrap();
     assert_eq!(older.len(), 6);
     let (newer, more) = s.history(&ch, Page::After(ids[7].seq), 100).await.unwrap();
     assert_eq!(newer.len(), 2);
     assert!(!more);
     assert_eq!(s.replies(&ch, &ids[0].id).await.unwrap().len(), 1);
-    assert_eq!(s.message(&ch, &ids[0].id).await.unwrap().unwrap().reply_count, 1);
+    assert_eq!(
+        s.message(&ch, &ids[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .reply_count,
+        1
+    );
 
-    let e = s.edit_message(&ch, &ids[1].id, "edited", &[b.clone()], now()).await.unwrap();
+    let e = s
+        .edit_message(&ch, &ids[1].id, "edited", std::slice::from_ref(&b), now())
+        .await
+        .unwrap();
     assert_eq!(e.kind, EventKind::Edit);
-    let r = s.react(&ch, &ids[1].id, &b, "🎉", true, now()).await.unwrap().unwrap();
+    let r = s
+        .react(&ch, &ids[1].id, &b, "🎉", true, now())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r.kind, EventKind::Reaction);
-    assert!(s.react(&ch, &ids[1].id, &b, "🎉", true, now()).await.unwrap().is_none(), "no change, no event");
+    assert!(
+        s.react(&ch, &ids[1].id, &b, "🎉", true, now())
+            .await
+            .unwrap()
+            .is_none(),
+        "no change, no event"
+    );
     let m = s.message(&ch, &ids[1].id).await.unwrap().unwrap();
-    assert_eq!((m.text.as_str(), m.mentions.clone(), m.reactions[0].user_ids.clone()), ("edited", vec![b.clone()], vec![b.clone()]));
+    assert_eq!(
+        (
+            m.text.as_str(),
+            m.mentions.clone(),
+            m.reactions[0].user_ids.clone()
+        ),
+        ("edited", vec![b.clone()], vec![b.clone()])
+    );
     assert!(m.edited_at.is_some());
     s.delete_message(&ch, &ids[1].id, now()).await.unwrap();
     let m = s.message(&ch, &ids[1].id).await.unwrap().unwrap();
     assert!(m.deleted && m.text.is_empty() && m.reactions.is_empty());
-    assert!(matches!(s.delete_message(&ch, &ids[1].id, now()).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        s.delete_message(&ch, &ids[1].id, now()).await,
+        Err(StoreError::NotFound(_))
+    ));
     // The log holds every change in order.
-    let kinds: Vec<EventKind> = s.events_after(&ch, ids[9].seq, 100).await.unwrap().iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, [EventKind::Message, EventKind::Edit, EventKind::Reaction, EventKind::Delete]);
+    let kinds: Vec<EventKind> = s
+        .events_after(&ch, ids[9].seq, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Message,
+            EventKind::Edit,
+            EventKind::Reaction,
+            EventKind::Delete
+        ]
+    );
 }
 
 #[tokio::test]
@@ -182,21 +281,48 @@ async fn watermarks_only_move_forward_and_only_to_messages() {
     let b = user(&s, "b").await;
     let ch = channel(&s, &a, "c", ChannelKind::Private, &[&b]).await;
     let (m, _) = s.append_message(msg(&ch, &a, "1", "x")).await.unwrap();
-    let ev = s.advance_watermark(&ch, &b, Watermark::Delivered(m.seq), true, now()).await.unwrap().unwrap();
+    let ev = s
+        .advance_watermark(&ch, &b, Watermark::Delivered(m.seq), true, now())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ev.data["delivered_seq"], m.seq);
     assert_eq!(ev.data["read_seq"].as_i64().unwrap(), 0);
     // The receipt took seq m.seq + 1; reading "everything" stops at the last message.
-    let ev = s.advance_watermark(&ch, &b, Watermark::Read(i64::MAX), true, now()).await.unwrap().unwrap();
+    let ev = s
+        .advance_watermark(&ch, &b, Watermark::Read(i64::MAX), true, now())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ev.data["read_seq"], m.seq);
-    assert!(s.advance_watermark(&ch, &b, Watermark::Read(1), true, now()).await.unwrap().is_none(), "never backwards");
-    assert!(s.advance_watermark(&ch, &b, Watermark::Read(i64::MAX), true, now()).await.unwrap().is_none(), "no receipt loop");
+    assert!(
+        s.advance_watermark(&ch, &b, Watermark::Read(1), true, now())
+            .await
+            .unwrap()
+            .is_none(),
+        "never backwards"
+    );
+    assert!(
+        s.advance_watermark(&ch, &b, Watermark::Read(i64::MAX), true, now())
+            .await
+            .unwrap()
+            .is_none(),
+        "no receipt loop"
+    );
     let member = s.member(&ch, &b).await.unwrap().unwrap();
-    assert_eq!((member.read_seq, member.delivered_seq, member.role), (m.seq, m.seq, Role::Member));
+    assert_eq!(
+        (member.read_seq, member.delivered_seq, member.role),
+        (m.seq, m.seq, Role::Member)
+    );
     let chans = s.channels_for_user(&b).await.unwrap();
     assert_eq!(chans[0].unread, Some(0));
     s.append_message(msg(&ch, &a, "2", "y")).await.unwrap();
     assert_eq!(s.channels_for_user(&b).await.unwrap()[0].unread, Some(1));
-    assert_eq!(s.channels_for_user(&a).await.unwrap()[0].unread, Some(0), "own messages are never unread");
+    assert_eq!(
+        s.channels_for_user(&a).await.unwrap()[0].unread,
+        Some(0),
+        "own messages are never unread"
+    );
 }
 
 #[tokio::test]
@@ -227,17 +353,47 @@ async fn dm_keys_make_direct_messages_unique_and_membership_changes_are_logged()
 
     let pub_ch = channel(&s, &a, "open", ChannelKind::Public, &[]).await;
     assert!(matches!(
-        s.create_channel(NewChannel { id: new_id(), kind: ChannelKind::Private, name: "open".into(), topic: String::new(), created_by: a.clone(), created_at: now(), member_ids: vec![], dm_key: None }).await,
+        s.create_channel(NewChannel {
+            id: new_id(),
+            kind: ChannelKind::Private,
+            name: "open".into(),
+            topic: String::new(),
+            created_by: a.clone(),
+            created_at: now(),
+            member_ids: vec![],
+            dm_key: None
+        })
+        .await,
         Err(StoreError::Conflict(_))
     ));
-    let joined = s.add_member(&pub_ch, &c, Role::Member, &c).await.unwrap().unwrap();
+    let joined = s
+        .add_member(&pub_ch, &c, Role::Member, &c)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(joined.kind, EventKind::MemberJoined);
-    assert!(s.add_member(&pub_ch, &c, Role::Member, &c).await.unwrap().is_none());
+    assert!(s
+        .add_member(&pub_ch, &c, Role::Member, &c)
+        .await
+        .unwrap()
+        .is_none());
     let left = s.remove_member(&pub_ch, &c).await.unwrap().unwrap();
-    assert_eq!((left.kind, left.seq), (EventKind::MemberLeft, joined.seq + 1));
+    assert_eq!(
+        (left.kind, left.seq),
+        (EventKind::MemberLeft, joined.seq + 1)
+    );
     assert!(s.remove_member(&pub_ch, &c).await.unwrap().is_none());
-    let memberships: HashSet<String> = s.memberships(&a).await.unwrap().into_iter().map(|(id, _)| id).collect();
-    assert_eq!(memberships, HashSet::from([first.id.clone(), pub_ch.clone()]));
+    let memberships: HashSet<String> = s
+        .memberships(&a)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        memberships,
+        HashSet::from([first.id.clone(), pub_ch.clone()])
+    );
     assert_eq!(s.public_channels().await.unwrap().len(), 1);
 }
 
@@ -248,13 +404,32 @@ async fn search_covers_readable_channels_only() {
     let b = user(&s, "b").await;
     let private = channel(&s, &a, "private", ChannelKind::Private, &[]).await;
     let public = channel(&s, &a, "public", ChannelKind::Public, &[]).await;
-    s.append_message(msg(&private, &a, "1", "the secret rendezvous")).await.unwrap();
-    s.append_message(msg(&public, &a, "2", "the public rendezvous")).await.unwrap();
-    let (deleted, _) = s.append_message(msg(&public, &a, "3", "a deleted rendezvous")).await.unwrap();
+    s.append_message(msg(&private, &a, "1", "the secret rendezvous"))
+        .await
+        .unwrap();
+    s.append_message(msg(&public, &a, "2", "the public rendezvous"))
+        .await
+        .unwrap();
+    let (deleted, _) = s
+        .append_message(msg(&public, &a, "3", "a deleted rendezvous"))
+        .await
+        .unwrap();
     s.delete_message(&public, &deleted.id, now()).await.unwrap();
     assert_eq!(s.search(&a, "rendezvous", None, 10).await.unwrap().len(), 2);
     let for_b = s.search(&b, "rendez", None, 10).await.unwrap();
-    assert_eq!(for_b.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["the public rendezvous"]);
-    assert_eq!(s.search(&a, "rendezvous", Some(&private), 10).await.unwrap().len(), 1);
-    assert!(s.search(&a, "\"unbalanced OR (", None, 10).await.is_ok(), "user input is not query syntax");
+    assert_eq!(
+        for_b.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["the public rendezvous"]
+    );
+    assert_eq!(
+        s.search(&a, "rendezvous", Some(&private), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        s.search(&a, "\"unbalanced OR (", None, 10).await.is_ok(),
+        "user input is not query syntax"
+    );
 }

@@ -17,9 +17,11 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 pub const WAIT: Duration = Duration::from_secs(5);
 
 pub fn test_settings(dir: &std::path::Path) -> Settings {
-    let mut s = Settings::default();
-    s.data_dir = dir.to_path_buf();
-    s.listen = "127.0.0.1:0".parse().unwrap();
+    let mut s = Settings {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
     s.auth.jwt_secret = Some(Secret::new(SECRET.into()));
     s.rate_limit.send_per_sec = 1000;
     s.rate_limit.send_burst = 1000;
@@ -97,8 +99,14 @@ impl TestServer {
 
     /// A handle on a server running elsewhere (another process): only its addresses.
     pub fn remote(base: &str) -> RemoteServer {
-        let addr = base.trim_start_matches("http://").parse().expect("base is http://IP:PORT");
-        RemoteServer { base: base.to_string(), addr }
+        let addr = base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("base is http://IP:PORT");
+        RemoteServer {
+            base: base.to_string(),
+            addr,
+        }
     }
 
     pub fn ws_url(&self) -> String {
