@@ -215,12 +215,19 @@ impl Ui {
             .unwrap_or_else(|e| panic!("[{}] no element {css}: {e}", self.name))
     }
 
+    /// Clicks an element; retries when the list it is in was re-rendered meanwhile.
     async fn click(&self, css: &str) {
-        self.find(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("[{}] click {css}: {e}", self.name));
+        let mut tries = 0;
+        loop {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(e) if tries < 20 && e.to_string().contains("stale") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("[{}] click {css}: {e}", self.name),
+            }
+        }
     }
 
     /// Clicks through JavaScript (for controls that only show on hover).
@@ -298,6 +305,123 @@ impl Ui {
             "the app, connected",
         )
         .await;
+    }
+}
+
+/// A user who only speaks the API: REST with a bearer token, and the WebSocket.
+struct ApiUser {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl ApiUser {
+    async fn register(base: &str, username: &str) -> Self {
+        let http = reqwest::Client::new();
+        let res = http
+            .post(format!("{base}/api/auth/register"))
+            .json(&json!({ "username": username, "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "register {username}");
+        let v: Value = res.json().await.unwrap();
+        ApiUser {
+            http,
+            base: base.to_string(),
+            token: v["token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "GET {path}: {}", res.status());
+        res.json().await.unwrap()
+    }
+
+    async fn channel_of_kind(&self, kind: &str) -> String {
+        let list = self.get("/api/channels").await;
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} channel in {list}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Posts a message over REST, waiting out rate limits (429 + Retry-After).
+    async fn post_message(&self, channel: &str, text: &str) {
+        loop {
+            let res = self
+                .http
+                .post(format!("{}/api/channels/{channel}/messages", self.base))
+                .bearer_auth(&self.token)
+                .json(&json!({ "text": text, "client_id": format!("api-{text}") }))
+                .send()
+                .await
+                .unwrap();
+            if res.status() == 429 {
+                let v: Value = res.json().await.unwrap_or(Value::Null);
+                let ms = v["error"]["retry_after_ms"]
+                    .as_u64()
+                    .or(v["retry_after_ms"].as_u64())
+                    .unwrap_or(200);
+                tokio::time::sleep(Duration::from_millis(ms.max(50))).await;
+                continue;
+            }
+            assert_eq!(res.status(), 201, "post {text:?}");
+            return;
+        }
+    }
+
+    /// Connects a WebSocket, resumes, moves the read watermark to `seq`, disconnects.
+    async fn read_over_ws(&self, channel: &str, seq: i64) {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+        let url = format!("{}/api/ws", self.base.replacen("http", "ws", 1));
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let frame = |v: Value| Message::text(v.to_string());
+        ws.send(frame(json!({ "type": "resume", "channels": {} })))
+            .await
+            .unwrap();
+        let mut sent_read = false;
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            let msg = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("websocket frame")
+                .expect("websocket open")
+                .expect("websocket frame");
+            let Message::Text(t) = msg else { continue };
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == "resumed" && !sent_read {
+                sent_read = true;
+                ws.send(frame(
+                    json!({ "type": "read", "ref": "api-read", "channel": channel, "seq": seq }),
+                ))
+                .await
+                .unwrap();
+            }
+            if v["ref"] == "api-read" {
+                assert_eq!(v["type"], "ack", "read answered {v}");
+                let _ = ws.close(None).await;
+                return;
+            }
+        }
+        panic!("no ack for the read");
     }
 }
 
@@ -545,7 +669,126 @@ async fn two_users_chat_live_with_receipts_threads_and_offline_catch_up() {
         "everything read after Bob came back",
     )
     .await;
+
+    // Up in the empty composer edits the last message; Bob sees the edit.
+    a.type_into("#composer-input", "\u{E013}").await;
+    a.wait(
+        "document.querySelector('#composer').classList.contains('editing')",
+        "edit mode",
+    )
+    .await;
+    a.find("#composer-input").await.clear().await.unwrap();
+    a.type_into("#composer-input", "missed three, now edited\u{E007}")
+        .await;
+    b.wait(
+        &format!(
+            "{} && document.querySelector('#message-list .msg .edited')",
+            b.has_message("missed three, now edited")
+        ),
+        "the edit at Bob",
+    )
+    .await;
+    // Delete leaves a tombstone.
+    a.js("[...document.querySelectorAll('#message-list .msg.mine')].find(m => m.querySelector('.text')?.textContent === 'missed one').querySelector('[data-action=delete]').click();")
+        .await;
+    a.click("#dlg-confirm button[value=ok]").await;
+    b.wait(
+        &format!(
+            "!{} && document.querySelector('#message-list .msg.deleted .tombstone')",
+            b.has_message("missed one")
+        ),
+        "tombstone at Bob",
+    )
+    .await;
+    // Too long for the server's limit (from `hello`): shown, not sent.
+    a.js("const i = document.querySelector('#composer-input'); i.value = 'x'.repeat(4001); i.dispatchEvent(new Event('input'));")
+        .await;
+    a.type_into("#composer-input", "\u{E007}").await;
+    a.wait(
+        "[...document.querySelectorAll('#toasts .toast')].some(t => t.textContent.includes('too long'))",
+        "message-too-long error shown",
+    )
+    .await;
+    a.js("const i = document.querySelector('#composer-input'); i.value = ''; i.dispatchEvent(new Event('input')); document.querySelectorAll('#toasts .toast').forEach(t => t.remove());")
+        .await;
     a.shot("conversation").await;
+
+    // A group with a third user who only uses the API; 60 messages of history.
+    let carol = ApiUser::register(&base, "carol").await;
+    a.click("#btn-new-dm").await;
+    a.click("#users-pick input[data-username=bob]").await;
+    a.click("#users-pick input[data-username=carol]").await;
+    a.click("#users-ok").await;
+    a.wait(
+        "document.querySelector('#pane-title').textContent === 'Bob Builder, carol'",
+        "the group open",
+    )
+    .await;
+    let group = carol.channel_of_kind("group").await;
+    for i in 1..=60 {
+        carol.post_message(&group, &format!("history {i:02}")).await;
+    }
+    a.wait(
+        &a.has_message("history 60"),
+        "carol's messages live at Alice",
+    )
+    .await;
+    // Bob reloads (the cookie keeps him signed in) and opens the group: the latest page
+    // first, older pages when scrolling up.
+    b.c.goto(&base).await.unwrap();
+    b.wait(
+        "document.querySelector('#app').dataset.ready === 'true' && document.querySelector('#app').dataset.conn === 'live'",
+        "the app after a reload",
+    )
+    .await;
+    b.click("#list-dms .side-item[data-kind=group]").await;
+    b.wait(&b.has_message("history 60"), "the latest page at Bob")
+        .await;
+    assert!(
+        !b.texts().await.iter().any(|t| t == "history 01"),
+        "the first page should not reach back to the start"
+    );
+    for _ in 0..5 {
+        b.js("document.querySelector('#messages').scrollTop = 0;")
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if b.texts().await.iter().any(|t| t == "history 01") {
+            break;
+        }
+    }
+    b.wait(&b.has_message("history 01"), "older page loaded on scroll")
+        .await;
+    let history: Vec<String> = b
+        .texts()
+        .await
+        .into_iter()
+        .filter(|t| t.starts_with("history "))
+        .collect();
+    let expected: Vec<String> = (1..=60).map(|i| format!("history {i:02}")).collect();
+    assert_eq!(history, expected, "history paged in order, once each");
+    // "Seen by": Bob has the group open and reads, carol has not yet.
+    a.say("Lunch at noon?").await;
+    a.wait(
+        "document.querySelector('#message-list .seen-by')?.textContent === 'Seen by Bob Builder'",
+        "seen by Bob",
+    )
+    .await;
+    let status = a
+        .js("const t = [...document.querySelectorAll('#message-list .msg.mine .ticks')].pop(); return t.dataset.status;")
+        .await;
+    assert_ne!(status, "read", "carol has not read yet");
+    let seq = a
+        .js("return Number([...document.querySelectorAll('#message-list .msg.mine')].pop().dataset.seq);")
+        .await
+        .as_i64()
+        .unwrap();
+    carol.read_over_ws(&group, seq).await;
+    a.wait(
+        "document.querySelector('#message-list .seen-by')?.textContent === 'Seen by everyone' && [...document.querySelectorAll('#message-list .msg.mine .ticks')].pop().dataset.status === 'read'",
+        "seen by everyone",
+    )
+    .await;
+    a.shot("group").await;
 
     // Search finds the message.
     a.type_into("#search-input", "changelog\u{E007}").await;
@@ -579,6 +822,7 @@ async fn two_users_chat_live_with_receipts_threads_and_offline_catch_up() {
     for name in [
         "sign-in",
         "conversation",
+        "group",
         "thread",
         "offline",
         "search",

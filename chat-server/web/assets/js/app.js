@@ -621,7 +621,8 @@ function renderSidebar() {
   const byName = (a, b) => channelTitle(a).localeCompare(channelTitle(b));
   const channels = chans.filter((c) => !isDirect(c)).sort(byName);
   const dms = chans.filter(isDirect).sort((a, b) => (b.last_seq || 0) - (a.last_seq || 0) || byName(a, b));
-  $('#list-channels').replaceChildren(...(channels.length ? channels.map(sideItem) : [h('li', { class: 'side-empty muted' }, 'No channels yet')]));
+  $('#list-channels').replaceChildren(...(channels.length ? channels.map(sideItem) : [h('li', { class: 'side-empty' },
+    h('button', { type: 'button', class: 'side-item side-cta', onclick: browseChannels }, h('span', { class: 'side-icon i-hash', 'aria-hidden': 'true' }), h('span', { class: 'side-name' }, 'Browse channels')))]));
   $('#list-dms').replaceChildren(...(dms.length ? dms.map(sideItem) : [h('li', { class: 'side-empty muted' }, 'No conversations yet')]));
   const total = chans.reduce((n, c) => n + (c.unread || 0), 0);
   document.title = `${total ? `(${total}) ` : ''}${S.current ? channelTitle(S.channels.get(S.current)) + ' · ' : ''}fullslack`;
@@ -650,6 +651,9 @@ function sideItem(ch) {
 }
 
 function renderMe() {
+  // My own presence is what this session says (the server's may lag behind by a frame).
+  const me = S.users.get(S.me.id);
+  if (me) me.presence = S.connState === 'live' ? $('#me-presence').value : 'offline';
   $('#me-avatar').replaceChildren(h('span', { class: 'side-av' }, avatar(S.me.id, 'sm'), presenceDot(S.me.id)));
   $('#me-name').textContent = S.me.display_name || S.me.username;
 }
@@ -1282,6 +1286,7 @@ function renderConn(state, info = {}) {
   const show = (t) => { banner.hidden = false; banner.dataset.shown = '1'; text.textContent = t; };
   banner.dataset.state = state;
   $('#app').dataset.conn = state;
+  if (S.me) renderMe();
   if (state === 'live') {
     if (!banner.hidden && banner.dataset.shown) {
       text.textContent = 'Back online';
