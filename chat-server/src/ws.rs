@@ -16,6 +16,7 @@ use axum::{
     },
     response::Response,
 };
+use futures_util::SinkExt;
 use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
 
 use crate::{
@@ -34,6 +35,9 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_INVALID_DATA: u16 = 1007;
 pub const CLOSE_RESTART: u16 = 1012;
 
+/// Queued frames written per flush at most.
+const OUTBOUND_BATCH: usize = 256;
+
 /// Events fetched per store read while refilling.
 const REFILL_PAGE: usize = 500;
 
@@ -41,7 +45,8 @@ pub async fn handler(State(app): State<AppState>, who: AuthUser, ws: WebSocketUp
     let max = app.settings.limits.max_frame_bytes;
     // Small buffers: an idle socket should cost a few KB, not tungstenite's 128 KiB default.
     ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        // Frames produced in one loop turn are written together and flushed once.
+        .write_buffer_size(16 * 1024)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
@@ -60,6 +65,10 @@ struct Connection {
     resumed: bool,
     last_heard: Instant,
     last_typing: HashMap<Id, Instant>,
+    /// Frames fed to the socket since the last flush.
+    unflushed: usize,
+    /// Messages written but not yet flushed: delivered once the flush succeeds.
+    delivered_pending: Vec<(Id, i64)>,
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
@@ -88,8 +97,10 @@ impl Connection {
             resumed: false,
             last_heard: Instant::now(),
             last_typing: HashMap::new(),
+            unflushed: 0,
+            delivered_pending: Vec::new(),
         };
-        if conn.hello().await.is_ok() {
+        if conn.hello().await.is_ok() && conn.flush().await.is_ok() {
             conn.serve(&mut rx).await;
         }
         let channels: Vec<Id> = conn.cursors.keys().cloned().collect();
@@ -145,7 +156,19 @@ impl Connection {
                     ControlFlow::Break(())
                 }
                 incoming = self.socket.recv() => self.on_socket(incoming).await,
-                Some(out) = rx.recv(), if self.resumed => self.on_outbound(out).await,
+                Some(out) = rx.recv(), if self.resumed => {
+                    // Take whatever else is already queued: one flush for the whole batch.
+                    let mut flow = self.on_outbound(out).await;
+                    let mut batch = 1;
+                    while flow.is_continue() && batch < OUTBOUND_BATCH {
+                        match rx.try_recv() {
+                            Ok(more) => flow = self.on_outbound(more).await,
+                            Err(_) => break,
+                        }
+                        batch += 1;
+                    }
+                    flow
+                }
                 _ = ticker.tick() => {
                     if self.last_heard.elapsed() > heartbeat * 3 {
                         let _ = self.socket.send(close(CLOSE_POLICY, "no heartbeat")).await;
@@ -158,19 +181,38 @@ impl Connection {
                     }
                 }
             };
-            if flow.is_break() {
+            if flow.is_break() || self.flush().await.is_err() {
                 break;
             }
             // The queue overflowed at some point: everything may be behind. The store has it all.
             if self.resumed && self.handle.lagged.swap(false, Ordering::AcqRel) {
                 let channels: Vec<Id> = self.cursors.keys().cloned().collect();
                 for ch in channels {
-                    if self.refill(&ch).await.is_err() {
+                    if self.refill(&ch).await.is_err() || self.flush().await.is_err() {
                         return;
                     }
                 }
             }
         }
+    }
+
+    /// Writes what was fed and only then counts the messages in it as delivered.
+    async fn flush(&mut self) -> Result<(), ()> {
+        if self.unflushed == 0 {
+            return Ok(());
+        }
+        self.socket.flush().await.map_err(|_| ())?;
+        self.unflushed = 0;
+        for (channel, seq) in self.delivered_pending.drain(..) {
+            self.app.note_delivered(&channel, &self.who.user_id, seq);
+        }
+        Ok(())
+    }
+
+    /// Queues a frame in the socket's write buffer (see [`Connection::flush`]).
+    async fn feed(&mut self, msg: Message) -> Result<(), ()> {
+        self.unflushed += 1;
+        self.socket.feed(msg).await.map_err(|_| ())
     }
 
     async fn on_socket(
@@ -442,20 +484,18 @@ impl Connection {
                     self.refill(&ev.channel).await
                 }
             }
-            Outbound::Ephemeral(frame) => {
-                self.socket.send(Message::Text(frame)).await.map_err(|_| ())
-            }
+            Outbound::Ephemeral(frame) => self.feed(Message::Text(frame)).await,
             Outbound::ChannelAdded {
                 channel_id,
                 after,
                 frame,
             } => {
                 self.cursors.entry(channel_id).or_insert(after);
-                self.socket.send(Message::Text(frame)).await.map_err(|_| ())
+                self.feed(Message::Text(frame)).await
             }
             Outbound::ChannelRemoved { channel_id, frame } => {
                 self.cursors.remove(&channel_id);
-                self.socket.send(Message::Text(frame)).await.map_err(|_| ())
+                self.feed(Message::Text(frame)).await
             }
             Outbound::Revoked => {
                 let _ = self.socket.send(close(CLOSE_POLICY, "session ended")).await;
@@ -475,18 +515,14 @@ impl Connection {
                 return Ok(());
             }
         }
-        self.socket
-            .send(Message::Text(ev.frame.clone()))
-            .await
-            .map_err(|_| ())?;
+        self.feed(Message::Text(ev.frame.clone())).await?;
         self.cursors.insert(ev.channel.clone(), ev.seq);
         self.app.metrics.events_delivered.inc();
         if ev.kind == EventKind::Message
             && ev.author_id.as_deref() != Some(self.who.user_id.as_str())
             && self.app.receipts_enabled_cached(&ev.channel) != Some(false)
         {
-            self.app
-                .note_delivered(&ev.channel, &self.who.user_id, ev.seq);
+            self.delivered_pending.push((ev.channel.clone(), ev.seq));
         }
         Ok(())
     }
@@ -535,9 +571,7 @@ impl Connection {
     }
 
     async fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), ()> {
-        self.socket
-            .send(Message::Text(Utf8Bytes::from(frame.to_json())))
+        self.feed(Message::Text(Utf8Bytes::from(frame.to_json())))
             .await
-            .map_err(|_| ())
     }
 }
