@@ -92,6 +92,10 @@ pub enum Scenario {
         /// Aggregate send rate, messages/s.
         #[arg(long, default_value_t = 100.0)]
         rate: f64,
+        /// Distinct member users behind the sockets (default: one per socket). Fewer users
+        /// with several sockets each saves Argon2id registrations; every socket still receives.
+        #[arg(long)]
+        users: Option<usize>,
     },
     /// Many small channels, every client sends; reports send→deliver percentiles at a set rate.
     Latency {

@@ -20,6 +20,8 @@ pub struct ServerFigures {
     pub cpu_secs: Option<f64>,
     /// cpu_secs / window: 1.0 is one core fully busy.
     pub cpu_cores: Option<f64>,
+    /// Counters from the server's /metrics at the end of the window (whole server lifetime).
+    pub metrics: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Serialize)]

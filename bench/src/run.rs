@@ -49,10 +49,11 @@ impl Plan {
                 members,
                 senders,
                 rate,
+                users,
             } => Plan {
                 scenario: "fanout",
                 sockets: members,
-                users: members,
+                users: users.unwrap_or(members).clamp(1, members.max(1)),
                 channels: 1,
                 senders: senders.min(members),
                 rate,
@@ -334,6 +335,7 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &mut Target) -> Result<Report> {
         .iter()
         .map(|n| n.pid.and_then(procfs::rss_kib))
         .collect();
+    let metrics_end = scrape_metrics(&rest.http, &nodes).await;
     let _ = phase_tx.send(Phase::Draining);
     let k = counters();
     let drain_t = Instant::now();
@@ -372,6 +374,7 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &mut Target) -> Result<Report> {
                 rss_per_conn_kib: stats::per_conn_kib(rss_before[i], rss_after[i], conns),
                 cpu_secs: cpu,
                 cpu_cores: cpu.map(|s| s / window.as_secs_f64()),
+                metrics: metrics_end[i].clone(),
             }
         })
         .collect();
@@ -381,11 +384,17 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &mut Target) -> Result<Report> {
     };
     let expected = k.expected_window.load(Relaxed);
     let got = k.delivered_of_window.load(Relaxed);
+    let mut notes = Vec::new();
+    if fresh_users > 0 {
+        notes.push(format!(
+            "{fresh_users} users were registered/logged in during this run: the server's RSS baseline includes Argon2id work; rerun to reuse the cached users"
+        ));
+    }
     Ok(Report {
         scenario: plan.scenario.into(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: machine(),
-        notes: Vec::new(),
+        notes,
         sockets: plan.sockets,
         connected,
         connect_errors,
@@ -418,6 +427,41 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &mut Target) -> Result<Report> {
         bench_cpu_cores: bench_cpu.map(|s| s / window.as_secs_f64()),
         bench_rss_kib: bench_rss,
     })
+}
+
+/// Selected counters from each node's Prometheus `/metrics` (empty if it does not answer).
+async fn scrape_metrics(
+    http: &reqwest::Client,
+    nodes: &[crate::target::Node],
+) -> Vec<std::collections::BTreeMap<String, f64>> {
+    let mut out = Vec::new();
+    for n in nodes {
+        let mut m = std::collections::BTreeMap::new();
+        if let Ok(r) = http.get(format!("{}/metrics", n.base)).send().await {
+            if let Ok(text) = r.text().await {
+                for line in text.lines().filter(|l| !l.starts_with('#')) {
+                    let mut it = line.rsplitn(2, ' ');
+                    let (Some(v), Some(k)) = (it.next(), it.next()) else {
+                        continue;
+                    };
+                    let keep = [
+                        "ws_connections",
+                        "messages_sent",
+                        "events_delivered",
+                        "lagged_connections",
+                        "errors",
+                    ];
+                    if keep.iter().any(|p| k.starts_with(p)) && !k.contains("_bucket") {
+                        if let Ok(v) = v.parse() {
+                            m.insert(k.to_string(), v);
+                        }
+                    }
+                }
+            }
+        }
+        out.push(m);
+    }
+    out
 }
 
 /// Open loop: every millisecond, hand out the sends that are due, round-robin over senders.
@@ -468,6 +512,7 @@ mod tests {
             members: 10,
             senders: 1,
             rate: 5.0,
+            users: None,
         })
         .unwrap();
         assert_eq!(f.fanout(0), 10);
@@ -488,7 +533,8 @@ mod tests {
         assert!(Plan::from(&Scenario::Fanout {
             members: 10,
             senders: 1,
-            rate: 0.0
+            rate: 0.0,
+            users: None,
         })
         .is_err());
     }
