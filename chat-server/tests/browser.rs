@@ -790,6 +790,62 @@ async fn two_users_chat_live_with_receipts_threads_and_offline_catch_up() {
     .await;
     a.shot("group").await;
 
+    // Rate limit: Alice's page spends her send budget over REST, then she sends from the
+    // composer: the error is shown, and the message goes out by itself once allowed.
+    a.click("#list-channels .side-item").await;
+    a.wait(
+        "document.querySelector('#pane-title').textContent === '#general'",
+        "#general again",
+    )
+    .await;
+    // The composer send goes out the moment the burst sees its first 429, while the bucket is
+    // empty. Timing-dependent, so up to three rounds.
+    let mut limited = false;
+    for round in 0..3 {
+        a.js(&format!(r#"const id = window.fullslack.state().channels.find(c => c.name === 'general').id;
+            window.__burst = null;
+            let fired = false;
+            const fire = () => {{
+                if (fired) return;
+                fired = true;
+                const i = document.querySelector('#composer-input');
+                i.value = 'after the burst {round}';
+                i.dispatchEvent(new Event('input'));
+                i.dispatchEvent(new KeyboardEvent('keydown', {{key: 'Enter', bubbles: true}}));
+            }};
+            Promise.all(Array.from({{length: 60}}, (_, n) => fetch(`/api/channels/${{id}}/messages`, {{
+                method: 'POST', credentials: 'same-origin', headers: {{'Content-Type': 'application/json'}},
+                body: JSON.stringify({{text: `burst {round}.${{n}}`, client_id: `burst-{round}-${{n}}`}}),
+            }}).then(r => {{ if (r.status === 429) fire(); return r.status; }}))).then(s => {{ fire(); window.__burst = s; }});"#))
+            .await;
+        a.wait("window.__burst", "the REST burst").await;
+        let statuses = a.js("return window.__burst;").await;
+        assert!(
+            statuses.as_array().unwrap().iter().any(|s| s == 429),
+            "the burst should hit the rate limit: {statuses}"
+        );
+        a.wait(
+            &a.has_message(&format!("after the burst {round}")),
+            "the composer message",
+        )
+        .await;
+        a.wait(
+            "!document.querySelector('#message-list .msg.pending')",
+            "the composer message sent (after the wait if it was limited)",
+        )
+        .await;
+        if a
+            .js("return [...document.querySelectorAll('#toasts .toast')].some(t => t.textContent.includes('too fast'));")
+            .await
+            == Value::Bool(true)
+        {
+            limited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await; // let the bucket refill
+    }
+    assert!(limited, "the rate limit error was never shown");
+
     // Search finds the message.
     a.type_into("#search-input", "changelog\u{E007}").await;
     a.wait(

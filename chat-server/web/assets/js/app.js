@@ -336,7 +336,7 @@ function onEvent(f) {
       if (d.author_id === S.me.id && d.client_id) {
         const before = S.outbox.length;
         S.outbox = S.outbox.filter((o) => o.client_id !== d.client_id);
-        if (S.outbox.length !== before) saveOutbox();
+        if (S.outbox.length !== before) { saveOutbox(); pump(); }
       }
       if (d.thread_root) {
         const root = ch.msgs.get(d.thread_root);
@@ -504,16 +504,32 @@ function loadOutbox() {
   } catch { S.outbox = []; }
 }
 
-function trySend(item) {
-  if (!S.conn || !S.conn.isLive()) { item.state = 'queued'; return; }
+// The outbox is sent one message at a time, in order: the next goes when the previous is
+// acked (or failed for good). A rate limit pauses the whole queue, so messages never overtake
+// each other; a lost ack is resent with the same client_id (the server dedupes it).
+function pump() {
+  if (!S.conn || !S.conn.isLive() || Date.now() < (S.pausedUntil || 0)) return;
+  if (S.outbox.some((o) => o.state === 'sending')) return;
+  const item = S.outbox.find((o) => o.state === 'queued');
+  if (!item) return;
   item.state = 'sending';
   const frame = { type: 'send', ref: item.client_id, channel: item.channel, client_id: item.client_id, text: item.text };
   if (item.thread_root) frame.thread_root = item.thread_root;
   S.conn.raw(frame);
+  setTimeout(() => {
+    if (item.state === 'sending' && S.outbox.includes(item)) { item.state = 'queued'; pump(); }
+  }, 10000);
+}
+
+function trySend(item) {
+  if (item.state !== 'sending') item.state = 'queued';
+  pump();
 }
 
 function flushOutbox() {
-  for (const item of S.outbox) if (item.state !== 'failed' && !item.seq) trySend(item);
+  // After a reconnect: anything that was in flight may have lost its ack, send it again.
+  for (const item of S.outbox) if (item.state === 'sending') item.state = 'queued';
+  pump();
 }
 
 function onAck(f) {
@@ -526,6 +542,7 @@ function onAck(f) {
   const ch = S.channels.get(item.channel);
   if (ch && ch.msgs.has(f.message_id)) S.outbox = S.outbox.filter((o) => o !== item);
   if (ch) scheduleRender(ch);
+  pump();
 }
 
 function onSocketError(f) {
@@ -535,15 +552,17 @@ function onSocketError(f) {
     if (f.code === 'rate_limited' || f.code === 'unavailable') {
       const wait = f.retry_after_ms || 1000;
       item.state = 'queued';
+      S.pausedUntil = Date.now() + wait;
       toast(f.code === 'rate_limited'
-        ? `You are sending too fast. Retrying in ${Math.ceil(wait / 1000)} s.`
+        ? `You are sending too fast. Retrying in ${Math.max(1, Math.ceil(wait / 1000))} s.`
         : 'The server could not store your message. Retrying…');
-      setTimeout(() => { if (S.outbox.includes(item) && item.state === 'queued') trySend(item); }, wait);
+      setTimeout(pump, wait + 20);
     } else {
       item.state = 'failed';
       item.error = errorText(f);
       saveOutbox();
       toast(`Message not sent: ${item.error}`);
+      pump();
     }
     if (ch) scheduleRender(ch);
     return;
