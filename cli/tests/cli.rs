@@ -41,12 +41,23 @@ fn help_snapshots() {
     let mut cmds = Vec::new();
     all_commands(&Cli::command(), "fullslack".into(), &mut cmds);
     let mut all = String::new();
-    for (path, mut cmd) in cmds {
+    for (path, _) in cmds {
         if path.ends_with(" help") || path.contains(" help ") {
             continue;
         }
-        let help = cmd.term_width(100).render_long_help().to_string();
-        all.push_str(&format!("==== {path} --help\n{help}\n"));
+        // The real binary's output (not a terminal: clap wraps at 100 columns).
+        let out = common::fullslack()
+            .args(path.split(' ').skip(1))
+            .arg("--help")
+            .env_remove("FULLSLACK_STACK")
+            .env_remove("COLUMNS")
+            .output()
+            .expect("run --help");
+        assert!(out.status.success(), "{path} --help");
+        all.push_str(&format!(
+            "==== {path} --help\n{}\n",
+            String::from_utf8_lossy(&out.stdout)
+        ));
     }
     insta::assert_snapshot!("help", all);
 }
@@ -61,7 +72,7 @@ fn completions_for_each_shell() {
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("doctor"), "{shell}");
-        assert!(text.contains("--dns-server"), "{shell}");
+        assert!(text.contains("dns-server"), "{shell}");
     }
 }
 
