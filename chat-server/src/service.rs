@@ -477,8 +477,20 @@ impl App {
         self.limiters.check_send(user_id)?;
         validate_client_id(client_id)?;
         self.validate_text(text)?;
-        self.require_member(user_id, channel_id).await?;
+        let meta = self.require_member(user_id, channel_id).await?;
         let mentions = self.resolve_mentions(text).await?;
+        if meta.members.len() <= self.settings.realtime.receipts_max_members {
+            // Writing into a conversation means having read it. The store moves the author's
+            // watermark with the message; doing it here first, through the normal path, tells
+            // the other members with a `receipt` (only when it actually moves).
+            let read = self
+                .store
+                .advance_watermark(channel_id, user_id, Watermark::Read(i64::MAX), true, now())
+                .await?;
+            if let Some(ev) = read {
+                self.publish(ev).await;
+            }
+        }
         let (msg, event) = self
             .store
             .append_message(NewMessage {

@@ -363,6 +363,22 @@ async fn receipts_go_sent_delivered_read() {
         Value::Null
     );
 
+    // Replying without an explicit `read` still tells alice that bob read her message.
+    let ack2 = a.send_message(&dm, "m2", "and this one?").await;
+    let seq2 = ack2["seq"].as_i64().unwrap();
+    b.next_where(|f| f["kind"] == "message" && f["seq"] == seq2)
+        .await;
+    let reply = b.send_message(&dm, "b-reply", "yes, both").await;
+    assert_eq!(reply["type"], "ack");
+    let r = a
+        .next_where(|f| f["kind"] == "receipt" && f["data"]["read_seq"] == seq2)
+        .await;
+    assert_eq!(r["data"]["user_id"], bob.id);
+    assert!(
+        r["seq"].as_i64().unwrap() < reply["seq"].as_i64().unwrap(),
+        "receipt before the reply"
+    );
+
     // In a group the members' watermarks give "seen by".
     let carol = Client::register(&server, "carol").await;
     let group = alice.dm(&[&bob.id, &carol.id]).await;
