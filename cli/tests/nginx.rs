@@ -140,9 +140,11 @@ impl Prefix {
     }
 }
 
+type Tweak = Box<dyn Fn(&mut SiteParams)>;
+
 #[test]
 fn every_rendered_variant_passes_nginx_t() {
-    let variants: Vec<(&str, Box<dyn Fn(&mut SiteParams)>)> = vec![
+    let variants: Vec<(&str, Tweak)> = vec![
         ("ssh-host", Box::new(|_| {})),
         ("ec2-single", Box::new(|_| {})),
         ("local", Box::new(|_| {})),
