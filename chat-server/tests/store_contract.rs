@@ -15,7 +15,26 @@ mod common;
 
 async fn fresh_store() -> (DynStore, Arc<tempfile::TempDir>) {
     let dir = common::tempdir();
-    let url = std::env::var("FULLSLACK_TEST_STORE_URL").unwrap_or_else(|_| "sqlite".into());
+    let mut url = std::env::var("FULLSLACK_TEST_STORE_URL").unwrap_or_else(|_| "sqlite".into());
+    if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+        // Every test gets its own database: `…/NAME?opts` → `…/NAME_<unique>?opts`.
+        let unique: String = new_id().chars().filter(|c| *c != '-').collect();
+        let suffix = &unique[unique.len() - 16..];
+        let (base, query) = match url.find('?') {
+            Some(i) => (url[..i].to_string(), url[i..].to_string()),
+            None => (url.clone(), String::new()),
+        };
+        let hosts_start = base.find("://").map_or(0, |i| i + 3);
+        let (hosts, db) = match base[hosts_start..].find('/') {
+            Some(i) => (
+                base[..hosts_start + i].to_string(),
+                base[hosts_start + i + 1..].to_string(),
+            ),
+            None => (base.clone(), String::new()),
+        };
+        let db = if db.is_empty() { "fullslack_test" } else { &db };
+        url = format!("{hosts}/{db}_{suffix}{query}");
+    }
     (
         store::open(&url, dir.path()).await.expect("store opens"),
         dir,

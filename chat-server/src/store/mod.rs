@@ -8,6 +8,7 @@
 //! - a method returns only after its change is durable;
 //! - `append_message` is idempotent on `(author_id, client_id)`.
 
+pub mod mongo;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -210,8 +211,11 @@ pub async fn open(url: &str, data_dir: &std::path::Path) -> StoreResult<DynStore
         u if u.starts_with("sqlite:") => Ok(Arc::new(sqlite::SqliteStore::open(
             std::path::Path::new(&u[7..]),
         )?)),
+        u if u.starts_with("mongodb://") || u.starts_with("mongodb+srv://") => {
+            Ok(Arc::new(mongo::MongoStore::open(u).await?))
+        }
         other => Err(StoreError::Internal(format!(
-            "unsupported store URL {other:?}: use `sqlite` or `sqlite:PATH`"
+            "unsupported store URL {other:?}: use `sqlite`, `sqlite:PATH` or `mongodb://…`"
         ))),
     }
 }
