@@ -845,6 +845,9 @@ async fn two_users_chat_live_with_receipts_threads_and_offline_catch_up() {
         tokio::time::sleep(Duration::from_secs(2)).await; // let the bucket refill
     }
     assert!(limited, "the rate limit error was never shown");
+    a.js("document.querySelectorAll('#toasts .toast').forEach(t => t.remove());")
+        .await;
+    a.click("#list-dms .side-item[data-kind=dm]").await;
 
     // Search finds the message.
     a.type_into("#search-input", "changelog\u{E007}").await;

@@ -191,6 +191,7 @@ function addChannel(c) {
   return ch;
 }
 
+const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const isDirect = (ch) => ch.kind === 'dm' || ch.kind === 'group';
 const userName = (id) => { const u = S.users.get(id); return u ? (u.display_name || u.username) : 'Unknown'; };
 const others = (ch) => (ch.member_ids || []).filter((id) => id !== S.me.id);
@@ -726,7 +727,7 @@ function renderPaneHead() {
   } else {
     av.replaceChildren(h('span', { class: `pane-icon ${ch.kind === 'private' ? 'i-lock' : ch.kind === 'group' ? 'i-people' : 'i-hash'}`, 'aria-hidden': 'true' }));
     const online = o.filter((id) => S.users.get(id)?.presence === 'online').length;
-    sub.textContent = [ch.topic, `${(ch.member_ids || []).length} members`, online ? `${online} online` : ''].filter(Boolean).join(' · ');
+    sub.textContent = [ch.topic, plural((ch.member_ids || []).length, 'member'), online ? `${online} online` : ''].filter(Boolean).join(' · ');
   }
   btn.hidden = false;
   $('#members-count').textContent = String((ch.member_ids || []).length);
@@ -1281,7 +1282,7 @@ async function browseChannels() {
       return h('li', { class: 'browse-item' },
         h('span', { class: 'side-icon i-hash', 'aria-hidden': 'true' }),
         h('span', { class: 'person-text' }, h('span', { class: 'person-name' }, c.name),
-          h('span', { class: 'muted small' }, [c.topic, `${(c.member_ids || []).length} members`].filter(Boolean).join(' · '))),
+          h('span', { class: 'muted small' }, [c.topic, plural((c.member_ids || []).length, 'member')].filter(Boolean).join(' · '))),
         h('button', { type: 'button', class: `btn ${joined ? '' : 'primary'} sm`, onclick: async () => {
           try {
             const ch = joined ? S.channels.get(c.id) : addChannel(await post(`/api/channels/${enc(c.id)}/join`));
@@ -1333,6 +1334,8 @@ function renderConn(state, info = {}) {
 }
 
 function toast(message, kind = 'error') {
+  // The same message again replaces the old one instead of stacking up.
+  for (const t of $$('#toasts .toast')) if (t.firstChild?.textContent === message) t.remove();
   const t = h('div', { class: `toast ${kind}` }, h('span', {}, message),
     h('button', { type: 'button', class: 'icon-btn sm', 'aria-label': 'Dismiss', onclick: () => t.remove() }, h('span', { class: 'i i-close', 'aria-hidden': 'true' })));
   $('#toasts').append(t);
