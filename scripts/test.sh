@@ -12,6 +12,7 @@ APT_PACKAGES=(
   openssh-server   # cli: commands run through a real sshd on loopback
   openssh-client
   pebble           # cli: pebble-challtestsrv is the DNS server for `doctor` tests
+  openssl          # cli: tests make a CA and server certificates, run `openssl s_server`
   chromium         # web client: browser tests
   chromium-driver
 )
