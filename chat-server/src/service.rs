@@ -386,13 +386,11 @@ impl App {
                 "only public channels can be joined; ask a member to invite you",
             ));
         }
-        if let Some(ev) = self
+        let joined = self
             .store
             .add_member(channel_id, user_id, Role::Member, user_id)
-            .await?
-        {
-            self.publish(ev).await;
-        }
+            .await?;
+        self.publish_if_any(joined).await;
         self.channel_for(user_id, channel_id).await
     }
 
@@ -403,9 +401,8 @@ impl App {
                 "a direct message cannot be left".into(),
             ));
         }
-        if let Some(ev) = self.store.remove_member(channel_id, user_id).await? {
-            self.publish(ev).await;
-        }
+        let left = self.store.remove_member(channel_id, user_id).await?;
+        self.publish_if_any(left).await;
         Ok(())
     }
 
@@ -422,13 +419,11 @@ impl App {
             )));
         }
         self.existing_users(&[invitee.to_string()]).await?;
-        if let Some(ev) = self
+        let joined = self
             .store
             .add_member(channel_id, invitee, Role::Member, user_id)
-            .await?
-        {
-            self.publish(ev).await;
-        }
+            .await?;
+        self.publish_if_any(joined).await;
         Ok(())
     }
 
@@ -487,9 +482,7 @@ impl App {
                 .store
                 .advance_watermark(channel_id, user_id, Watermark::Read(i64::MAX), true, now())
                 .await?;
-            if let Some(ev) = read {
-                self.publish(ev).await;
-            }
+            self.publish_if_any(read).await;
         }
         let (msg, event) = self
             .store
@@ -593,18 +586,11 @@ impl App {
             ));
         }
         self.require_member(user_id, channel_id).await?;
-        match self
+        let ev = self
             .store
             .react(channel_id, message_id, user_id, emoji, add, now())
-            .await?
-        {
-            Some(ev) => {
-                let seq = ev.seq;
-                self.publish(ev).await;
-                Ok(Some(seq))
-            }
-            None => Ok(None),
-        }
+            .await?;
+        Ok(self.publish_if_any(ev).await)
     }
 
     /// Moves the user's read watermark; a receipt event when the channel is small enough.
@@ -616,18 +602,11 @@ impl App {
     ) -> ApiResult<Option<i64>> {
         let meta = self.require_member(user_id, channel_id).await?;
         let emit = meta.members.len() <= self.settings.realtime.receipts_max_members;
-        match self
+        let ev = self
             .store
             .advance_watermark(channel_id, user_id, Watermark::Read(seq), emit, now())
-            .await?
-        {
-            Some(ev) => {
-                let s = ev.seq;
-                self.publish(ev).await;
-                Ok(Some(s))
-            }
-            None => Ok(None),
-        }
+            .await?;
+        Ok(self.publish_if_any(ev).await)
     }
 
     pub async fn history(
@@ -718,6 +697,14 @@ impl App {
     }
 
     // ---- publishing -------------------------------------------------------------------------
+
+    /// Publishes the event if there is one; its seq.
+    pub async fn publish_if_any(&self, event: Option<Event>) -> Option<i64> {
+        let ev = event?;
+        let seq = ev.seq;
+        self.publish(ev).await;
+        Some(seq)
+    }
 
     pub async fn publish_all(&self, events: Vec<Event>) {
         for ev in events {

@@ -154,34 +154,22 @@ pub struct Client {
 
 impl Client {
     pub async fn register(server: &impl ServerAddr, username: &str) -> Client {
-        let http = reqwest::Client::new();
-        let resp = http
-            .post(format!("{}/api/auth/register", server.base()))
-            .json(&json!({"username": username, "password": "correct horse battery"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 201, "register {username}");
-        let body: Value = resp.json().await.unwrap();
-        Client {
-            http,
-            base: server.base(),
-            ws_url: server.ws_url(),
-            token: body["token"].as_str().unwrap().to_string(),
-            id: body["user"]["id"].as_str().unwrap().to_string(),
-            username: username.to_string(),
-        }
+        Self::sign_in(server, "register", 201, username).await
     }
 
     pub async fn login(server: &impl ServerAddr, username: &str) -> Client {
+        Self::sign_in(server, "login", 200, username).await
+    }
+
+    async fn sign_in(server: &impl ServerAddr, route: &str, status: u16, username: &str) -> Client {
         let http = reqwest::Client::new();
         let resp = http
-            .post(format!("{}/api/auth/login", server.base()))
+            .post(format!("{}/api/auth/{route}", server.base()))
             .json(&json!({"username": username, "password": "correct horse battery"}))
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 200, "login {username}");
+        assert_eq!(resp.status(), status, "{route} {username}");
         let body: Value = resp.json().await.unwrap();
         Client {
             http,
