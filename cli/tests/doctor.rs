@@ -101,6 +101,16 @@ fn stack_file(dir: &Path, domain: &str) -> PathBuf {
 }
 
 fn doctor(stack: &Path, dns: &Dns, web: &Web, json_out: bool) -> (i32, String) {
+    doctor_with(stack, dns, web, json_out, &["--skip", "tls"])
+}
+
+fn doctor_with(
+    stack: &Path,
+    dns: &Dns,
+    web: &Web,
+    json_out: bool,
+    extra: &[&str],
+) -> (i32, String) {
     let mut c = common::fullslack();
     c.arg("doctor")
         .arg("--stack")
@@ -109,9 +119,8 @@ fn doctor(stack: &Path, dns: &Dns, web: &Web, json_out: bool) -> (i32, String) {
         .args(["--http-port", &web.http_port.to_string()])
         .args(["--https-port", &web.https_port.to_string()])
         .args(["--timeout", "2"])
-        .args([
-            "--skip", "tls", "--skip", "ssh", "--skip", "docker", "--skip", "aws",
-        ]);
+        .args(["--skip", "ssh", "--skip", "docker", "--skip", "aws"])
+        .args(extra);
     if json_out {
         c.arg("--json");
     }
@@ -157,6 +166,80 @@ fn correct_setup_passes() {
         .expect("detail")
         .contains("good.test"));
     assert_eq!(checks(&report, "clock")[0]["outcome"], "ok", "{report:#}");
+}
+
+/// Replaces the plain 443 listener by a real TLS server (`openssl s_server`) with a
+/// certificate for `domain` from a test CA; returns the CA file.
+fn serve_tls(web: &mut Web, domain: &str, dir: &Path) -> (Proc, PathBuf) {
+    common::make_certs(dir, &[domain]);
+    let port = free_port();
+    let server = Proc::spawn(
+        "openssl s_server",
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(dir.join("fullchain.pem"))
+            .arg("-key")
+            .arg(dir.join("privkey.pem"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for_port(port, Duration::from_secs(10));
+    web.https_port = port;
+    (server, dir.join("ca.pem"))
+}
+
+#[test]
+fn certificate_days_left_and_trust_are_checked() {
+    let dns = Dns::start();
+    let mut web = start_web();
+    let dir = tempdir();
+    let domain = "chat.tls.test";
+    dns.add("add-a", json!({"host": domain, "addresses": ["127.0.0.1"]}));
+    let (_tls, ca) = serve_tls(&mut web, domain, dir.path());
+    let stack = stack_file(dir.path(), domain);
+    let ca = ca.display().to_string();
+
+    // Trusted through the test CA, 30 days left.
+    let (code, stdout) = doctor_with(&stack, &dns, &web, true, &["--ca-file", &ca]);
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(code, 0, "{report:#}");
+    let cert = checks(&report, "tls.certificate")[0];
+    assert_eq!(cert["outcome"], "ok", "{report:#}");
+    assert!(cert["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("days left"));
+
+    // Not enough days left for a 60-day policy.
+    let (code, stdout) = doctor_with(
+        &stack,
+        &dns,
+        &web,
+        true,
+        &["--ca-file", &ca, "--cert-min-days", "60"],
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(code, 1);
+    let cert = checks(&report, "tls.certificate")[0];
+    assert_eq!(cert["outcome"], "fail");
+    assert!(cert["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("expires soon"));
+
+    // Without the CA the certificate is untrusted.
+    let (code, stdout) = doctor_with(&stack, &dns, &web, true, &[]);
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(code, 1);
+    let cert = checks(&report, "tls.certificate")[0];
+    assert_eq!(cert["outcome"], "fail");
+    assert!(cert["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("not trusted"));
 }
 
 #[test]
