@@ -21,7 +21,7 @@
 //! Durability: writes use write concern `majority` with journaling, so a method returns only
 //! after its change is on disk.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
@@ -47,7 +47,7 @@ use crate::model::{
 /// How long to look for a usable server before answering `Unavailable`.
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(3);
 /// Attempts of one write transaction that keeps hitting transient errors (write conflicts).
-const MAX_ATTEMPTS: u32 = 60;
+const MAX_ATTEMPTS: u32 = 100;
 
 /// Server error codes that mean "this node cannot take the write now" (stepping down, shutting
 /// down, network trouble between nodes): nothing was stored.
@@ -68,6 +68,10 @@ pub struct MongoStore {
     members: Collection<Document>,
     messages: Collection<Document>,
     events: Collection<Document>,
+    /// One lock per channel: writes of one node to one channel queue here instead of aborting
+    /// each other's transactions with write conflicts (those remain only between nodes, and
+    /// are retried).
+    channel_locks: dashmap::DashMap<Id, Arc<tokio::sync::Mutex<()>>>,
 }
 
 // ---- errors -------------------------------------------------------------------------------
@@ -430,7 +434,7 @@ macro_rules! write_txn {
 }
 
 async fn backoff(attempt: u32) {
-    let cap = (attempt.min(10) * 5) as u64;
+    let cap = 2u64 << attempt.min(6);
     tokio::time::sleep(Duration::from_millis(rand::random_range(1..=cap.max(2)))).await;
 }
 
@@ -479,6 +483,7 @@ impl MongoStore {
             client,
             db,
             txn,
+            channel_locks: dashmap::DashMap::new(),
         };
         store.create_indexes().await?;
         tracing::info!(database = %db_name, transactions = txn, "store: MongoDB ready");
@@ -576,6 +581,15 @@ impl MongoStore {
             coll.create_index(model).await.map_err(classify)?;
         }
         Ok(())
+    }
+
+    async fn lock_channel(&self, channel_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .channel_locks
+            .entry(channel_id.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     async fn begin(&self) -> Result<ClientSession, Fail> {
@@ -1058,6 +1072,7 @@ impl Store for MongoStore {
         role: Role,
         by: &str,
     ) -> StoreResult<Option<Event>> {
+        let _guard = self.lock_channel(channel_id).await;
         let result = write_txn!(self, s => {
             let filter = doc! {"channel_id": channel_id, "user_id": user_id};
             if self.members.find_one(filter).session(&mut s).await?.is_some() {
@@ -1098,6 +1113,7 @@ impl Store for MongoStore {
     }
 
     async fn remove_member(&self, channel_id: &str, user_id: &str) -> StoreResult<Option<Event>> {
+        let _guard = self.lock_channel(channel_id).await;
         write_txn!(self, s => {
             let r = self
                 .members
@@ -1128,6 +1144,7 @@ impl Store for MongoStore {
         {
             return Ok((msg, None));
         }
+        let _guard = self.lock_channel(&m.channel_id).await;
         let result = write_txn!(self, s => {
             if let Some(root) = &m.thread_root {
                 let r = self
@@ -1216,6 +1233,7 @@ impl Store for MongoStore {
         let edited_at = at
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(internal)?;
+        let _guard = self.lock_channel(channel_id).await;
         write_txn!(self, s => {
             let r = self
                 .messages
@@ -1246,6 +1264,7 @@ impl Store for MongoStore {
         message_id: &str,
         at: OffsetDateTime,
     ) -> StoreResult<Event> {
+        let _guard = self.lock_channel(channel_id).await;
         write_txn!(self, s => {
             let r = self
                 .messages
@@ -1280,6 +1299,7 @@ impl Store for MongoStore {
         at: OffsetDateTime,
     ) -> StoreResult<Option<Event>> {
         let user = user_id.to_string();
+        let _guard = self.lock_channel(channel_id).await;
         write_txn!(self, s => {
             // Compare-and-set on the reaction list: a concurrent change makes the update match
             // nothing, and the loop reads again (needed without transactions; harmless with).
@@ -1418,6 +1438,7 @@ impl Store for MongoStore {
         emit: bool,
         at: OffsetDateTime,
     ) -> StoreResult<Option<Event>> {
+        let _guard = self.lock_channel(channel_id).await;
         write_txn!(self, s => {
             let filter = doc! {"channel_id": channel_id, "user_id": user_id};
             let member = self
