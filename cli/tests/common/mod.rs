@@ -127,14 +127,19 @@ pub struct ChatServer {
 pub fn start_chat_server() -> ChatServer {
     let dir = tempdir();
     let bin = chat_server_bin();
-    let mut proc = Proc::spawn(
-        "fullslack-chat",
-        Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit()),
-    );
+    let mut cmd = Command::new(&bin);
+    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // The server reads its settings from FULLSLACK_* variables and refuses unknown ones
+    // (FULLSLACK_TEST_RUNTIME, FULLSLACK_PROBE_PASSWORD…): give it a clean configuration.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("FULLSLACK_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut proc = Proc::spawn("fullslack-chat", &mut cmd);
     let stdout = proc.child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
