@@ -16,6 +16,7 @@
 use std::{
     io::{BufRead, BufReader, Read},
     net::TcpListener,
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -27,13 +28,23 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(15);
 const PASSWORD: &str = "correct horse battery";
 
-/// A child process killed (and reaped) on drop.
-struct Proc(Child);
+/// A child process killed (and reaped) on drop. With `group`, the child leads its own
+/// process group and the whole group is killed: chromedriver's Chromium processes too, even
+/// when a failed assertion skipped closing the WebDriver sessions.
+struct Proc {
+    child: Child,
+    group: bool,
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if self.group {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -97,7 +108,13 @@ fn start_server(dir: &Path) -> (Proc, String) {
         .unwrap_or_else(|| panic!("unexpected first line from the server: {first:?}"))
         .trim_end_matches('/')
         .to_string();
-    (Proc(child), url)
+    (
+        Proc {
+            child,
+            group: false,
+        },
+        url,
+    )
 }
 
 /// Starts chromedriver on a free loopback port and waits until it answers.
@@ -106,11 +123,12 @@ async fn start_chromedriver(dir: &Path) -> (Proc, String) {
     let log = std::fs::File::create(dir.join("chromedriver.log")).unwrap();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .expect("start chromedriver (install Debian's chromium-driver: scripts/test.sh does)");
-    let proc = Proc(child);
+    let proc = Proc { child, group: true };
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let start = Instant::now();
