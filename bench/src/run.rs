@@ -451,7 +451,11 @@ async fn scrape_metrics(
                         "lagged_connections",
                         "errors",
                     ];
-                    if keep.iter().any(|p| k.starts_with(p)) && !k.contains("_bucket") {
+                    if keep
+                        .iter()
+                        .any(|p| k.trim_start_matches("fullslack_").starts_with(p))
+                        && !k.contains("_bucket")
+                    {
                         if let Ok(v) = v.parse() {
                             m.insert(k.to_string(), v);
                         }
