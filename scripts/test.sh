@@ -39,5 +39,14 @@ mkdir -p "$FULLSLACK_TEST_RUNTIME"
 
 echo "==> building"
 cargo build --workspace --all-targets
+# The MongoDB store driver passes the same store contract as the embedded one: run it against
+# SecantusDB (a MongoDB wire-compatible test server, installed into a venv under
+# $FULLSLACK_TEST_RUNTIME by scripts/secantus.sh) and stop the server whatever happens.
+echo "==> store contract on MongoDB (SecantusDB)"
+trap 'scripts/secantus.sh stop' EXIT
+MONGO_URL="$(scripts/secantus.sh start)"
+FULLSLACK_TEST_STORE_URL="$MONGO_URL" cargo nextest run -p fullslack-chat --test store_contract
+scripts/secantus.sh stop
+
 echo "==> testing"
 cargo nextest run --workspace --no-fail-fast "$@"
