@@ -15,6 +15,7 @@ APT_PACKAGES=(
   openssl          # cli: tests make a CA and server certificates, run `openssl s_server`
   chromium         # web client: browser tests
   chromium-driver
+  fonts-noto-color-emoji  # web client: emoji render in screenshots
 )
 
 missing=()

@@ -163,6 +163,19 @@ pub enum ConfigError {
     },
 }
 
+/// The settings' top-level keys, as environment variables see them.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "mode",
+    "log_format",
+    "store_url",
+    "auth",
+    "limits",
+    "rate_limit",
+    "realtime",
+];
+
 impl Settings {
     /// Layers defaults, `config_file` (if any), and the environment.
     pub fn load(config_file: Option<&std::path::Path>) -> Result<Settings, ConfigError> {
@@ -170,7 +183,13 @@ impl Settings {
         if let Some(path) = config_file {
             fig = fig.merge(Toml::file_exact(path));
         }
-        fig = fig.merge(Env::prefixed("FULLSLACK_").split("__").ignore(&["config"]));
+        // Other programs share the prefix (FULLSLACK_TEST_RUNTIME, the CLI's variables): take
+        // only variables naming a top-level setting. Inside a section unknown keys are refused.
+        let env = Env::prefixed("FULLSLACK_").split("__").filter(|key| {
+            let top = key.as_str().split('.').next().unwrap_or_default();
+            TOP_LEVEL_KEYS.iter().any(|k| top.eq_ignore_ascii_case(k))
+        });
+        fig = fig.merge(env);
         fig.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
     }
 
@@ -252,6 +271,20 @@ mod tests {
             assert_eq!(s.rate_limit.send_per_sec, 3);
             assert_eq!(s.rate_limit.send_burst, 7);
             assert_eq!(s.limits.max_message_len, 4000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn foreign_variables_with_our_prefix_are_ignored_but_typos_in_a_section_are_not() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FULLSLACK_TEST_RUNTIME", "/tmp/x");
+            jail.set_env("FULLSLACK_CONFIG", "ignored.toml");
+            let s = Settings::load(None).expect("foreign variables are ignored");
+            assert_eq!(s.limits.max_message_len, 4000);
+            jail.set_env("FULLSLACK_LIMITS__MAX_MESAGE_LEN", "3");
+            let err = Settings::load(None).unwrap_err();
+            assert!(err.to_string().contains("max_mesage_len"), "{err}");
             Ok(())
         });
     }
