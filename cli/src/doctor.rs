@@ -502,7 +502,11 @@ async fn ssh_checks(stack: &Stack, o: &DoctorOptions) -> Vec<Check> {
                 "fix hosts[].address in the stack file",
             ),
             Some(a) => match reachable(a, o.timeout).await {
-                Ok(d) => Check::ok("ssh.reach", &subject, "SSH port answers").with_latency(d),
+                Ok(d) => {
+                    out.push(Check::ok("ssh.reach", &subject, "SSH port answers").with_latency(d));
+                    out.push(ssh_login(stack, h, o).await);
+                    continue;
+                }
                 Err(e) => Check::fail(
                     "ssh.reach",
                     &subject,
@@ -513,6 +517,53 @@ async fn ssh_checks(stack: &Stack, o: &DoctorOptions) -> Vec<Check> {
         });
     }
     out
+}
+
+/// Logs in for real (strict host key checking) and runs `true`.
+async fn ssh_login(stack: &Stack, h: &crate::stack::Host, o: &DoctorOptions) -> Check {
+    use crate::runner::{Runner, SshRunner, SshTarget};
+    let user = h.user.clone().unwrap_or_else(|| stack.ssh.user.clone());
+    let port = h.port.unwrap_or(stack.ssh.port);
+    let subject = format!("{user}@{}:{port}", h.address);
+    let mut t = SshTarget::new(h.address.clone(), user, port);
+    t.identity_file = stack
+        .ssh
+        .identity_file
+        .as_deref()
+        .map(|k| expand_home(k, o.home.as_ref()));
+    t.known_hosts = stack
+        .ssh
+        .known_hosts
+        .as_deref()
+        .map(|k| expand_home(k, o.home.as_ref()));
+    t.connect_timeout = o.timeout;
+    t.control_dir = Some(std::env::temp_dir());
+    let started = Instant::now();
+    let attempt = async {
+        let r = SshRunner::connect(&t).await?;
+        let res = r.check(&crate::commands::Cmd::new("true")).await;
+        let _ = r.close().await;
+        res
+    };
+    match tokio::time::timeout(o.timeout * 3, attempt).await {
+        Ok(Ok(_)) => Check::ok("ssh.login", &subject, "logged in with the key, host key known")
+            .with_latency(started.elapsed()),
+        Ok(Err(e)) => Check::fail(
+            "ssh.login",
+            &subject,
+            e.to_string(),
+            format!(
+                "install your public key on the host (ssh-copy-id -p {port} {}) and record its host key (ssh-keyscan -p {port} {} >> ~/.ssh/known_hosts, after checking the fingerprint)",
+                h.address, h.address
+            ),
+        ),
+        Err(_) => Check::fail(
+            "ssh.login",
+            &subject,
+            "SSH login did not finish in time",
+            "check the host's sshd and your network; rerun with -v",
+        ),
+    }
 }
 
 async fn docker_check(o: &DoctorOptions) -> Check {

@@ -239,3 +239,70 @@ fn lock_cli_over_ssh() {
     assert!(text.starts_with("sh -c 'mkdir -p "), "{text}");
     assert!(!root.join("chat.lock").exists());
 }
+
+#[test]
+fn doctor_logs_in_over_real_ssh_and_reports_an_unknown_host_key() {
+    let dir = short_tempdir();
+    let sshd = start_sshd(dir.path());
+    let write_stack = |known_hosts: &Path| {
+        let stack = dir.path().join("stack.toml");
+        std::fs::write(
+            &stack,
+            format!(
+                "name = \"chat\"\ndomains = [\"chat.example.test\"]\ntarget = \"ssh\"\n\
+                 [ssh]\nuser = \"{}\"\nport = {}\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\n\
+                 [[hosts]]\naddress = \"127.0.0.1\"\n[image]\nname = \"fullslack/chat\"\n\
+                 [tls]\nenabled = false\n",
+                sshd.user,
+                sshd.port,
+                sshd.dir.join("client_key").display(),
+                known_hosts.display()
+            ),
+        )
+        .expect("stack");
+        stack
+    };
+    let doctor = |stack: &Path| {
+        let out = common::fullslack()
+            .args(["doctor", "--json", "--timeout", "5", "--stack"])
+            .arg(stack)
+            .args([
+                "--skip", "dns", "--skip", "reach", "--skip", "caa", "--skip", "tls",
+            ])
+            .args(["--skip", "clock", "--skip", "docker", "--skip", "aws"])
+            .output()
+            .expect("run doctor");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        (out.status.code(), v)
+    };
+    let (code, report) = doctor(&write_stack(&sshd.dir.join("known_hosts")));
+    assert_eq!(code, Some(0), "{report:#}");
+    let names: Vec<(&str, &str)> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or(""),
+                c["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [("ssh.key", "ok"), ("ssh.reach", "ok"), ("ssh.login", "ok")]
+    );
+
+    let empty = dir.path().join("empty_known_hosts");
+    std::fs::write(&empty, "").expect("write");
+    let (code, report) = doctor(&write_stack(&empty));
+    assert_eq!(code, Some(1), "{report:#}");
+    let login = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "ssh.login")
+        .expect("ssh.login");
+    assert_eq!(login["outcome"], "fail");
+    assert!(login["fix"].as_str().expect("fix").contains("ssh-keyscan"));
+}
