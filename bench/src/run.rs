@@ -288,7 +288,7 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &mut Target) -> Result<Report> {
             Ok(d) => {
                 connected += 1;
                 slowest = slowest.max(d);
-                if connected % 2000 == 0 {
+                if connected.is_multiple_of(2000) {
                     eprintln!("  {connected} connected");
                 }
             }

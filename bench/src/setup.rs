@@ -221,7 +221,7 @@ impl Rest {
                     async move {
                         let r = self.register_or_login(n).await;
                         let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                        if d % 1000 == 0 {
+                        if d.is_multiple_of(1000) {
                             eprintln!("setup: {d}/{fresh} users");
                         }
                         r
