@@ -550,9 +550,7 @@ impl App {
             .store
             .edit_message(channel_id, message_id, text, &mentions, now())
             .await?;
-        let seq = ev.seq;
-        self.publish(ev).await;
-        Ok(seq)
+        Ok(self.publish_seq(ev).await)
     }
 
     pub async fn delete_message(
@@ -566,9 +564,7 @@ impl App {
             .store
             .delete_message(channel_id, message_id, now())
             .await?;
-        let seq = ev.seq;
-        self.publish(ev).await;
-        Ok(seq)
+        Ok(self.publish_seq(ev).await)
     }
 
     pub async fn react(
@@ -700,10 +696,14 @@ impl App {
 
     /// Publishes the event if there is one; its seq.
     pub async fn publish_if_any(&self, event: Option<Event>) -> Option<i64> {
-        let ev = event?;
-        let seq = ev.seq;
-        self.publish(ev).await;
-        Some(seq)
+        Some(self.publish_seq(event?).await)
+    }
+
+    /// Publishes the event; its seq.
+    pub async fn publish_seq(&self, event: Event) -> i64 {
+        let seq = event.seq;
+        self.publish(event).await;
+        seq
     }
 
     pub async fn publish_all(&self, events: Vec<Event>) {

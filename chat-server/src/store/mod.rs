@@ -1,6 +1,6 @@
 //! The store: one trait, the source of truth for accounts, channels, messages and every
-//! channel's replay log. Drivers: [`sqlite`] (embedded default). A MongoDB driver implements the
-//! same trait; `tests/store_contract.rs` is the contract every driver must pass.
+//! channel's replay log. Drivers: [`sqlite`] (embedded default) and [`mongo`]
+//! (`mongodb://…`); `tests/store_contract.rs` is the contract both must pass.
 //!
 //! Rules every driver keeps:
 //! - each visible change to a channel appends one [`Event`] with the channel's next sequence
