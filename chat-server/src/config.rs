@@ -38,6 +38,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Store URL: `sqlite` (default, `<data_dir>/fullslack.db`), `sqlite:PATH`, later `mongodb://…`.
     pub store_url: String,
+    /// `redis://[:password@]host:port[/db]`: several nodes share fan-out, presence and rate
+    /// limits through it. Unset: a single node. Redacted in Debug output (it may hold a password).
+    pub redis_url: Option<Secret>,
     pub auth: AuthSettings,
     pub limits: Limits,
     pub rate_limit: RateLimits,
@@ -84,6 +87,9 @@ pub struct Realtime {
     pub outbound_queue: usize,
     pub shutdown_grace_ms: u64,
     pub delivered_flush_ms: u64,
+    /// With Redis: a node's presence entries expire this long after its last refresh (it
+    /// refreshes every third of it), so a crashed node's users go offline by themselves.
+    pub presence_ttl_secs: u64,
 }
 
 impl Default for Settings {
@@ -94,6 +100,7 @@ impl Default for Settings {
             mode: Mode::Local,
             log_format: LogFormat::Human,
             store_url: "sqlite".into(),
+            redis_url: None,
             auth: AuthSettings::default(),
             limits: Limits::default(),
             rate_limit: RateLimits::default(),
@@ -144,6 +151,7 @@ impl Default for Realtime {
             outbound_queue: 1024,
             shutdown_grace_ms: 10_000,
             delivered_flush_ms: 100,
+            presence_ttl_secs: 30,
         }
     }
 }
@@ -156,6 +164,8 @@ pub enum ConfigError {
     MissingSecret,
     #[error("the JWT secret must be at least 32 bytes long")]
     WeakSecret,
+    #[error("invalid setting {key}: {reason}")]
+    Setting { key: &'static str, reason: String },
     #[error("cannot use data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -170,6 +180,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "mode",
     "log_format",
     "store_url",
+    "redis_url",
     "auth",
     "limits",
     "rate_limit",
@@ -191,6 +202,30 @@ impl Settings {
         });
         fig = fig.merge(env);
         fig.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// Checks what the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.realtime.presence_ttl_secs == 0 {
+            return Err(ConfigError::Setting {
+                key: "realtime.presence_ttl_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if let Some(url) = &self.redis_url {
+            let u = url.expose();
+            // TLS (rediss://) is not compiled in: refuse it here rather than at first use.
+            if !["redis://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|p| u.starts_with(p))
+            {
+                return Err(ConfigError::Setting {
+                    key: "redis_url",
+                    reason: "must start with redis:// (or unix:// for a socket)".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn cookie_secure(&self) -> bool {

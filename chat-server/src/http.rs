@@ -97,17 +97,28 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// 503 when the store does not answer (nothing can be stored); Redis unreachable is only
+/// "degraded": the node still serves its own clients.
 async fn readyz(State(app): State<AppState>) -> Response {
+    let redis = match &app.cluster {
+        None => Ok("disabled".to_string()),
+        Some(c) => c.check().await.map(|()| "ok".to_string()),
+    };
+    let (redis_ok, redis) = match redis {
+        Ok(s) => (true, s),
+        Err(e) => (false, e),
+    };
     match app.store.ping().await {
         Ok(()) => {
             app.metrics.store_ready.set(1);
-            Json(json!({"status": "ready", "store": "ok"})).into_response()
+            let status = if redis_ok { "ready" } else { "degraded" };
+            Json(json!({"status": status, "store": "ok", "redis": redis})).into_response()
         }
         Err(e) => {
             app.metrics.store_ready.set(0);
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "not ready", "store": e.to_string()})),
+                Json(json!({"status": "not ready", "store": e.to_string(), "redis": redis})),
             )
                 .into_response()
         }

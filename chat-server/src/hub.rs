@@ -16,6 +16,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 
 use crate::{
+    cluster::{channel_topic, presence_topic, user_topic, Interest},
     metrics::Metrics,
     model::{Event, EventKind, Id, Presence},
     protocol::{event_frame, ServerFrame},
@@ -72,6 +73,9 @@ pub enum Outbound {
     },
     /// The session was revoked: close the socket.
     Revoked,
+    /// Events may have been missed (another node's bus was away, or a subscription just
+    /// started): refill this channel, or every channel, from the store.
+    Recheck(Option<Id>),
 }
 
 #[derive(Clone)]
@@ -123,6 +127,9 @@ pub struct Hub {
     presence: RwLock<HashMap<Id, UserPresence>>,
     /// Watched user → connections that asked for its presence.
     watchers: RwLock<HashMap<Id, HashMap<ConnId, ConnHandle>>>,
+    /// With Redis: the topics this node needs, reported as the maps above gain their first or
+    /// lose their last connection for a key (see [`crate::cluster`]).
+    interest: Option<mpsc::UnboundedSender<Interest>>,
 }
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
@@ -134,7 +141,7 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>) -> Hub {
+    pub fn new(metrics: Arc<Metrics>, interest: Option<mpsc::UnboundedSender<Interest>>) -> Hub {
         Hub {
             next_id: AtomicU64::new(1),
             metrics,
@@ -142,6 +149,19 @@ impl Hub {
             users: RwLock::default(),
             presence: RwLock::default(),
             watchers: RwLock::default(),
+            interest,
+        }
+    }
+
+    /// Called under the lock of the map that changed, so changes of one topic stay in order.
+    fn want(&self, topic: impl FnOnce() -> String, subscribe: bool) {
+        if let Some(tx) = &self.interest {
+            let t = topic();
+            let _ = tx.send(if subscribe {
+                Interest::Subscribe(t)
+            } else {
+                Interest::Unsubscribe(t)
+            });
         }
     }
 
@@ -163,7 +183,10 @@ impl Hub {
         };
         write(&self.users)
             .entry(user_id.to_string())
-            .or_default()
+            .or_insert_with(|| {
+                self.want(|| user_topic(user_id), true);
+                HashMap::new()
+            })
             .insert(handle.id, handle.clone());
         let changed = self.update_presence(user_id, |p| {
             p.conns.insert(handle.id, false);
@@ -185,6 +208,7 @@ impl Hub {
                     subs.remove(&handle.id);
                     if subs.is_empty() {
                         map.remove(&ch);
+                        self.want(|| channel_topic(&ch), false);
                     }
                 }
             }
@@ -195,12 +219,17 @@ impl Hub {
                 conns.remove(&handle.id);
                 if conns.is_empty() {
                     users.remove(&handle.user_id);
+                    self.want(|| user_topic(&handle.user_id), false);
                 }
             }
         }
-        write(&self.watchers).retain(|_, conns| {
+        write(&self.watchers).retain(|user, conns| {
             conns.remove(&handle.id);
-            !conns.is_empty()
+            let keep = !conns.is_empty();
+            if !keep {
+                self.want(|| presence_topic(user), false);
+            }
+            keep
         });
         self.metrics.connections.dec();
         self.update_presence(&handle.user_id, |p| {
@@ -211,7 +240,10 @@ impl Hub {
     pub fn subscribe(&self, handle: &ConnHandle, channel_id: &str) {
         write(&self.channels)
             .entry(channel_id.to_string())
-            .or_default()
+            .or_insert_with(|| {
+                self.want(|| channel_topic(channel_id), true);
+                HashMap::new()
+            })
             .insert(handle.id, handle.clone());
     }
 
@@ -221,8 +253,35 @@ impl Hub {
             subs.remove(&conn);
             if subs.is_empty() {
                 map.remove(channel_id);
+                self.want(|| channel_topic(channel_id), false);
             }
         }
+    }
+
+    /// Asks the sockets following a channel to refill it from the store.
+    pub fn recheck_channel(&self, channel_id: &str) {
+        if let Some(subs) = read(&self.channels).get(channel_id) {
+            for h in subs.values() {
+                h.push(
+                    Outbound::Recheck(Some(channel_id.to_string())),
+                    &self.metrics,
+                );
+            }
+        }
+    }
+
+    /// Asks every socket to refill all its channels from the store.
+    pub fn recheck_all(&self) {
+        for conns in read(&self.users).values() {
+            for h in conns.values() {
+                h.push(Outbound::Recheck(None), &self.metrics);
+            }
+        }
+    }
+
+    /// Whether the user has a socket on this node.
+    pub fn has_user(&self, user_id: &str) -> bool {
+        read(&self.users).contains_key(user_id)
     }
 
     /// Hands an event to every connection following its channel.
@@ -310,7 +369,10 @@ impl Hub {
         let mut w = write(&self.watchers);
         for u in user_ids {
             w.entry(u.clone())
-                .or_default()
+                .or_insert_with(|| {
+                    self.want(|| presence_topic(u), true);
+                    HashMap::new()
+                })
                 .insert(handle.id, handle.clone());
         }
     }

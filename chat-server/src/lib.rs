@@ -11,6 +11,7 @@
 //! | [`auth`] | Argon2id, JWT access tokens bound to sessions, cookie, [`auth::AuthUser`] extractor |
 //! | [`service`] | the chat's rules on [`App`]: validation, rate limits, authorization, publishing |
 //! | [`hub`] | this node's live connections: channel fan-out, presence, typing |
+//! | [`cluster`] | with `redis_url`: fan-out between nodes over Redis pub/sub, presence across nodes, shared rate limits, degradation and healing |
 //! | [`store`] | the [`store::Store`] trait (source of truth, replay log) and its drivers |
 //! | [`protocol`] | WebSocket frames; [`model`] the JSON objects; [`error`] the error codes |
 //! | [`ratelimit`] | token buckets; [`metrics`] Prometheus counters |
@@ -19,6 +20,7 @@
 //! port 0; `main.rs` only parses flags and calls it.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -46,6 +48,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::Auth,
+    cluster::{Cluster, ClusterError},
     config::{ConfigError, Settings},
     hub::Hub,
     metrics::Metrics,
@@ -70,6 +73,10 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// The WebSocket tasks, awaited (with a deadline) on shutdown.
     pub tasks: TaskTracker,
+    /// Random per process start: tells this node's bus messages from other nodes'.
+    pub node_id: String,
+    /// The Redis side when `redis_url` is set; `None` runs a single node.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 pub type AppState = Arc<App>;
@@ -80,28 +87,45 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Redis(#[from] ClusterError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
 }
 
 impl App {
     pub async fn new(settings: Settings) -> Result<AppState, StartError> {
+        settings.validate()?;
         let secret = settings.resolve_jwt_secret()?;
         let store = store::open(&settings.store_url, &settings.data_dir).await?;
-        Ok(App::with_store(settings, store, &secret))
+        App::with_store(settings, store, &secret)
     }
 
-    pub fn with_store(settings: Settings, store: DynStore, secret: &auth::Secret) -> AppState {
+    /// Builds the node around an open store. Connects nothing to Redis yet ([`serve`] starts
+    /// the link), so a node starts while Redis is down.
+    pub fn with_store(
+        settings: Settings,
+        store: DynStore,
+        secret: &auth::Secret,
+    ) -> Result<AppState, StartError> {
         let metrics = Arc::new(Metrics::new());
+        let node_id = model::new_id();
+        let (cluster, interest) = match &settings.redis_url {
+            Some(url) => {
+                let (c, tx) = Cluster::new(url, &settings, node_id.clone(), metrics.clone())?;
+                (Some(Arc::new(c)), Some(tx))
+            }
+            None => (None, None),
+        };
         let auth = Auth::new(
             secret,
             Duration::from_secs(settings.auth.token_ttl_secs),
             Duration::from_secs(settings.auth.session_ttl_secs),
             settings.cookie_secure(),
         );
-        Arc::new(App {
+        Ok(Arc::new(App {
             limiters: Limiters::new(&settings.rate_limit),
-            hub: Hub::new(metrics.clone()),
+            hub: Hub::new(metrics.clone(), interest),
             settings,
             store,
             auth,
@@ -110,7 +134,9 @@ impl App {
             delivered: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-        })
+            node_id,
+            cluster,
+        }))
     }
 }
 
@@ -127,6 +153,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let background = spawn_background(app.clone());
+    // Dropped at the end: stops the Redis tasks after the sockets had their say.
+    let cluster_tasks = cluster::spawn(&app);
     let token = app.shutdown.clone();
     let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
@@ -146,6 +174,7 @@ pub async fn serve(
     }
     background.abort();
     app.flush_delivered().await;
+    drop(cluster_tasks);
     Ok(())
 }
 

@@ -65,9 +65,21 @@ async fn run(settings: Settings) -> Result<(), fullslack_chat::StartError> {
     let app = App::new(settings).await?;
     // The first stdout line is a contract: tests and the deploy tool read the port from it.
     println!("fullslack-chat listening on http://{addr}");
-    tracing::info!(%addr, store = %app.settings.store_url, data_dir = %app.settings.data_dir.display(), "ready");
+    let redis = app
+        .cluster
+        .as_ref()
+        .map_or("disabled".to_string(), |c| c.addr().to_string());
+    tracing::info!(%addr, node = %app.node_id, store = %redact_url(&app.settings.store_url), %redis, data_dir = %app.settings.data_dir.display(), "ready");
     fullslack_chat::serve(listener, app, fullslack_chat::shutdown_signal()).await?;
     Ok(())
+}
+
+/// `scheme://user:pass@host/…` → `scheme://***@host/…`: URLs in logs lose their credentials.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
 }
 
 fn init_tracing(format: LogFormat) {

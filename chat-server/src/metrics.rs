@@ -23,6 +23,12 @@ pub struct Metrics {
     /// From a send frame's arrival to its durable ack.
     pub send_seconds: Histogram,
     pub store_ready: Gauge,
+    /// 1 while the link to Redis is up (always 0 without `redis_url`).
+    pub redis_up: Gauge,
+    pub redis_published: Counter,
+    pub redis_received: Counter,
+    /// Bus messages not published (Redis down or slow); other nodes heal from the store.
+    pub redis_dropped: Counter,
 }
 
 impl Metrics {
@@ -37,6 +43,10 @@ impl Metrics {
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
         ]);
         let store_ready = Gauge::default();
+        let redis_up = Gauge::default();
+        let redis_published = Counter::default();
+        let redis_received = Counter::default();
+        let redis_dropped = Counter::default();
         registry.register(
             "ws_connections",
             "Open WebSocket connections",
@@ -72,6 +82,26 @@ impl Metrics {
             "1 when the store answered the last readiness probe",
             store_ready.clone(),
         );
+        registry.register(
+            "redis_up",
+            "1 while this node's link to Redis is up",
+            redis_up.clone(),
+        );
+        registry.register(
+            "redis_events_published",
+            "Messages this node published on the Redis bus",
+            redis_published.clone(),
+        );
+        registry.register(
+            "redis_events_received",
+            "Messages from other nodes received on the Redis bus",
+            redis_received.clone(),
+        );
+        registry.register(
+            "redis_events_dropped",
+            "Bus messages not published because Redis was unreachable or slow (healed from the store)",
+            redis_dropped.clone(),
+        );
         Metrics {
             registry,
             connections,
@@ -81,6 +111,10 @@ impl Metrics {
             errors,
             send_seconds,
             store_ready,
+            redis_up,
+            redis_published,
+            redis_received,
+            redis_dropped,
         }
     }
 

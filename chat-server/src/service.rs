@@ -112,7 +112,7 @@ impl App {
         password: &str,
         display_name: Option<&str>,
     ) -> ApiResult<SignedIn> {
-        self.limiters.check_auth(&format!("ip:{client}"))?;
+        self.limit_auth(&format!("ip:{client}")).await?;
         validate_username(username)?;
         if !(8..=256).contains(&password.len()) {
             return Err(ApiError::BadRequest("password: 8-256 bytes".into()));
@@ -144,9 +144,9 @@ impl App {
     }
 
     pub async fn login(&self, client: &str, username: &str, password: &str) -> ApiResult<SignedIn> {
-        self.limiters.check_auth(&format!("ip:{client}"))?;
-        self.limiters
-            .check_auth(&format!("user:{}", username.to_lowercase()))?;
+        self.limit_auth(&format!("ip:{client}")).await?;
+        self.limit_auth(&format!("user:{}", username.to_lowercase()))
+            .await?;
         let found = self.store.user_by_username(username).await?;
         let auth = self.auth.clone();
         let pw = password.to_string();
@@ -170,7 +170,7 @@ impl App {
         };
         let (token, expires_at) = self.auth.issue(&user.id, &session.id)?;
         self.store.create_session(session).await?;
-        user.presence = self.hub.presence_of(&user.id);
+        user.presence = self.presence_of(&user.id).await;
         Ok(SignedIn {
             token,
             expires_at,
@@ -190,7 +190,7 @@ impl App {
 
     pub async fn logout(&self, who: &AuthUser) -> ApiResult<()> {
         self.store.delete_session(&who.session_id).await?;
-        self.hub.revoke_session(&who.user_id, &who.session_id);
+        self.revoke_everywhere(&who.user_id, &who.session_id);
         Ok(())
     }
 
@@ -200,14 +200,15 @@ impl App {
             .user(id)
             .await?
             .ok_or(ApiError::NotFound("user"))?;
-        user.presence = self.hub.presence_of(&user.id);
+        user.presence = self.presence_of(&user.id).await;
         Ok(user)
     }
 
     pub async fn users(&self) -> ApiResult<Vec<User>> {
         let mut users = self.store.users().await?;
-        for u in &mut users {
-            u.presence = self.hub.presence_of(&u.id);
+        let ids: Vec<Id> = users.iter().map(|u| u.id.clone()).collect();
+        for (u, p) in users.iter_mut().zip(self.presences(&ids).await) {
+            u.presence = p;
         }
         Ok(users)
     }
@@ -469,7 +470,7 @@ impl App {
         thread_root: Option<Id>,
     ) -> ApiResult<Ack> {
         let started = Instant::now();
-        self.limiters.check_send(user_id)?;
+        self.limit_send(user_id).await?;
         validate_client_id(client_id)?;
         self.validate_text(text)?;
         let meta = self.require_member(user_id, channel_id).await?;
@@ -542,7 +543,7 @@ impl App {
         message_id: &str,
         text: &str,
     ) -> ApiResult<i64> {
-        self.limiters.check_send(user_id)?;
+        self.limit_send(user_id).await?;
         self.validate_text(text)?;
         self.own_message(user_id, channel_id, message_id).await?;
         let mentions = self.resolve_mentions(text).await?;
@@ -575,7 +576,7 @@ impl App {
         emoji: &str,
         add: bool,
     ) -> ApiResult<Option<i64>> {
-        self.limiters.check_send(user_id)?;
+        self.limit_send(user_id).await?;
         if !(1..=32).contains(&emoji.chars().count()) || emoji.chars().any(char::is_whitespace) {
             return Err(ApiError::BadRequest(
                 "emoji: 1-32 characters, no spaces".into(),
@@ -712,7 +713,8 @@ impl App {
         }
     }
 
-    /// Routes a stored event to the node's connections, keeping membership routing current.
+    /// Delivers a stored event to this node's connections, then hands it to the other nodes
+    /// (with Redis). The event is serialized once, here.
     pub async fn publish(&self, event: Event) {
         let member = event
             .data
@@ -720,34 +722,50 @@ impl App {
             .and_then(Value::as_str)
             .map(str::to_string);
         let published = Arc::new(Published::new(&event));
-        match (event.kind, member) {
+        let cluster = self.cluster.as_ref().map(|c| (c, published.clone()));
+        self.route(published, member.clone()).await;
+        if let Some((c, published)) = cluster {
+            c.publish_event(&published, member.as_deref());
+        }
+    }
+
+    /// Routes an event (stored here or on another node) to this node's connections, keeping
+    /// membership routing and the channel cache current.
+    pub async fn route(&self, published: Arc<Published>, member: Option<Id>) {
+        let channel = published.channel.clone();
+        match (published.kind, member) {
             (EventKind::MemberJoined, Some(user)) => {
-                self.channel_cache.remove(&event.channel);
-                match self.store.channel(&event.channel).await {
-                    Ok(Some(mut ch)) => {
-                        if let Ok(Some(m)) = self.store.member(&event.channel, &user).await {
-                            ch.read_seq = Some(m.read_seq);
+                self.channel_cache.remove(&channel);
+                if self.hub.has_user(&user) {
+                    match self.store.channel(&channel).await {
+                        Ok(Some(mut ch)) => {
+                            if let Ok(Some(m)) = self.store.member(&channel, &user).await {
+                                ch.read_seq = Some(m.read_seq);
+                            }
+                            let frame = Utf8Bytes::from(
+                                ServerFrame::ChannelAdded { channel: ch }.to_json(),
+                            );
+                            self.hub
+                                .user_joined(&user, &channel, published.seq - 1, frame);
                         }
-                        let frame =
-                            Utf8Bytes::from(ServerFrame::ChannelAdded { channel: ch }.to_json());
-                        self.hub
-                            .user_joined(&user, &event.channel, event.seq - 1, frame);
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot announce a new member's channel")
+                        }
                     }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot announce a new member's channel"),
                 }
                 self.hub.publish(published);
             }
             (EventKind::MemberLeft, Some(user)) => {
-                self.channel_cache.remove(&event.channel);
+                self.channel_cache.remove(&channel);
                 self.hub.publish(published);
                 let frame = Utf8Bytes::from(
                     ServerFrame::ChannelRemoved {
-                        channel_id: event.channel.clone(),
+                        channel_id: channel.clone(),
                     }
                     .to_json(),
                 );
-                self.hub.user_left(&user, &event.channel, frame);
+                self.hub.user_left(&user, &channel, frame);
             }
             _ => self.hub.publish(published),
         }

@@ -23,7 +23,7 @@ use crate::{
     auth::AuthUser,
     error::ApiError,
     hub::{ConnHandle, Outbound, Published},
-    model::{now, EventKind, Id},
+    model::{EventKind, Id},
     protocol::{
         event_frame, parse_client_frame, AckBody, ClientFrame, ClientPresence, Limits, ServerFrame,
     },
@@ -86,7 +86,7 @@ impl Connection {
             app.settings.realtime.outbound_queue,
         );
         if let Some(p) = presence {
-            app.hub.announce_presence(&who.user_id, p, None);
+            app.local_presence_changed(&who.user_id, p).await;
         }
         let mut conn = Connection {
             app: app.clone(),
@@ -105,11 +105,9 @@ impl Connection {
         }
         let channels: Vec<Id> = conn.cursors.keys().cloned().collect();
         if let Some(p) = app.hub.disconnect(&conn.handle, channels) {
-            let seen = now();
-            if let Err(e) = app.store.set_last_seen(&conn.who.user_id, seen).await {
-                tracing::warn!(error = %e, "cannot store last seen");
-            }
-            app.hub.announce_presence(&conn.who.user_id, p, Some(seen));
+            // Going offline here stores and announces the last seen (unless another node
+            // still has the user).
+            app.local_presence_changed(&conn.who.user_id, p).await;
         }
     }
 
@@ -347,7 +345,7 @@ impl Connection {
                     .hub
                     .set_away(&self.handle, status == ClientPresence::Away)
                 {
-                    self.app.hub.announce_presence(&user, p, None);
+                    self.app.local_presence_changed(&user, p).await;
                 }
                 ControlFlow::Continue(())
             }
@@ -372,11 +370,7 @@ impl Connection {
                     user_id: self.who.user_id.clone(),
                     expires_in_ms: self.app.settings.realtime.typing_ttl_ms,
                 };
-                self.app.hub.ephemeral(
-                    &channel,
-                    &self.who.user_id,
-                    Utf8Bytes::from(frame.to_json()),
-                );
+                self.app.relay_typing(&channel, &self.who.user_id, &frame);
             }
             Err(e) => {
                 let _ = self.send_error(None, e.code(), e.to_string(), None).await;
@@ -387,8 +381,8 @@ impl Connection {
     async fn presence_subscribe(&mut self, user_ids: Vec<Id>) -> ControlFlow<()> {
         let user_ids: Vec<Id> = user_ids.into_iter().take(1000).collect();
         self.app.hub.watch(&self.handle, &user_ids);
-        for id in user_ids {
-            let status = self.app.hub.presence_of(&id);
+        let statuses = self.app.presences(&user_ids).await;
+        for (id, status) in user_ids.into_iter().zip(statuses) {
             let last_seen = match self.app.store.user(&id).await {
                 Ok(Some(u)) => u.last_seen,
                 _ => continue,
@@ -496,6 +490,18 @@ impl Connection {
             Outbound::ChannelRemoved { channel_id, frame } => {
                 self.cursors.remove(&channel_id);
                 self.feed(Message::Text(frame)).await
+            }
+            Outbound::Recheck(Some(channel)) => self.refill(&channel).await,
+            Outbound::Recheck(None) => {
+                let channels: Vec<Id> = self.cursors.keys().cloned().collect();
+                let mut result = Ok(());
+                for ch in channels {
+                    result = self.refill(&ch).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
             }
             Outbound::Revoked => {
                 let _ = self.socket.send(close(CLOSE_POLICY, "session ended")).await;
