@@ -2,6 +2,9 @@
 //! (reqwest) and WebSocket (tokio-tungstenite) clients. Nothing is mocked.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod services;
+
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use fullslack_chat::{auth::Secret, config::Settings, App, AppState};
