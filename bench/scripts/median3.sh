@@ -24,6 +24,8 @@ rows = {
     "deliver p50 ms": lambda r: r["latency_deliver"]["p50_ms"],
     "deliver p99 ms": lambda r: r["latency_deliver"]["p99_ms"],
     "deliver p99.9 ms": lambda r: r["latency_deliver"]["p999_ms"],
+    "cross-node deliver p50 ms": lambda r: (r.get("latency_deliver_cross_node") or {}).get("p50_ms"),
+    "cross-node deliver p99 ms": lambda r: (r.get("latency_deliver_cross_node") or {}).get("p99_ms"),
     "ack p50 ms": lambda r: r["latency_ack"]["p50_ms"],
     "ack p99 ms": lambda r: r["latency_ack"]["p99_ms"],
     "error frames": lambda r: r["error_frames"],
@@ -31,6 +33,7 @@ rows = {
     "server RSS/conn KB": lambda r: s0(r).get("rss_per_conn_kib"),
     "server RSS after connect MB": lambda r: (s0(r).get("rss_after_connect_kib") or 0) / 1024,
     "server CPU cores": lambda r: s0(r).get("cpu_cores"),
+    "all servers CPU cores": lambda r: sum(s.get("cpu_cores") or 0 for s in r["servers"]) if r["servers"] else None,
     "bench CPU cores": lambda r: r["bench_cpu_cores"],
 }
 print("command:", runs[0]["command"])

@@ -25,6 +25,18 @@ pub struct Common {
     /// Spawn this fullslack-chat binary on a free loopback port instead of using --url.
     #[arg(long, global = true, value_name = "PATH_TO_fullslack-chat")]
     pub spawn: Option<PathBuf>,
+    /// With --spawn: how many server processes to start. More than one needs --store-url
+    /// (MongoDB) and --redis-url so the nodes share a store and fan out over Redis; the nodes
+    /// get one JWT secret (kept in --data-dir) and each its own data dir under --data-dir.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub nodes: usize,
+    /// With --spawn: the store the spawned server(s) use (FULLSLACK_STORE_URL), e.g.
+    /// mongodb://127.0.0.1:27017/fullslack_bench. Default: the embedded SQLite store.
+    #[arg(long, global = true)]
+    pub store_url: Option<String>,
+    /// With --spawn: the Redis the spawned servers share (FULLSLACK_REDIS_URL).
+    #[arg(long, global = true)]
+    pub redis_url: Option<String>,
     /// Data directory for the spawned server; kept between runs so registered users are reused.
     #[arg(long, global = true, default_value = "/tmp/fullslack-bench-data")]
     pub data_dir: PathBuf,
@@ -200,6 +212,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.common.url.len(), 2);
+        assert_eq!(cli.common.nodes, 1);
         assert!(matches!(
             cli.scenario,
             Scenario::Idle {
@@ -207,5 +220,23 @@ mod tests {
                 users: None
             }
         ));
+        let cli = Cli::try_parse_from([
+            "bench",
+            "latency",
+            "--spawn",
+            "/x/fullslack-chat",
+            "--nodes",
+            "2",
+            "--store-url",
+            "mongodb://127.0.0.1:1/b",
+            "--redis-url",
+            "redis://127.0.0.1:2/",
+        ])
+        .unwrap();
+        assert_eq!(cli.common.nodes, 2);
+        assert_eq!(
+            cli.common.redis_url.as_deref(),
+            Some("redis://127.0.0.1:2/")
+        );
     }
 }

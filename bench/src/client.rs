@@ -47,6 +47,8 @@ pub struct Shared {
 
 pub struct Spec {
     pub idx: usize,
+    /// Index of the node `server` is (cross-node deliveries are measured apart).
+    pub node: usize,
     pub server: SocketAddr,
     pub source: Ipv4Addr,
     pub token: String,
@@ -132,7 +134,7 @@ pub async fn run(
         // Closed loop: top up the window while sending.
         if let (SendMode::Closed(window), Some((ch, fanout))) = (&spec.mode, &spec.channel) {
             while current == Phase::Sending && inflight < *window {
-                if send_one(&mut ws, &shared, spec.idx, ch, *fanout, &mut n)
+                if send_one(&mut ws, &shared, (spec.idx, spec.node), ch, *fanout, &mut n)
                     .await
                     .is_err()
                 {
@@ -155,7 +157,7 @@ pub async fn run(
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    if on_frame(&t, &shared.run) {
+                    if on_frame(&t, &shared.run, spec.node) {
                         inflight = inflight.saturating_sub(1);
                     }
                 }
@@ -168,7 +170,7 @@ pub async fn run(
             tick = async { match open_loop { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                 if tick.is_some() && current == Phase::Sending {
                     if let Some((ch, fanout)) = &spec.channel {
-                        if send_one(&mut ws, &shared, spec.idx, ch, *fanout, &mut n).await.is_err() {
+                        if send_one(&mut ws, &shared, (spec.idx, spec.node), ch, *fanout, &mut n).await.is_err() {
                             c.closed.fetch_add(1, Relaxed);
                             return;
                         }
@@ -182,14 +184,14 @@ pub async fn run(
 async fn send_one(
     ws: &mut WebSocketStream<TcpStream>,
     shared: &Shared,
-    idx: usize,
+    (idx, node): (usize, usize),
     channel: &str,
     fanout: u64,
     n: &mut u64,
 ) -> Result<()> {
     *n += 1;
     let ts = stats::now_ns();
-    let cid = stats::make_client_id(&shared.run, idx, *n, ts);
+    let cid = stats::make_client_id(&shared.run, idx, node, *n, ts);
     let frame = format!(
         r#"{{"type":"send","channel":"{channel}","client_id":"{cid}","text":"{}"}}"#,
         shared.text
@@ -205,11 +207,11 @@ async fn send_one(
 }
 
 /// Account one server frame; true if it answers one of our sends (ack or error).
-fn on_frame(t: &str, run: &str) -> bool {
+fn on_frame(t: &str, run: &str, my_node: usize) -> bool {
     let c = counters();
     match stats::str_field(t, "type") {
         Some("event") => {
-            let Some(ts) =
+            let Some((sender_node, ts)) =
                 stats::str_field(t, "client_id").and_then(|id| stats::parse_client_id(run, id))
             else {
                 return false;
@@ -221,7 +223,7 @@ fn on_frame(t: &str, run: &str) -> bool {
             }
             if stats::in_window(ts) {
                 c.delivered_of_window.fetch_add(1, Relaxed);
-                stats::record_deliver(now.saturating_sub(ts));
+                stats::record_deliver(now.saturating_sub(ts), sender_node != my_node);
             }
             false
         }
@@ -231,7 +233,7 @@ fn on_frame(t: &str, run: &str) -> bool {
             if stats::measuring() {
                 c.acks_window.fetch_add(1, Relaxed);
             }
-            if let Some(ts) =
+            if let Some((_, ts)) =
                 stats::str_field(t, "client_id").and_then(|id| stats::parse_client_id(run, id))
             {
                 if stats::in_window(ts) {

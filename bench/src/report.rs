@@ -57,6 +57,9 @@ pub struct Report {
     pub missing_deliveries: u64,
     pub skipped_sends: u64,
     pub latency_deliver: Percentiles,
+    /// With several nodes: deliveries to sockets on another node than the sender's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_deliver_cross_node: Option<Percentiles>,
     pub latency_ack: Percentiles,
     pub error_frames: u64,
     pub errors: BTreeMap<String, u64>,
@@ -148,6 +151,9 @@ impl Report {
             );
         }
         let _ = writeln!(w, "send→deliver ms   {}", lat(&self.latency_deliver));
+        if let Some(x) = &self.latency_deliver_cross_node {
+            let _ = writeln!(w, "  cross-node ms   {}", lat(x));
+        }
         let _ = writeln!(w, "send→ack ms       {}", lat(&self.latency_ack));
         let _ = writeln!(
             w,

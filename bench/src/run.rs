@@ -100,6 +100,17 @@ impl Plan {
         (self.channels > 0).then(|| (i % self.users) % self.channels)
     }
 
+    /// Node socket `i` connects to. Members of one channel are spread over the nodes (the k-th
+    /// member of a channel goes to node k mod n), so with several nodes most deliveries cross
+    /// from the sender's node to another one, which is what a cluster benchmark is about.
+    pub fn node_of_socket(&self, i: usize, nodes: usize) -> usize {
+        let nodes = nodes.max(1);
+        match (i % self.users).checked_div(self.channels) {
+            Some(member) => (member + i / self.users) % nodes,
+            None => i % nodes,
+        }
+    }
+
     /// Connected sockets receiving each message of channel `c`.
     pub fn fanout(&self, c: usize) -> u64 {
         (0..self.sockets)
@@ -164,7 +175,7 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &mut Target) -> Result<Report> {
     // Users (cached across runs) and channels (fresh each run).
     let setup_t = Instant::now();
     let users_file = c.users_file.clone().unwrap_or_else(|| {
-        setup::default_users_file(target.spawned.is_some(), &c.data_dir, &nodes[0].base)
+        setup::default_users_file(!target.spawned.is_empty(), &c.data_dir, &nodes[0].base)
     });
     let need_valid = c.warmup + c.duration + c.drain + Duration::from_secs(900);
     let (users, fresh_users) = rest
@@ -258,9 +269,11 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &mut Target) -> Result<Report> {
         } else {
             SendMode::None
         };
+        let node = plan.node_of_socket(i, nodes.len());
         let spec = Spec {
             idx: i,
-            server: nodes[i % nodes.len()].addr,
+            node,
+            server: nodes[node].addr,
             source: std::net::Ipv4Addr::new(
                 127,
                 0,
@@ -362,7 +375,7 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &mut Target) -> Result<Report> {
                 _ => None,
             };
             let conns = (0..plan.sockets)
-                .filter(|s| s % nodes.len() == i)
+                .filter(|&s| plan.node_of_socket(s, nodes.len()) == i)
                 .count()
                 .min(connected);
             ServerFigures {
@@ -418,6 +431,8 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &mut Target) -> Result<Report> {
         missing_deliveries: expected.saturating_sub(got),
         skipped_sends: k.skipped.load(Relaxed),
         latency_deliver: stats::percentiles(&hists.deliver),
+        latency_deliver_cross_node: (nodes.len() > 1)
+            .then(|| stats::percentiles(&hists.deliver_cross_node)),
         latency_ack: stats::percentiles(&hists.ack),
         error_frames: k.error_frames.load(Relaxed),
         errors: stats::error_codes(),
@@ -512,6 +527,11 @@ mod tests {
         );
         assert_eq!(p.fanout(0), 2);
         assert_eq!(p.channel_of_socket(101), Some(1));
+        // Two nodes: the two members of every channel sit on different nodes.
+        for ch in 0..100 {
+            assert_ne!(p.node_of_socket(ch, 2), p.node_of_socket(ch + 100, 2));
+        }
+        assert_eq!(p.node_of_socket(7, 1), 0);
         let f = Plan::from(&Scenario::Fanout {
             members: 10,
             senders: 1,
@@ -520,6 +540,9 @@ mod tests {
         })
         .unwrap();
         assert_eq!(f.fanout(0), 10);
+        // One channel: sockets alternate between nodes.
+        let on_node1 = (0..10).filter(|&i| f.node_of_socket(i, 2) == 1).count();
+        assert_eq!(on_node1, 5);
         let i = Plan::from(&Scenario::Ingest {
             senders: 4,
             channels: None,

@@ -88,6 +88,8 @@ pub fn error_codes() -> BTreeMap<String, u64> {
 /// Latencies in nanoseconds, 1 ns … 100 s, 3 significant figures.
 pub struct Hists {
     pub deliver: Histogram<u64>,
+    /// Deliveries to a socket on another node than the sender's (a subset of `deliver`).
+    pub deliver_cross_node: Histogram<u64>,
     pub ack: Histogram<u64>,
 }
 
@@ -96,6 +98,7 @@ impl Hists {
         let h = || Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds");
         Hists {
             deliver: h(),
+            deliver_cross_node: h(),
             ack: h(),
         }
     }
@@ -111,8 +114,14 @@ thread_local! {
     };
 }
 
-pub fn record_deliver(ns: u64) {
-    LOCAL.with(|h| h.lock().unwrap().deliver.saturating_record(ns.max(1)));
+pub fn record_deliver(ns: u64, cross_node: bool) {
+    LOCAL.with(|h| {
+        let mut h = h.lock().unwrap();
+        h.deliver.saturating_record(ns.max(1));
+        if cross_node {
+            h.deliver_cross_node.saturating_record(ns.max(1));
+        }
+    });
 }
 
 pub fn record_ack(ns: u64) {
@@ -123,6 +132,7 @@ fn reset_histograms() {
     for h in REGISTRY.lock().unwrap().iter() {
         let mut h = h.lock().unwrap();
         h.deliver.reset();
+        h.deliver_cross_node.reset();
         h.ack.reset();
     }
 }
@@ -133,6 +143,9 @@ pub fn merged() -> Hists {
     for h in REGISTRY.lock().unwrap().iter() {
         let h = h.lock().unwrap();
         all.deliver.add(&h.deliver).expect("same bounds");
+        all.deliver_cross_node
+            .add(&h.deliver_cross_node)
+            .expect("same bounds");
         all.ack.add(&h.ack).expect("same bounds");
     }
     all
@@ -207,15 +220,19 @@ pub fn str_field<'a>(frame: &'a str, key: &str) -> Option<&'a str> {
     None
 }
 
-/// `client_id` of a bench message: `RUN-SENDER-N-SENTNS`.
-pub fn make_client_id(run: &str, sender: usize, n: u64, ts: u64) -> String {
-    format!("{run}-{sender}-{n}-{ts}")
+/// `client_id` of a bench message: `RUN-SENDER-N-NODE-SENTNS` (NODE: the sender's node).
+pub fn make_client_id(run: &str, sender: usize, node: usize, n: u64, ts: u64) -> String {
+    format!("{run}-{sender}-{n}-{node}-{ts}")
 }
 
-/// The send timestamp of a client_id made by this run, `None` for anyone else's.
-pub fn parse_client_id(run: &str, cid: &str) -> Option<u64> {
+/// The sender's node and send timestamp of a client_id made by this run, `None` for anyone
+/// else's.
+pub fn parse_client_id(run: &str, cid: &str) -> Option<(usize, u64)> {
     let rest = cid.strip_prefix(run)?.strip_prefix('-')?;
-    rest.rsplit('-').next()?.parse().ok()
+    let mut it = rest.rsplit('-');
+    let ts = it.next()?.parse().ok()?;
+    let node = it.next()?.parse().ok()?;
+    Some((node, ts))
 }
 
 #[cfg(test)]
@@ -235,9 +252,9 @@ mod tests {
 
     #[test]
     fn client_ids_round_trip() {
-        let cid = make_client_id("18f2a", 12, 99, 123_456_789);
+        let cid = make_client_id("18f2a", 12, 1, 99, 123_456_789);
         assert!(cid.len() <= 64);
-        assert_eq!(parse_client_id("18f2a", &cid), Some(123_456_789));
+        assert_eq!(parse_client_id("18f2a", &cid), Some((1, 123_456_789)));
         assert_eq!(parse_client_id("other", &cid), None);
         assert_eq!(parse_client_id("18f2a", "c-123"), None);
     }

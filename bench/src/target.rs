@@ -35,7 +35,8 @@ pub struct Node {
 
 pub struct Target {
     pub nodes: Vec<Node>,
-    pub spawned: Option<Child>,
+    /// Servers this tool started (stopped with SIGTERM at the end of the run).
+    pub spawned: Vec<Child>,
     /// Human notes printed with the report (e.g. the raised limits).
     pub notes: Vec<String>,
 }
@@ -69,7 +70,10 @@ impl Target {
             if !c.url.is_empty() {
                 bail!("give either --spawn or --url, not both");
             }
-            return spawn(bin, &c.data_dir).await;
+            return spawn_nodes(bin, c).await;
+        }
+        if c.nodes != 1 || c.store_url.is_some() || c.redis_url.is_some() {
+            bail!("--nodes, --store-url and --redis-url configure spawned servers: use them with --spawn");
         }
         if c.url.is_empty() {
             bail!(
@@ -94,17 +98,19 @@ impl Target {
         );
         Ok(Target {
             nodes,
-            spawned: None,
+            spawned: Vec::new(),
             notes,
         })
     }
 
     pub async fn stop(&mut self) {
-        if let Some(child) = self.spawned.as_mut() {
+        for child in &self.spawned {
             if let Some(pid) = child.id() {
-                // SAFETY: signalling the child we spawned, by its pid.
+                // SAFETY: signalling a child we spawned, by its pid.
                 unsafe { libc::kill(pid as i32, libc::SIGTERM) };
             }
+        }
+        for child in &mut self.spawned {
             if tokio::time::timeout(Duration::from_secs(10), child.wait())
                 .await
                 .is_err()
@@ -115,7 +121,87 @@ impl Target {
     }
 }
 
-async fn spawn(bin: &Path, data_dir: &Path) -> Result<Target> {
+/// One JWT secret for every node of a spawned cluster (a token issued by node 0 must work on
+/// node 1), kept in the data dir so cached bench users stay logged in across runs.
+fn cluster_secret(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("cluster-jwt-secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if s.trim().len() >= 32 {
+            return Ok(s.trim().to_string());
+        }
+    }
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, &hex).with_context(|| format!("writing {}", path.display()))?;
+    Ok(hex)
+}
+
+async fn spawn_nodes(bin: &Path, c: &Common) -> Result<Target> {
+    if c.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if c.nodes > 1 {
+        let shared_store = c
+            .store_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("mongodb://") || u.starts_with("mongodb+srv://"));
+        if !shared_store || c.redis_url.is_none() {
+            bail!("--nodes {} needs --store-url mongodb://… and --redis-url redis://… so the nodes share a store and fan out over Redis", c.nodes);
+        }
+    }
+    std::fs::create_dir_all(&c.data_dir)
+        .with_context(|| format!("creating data dir {}", c.data_dir.display()))?;
+    let mut env: Vec<(String, String)> = SPAWN_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if let Some(u) = &c.store_url {
+        env.push(("FULLSLACK_STORE_URL".into(), u.clone()));
+    }
+    if let Some(u) = &c.redis_url {
+        env.push(("FULLSLACK_REDIS_URL".into(), u.clone()));
+    }
+    if c.nodes > 1 {
+        env.push((
+            "FULLSLACK_AUTH__JWT_SECRET".into(),
+            cluster_secret(&c.data_dir)?,
+        ));
+    }
+    let mut target = Target {
+        nodes: Vec::new(),
+        spawned: Vec::new(),
+        notes: Vec::new(),
+    };
+    for i in 0..c.nodes {
+        // One node keeps the historical layout (data dir = --data-dir); a cluster gets node-N.
+        let dir = if c.nodes == 1 {
+            c.data_dir.clone()
+        } else {
+            c.data_dir.join(format!("node-{i}"))
+        };
+        let (node, child, note) = spawn_one(bin, &dir, &env).await?;
+        target.nodes.push(node);
+        target.spawned.push(child);
+        target.notes.push(note);
+    }
+    let shown: Vec<String> = env
+        .iter()
+        .filter(|(k, _)| !k.contains("SECRET"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    target.notes.push(format!(
+        "spawned server's settings for the load: {}",
+        shown.join(" ")
+    ));
+    Ok(target)
+}
+
+async fn spawn_one(
+    bin: &Path,
+    data_dir: &Path,
+    env: &[(String, String)],
+) -> Result<(Node, Child, String)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let port = {
@@ -134,7 +220,7 @@ async fn spawn(bin: &Path, data_dir: &Path) -> Result<Target> {
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .kill_on_drop(true);
-    for (k, v) in SPAWN_ENV {
+    for (k, v) in env {
         cmd.env(k, v);
     }
     if std::env::var_os("RUST_LOG").is_none() {
@@ -158,29 +244,21 @@ async fn spawn(bin: &Path, data_dir: &Path) -> Result<Target> {
         .with_context(|| format!("unexpected first line from server: {first:?}"))?;
     let (base, addr) = parse_loopback_url(url)?;
     wait_healthy(&base).await?;
-    let mut notes = vec![format!(
+    let note = format!(
         "spawned {} (pid {pid}) on {base}, data dir {}, log {}",
         bin.display(),
         data_dir.display(),
         log_path.display()
-    )];
-    notes.push(format!(
-        "spawned server's limits raised for the load: {}",
-        SPAWN_ENV
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    ));
-    Ok(Target {
-        nodes: vec![Node {
+    );
+    Ok((
+        Node {
             base,
             addr,
             pid: Some(pid),
-        }],
-        spawned: Some(child),
-        notes,
-    })
+        },
+        child,
+        note,
+    ))
 }
 
 async fn wait_healthy(base: &str) -> Result<()> {
