@@ -16,6 +16,7 @@ APT_PACKAGES=(
   chromium         # web client: browser tests
   chromium-driver
   fonts-noto-color-emoji  # web client: emoji render in screenshots
+  redis-server     # chat-server: Redis fan-out/presence/rate-limit tests (tests/redis_bus.rs, tests/cluster.rs)
 )
 
 missing=()
