@@ -492,17 +492,7 @@ impl Connection {
                 self.feed(Message::Text(frame)).await
             }
             Outbound::Recheck(Some(channel)) => self.refill(&channel).await,
-            Outbound::Recheck(None) => {
-                let channels: Vec<Id> = self.cursors.keys().cloned().collect();
-                let mut result = Ok(());
-                for ch in channels {
-                    result = self.refill(&ch).await;
-                    if result.is_err() {
-                        break;
-                    }
-                }
-                result
-            }
+            Outbound::Recheck(None) => self.recheck_all().await,
             Outbound::Revoked => {
                 let _ = self.socket.send(close(CLOSE_POLICY, "session ended")).await;
                 Err(())
@@ -513,6 +503,49 @@ impl Connection {
         } else {
             ControlFlow::Break(())
         }
+    }
+
+    /// After an outage of the bus between nodes: memberships that changed elsewhere meanwhile
+    /// are applied (as `channel_added` / `channel_removed`), then every channel is refilled
+    /// from the store.
+    async fn recheck_all(&mut self) -> Result<(), ()> {
+        if let Ok(memberships) = self.app.store.memberships(&self.who.user_id).await {
+            let current: std::collections::HashSet<&Id> =
+                memberships.iter().map(|(c, _)| c).collect();
+            let gone: Vec<Id> = self
+                .cursors
+                .keys()
+                .filter(|c| !current.contains(c))
+                .cloned()
+                .collect();
+            for channel_id in gone {
+                self.cursors.remove(&channel_id);
+                self.app.hub.unsubscribe(self.handle.id, &channel_id);
+                self.send_frame(&ServerFrame::ChannelRemoved { channel_id })
+                    .await?;
+            }
+            for (channel_id, last_seq) in &memberships {
+                if self.cursors.contains_key(channel_id) {
+                    continue;
+                }
+                let Ok(Some(mut channel)) = self.app.store.channel(channel_id).await else {
+                    continue;
+                };
+                if let Ok(Some(m)) = self.app.store.member(channel_id, &self.who.user_id).await {
+                    channel.read_seq = Some(m.read_seq);
+                }
+                // Like a resume without a position: live from the channel's current end.
+                self.cursors.insert(channel_id.clone(), *last_seq);
+                self.app.hub.subscribe(&self.handle, channel_id);
+                self.send_frame(&ServerFrame::ChannelAdded { channel })
+                    .await?;
+            }
+        }
+        let channels: Vec<Id> = self.cursors.keys().cloned().collect();
+        for ch in channels {
+            self.refill(&ch).await?;
+        }
+        Ok(())
     }
 
     async fn send_event(&mut self, ev: &Published) -> Result<(), ()> {

@@ -292,6 +292,8 @@ async fn redis_outage_degrades_serves_locally_and_heals() {
     wc.next_where(is_message("during outage")).await;
     let ack = wb.send_message(&ch, "m2", "B during outage").await;
     assert_eq!(ack["type"], "ack", "{ack}");
+    // A conversation opened on A meanwhile: B cannot hear of it yet.
+    let dm = alice.dm(&[&bob.id]).await;
 
     // Redis returns (empty): the nodes reconnect by themselves, and what was sent meanwhile
     // reaches the other node's sockets from the store without anyone sending again.
@@ -306,6 +308,13 @@ async fn redis_outage_degrades_serves_locally_and_heals() {
     );
     wa.next_where(is_message("B during outage")).await;
     wc.next_where(is_message("B during outage")).await;
+    // Bob's socket learns of the DM opened during the outage, and follows it from then on.
+    let added = wb
+        .next_where(|f| f["type"] == "channel_added" && f["channel"]["id"] == dm.as_str())
+        .await;
+    assert_eq!(added["channel"]["kind"], "dm", "{added}");
+    wa.send_message(&dm, "d1", "dm after the outage").await;
+    wb.next_where(is_message("dm after the outage")).await;
     // And live cross-node delivery works again.
     wb.send_message(&ch, "m3", "after").await;
     wa.next_where(is_message("after")).await;
