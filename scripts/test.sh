@@ -50,5 +50,10 @@ MONGO_URL="$(scripts/secantus.sh start)"
 FULLSLACK_TEST_STORE_URL="$MONGO_URL" cargo nextest run -p fullslack-chat --test store_contract
 scripts/secantus.sh stop
 
+# The AWS tests (cli/tests/aws.rs) each start their own moto server (an AWS API emulator) on a
+# free loopback port; install it once here, into a venv under $FULLSLACK_TEST_RUNTIME.
+echo "==> installing moto for the AWS tests"
+scripts/moto.sh install
+
 echo "==> testing"
 cargo nextest run --workspace --no-fail-fast "$@"

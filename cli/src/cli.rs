@@ -50,6 +50,15 @@ pub enum Command {
     /// The deploy lock on a stack's hosts.
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Show what `apply` would change in AWS (exit 0: nothing, 2: changes, 1: error).
+    Plan(crate::aws_cmd::PlanArgs),
+    /// Apply a saved plan exactly, or plan a stack file and apply after asking.
+    Apply(crate::aws_cmd::ApplyArgs),
+    /// Remove everything a stack created in AWS (found by its tags), after showing the plan.
+    Destroy(crate::aws_cmd::DestroyArgs),
+    /// Secrets in AWS SSM Parameter Store (SecureString under /<stack>/<NAME>).
+    #[command(subcommand)]
+    Secrets(crate::aws_cmd::SecretsCommand),
     /// Print shell completions.
     Completions(CompletionsArgs),
 }
@@ -258,7 +267,7 @@ pub fn main() -> ExitCode {
     match rt.block_on(dispatch(cli, reporter)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if !matches!(e, CliError::ChecksFailed(_)) {
+            if !matches!(e, CliError::ChecksFailed(_) | CliError::PendingChanges) {
                 if reporter.json {
                     let v = serde_json::json!({"error": e.to_string(), "hint": e.hint()});
                     reporter.print_json(&v);
@@ -312,6 +321,10 @@ async fn dispatch(cli: Cli, r: Reporter) -> Result<(), CliError> {
         Command::Health(a) => health(&a, &r).await,
         Command::Doctor(a) => doctor(&a, &r).await,
         Command::Lock(c) => lock_cmd(c, &r).await,
+        Command::Plan(a) => crate::aws_cmd::plan(&a, &r).await,
+        Command::Apply(a) => crate::aws_cmd::apply(&a, &r).await,
+        Command::Destroy(a) => crate::aws_cmd::destroy(&a, &r).await,
+        Command::Secrets(c) => crate::aws_cmd::secrets(&c, &r).await,
         Command::Completions(a) => {
             let mut cmd = Cli::command();
             clap_complete::generate(a.shell, &mut cmd, "fullslack", &mut std::io::stdout());

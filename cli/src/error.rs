@@ -14,6 +14,12 @@ pub enum CliError {
     /// Running commands.
     #[error(transparent)]
     Run(#[from] crate::runner::RunError),
+    /// AWS (plan/apply/destroy, secrets, ECR).
+    #[error(transparent)]
+    Aws(#[from] fullslack_aws::AwsError),
+    /// `plan` found changes: exit 2, nothing more to print.
+    #[error("the plan has changes")]
+    PendingChanges,
     /// Writing or reading a file.
     #[error("{action} {path}: {source}")]
     Io {
@@ -44,6 +50,8 @@ impl CliError {
             CliError::Stack(e) => Some(e.hint()),
             CliError::Render(e) => Some(e.hint().into()),
             CliError::Run(e) => Some(e.hint().into()),
+            CliError::Aws(e) => Some(e.hint()),
+            CliError::PendingChanges => None,
             CliError::Io { action, .. } => Some(match *action {
                 "cannot write" => {
                     "check the directory exists and is writable, or pass another path".into()
@@ -59,6 +67,7 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage { .. } => 2,
+            CliError::PendingChanges => 2,
             _ => 1,
         }
     }

@@ -12,6 +12,8 @@
 //! - [`runner`]: the [`runner::Runner`] trait and its local (`sh -c`), SSH (openssh mux) and
 //!   recording (`--dry-run`) implementations.
 //! - [`nginx`]: site and main configs rendered from `nginx/*.j2` (minijinja).
+//! - [`aws_cmd`]: `plan`, `apply`, `destroy` and `secrets set|list|rm`: stack file → the
+//!   `fullslack-aws` crate's spec, plan printing, confirmation, secret values from stdin.
 //! - [`health`]: `/healthz`, `/readyz`, a WebSocket round trip as a probe user, certificate.
 //! - [`doctor`]: DNS A/AAAA/CAA against the hosts, reachability, SSH, Docker, AWS
 //!   credentials, certificate, clock.
@@ -20,6 +22,7 @@
 //! - [`output`]: the reporter: colour only on a terminal, spinners, JSON.
 //! - [`error`]: [`error::CliError`], each variant with the hint that tells the fix.
 
+pub mod aws_cmd;
 pub mod check;
 pub mod cli;
 pub mod commands;

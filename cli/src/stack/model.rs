@@ -140,6 +140,12 @@ pub struct Ec2 {
     pub volume_gb: u32,
     /// Subnet id (default VPC when absent).
     pub subnet_id: Option<String>,
+    /// OpenSSH public key file imported as the key pair `key_name` (`~` expands). Absent: the
+    /// key pair must already exist in the region.
+    pub public_key_file: Option<String>,
+    /// Who may reach port 22 (CIDR). Absent: the operator's public address, detected, as a
+    /// /32. `0.0.0.0/0` is refused unless `--allow-ssh-from-anywhere` is given.
+    pub ssh_cidr: Option<String>,
 }
 
 /// ECS Fargate settings.
@@ -161,8 +167,11 @@ pub struct Ecs {
     /// Security groups for the tasks.
     #[serde(default)]
     pub security_groups: Vec<String>,
-    /// ACM certificate ARN for the ALB's HTTPS listener.
+    /// ACM certificate ARN for the ALB's HTTPS listener (absent: HTTP only).
     pub certificate_arn: Option<String>,
+    /// Task execution role ARN: pulls from ECR, reads the SSM secrets, writes logs. Needed when
+    /// the stack has secrets.
+    pub execution_role_arn: Option<String>,
 }
 
 /// Image and registry.

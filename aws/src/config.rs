@@ -1,0 +1,81 @@
+//! SDK configuration: one HTTPS client on rustls + ring (no aws-lc, no cmake), the region from
+//! the stack, credentials from the standard chain, and `AWS_ENDPOINT_URL` honoured (how the
+//! tests point every client at a moto server on loopback).
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+
+/// Connected SDK configuration for one region, and the clients built from it.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    /// Region every client talks to.
+    pub region: String,
+    /// Endpoint override, when set (`AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    sdk: SdkConfig,
+}
+
+impl Aws {
+    /// Loads credentials and settings for `region`. Nothing is sent yet: credential problems
+    /// surface on the first call, classified by [`crate::AwsError::from_sdk`].
+    pub async fn connect(region: &str) -> Result<Aws, crate::AwsError> {
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(crate::AwsError::invalid(
+                format!("`{region}` is not an AWS region name"),
+                "set the stack's region to a name such as `us-east-1` or `eu-central-1`",
+            ));
+        }
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .http_client(http);
+        let endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|s| !s.is_empty());
+        if let Some(url) = &endpoint {
+            loader = loader.endpoint_url(url.clone());
+        }
+        let sdk = loader.load().await;
+        Ok(Aws {
+            region: region.to_string(),
+            endpoint,
+            sdk,
+        })
+    }
+
+    /// EC2.
+    pub fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk)
+    }
+
+    /// ECR.
+    pub fn ecr(&self) -> aws_sdk_ecr::Client {
+        aws_sdk_ecr::Client::new(&self.sdk)
+    }
+
+    /// ECS.
+    pub fn ecs(&self) -> aws_sdk_ecs::Client {
+        aws_sdk_ecs::Client::new(&self.sdk)
+    }
+
+    /// SSM Parameter Store.
+    pub fn ssm(&self) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.sdk)
+    }
+
+    /// Elastic Load Balancing v2 (ALB).
+    pub fn elb(&self) -> aws_sdk_elasticloadbalancingv2::Client {
+        aws_sdk_elasticloadbalancingv2::Client::new(&self.sdk)
+    }
+
+    /// STS (the account id).
+    pub fn sts(&self) -> aws_sdk_sts::Client {
+        aws_sdk_sts::Client::new(&self.sdk)
+    }
+}

@@ -1,0 +1,178 @@
+//! ECR: the stack's repository and registry credentials for the Docker Engine. Authorization
+//! tokens expire after 12 hours, so every deploy asks for a fresh one (nothing is cached).
+
+use base64::Engine;
+
+use aws_sdk_ecr::types::ImageTagMutability;
+
+use crate::error::SdkResultExt;
+use crate::plan::{Action, Change, Kind, Resource};
+use crate::{Aws, AwsError, SecretString, TAG_RESOURCE, TAG_STACK};
+
+/// Credentials for `docker login` / the Engine API's `X-Registry-Auth`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// Registry host (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`), without scheme.
+    pub server: String,
+    /// Always `AWS` for ECR.
+    pub username: String,
+    /// The token's password part (redacted in Display/Debug).
+    pub password: SecretString,
+}
+
+/// A fresh authorization token for the account's registry in this region.
+pub async fn registry_auth(aws: &Aws) -> Result<RegistryAuth, AwsError> {
+    let out = aws
+        .ecr()
+        .get_authorization_token()
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("ecr:GetAuthorizationToken", e))?;
+    let data = out.authorization_data().first().ok_or_else(|| {
+        AwsError::invalid(
+            "ECR returned no authorization data",
+            "check the region and that ECR is available to the account",
+        )
+    })?;
+    let token = data.authorization_token().unwrap_or_default();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            AwsError::invalid(
+                "ECR's authorization token is not base64 `user:password`",
+                "retry; if it persists, report the region and SDK version",
+            )
+        })?;
+    let (username, password) = decoded.split_once(':').ok_or_else(|| {
+        AwsError::invalid(
+            "ECR's authorization token has no `user:password` form",
+            "retry; if it persists, report the region and SDK version",
+        )
+    })?;
+    let endpoint = data.proxy_endpoint().unwrap_or_default();
+    let server = endpoint
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    Ok(RegistryAuth {
+        server,
+        username: username.to_string(),
+        password: SecretString::new(password),
+    })
+}
+
+/// The stack's repository, if it exists and carries the stack's tag.
+pub(crate) async fn actual_repository(
+    aws: &Aws,
+    stack: &str,
+    name: &str,
+) -> Result<Option<Resource>, AwsError> {
+    let ecr = aws.ecr();
+    let out = match ecr
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            let e = AwsError::from_sdk("ecr:DescribeRepositories", e);
+            if e.code() == Some("RepositoryNotFoundException") {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+    };
+    let Some(repo) = out.repositories().first() else {
+        return Ok(None);
+    };
+    let arn = repo.repository_arn().unwrap_or_default().to_string();
+    let tags = ecr
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .ctx("ecr:ListTagsForResource")?;
+    let ours = tags
+        .tags()
+        .iter()
+        .any(|t| t.key() == TAG_STACK && t.value() == stack);
+    if !ours {
+        return Ok(None);
+    }
+    let mut r = Resource::new(Kind::EcrRepository, name)
+        .attr(
+            "tag_mutability",
+            repo.image_tag_mutability()
+                .map(|m| m.as_str())
+                .unwrap_or_default(),
+        )
+        .extra("uri", repo.repository_uri().unwrap_or_default());
+    r.id = Some(arn);
+    Ok(Some(r))
+}
+
+/// The repository the stack wants.
+pub(crate) fn desired_repository(name: &str) -> Resource {
+    Resource::new(Kind::EcrRepository, name).attr("tag_mutability", "MUTABLE")
+}
+
+/// Creates or deletes the repository.
+pub(crate) async fn apply(
+    aws: &Aws,
+    stack: &str,
+    ch: &Change,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<(), AwsError> {
+    let r = ch.resource();
+    let ecr = aws.ecr();
+    match ch.action {
+        Action::Create => {
+            let out = ecr
+                .create_repository()
+                .repository_name(&r.name)
+                .image_tag_mutability(ImageTagMutability::Mutable)
+                .tags(ecr_tag(TAG_STACK, stack)?)
+                .tags(ecr_tag(TAG_RESOURCE, &r.name)?)
+                .send()
+                .await
+                .ctx("ecr:CreateRepository")?;
+            let uri = out
+                .repository()
+                .and_then(|r| r.repository_uri())
+                .unwrap_or_default();
+            say(format!("created ECR repository {} ({uri})", r.name));
+        }
+        Action::Update | Action::Replace => {
+            ecr.put_image_tag_mutability()
+                .repository_name(&r.name)
+                .image_tag_mutability(ImageTagMutability::Mutable)
+                .send()
+                .await
+                .ctx("ecr:PutImageTagMutability")?;
+            say(format!("ECR repository {}: tags mutable again", r.name));
+        }
+        Action::Delete => {
+            // Its images go with it: they were pushed for this stack only.
+            ecr.delete_repository()
+                .repository_name(&r.name)
+                .force(true)
+                .send()
+                .await
+                .ctx("ecr:DeleteRepository")?;
+            say(format!("deleted ECR repository {} and its images", r.name));
+        }
+    }
+    Ok(())
+}
+
+fn ecr_tag(k: &str, v: &str) -> Result<aws_sdk_ecr::types::Tag, AwsError> {
+    aws_sdk_ecr::types::Tag::builder()
+        .key(k)
+        .value(v)
+        .build()
+        .map_err(|e| AwsError::invalid(format!("bad tag: {e}"), "report this bug"))
+}

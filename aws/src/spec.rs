@@ -1,0 +1,93 @@
+//! What a stack asks for, as this crate's input. The CLI builds it from its stack file model
+//! (this crate does not depend on the CLI), after validation and after resolving things only
+//! the CLI knows (the operator's address, the public key file).
+
+use std::collections::BTreeMap;
+
+/// One stack's desired AWS state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackSpec {
+    /// Stack name: the value of the `fullslack:stack` tag on everything.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// ECR repository the stack owns (when its image registry is `ecr`).
+    pub ecr_repository: Option<String>,
+    /// Seconds to wait for instances to run / services to become stable.
+    pub wait_timeout_secs: u64,
+    /// EC2 or ECS specifics.
+    pub target: TargetSpec,
+}
+
+/// Where the stack runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetSpec {
+    /// Instances with Docker and Nginx.
+    Ec2(Ec2Spec),
+    /// A Fargate service behind an ALB.
+    Ecs(EcsSpec),
+}
+
+impl TargetSpec {
+    /// `ec2` or `ecs`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TargetSpec::Ec2(_) => "ec2",
+            TargetSpec::Ecs(_) => "ecs",
+        }
+    }
+}
+
+/// EC2 instances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ec2Spec {
+    /// Instance type.
+    pub instance_type: String,
+    /// Number of instances.
+    pub count: u32,
+    /// `al2023`, `debian` (resolved to the newest image by name) or an `ami-…` id.
+    pub ami: String,
+    /// Key pair name.
+    pub key_name: Option<String>,
+    /// OpenSSH public key to import as `key_name` (None: the key pair must already exist).
+    pub public_key: Option<String>,
+    /// Root volume size, GiB.
+    pub volume_gb: u32,
+    /// Subnet (None: the default VPC's default subnet).
+    pub subnet_id: Option<String>,
+    /// CIDR allowed to reach port 22 (the operator's /32).
+    pub ssh_cidr: String,
+}
+
+/// ECS Fargate service behind an ALB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EcsSpec {
+    /// Cluster name.
+    pub cluster: String,
+    /// Task CPU units.
+    pub cpu: u32,
+    /// Task memory, MiB.
+    pub memory: u32,
+    /// Subnets of the tasks and the ALB (at least two zones for an ALB).
+    pub subnets: Vec<String>,
+    /// Security groups of the tasks and the ALB.
+    pub security_groups: Vec<String>,
+    /// ACM certificate of the HTTPS listener (None: HTTP only).
+    pub certificate_arn: Option<String>,
+    /// Task execution role (pulls from ECR, reads SSM secrets, writes logs).
+    pub execution_role_arn: Option<String>,
+    /// Image repository (`fullslack/chat`) or a full reference for other registries.
+    pub image: String,
+    /// Image tag.
+    pub tag: String,
+    /// Tasks to run.
+    pub desired_count: u32,
+    /// Container port.
+    pub port: u16,
+    /// Readiness path for the ALB and the container health check.
+    pub health_path: String,
+    /// Plain environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Environment variable → SSM parameter name.
+    pub secrets: BTreeMap<String, String>,
+}

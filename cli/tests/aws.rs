@@ -1,0 +1,1005 @@
+//! `plan`, `apply`, `destroy`, `secrets` and ECR against a real moto server (one per test, on
+//! a free loopback port): the `fullslack` binary does the work, the tests check what exists
+//! through the same SDK.
+
+mod common;
+#[path = "common/moto.rs"]
+mod moto;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use fullslack_aws::{Aws, Kind};
+use moto::Moto;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Runs `fullslack ARGS` against moto, with `stdin` piped in.
+fn fullslack(moto: &Moto, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fullslack"));
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    moto.env(&mut cmd);
+    let mut child = cmd.spawn().expect("run fullslack");
+    {
+        let mut i = child.stdin.take().expect("stdin");
+        if let Some(s) = stdin {
+            i.write_all(s.as_bytes()).expect("write stdin");
+        }
+    }
+    child.wait_with_output().expect("wait for fullslack")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "--- exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "{}", text(o));
+    text(o)
+}
+
+fn ssh_keygen(dir: &Path) -> PathBuf {
+    let key = dir.join("id_ed25519");
+    let out = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "fullslack-test",
+            "-f",
+        ])
+        .arg(&key)
+        .output()
+        .expect("run ssh-keygen (openssh-client)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("id_ed25519.pub")
+}
+
+/// An EC2 stack like stacks/ec2-single.toml, with a test key and a fixed SSH address.
+fn ec2_stack(dir: &Path, name: &str, ssh_cidr: Option<&str>) -> PathBuf {
+    let public_key = ssh_keygen(dir);
+    let cidr = ssh_cidr
+        .map(|c| format!("ssh_cidr = \"{c}\"\n"))
+        .unwrap_or_default();
+    let text = format!(
+        r#"name = "{name}"
+domains = ["chat.example.com"]
+target = "ec2"
+
+[ec2]
+region = "us-east-1"
+instance_type = "t3.small"
+count = 1
+ami = "al2023"
+key_name = "{name}-key"
+public_key_file = "{key}"
+{cidr}
+[ssh]
+user = "ec2-user"
+
+[image]
+name = "{name}/chat"
+registry = "ecr"
+
+[tls]
+acme_email = "ops@example.com"
+
+[secrets]
+FULLSLACK_JWT_SECRET = {{ ssm = "/{name}/jwt-secret" }}
+"#,
+        key = public_key.display()
+    );
+    let path = dir.join("stack.toml");
+    std::fs::write(&path, text).expect("write stack");
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn secrets_round_trip_and_values_never_shown() {
+    let moto = Moto::start(None);
+    let dir = common::tempdir();
+    let stack = ec2_stack(dir.path(), "sec-stack", Some("203.0.113.7/32"));
+    let value = "s3cr3t-VALUE-that-must-never-print-4f2a";
+
+    // Set (value on stdin), with full trace logging: the value must not show up anywhere.
+    let set = fullslack(
+        &moto,
+        &["-vvv", "secrets", "set", "jwt-secret", "--stack", s(&stack)],
+        Some(&format!("{value}\n")),
+    );
+    let out = ok(&set);
+    assert!(out.contains("/sec-stack/jwt-secret"), "{out}");
+    assert!(out.contains("version 1"), "{out}");
+    assert!(!out.contains(value), "the value leaked:\n{out}");
+
+    // SSM holds it as a SecureString with exactly that value (no trailing newline).
+    moto.env_here();
+    let rt = rt();
+    let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
+    let got = rt
+        .block_on(fullslack_aws::ssm::get(&aws, "/sec-stack/jwt-secret"))
+        .expect("get parameter");
+    assert_eq!(got.expose(), value);
+    let desc = rt
+        .block_on(
+            aws.ssm()
+                .get_parameter()
+                .name("/sec-stack/jwt-secret")
+                .send(),
+        )
+        .expect("get_parameter");
+    assert_eq!(
+        desc.parameter()
+            .and_then(|p| p.r#type())
+            .map(|t| t.as_str()),
+        Some("SecureString")
+    );
+
+    // Overwrite bumps the version; list shows names and versions, never values (also --json).
+    ok(&fullslack(
+        &moto,
+        &["secrets", "set", "jwt-secret", "--stack", s(&stack)],
+        Some("another-value-xyz"),
+    ));
+    ok(&fullslack(
+        &moto,
+        &["secrets", "set", "smtp-password", "--stack", s(&stack)],
+        Some("smtp-pass-123"),
+    ));
+    let list = ok(&fullslack(
+        &moto,
+        &["-vvv", "secrets", "list", "--stack", s(&stack)],
+        None,
+    ));
+    assert!(
+        list.contains("/sec-stack/jwt-secret") && list.contains("version 2"),
+        "{list}"
+    );
+    assert!(list.contains("/sec-stack/smtp-password"), "{list}");
+    for v in [value, "another-value-xyz", "smtp-pass-123"] {
+        assert!(!list.contains(v), "a value leaked in list:\n{list}");
+    }
+    let json = fullslack(
+        &moto,
+        &["--json", "secrets", "list", "--stack", s(&stack)],
+        None,
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json list");
+    assert_eq!(parsed.as_array().map(Vec::len), Some(2), "{}", text(&json));
+    assert!(!text(&json).contains("another-value-xyz"));
+
+    // A plan of a stack that references the secret never contains its value either.
+    let plan_path = dir.path().join("plan.json");
+    let plan = fullslack(
+        &moto,
+        &["-vv", "plan", "--stack", s(&stack), "--out", s(&plan_path)],
+        None,
+    );
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    let saved = std::fs::read_to_string(&plan_path).expect("plan file");
+    assert!(!saved.contains("another-value-xyz") && !text(&plan).contains("another-value-xyz"));
+
+    // An empty value and a bad name are refused; rm removes; rm of a missing one says so.
+    let empty = fullslack(
+        &moto,
+        &["secrets", "set", "empty", "--stack", s(&stack)],
+        Some(""),
+    );
+    assert_eq!(empty.status.code(), Some(1), "{}", text(&empty));
+    assert!(text(&empty).contains("empty"), "{}", text(&empty));
+    let bad = fullslack(
+        &moto,
+        &["secrets", "set", "no/slashes", "--stack", s(&stack)],
+        Some("x"),
+    );
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    ok(&fullslack(
+        &moto,
+        &["secrets", "rm", "jwt-secret", "--stack", s(&stack)],
+        None,
+    ));
+    let list = ok(&fullslack(
+        &moto,
+        &["secrets", "list", "--stack", s(&stack)],
+        None,
+    ));
+    assert!(
+        !list.contains("jwt-secret") && list.contains("smtp-password"),
+        "{list}"
+    );
+    let again = fullslack(
+        &moto,
+        &["secrets", "rm", "jwt-secret", "--stack", s(&stack)],
+        None,
+    );
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(
+        text(&again).contains("hint: `fullslack secrets list"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn ec2_plan_apply_noop_drift_stale_plan_destroy() {
+    let moto = Moto::start(None);
+    let dir = common::tempdir();
+    let stack = ec2_stack(dir.path(), "ec2-test", Some("203.0.113.7/32"));
+    moto.env_here();
+    let rt = rt();
+    let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
+
+    // Something that is not ours must survive the destroy at the end.
+    let foreign = rt
+        .block_on(
+            aws.ec2()
+                .create_security_group()
+                .group_name("not-fullslack")
+                .description("someone else's")
+                .send(),
+        )
+        .expect("foreign sg")
+        .group_id()
+        .unwrap()
+        .to_string();
+
+    // First plan: everything to create, with a labelled cost estimate; exit 2.
+    let plan_path = dir.path().join("plan.json");
+    let first = fullslack(
+        &moto,
+        &["plan", "--stack", s(&stack), "--out", s(&plan_path)],
+        None,
+    );
+    assert_eq!(first.status.code(), Some(2), "{}", text(&first));
+    let out = text(&first);
+    for want in [
+        "+ ecr_repository ec2-test/chat: create",
+        "+ security_group ec2-test: create",
+        "tcp/22 from 203.0.113.7/32",
+        "tcp/443 from 0.0.0.0/0",
+        "+ key_pair ec2-test-key: create",
+        "+ instance ec2-test-1: create",
+        "+ elastic_ip ec2-test-1: create",
+        "5 to create",
+        "ESTIMATE",
+        "instance ec2-test-1 (t3.small)",
+        "total (estimate)",
+    ] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
+    }
+
+    // Apply exactly that plan.
+    let applied = ok(&fullslack(&moto, &["apply", s(&plan_path)], None));
+    assert!(applied.contains("is running"), "{applied}");
+    assert!(applied.contains("Applied: 5 change(s)"), "{applied}");
+
+    // What exists now, read back with the SDK.
+    let have = rt
+        .block_on(fullslack_aws::read_actual(
+            &aws,
+            "ec2-test",
+            "ec2",
+            &fullslack_aws::Lookup {
+                ecr_repository: Some("ec2-test/chat".into()),
+                cluster: None,
+            },
+        ))
+        .expect("read actual");
+    let kinds: Vec<Kind> = have.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            Kind::EcrRepository,
+            Kind::SecurityGroup,
+            Kind::KeyPair,
+            Kind::Instance,
+            Kind::ElasticIp
+        ],
+        "{have:#?}"
+    );
+    let inst = &have[3];
+    assert_eq!(inst.input("state"), "running");
+    assert_eq!(inst.text("instance_type"), "t3.small");
+    let eip = &have[4];
+    assert_eq!(eip.text("instance"), "ec2-test-1");
+    let instance_id = inst.id.clone().unwrap();
+    let described = rt
+        .block_on(
+            aws.ec2()
+                .describe_instances()
+                .instance_ids(&instance_id)
+                .send(),
+        )
+        .expect("describe");
+    let i = &described.reservations()[0].instances()[0];
+    assert!(i
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some("fullslack:stack") && t.value() == Some("ec2-test")));
+    assert_eq!(i.key_name(), Some("ec2-test-key"));
+    assert!(i.image_id().unwrap_or_default().starts_with("ami-"));
+    let ud = rt
+        .block_on(
+            aws.ec2()
+                .describe_instance_attribute()
+                .instance_id(&instance_id)
+                .attribute(fullslack_aws::sdk::ec2::types::InstanceAttributeName::UserData)
+                .send(),
+        )
+        .expect("user data");
+    let ud = ud.user_data().and_then(|v| v.value()).unwrap_or_default();
+    let ud = String::from_utf8(base64_decode(ud)).unwrap_or_default();
+    assert!(
+        ud.contains("systemctl enable --now docker") && ud.contains("nginx"),
+        "{ud}"
+    );
+
+    // Second plan: nothing to do (exit 0); a second apply is a no-op.
+    let again = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(text(&again).contains("No changes"), "{}", text(&again));
+    let noop = ok(&fullslack(
+        &moto,
+        &["apply", "--stack", s(&stack), "--yes"],
+        None,
+    ));
+    assert!(noop.contains("Nothing to do"), "{noop}");
+
+    // Drift: a rule added out of band shows up, and a plan saved before that is refused.
+    let stale_path = dir.path().join("stale.json");
+    let sg_id = have[1].id.clone().unwrap();
+    // A plan made while the stack still matched… (an instance type change: replace)
+    let edited = std::fs::read_to_string(&stack)
+        .unwrap()
+        .replace("t3.small", "t3.medium");
+    let stack2 = dir.path().join("stack2.toml");
+    std::fs::write(&stack2, edited).unwrap();
+    let p = fullslack(
+        &moto,
+        &["plan", "--stack", s(&stack2), "--out", s(&stale_path)],
+        None,
+    );
+    assert_eq!(p.status.code(), Some(2), "{}", text(&p));
+    assert!(
+        text(&p).contains("instance_type: t3.small → t3.medium"),
+        "{}",
+        text(&p)
+    );
+    assert!(text(&p).contains("-/+ instance ec2-test-1"), "{}", text(&p));
+    rt.block_on(
+        aws.ec2()
+            .authorize_security_group_ingress()
+            .group_id(&sg_id)
+            .ip_permissions(
+                fullslack_aws::sdk::ec2::types::IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(3306)
+                    .to_port(3306)
+                    .ip_ranges(
+                        fullslack_aws::sdk::ec2::types::IpRange::builder()
+                            .cidr_ip("0.0.0.0/0")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send(),
+    )
+    .expect("out-of-band rule");
+    let drift = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(drift.status.code(), Some(2), "{}", text(&drift));
+    let d = text(&drift);
+    assert!(d.contains("~ security_group ec2-test"), "{d}");
+    assert!(
+        d.contains("ingress: - tcp/3306 from 0.0.0.0/0   (not in the stack: drift)"),
+        "{d}"
+    );
+    // …no longer matches reality: refused, nothing changed.
+    let refused = fullslack(&moto, &["apply", s(&stale_path)], None);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("no longer matches"),
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        text(&refused).contains("hint: make a new plan"),
+        "{}",
+        text(&refused)
+    );
+    // Applying the stack reverts the drift.
+    let fixed = ok(&fullslack(
+        &moto,
+        &["apply", "--stack", s(&stack), "--yes"],
+        None,
+    ));
+    assert!(
+        fixed.contains("removed `tcp/3306 from 0.0.0.0/0`"),
+        "{fixed}"
+    );
+    let clean = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+
+    // Without --yes and without a terminal, apply refuses to change anything.
+    let replace = fullslack(&moto, &["apply", "--stack", s(&stack2)], None);
+    assert_eq!(replace.status.code(), Some(2), "{}", text(&replace));
+    assert!(text(&replace).contains("--yes"), "{}", text(&replace));
+
+    // Destroy removes exactly what is tagged for the stack.
+    let gone = ok(&fullslack(
+        &moto,
+        &["destroy", "--stack", s(&stack), "--yes"],
+        None,
+    ));
+    assert!(gone.contains("Destroy plan"), "{gone}");
+    assert!(
+        gone.contains("5 to delete") || gone.contains("6 to delete"),
+        "{gone}"
+    );
+    let after = rt
+        .block_on(fullslack_aws::read_actual(
+            &aws,
+            "ec2-test",
+            "ec2",
+            &fullslack_aws::Lookup {
+                ecr_repository: Some("ec2-test/chat".into()),
+                cluster: None,
+            },
+        ))
+        .expect("read actual");
+    assert!(after.is_empty(), "{after:#?}");
+    let still = rt
+        .block_on(
+            aws.ec2()
+                .describe_security_groups()
+                .group_ids(&foreign)
+                .send(),
+        )
+        .expect("foreign sg still there");
+    assert_eq!(still.security_groups().len(), 1);
+    let nothing = ok(&fullslack(
+        &moto,
+        &["destroy", "--stack", s(&stack), "--yes"],
+        None,
+    ));
+    assert!(nothing.contains("Nothing to destroy"), "{nothing}");
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
+}
+
+#[test]
+fn ssh_is_never_open_to_the_world_without_the_flag_and_the_address_is_detected() {
+    let moto = Moto::start(None);
+    let dir = common::tempdir();
+    let stack = ec2_stack(dir.path(), "ssh-test", Some("0.0.0.0/0"));
+    let refused = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("--allow-ssh-from-anywhere"),
+        "{}",
+        text(&refused)
+    );
+    let forced = fullslack(
+        &moto,
+        &["plan", "--stack", s(&stack), "--allow-ssh-from-anywhere"],
+        None,
+    );
+    assert_eq!(forced.status.code(), Some(2), "{}", text(&forced));
+    assert!(
+        text(&forced).contains("tcp/22 from 0.0.0.0/0"),
+        "{}",
+        text(&forced)
+    );
+
+    // No ssh_cidr: the operator's address comes from a what-is-my-IP service (a local one here).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(4) {
+            let mut stream = stream;
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\n198.51.100.23\n");
+        }
+    });
+    let dir2 = common::tempdir();
+    let stack2 = ec2_stack(dir2.path(), "ssh-detect", None);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fullslack"));
+    cmd.args(["plan", "--stack", s(&stack2)])
+        .stdin(Stdio::null());
+    moto.env(&mut cmd);
+    cmd.env("FULLSLACK_CHECKIP_URL", format!("http://127.0.0.1:{port}/"));
+    let detected = cmd.output().expect("run fullslack");
+    assert_eq!(detected.status.code(), Some(2), "{}", text(&detected));
+    assert!(
+        text(&detected).contains("tcp/22 from 198.51.100.23/32"),
+        "{}",
+        text(&detected)
+    );
+}
+
+#[test]
+fn ecr_repository_and_fresh_registry_credentials() {
+    let moto = Moto::start(None);
+    moto.env_here();
+    let rt = rt();
+    let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
+    let a = rt
+        .block_on(fullslack_aws::ecr::registry_auth(&aws))
+        .expect("auth");
+    assert_eq!(a.username, "AWS");
+    assert!(
+        a.server.ends_with(".amazonaws.com") && !a.server.starts_with("https://"),
+        "{}",
+        a.server
+    );
+    assert!(!a.password.expose().is_empty());
+    let shown = format!("{a:?}");
+    assert!(!shown.contains(a.password.expose()), "{shown}");
+    assert!(shown.contains("[redacted]"), "{shown}");
+    // Fetched again each time (tokens expire after 12 h): a second call answers too.
+    let b = rt
+        .block_on(fullslack_aws::ecr::registry_auth(&aws))
+        .expect("auth again");
+    assert_eq!(b.server, a.server);
+}
+
+#[test]
+fn aws_errors_say_what_to_do() {
+    let moto = Moto::start(None);
+    let dir = common::tempdir();
+    let stack = ec2_stack(dir.path(), "err-test", Some("203.0.113.7/32"));
+
+    // No credentials anywhere.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fullslack"));
+    cmd.args(["secrets", "list", "--stack", s(&stack)])
+        .stdin(Stdio::null());
+    moto.env(&mut cmd);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let out = cmd.output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("hint: no AWS credentials found"),
+        "{}",
+        text(&out)
+    );
+
+    // A region that is not a region name.
+    let bad = std::fs::read_to_string(&stack)
+        .unwrap()
+        .replace("us-east-1", "Mars 1");
+    let bad_path = dir.path().join("bad.toml");
+    std::fs::write(&bad_path, bad).unwrap();
+    let out = fullslack(&moto, &["secrets", "list", "--stack", s(&bad_path)], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("is not an AWS region name"),
+        "{}",
+        text(&out)
+    );
+
+    // A key pair that does not exist and is not imported.
+    let no_key = std::fs::read_to_string(&stack)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("public_key_file"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let no_key_path = dir.path().join("nokey.toml");
+    std::fs::write(&no_key_path, no_key).unwrap();
+    let out = fullslack(&moto, &["plan", "--stack", s(&no_key_path)], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("key pair `err-test-key` does not exist"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("public_key_file"), "{}", text(&out));
+}
+
+/// An ACM certificate in moto, for the HTTPS listener (our crate has no ACM client: the ALB
+/// only references the ARN). moto speaks ACM's JSON protocol over plain HTTP.
+fn acm_certificate(moto: &Moto) -> String {
+    let resp: serde_json::Value = reqwest::blocking::Client::new()
+        .post(&moto.url)
+        .header("X-Amz-Target", "CertificateManager.RequestCertificate")
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/acm/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(r#"{"DomainName":"chat.example.com"}"#)
+        .send()
+        .expect("acm request")
+        .json()
+        .expect("acm json");
+    resp["CertificateArn"]
+        .as_str()
+        .expect("certificate arn")
+        .to_string()
+}
+
+/// An ECS stack like stacks/ecs-fargate.toml, on moto's default subnets.
+fn ecs_stack(
+    dir: &Path,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+    name: &str,
+    replicas: u32,
+    tag: &str,
+    cert: Option<&str>,
+) -> PathBuf {
+    let subnets = rt
+        .block_on(
+            aws.ec2()
+                .describe_subnets()
+                .filters(
+                    fullslack_aws::sdk::ec2::types::Filter::builder()
+                        .name("default-for-az")
+                        .values("true")
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("subnets");
+    let subnets: Vec<String> = subnets
+        .subnets()
+        .iter()
+        .take(2)
+        .map(|s| format!("\"{}\"", s.subnet_id().unwrap()))
+        .collect();
+    assert_eq!(subnets.len(), 2);
+    let sg = match rt.block_on(
+        aws.ec2()
+            .describe_security_groups()
+            .group_names(format!("{name}-tasks"))
+            .send(),
+    ) {
+        Ok(o) if !o.security_groups().is_empty() => {
+            o.security_groups()[0].group_id().unwrap().to_string()
+        }
+        _ => rt
+            .block_on(
+                aws.ec2()
+                    .create_security_group()
+                    .group_name(format!("{name}-tasks"))
+                    .description("tasks")
+                    .send(),
+            )
+            .expect("sg")
+            .group_id()
+            .unwrap()
+            .to_string(),
+    };
+    let cert = cert
+        .map(|c| format!("certificate_arn = \"{c}\"\n"))
+        .unwrap_or_default();
+    let text = format!(
+        r#"name = "{name}"
+domains = ["chat.example.com"]
+target = "ecs"
+
+[ecs]
+region = "us-east-1"
+cluster = "{name}-cluster"
+cpu = 1024
+memory = 2048
+subnets = [{subnets}]
+security_groups = ["{sg}"]
+{cert}execution_role_arn = "arn:aws:iam::123456789012:role/ecsTaskExecutionRole"
+
+[image]
+name = "{name}/chat"
+tag = "{tag}"
+registry = "ecr"
+
+[app]
+replicas = {replicas}
+
+[app.env]
+FULLSLACK_LOG = "info"
+
+[redis]
+mode = "external"
+url = {{ ssm = "/{name}/redis-url" }}
+
+[mongodb]
+mode = "external"
+url = {{ ssm = "/{name}/mongodb-url" }}
+
+[tls]
+enabled = true
+
+[secrets]
+FULLSLACK_AUTH__JWT_SECRET = {{ ssm = "/{name}/jwt-secret" }}
+"#,
+        subnets = subnets.join(", ")
+    );
+    let path = dir.join(format!("stack-{tag}-{replicas}.toml"));
+    std::fs::write(&path, text).expect("write stack");
+    path
+}
+
+#[test]
+fn ecs_plan_apply_noop_drift_new_image_destroy() {
+    let moto = Moto::start(Some(1));
+    moto.env_here();
+    let dir = common::tempdir();
+    let rt = rt();
+    let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
+    let cert = acm_certificate(&moto);
+    let stack = ecs_stack(dir.path(), &rt, &aws, "ecs-test", 1, "v1", Some(&cert));
+
+    // The secret the task definition references must exist first: the plan says how.
+    let missing = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(
+        text(&missing).contains("fullslack secrets set"),
+        "{}",
+        text(&missing)
+    );
+    ok(&fullslack(
+        &moto,
+        &["secrets", "set", "jwt-secret", "--stack", s(&stack)],
+        Some("jwt-value-never-shown-0123456789abcdef"),
+    ));
+
+    let first = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(first.status.code(), Some(2), "{}", text(&first));
+    let out = text(&first);
+    for want in [
+        "+ ecs_cluster ecs-test-cluster: create",
+        "+ task_definition ecs-test: create",
+        "image = 123456789012.dkr.ecr.us-east-1.amazonaws.com/ecs-test/chat:v1",
+        "secrets = FULLSLACK_AUTH__JWT_SECRET from arn:aws:ssm:us-east-1:123456789012:parameter/ecs-test/jwt-secret",
+        "+ target_group ecs-test: create",
+        "health_path = /readyz",
+        "+ load_balancer ecs-test: create",
+        "+ listener http-80: create",
+        "action = redirect to https",
+        "+ listener https-443: create",
+        "+ ecs_service ecs-test: create",
+        "circuit_breaker = enabled, rollback",
+        "Fargate task(s) of 1 vCPU / 2 GB",
+        "load balancer ecs-test",
+    ] {
+        assert!(out.contains(want), "missing `{want}` in:\n{out}");
+    }
+    assert!(!out.contains("jwt-value-never-shown"), "{out}");
+
+    let applied = ok(&fullslack(
+        &moto,
+        &[
+            "apply",
+            "--stack",
+            s(&stack),
+            "--yes",
+            "--wait-timeout",
+            "60",
+        ],
+        None,
+    ));
+    assert!(applied.contains("service ecs-test is stable"), "{applied}");
+    assert!(applied.contains("load_balancer ecs-test"), "{applied}");
+
+    // What exists: the task definition and service as asked.
+    let td = rt
+        .block_on(
+            aws.ecs()
+                .describe_task_definition()
+                .task_definition("ecs-test")
+                .send(),
+        )
+        .expect("task definition");
+    let td = td.task_definition().unwrap();
+    assert_eq!(td.revision(), 1);
+    let c = &td.container_definitions()[0];
+    assert_eq!(c.port_mappings()[0].container_port(), Some(8080));
+    assert_eq!(c.secrets()[0].name(), "FULLSLACK_AUTH__JWT_SECRET");
+    assert!(c.secrets()[0]
+        .value_from()
+        .ends_with(":parameter/ecs-test/jwt-secret"));
+    assert_eq!(
+        c.log_configuration().map(|l| l.log_driver().as_str()),
+        Some("awslogs")
+    );
+    assert!(c.health_check().is_some());
+    let svc = rt
+        .block_on(
+            aws.ecs()
+                .describe_services()
+                .cluster("ecs-test-cluster")
+                .services("ecs-test")
+                .send(),
+        )
+        .expect("service");
+    let svc = &svc.services()[0];
+    assert_eq!(svc.desired_count(), 1);
+    // (moto does not store deploymentConfiguration, so the circuit breaker is checked in the
+    // plan above, not read back here.)
+    let tgs = rt
+        .block_on(
+            aws.elb()
+                .describe_target_groups()
+                .names("fs-ecs-test")
+                .send(),
+        )
+        .expect("target group");
+    assert_eq!(tgs.target_groups()[0].health_check_path(), Some("/readyz"));
+
+    // Second plan: no changes.
+    let again = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+
+    // Drift: desired count changed out of band.
+    rt.block_on(
+        aws.ecs()
+            .update_service()
+            .cluster("ecs-test-cluster")
+            .service("ecs-test")
+            .desired_count(3)
+            .send(),
+    )
+    .expect("out-of-band scale");
+    let drift = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(drift.status.code(), Some(2), "{}", text(&drift));
+    assert!(
+        text(&drift).contains("~ ecs_service ecs-test"),
+        "{}",
+        text(&drift)
+    );
+    assert!(
+        text(&drift).contains("desired_count: 3 → 1"),
+        "{}",
+        text(&drift)
+    );
+    ok(&fullslack(
+        &moto,
+        &[
+            "apply",
+            "--stack",
+            s(&stack),
+            "--yes",
+            "--wait-timeout",
+            "60",
+        ],
+        None,
+    ));
+    let clean = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+
+    // A new image: a new task definition revision, the service moves to it and is waited for.
+    let v2 = ecs_stack(dir.path(), &rt, &aws, "ecs-test", 1, "v2", Some(&cert));
+    let p = fullslack(&moto, &["plan", "--stack", s(&v2)], None);
+    assert_eq!(p.status.code(), Some(2), "{}", text(&p));
+    assert!(text(&p).contains("image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/ecs-test/chat:v1 → 123456789012.dkr.ecr.us-east-1.amazonaws.com/ecs-test/chat:v2"), "{}", text(&p));
+    assert!(text(&p).contains("~ ecs_service ecs-test"), "{}", text(&p));
+    let up = ok(&fullslack(
+        &moto,
+        &["apply", "--stack", s(&v2), "--yes", "--wait-timeout", "60"],
+        None,
+    ));
+    assert!(up.contains("ecs-test:2"), "{up}");
+    let svc = rt
+        .block_on(
+            aws.ecs()
+                .describe_services()
+                .cluster("ecs-test-cluster")
+                .services("ecs-test")
+                .send(),
+        )
+        .expect("service");
+    assert!(svc.services()[0]
+        .task_definition()
+        .unwrap()
+        .ends_with("ecs-test:2"));
+    let clean = fullslack(&moto, &["plan", "--stack", s(&v2)], None);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+
+    // Destroy: everything of the stack goes; the tasks' security group (not ours) stays.
+    let gone = ok(&fullslack(
+        &moto,
+        &[
+            "destroy",
+            "--stack",
+            s(&v2),
+            "--yes",
+            "--wait-timeout",
+            "60",
+        ],
+        None,
+    ));
+    assert!(gone.contains("deleted ECS service ecs-test"), "{gone}");
+    let after = rt
+        .block_on(fullslack_aws::read_actual(
+            &aws,
+            "ecs-test",
+            "ecs",
+            &fullslack_aws::Lookup {
+                ecr_repository: Some("ecs-test/chat".into()),
+                cluster: Some("ecs-test-cluster".into()),
+            },
+        ))
+        .expect("read actual");
+    assert!(after.is_empty(), "{after:#?}");
+    let sg = rt
+        .block_on(
+            aws.ec2()
+                .describe_security_groups()
+                .group_names("ecs-test-tasks")
+                .send(),
+        )
+        .expect("tasks sg still there");
+    assert_eq!(sg.security_groups().len(), 1);
+}
+
+#[test]
+fn ecs_wait_for_stable_times_out_with_a_clear_failure() {
+    // moto reports one running task per service: a service that wants two never settles.
+    let moto = Moto::start(Some(1));
+    moto.env_here();
+    let dir = common::tempdir();
+    let rt = rt();
+    let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
+    let stack = ecs_stack(dir.path(), &rt, &aws, "ecs-slow", 2, "v1", None);
+    ok(&fullslack(
+        &moto,
+        &["secrets", "set", "jwt-secret", "--stack", s(&stack)],
+        Some("x-secret-value"),
+    ));
+    let started = std::time::Instant::now();
+    let out = fullslack(
+        &moto,
+        &[
+            "apply",
+            "--stack",
+            s(&stack),
+            "--yes",
+            "--wait-timeout",
+            "3",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("ECS service ecs-slow becoming stable did not finish within 3 s"),
+        "{t}"
+    );
+    assert!(t.contains("1 of 2 task(s) running"), "{t}");
+    assert!(
+        t.contains("hint: look at the resource in the AWS console"),
+        "{t}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
