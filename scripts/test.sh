@@ -17,6 +17,8 @@ APT_PACKAGES=(
   chromium-driver
   fonts-noto-color-emoji  # web client: emoji render in screenshots
   redis-server     # chat-server: Redis fan-out/presence/rate-limit tests (tests/redis_bus.rs, tests/cluster.rs)
+  docker-registry  # cli: image push/pull tests against a real registry on loopback
+  apache2-utils    # cli: htpasswd (bcrypt) for the registry's auth
 )
 
 missing=()

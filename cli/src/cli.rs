@@ -50,6 +50,10 @@ pub enum Command {
     /// The deploy lock on a stack's hosts.
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Build the chat server image through the Docker Engine API (multi-stage or --offline).
+    Build(crate::image::cmd::BuildArgs),
+    /// Push an image to a registry (username/password; retries transient failures).
+    Push(crate::image::cmd::PushArgs),
     /// Show what `apply` would change in AWS (exit 0: nothing, 2: changes, 1: error).
     Plan(crate::aws_cmd::PlanArgs),
     /// Apply a saved plan exactly, or plan a stack file and apply after asking.
@@ -321,6 +325,8 @@ async fn dispatch(cli: Cli, r: Reporter) -> Result<(), CliError> {
         Command::Health(a) => health(&a, &r).await,
         Command::Doctor(a) => doctor(&a, &r).await,
         Command::Lock(c) => lock_cmd(c, &r).await,
+        Command::Build(a) => crate::image::cmd::run_build(&a, &r).await,
+        Command::Push(a) => crate::image::cmd::run_push(&a, &r).await,
         Command::Plan(a) => crate::aws_cmd::plan(&a, &r).await,
         Command::Apply(a) => crate::aws_cmd::apply(&a, &r).await,
         Command::Destroy(a) => crate::aws_cmd::destroy(&a, &r).await,

@@ -14,6 +14,9 @@ pub enum CliError {
     /// Running commands.
     #[error(transparent)]
     Run(#[from] crate::runner::RunError),
+    /// Image build and push (Docker Engine API).
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
     /// AWS (plan/apply/destroy, secrets, ECR).
     #[error(transparent)]
     Aws(#[from] fullslack_aws::AwsError),
@@ -50,6 +53,7 @@ impl CliError {
             CliError::Stack(e) => Some(e.hint()),
             CliError::Render(e) => Some(e.hint().into()),
             CliError::Run(e) => Some(e.hint().into()),
+            CliError::Image(e) => Some(e.hint()),
             CliError::Aws(e) => Some(e.hint()),
             CliError::PendingChanges => None,
             CliError::Io { action, .. } => Some(match *action {

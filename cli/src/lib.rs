@@ -12,6 +12,9 @@
 //! - [`runner`]: the [`runner::Runner`] trait and its local (`sh -c`), SSH (openssh mux) and
 //!   recording (`--dry-run`) implementations.
 //! - [`nginx`]: site and main configs rendered from `nginx/*.j2` (minijinja).
+//! - [`image`]: `build` and `push` of the chat server's container image through the Docker
+//!   Engine API (bollard): `.dockerignore`-aware contexts, the offline FROM-scratch image,
+//!   tags and OCI labels, retries and classified push errors.
 //! - [`aws_cmd`]: `plan`, `apply`, `destroy` and `secrets set|list|rm`: stack file → the
 //!   `fullslack-aws` crate's spec, plan printing, confirmation, secret values from stdin.
 //! - [`health`]: `/healthz`, `/readyz`, a WebSocket round trip as a probe user, certificate.
@@ -29,6 +32,7 @@ pub mod commands;
 pub mod doctor;
 pub mod error;
 pub mod health;
+pub mod image;
 pub mod nginx;
 pub mod output;
 pub mod runner;
