@@ -256,6 +256,21 @@ pub async fn spec_of(s: &Stack, opts: &AwsOpts, for_destroy: bool) -> Result<Sta
                     secrets.insert(k.clone(), p.clone());
                 }
             }
+            // External Redis/MongoDB URLs carry credentials: the tasks get them from SSM too,
+            // under the chat server's own setting names.
+            for (var, svc) in [
+                ("FULLSLACK_REDIS_URL", &s.redis),
+                ("FULLSLACK_STORE_URL", &s.mongodb),
+            ] {
+                if let Some(SecretRef::Ssm(p)) = &svc.url {
+                    secrets.entry(var.to_string()).or_insert_with(|| p.clone());
+                }
+            }
+            // The server must listen on the container port on every interface (the ALB and
+            // the health check reach it there).
+            let mut env = s.app.env.clone();
+            env.entry("FULLSLACK_LISTEN".into())
+                .or_insert_with(|| format!("0.0.0.0:{}", s.app.port));
             let image = match &s.image.registry {
                 Some(r) if r != "ecr" => format!("{r}/{}", s.image.name),
                 _ => s.image.name.clone(),
@@ -273,7 +288,7 @@ pub async fn spec_of(s: &Stack, opts: &AwsOpts, for_destroy: bool) -> Result<Sta
                 desired_count: s.app.replicas,
                 port: s.app.port,
                 health_path: s.health.path.clone(),
-                env: s.app.env.clone(),
+                env,
                 secrets,
             })
         }

@@ -773,6 +773,19 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
         &["secrets", "set", "jwt-secret", "--stack", s(&stack)],
         Some("jwt-value-never-shown-0123456789abcdef"),
     ));
+    for (name, value) in [
+        ("redis-url", "redis://:pw-never-shown@redis.internal:6379"),
+        (
+            "mongodb-url",
+            "mongodb://u:pw-never-shown@mongo.internal/chat",
+        ),
+    ] {
+        ok(&fullslack(
+            &moto,
+            &["secrets", "set", name, "--stack", s(&stack)],
+            Some(value),
+        ));
+    }
 
     let first = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
     assert_eq!(first.status.code(), Some(2), "{}", text(&first));
@@ -781,7 +794,10 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
         "+ ecs_cluster ecs-test-cluster: create",
         "+ task_definition ecs-test: create",
         "image = 123456789012.dkr.ecr.us-east-1.amazonaws.com/ecs-test/chat:v1",
-        "secrets = FULLSLACK_AUTH__JWT_SECRET from arn:aws:ssm:us-east-1:123456789012:parameter/ecs-test/jwt-secret",
+        "FULLSLACK_AUTH__JWT_SECRET from arn:aws:ssm:us-east-1:123456789012:parameter/ecs-test/jwt-secret",
+        "FULLSLACK_REDIS_URL from arn:aws:ssm:us-east-1:123456789012:parameter/ecs-test/redis-url",
+        "FULLSLACK_STORE_URL from arn:aws:ssm:us-east-1:123456789012:parameter/ecs-test/mongodb-url",
+        "env = FULLSLACK_LISTEN=0.0.0.0:8080, FULLSLACK_LOG=info",
         "+ target_group ecs-test: create",
         "health_path = /readyz",
         "+ load_balancer ecs-test: create",
@@ -795,7 +811,7 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
     ] {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");
     }
-    assert!(!out.contains("jwt-value-never-shown"), "{out}");
+    assert!(!out.contains("never-shown"), "{out}");
 
     let applied = ok(&fullslack(
         &moto,
@@ -829,6 +845,9 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
     assert!(c.secrets()[0]
         .value_from()
         .ends_with(":parameter/ecs-test/jwt-secret"));
+    assert_eq!(c.secrets().len(), 3);
+    assert!(c.secrets().iter().any(|s| s.name() == "FULLSLACK_STORE_URL"
+        && s.value_from().ends_with(":parameter/ecs-test/mongodb-url")));
     assert_eq!(
         c.log_configuration().map(|l| l.log_driver().as_str()),
         Some("awslogs")
@@ -972,11 +991,13 @@ fn ecs_wait_for_stable_times_out_with_a_clear_failure() {
     let rt = rt();
     let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
     let stack = ecs_stack(dir.path(), &rt, &aws, "ecs-slow", 2, "v1", None);
-    ok(&fullslack(
-        &moto,
-        &["secrets", "set", "jwt-secret", "--stack", s(&stack)],
-        Some("x-secret-value"),
-    ));
+    for name in ["jwt-secret", "redis-url", "mongodb-url"] {
+        ok(&fullslack(
+            &moto,
+            &["secrets", "set", name, "--stack", s(&stack)],
+            Some("x-secret-value"),
+        ));
+    }
     let started = std::time::Instant::now();
     let out = fullslack(
         &moto,
