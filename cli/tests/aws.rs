@@ -1024,3 +1024,68 @@ fn ecs_wait_for_stable_times_out_with_a_clear_failure() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
+
+#[test]
+fn secret_prompt_on_a_terminal_does_not_echo_and_plan_json_has_no_values() {
+    let moto = Moto::start(None);
+    let dir = common::tempdir();
+    let stack = ec2_stack(dir.path(), "tty-test", Some("203.0.113.7/32"));
+    let value = "typed-at-the-prompt-9c1e";
+    // `script` gives the command a real terminal; what it prints (and what the terminal
+    // echoes) lands on our stdout. The value is typed after the prompt appears.
+    let bin = env!("CARGO_BIN_EXE_fullslack");
+    let inner = format!("{bin} secrets set typed --stack {}", stack.display());
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    moto.env(&mut cmd);
+    let mut child = cmd.spawn().expect("run script (util-linux)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Give the prompt time to silence the terminal before typing.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    stdin
+        .write_all(format!("{value}\n").as_bytes())
+        .expect("type");
+    let out = child.wait_with_output().expect("wait");
+    drop(stdin);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("Value for typed (not shown)"), "{shown}");
+    assert!(shown.contains("stored /tty-test/typed"), "{shown}");
+    assert!(
+        !shown.contains(value),
+        "the typed value was echoed:\n{shown}"
+    );
+    moto.env_here();
+    let rt = rt();
+    let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
+    let got = rt
+        .block_on(fullslack_aws::ssm::get(&aws, "/tty-test/typed"))
+        .expect("get");
+    assert_eq!(got.expose(), value);
+
+    // `plan --json`: the plan as JSON on stdout, exit 2, parseable, no value inside.
+    let plan = fullslack(&moto, &["--json", "plan", "--stack", s(&stack)], None);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    let v: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("plan json");
+    assert_eq!(v["stack"], "tty-test");
+    assert_eq!(v["changes"].as_array().map(Vec::len), Some(5));
+    assert!(v["cost"]["lines"].as_array().is_some_and(|l| !l.is_empty()));
+    assert!(!text(&plan).contains(value));
+    // Errors in --json mode are JSON too, with the hint.
+    let bad = fullslack(
+        &moto,
+        &["--json", "secrets", "rm", "missing", "--stack", s(&stack)],
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    let e: serde_json::Value = serde_json::from_slice(&bad.stdout).expect("error json");
+    assert!(
+        e["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("secrets list")),
+        "{e}"
+    );
+}
