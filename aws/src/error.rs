@@ -142,6 +142,15 @@ fn classify<E, R>(code: Option<&str>, detail: &str, err: &SdkError<E, R>) -> Err
     if let Some(code) = code {
         return classify_code(code);
     }
+    // An error body the SDK could not parse for this protocol (a proxy or an emulator answering
+    // XML to a JSON service) still names the code: use it.
+    if let Some(code) = detail
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(c, _)| c)
+    {
+        return classify_code(code);
+    }
     let lower = detail.to_ascii_lowercase();
     if lower.contains("credentials")
         && (lower.contains("no credentials")

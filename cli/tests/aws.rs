@@ -1089,3 +1089,80 @@ fn secret_prompt_on_a_terminal_does_not_echo_and_plan_json_has_no_values() {
         "{e}"
     );
 }
+
+/// One IAM query call to moto, unauthenticated (allowed for the first calls by
+/// INITIAL_NO_AUTH_ACTION_COUNT); returns the XML answer.
+fn iam_call(moto: &Moto, params: &[(&str, &str)]) -> String {
+    let mut form: Vec<(&str, &str)> = vec![("Version", "2010-05-08")];
+    form.extend_from_slice(params);
+    reqwest::blocking::Client::new()
+        .post(&moto.url)
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .form(&form)
+        .send()
+        .expect("iam call")
+        .text()
+        .expect("iam answer")
+}
+
+fn xml_value(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let start = xml
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        + open.len();
+    let end = xml[start..].find("</").expect("closing tag") + start;
+    xml[start..end].to_string()
+}
+
+#[test]
+fn refused_credentials_and_missing_permissions_get_their_own_hints() {
+    // moto checks signatures and IAM policies once its first two (setup) calls are done.
+    let moto = Moto::start_with(None, &[("INITIAL_NO_AUTH_ACTION_COUNT", "2")]);
+    iam_call(
+        &moto,
+        &[("Action", "CreateUser"), ("UserName", "no-rights")],
+    );
+    let key = iam_call(
+        &moto,
+        &[("Action", "CreateAccessKey"), ("UserName", "no-rights")],
+    );
+    let (id, secret) = (
+        xml_value(&key, "AccessKeyId"),
+        xml_value(&key, "SecretAccessKey"),
+    );
+    let dir = common::tempdir();
+    let stack = ec2_stack(dir.path(), "iam-test", Some("203.0.113.7/32"));
+
+    // A user without any policy: permission denied, with the IAM hint.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fullslack"));
+    cmd.args(["plan", "--stack", s(&stack)])
+        .stdin(Stdio::null());
+    moto.env(&mut cmd);
+    cmd.env("AWS_ACCESS_KEY_ID", &id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret);
+    let out = cmd.output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("hint: the AWS identity lacks a permission"),
+        "{}",
+        text(&out)
+    );
+
+    // A key AWS does not know: refused credentials, with that hint.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fullslack"));
+    cmd.args(["secrets", "list", "--stack", s(&stack)])
+        .stdin(Stdio::null());
+    moto.env(&mut cmd);
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000");
+    let out = cmd.output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("hint: AWS refused the credentials"),
+        "{}",
+        text(&out)
+    );
+}

@@ -49,6 +49,11 @@ impl Moto {
     /// Starts moto. `ecs_running`: what ECS services report as running tasks
     /// (`MOTO_ECS_SERVICE_RUNNING`); None leaves it unset (services never become stable).
     pub fn start(ecs_running: Option<u32>) -> Moto {
+        Moto::start_with(ecs_running, &[])
+    }
+
+    /// Like [`Moto::start`], with extra environment for moto (e.g. IAM enforcement).
+    pub fn start_with(ecs_running: Option<u32>, env: &[(&str, &str)]) -> Moto {
         let bin = moto_server_bin();
         let port = free_port();
         let mut cmd = Command::new(bin);
@@ -59,6 +64,9 @@ impl Moto {
             Some(n) => cmd.env("MOTO_ECS_SERVICE_RUNNING", n.to_string()),
             None => cmd.env_remove("MOTO_ECS_SERVICE_RUNNING"),
         };
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let proc = Proc::spawn("moto_server", &mut cmd);
         let url = format!("http://127.0.0.1:{port}");
         let start = Instant::now();
