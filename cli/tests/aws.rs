@@ -1166,3 +1166,74 @@ fn refused_credentials_and_missing_permissions_get_their_own_hints() {
         text(&out)
     );
 }
+
+#[test]
+fn ec2_count_change_adds_and_removes_instances_with_their_addresses() {
+    let moto = Moto::start(None);
+    let dir = common::tempdir();
+    // More than one node needs MongoDB and Redis (run on the hosts here).
+    let base = ec2_stack(dir.path(), "scale-test", Some("203.0.113.7/32"));
+    let stack = dir.path().join("one.toml");
+    std::fs::write(
+        &stack,
+        std::fs::read_to_string(&base).unwrap()
+            + "\n[redis]\nmode = \"managed\"\n\n[mongodb]\nmode = \"managed\"\n",
+    )
+    .unwrap();
+    ok(&fullslack(
+        &moto,
+        &["apply", "--stack", s(&stack), "--yes"],
+        None,
+    ));
+
+    let two = dir.path().join("two.toml");
+    std::fs::write(
+        &two,
+        std::fs::read_to_string(&stack)
+            .unwrap()
+            .replace("count = 1", "count = 2"),
+    )
+    .unwrap();
+    let up = fullslack(&moto, &["plan", "--stack", s(&two)], None);
+    assert_eq!(up.status.code(), Some(2), "{}", text(&up));
+    let t = text(&up);
+    assert!(
+        t.contains("2 to create, 0 to update, 0 to replace, 0 to delete, 5 unchanged"),
+        "{t}"
+    );
+    assert!(
+        t.contains("+ instance scale-test-2: create")
+            && t.contains("+ elastic_ip scale-test-2: create"),
+        "{t}"
+    );
+    assert!(t.contains("instance scale-test-2 (t3.small)"), "{t}");
+    ok(&fullslack(
+        &moto,
+        &["apply", "--stack", s(&two), "--yes"],
+        None,
+    ));
+    let same = fullslack(&moto, &["plan", "--stack", s(&two)], None);
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+
+    // Back to one: the second instance and its address go, the first stays untouched.
+    let down = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(down.status.code(), Some(2), "{}", text(&down));
+    let t = text(&down);
+    assert!(
+        t.contains("0 to create, 0 to update, 0 to replace, 2 to delete"),
+        "{t}"
+    );
+    let eip = t.find("- elastic_ip scale-test-2").expect("eip delete");
+    let inst = t.find("- instance scale-test-2").expect("instance delete");
+    assert!(
+        eip < inst,
+        "the address is released before its instance goes:\n{t}"
+    );
+    ok(&fullslack(
+        &moto,
+        &["apply", "--stack", s(&stack), "--yes"],
+        None,
+    ));
+    let clean = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+}
