@@ -173,9 +173,19 @@ impl Node {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// An HTTP client that gives up rather than hang a test on a stuck node.
+    fn http() -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client")
+    }
+
     /// `GET /readyz`: (status, body).
     pub async fn readyz(&self) -> (u16, Value) {
-        let resp = reqwest::get(format!("{}/readyz", self.base))
+        let resp = Self::http()
+            .get(format!("{}/readyz", self.base))
+            .send()
             .await
             .expect("readyz answers");
         let status = resp.status().as_u16();
@@ -184,7 +194,9 @@ impl Node {
 
     /// The value of an unlabelled metric in `/metrics`, if present.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let text = reqwest::get(format!("{}/metrics", self.base))
+        let text = Self::http()
+            .get(format!("{}/metrics", self.base))
+            .send()
             .await
             .expect("metrics answer")
             .text()
