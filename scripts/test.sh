@@ -51,6 +51,8 @@ trap 'scripts/secantus.sh stop' EXIT
 MONGO_URL="$(scripts/secantus.sh start)"
 FULLSLACK_TEST_STORE_URL="$MONGO_URL" cargo nextest run -p fullslack-chat --test store_contract
 scripts/secantus.sh stop
+# The venv stays installed: the workspace run's two-node tests (chat-server/tests/cluster.rs)
+# start a SecantusDB of their own per test from $FULLSLACK_TEST_RUNTIME/venv-secantus.
 
 # The AWS tests (cli/tests/aws.rs) each start their own moto server (an AWS API emulator) on a
 # free loopback port; install it once here, into a venv under $FULLSLACK_TEST_RUNTIME.
