@@ -794,11 +794,16 @@ pub(crate) async fn apply(
             ids.insert((r.kind, r.name.clone()), arn);
         }
         (Kind::EcsCluster, Action::Delete) => {
-            ecs.delete_cluster()
-                .cluster(&r.name)
-                .send()
-                .await
-                .ctx("ecs:DeleteCluster")?;
+            // A just-deleted service drains for a while and keeps the cluster busy.
+            retry_conflict(timeout, || async {
+                ecs.delete_cluster()
+                    .cluster(&r.name)
+                    .send()
+                    .await
+                    .ctx("ecs:DeleteCluster")
+                    .map(|_| ())
+            })
+            .await?;
             say(format!("deleted ECS cluster {}", r.name));
         }
         (Kind::TaskDefinition, Action::Create | Action::Update | Action::Replace) => {
@@ -884,11 +889,17 @@ pub(crate) async fn apply(
         }
         (Kind::TargetGroup, Action::Delete) => {
             let arn = r.id.clone().unwrap_or_default();
-            elb.delete_target_group()
-                .target_group_arn(arn)
-                .send()
-                .await
-                .ctx("elasticloadbalancing:DeleteTargetGroup")?;
+            // The load balancer's deletion finishes asynchronously; until then the group is
+            // still in use.
+            retry_conflict(timeout, || async {
+                elb.delete_target_group()
+                    .target_group_arn(&arn)
+                    .send()
+                    .await
+                    .ctx("elasticloadbalancing:DeleteTargetGroup")
+                    .map(|_| ())
+            })
+            .await?;
             say(format!("deleted target group {}", r.name));
         }
         (Kind::LoadBalancer, Action::Create | Action::Replace) => {
@@ -1088,6 +1099,23 @@ pub(crate) async fn apply(
         }
     }
     Ok(())
+}
+
+/// Retries `op` while AWS answers that the resource is still in use, up to `timeout`.
+async fn retry_conflict<F, Fut>(timeout: Duration, mut op: F) -> Result<(), AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), AwsError>>,
+{
+    let start = Instant::now();
+    loop {
+        match op().await {
+            Err(e) if e.kind() == Some(crate::ErrorKind::Conflict) && start.elapsed() < timeout => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn delete_service(
