@@ -341,3 +341,82 @@ async fn channel_seqs(ws: &mut Ws, channel: &str) -> Vec<i64> {
         .filter_map(|f| f["seq"].as_i64())
         .collect::<Vec<_>>()
 }
+
+/// Polls `f` every 100 ms for up to 10 s until it returns `want`; the last value otherwise.
+async fn settle<F, Fut>(want: i64, mut f: F) -> i64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let mut last = f().await;
+    for _ in 0..100 {
+        if last == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = f().await;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_subscriber_connection_per_node_and_only_the_channels_it_needs() {
+    let p = pair(|_| {}).await;
+    let alice = Client::register(&p.a, "alice").await;
+    let bob = Client::register(&p.a, "bob").await;
+    let carol = Client::register(&p.b, "carol").await;
+    let ch = alice
+        .create_channel("busy", "public", &[&bob.id, &carol.id])
+        .await;
+    let quiet = alice.create_channel("quiet", "private", &[&bob.id]).await;
+    // Five sockets on A (two users), one on B.
+    let mut on_a = Vec::new();
+    for c in [&alice, &alice, &alice, &bob, &bob] {
+        on_a.push(c.ws().await);
+    }
+    let wc = carol.ws().await;
+
+    let client = redis::Client::open(p.redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let sub_conn = conn.clone();
+    let numsub = |topic: String| {
+        let mut conn = sub_conn.clone();
+        async move {
+            let v: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&topic)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            v[0].1
+        }
+    };
+    // Each node subscribes once per channel, however many of its sockets follow it; B does
+    // not subscribe to a channel none of its users is in.
+    let busy = format!("fullslack:ch:{ch}");
+    assert_eq!(settle(2, || numsub(busy.clone())).await, 2);
+    assert_eq!(numsub(format!("fullslack:ch:{quiet}")).await, 1);
+    // One subscriber connection per node, not one per socket.
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let subscribers = list
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|kv| kv.strip_prefix("sub=").is_some_and(|n| n != "0"))
+        })
+        .count();
+    assert_eq!(subscribers, 2, "{list}");
+    // The last socket following the channel on B goes: B unsubscribes.
+    wc.close().await;
+    assert_eq!(settle(1, || numsub(busy.clone())).await, 1);
+    for ws in on_a {
+        ws.close().await;
+    }
+    assert_eq!(settle(0, || numsub(busy.clone())).await, 0);
+    p.a.stop().await;
+    p.b.stop().await;
+}
