@@ -37,6 +37,10 @@ pub struct BuildArgs {
     /// Build without a HEALTHCHECK (--offline); leave health checks to the orchestrator.
     #[arg(long)]
     pub no_healthcheck: bool,
+    /// Drop the binary's symbol table before packing it (--offline; needs binutils `strip`):
+    /// ~4 MB smaller, but backtraces lose function names.
+    #[arg(long)]
+    pub strip: bool,
     /// Build context: the workspace, filtered by its .dockerignore.
     #[arg(long, default_value = ".", value_name = "DIR")]
     pub context: PathBuf,
@@ -168,7 +172,9 @@ pub async fn run_build(a: &BuildArgs, r: &Reporter) -> Result<(), CliError> {
         check_tag(t)?;
     }
     let refs: Vec<String> = tags.iter().map(|t| repo.with_tag(t)).collect();
-    let (ctx, dockerfile) = if a.offline {
+    let mut labels = prov.labels();
+    labels.insert("org.opencontainers.image.version".into(), tags[0].clone());
+    let (ctx, dockerfile, labels) = if a.offline {
         let server = a
             .binary
             .clone()
@@ -186,8 +192,14 @@ pub async fn run_build(a: &BuildArgs, r: &Reporter) -> Result<(), CliError> {
                     )),
                 }
             };
-        let ctx = offline::context(&offline::OfflineInputs { server, probe })?;
-        (ctx, "Dockerfile".to_string())
+        let ctx = offline::context(&offline::OfflineInputs {
+            server,
+            probe,
+            strip: a.strip,
+            labels: labels.into_iter().collect(),
+        })?;
+        // The labels are in the generated Dockerfile, as one instruction.
+        (ctx, "Dockerfile".to_string(), HashMap::new())
     } else {
         if !a.context.join(&a.file).is_file() {
             return Err(usage(
@@ -195,10 +207,12 @@ pub async fn run_build(a: &BuildArgs, r: &Reporter) -> Result<(), CliError> {
                 "pass --context DIR (the workspace) and --file PATH inside it, or --offline",
             ));
         }
-        (context::from_dir(&a.context, &a.file)?, a.file.clone())
+        (
+            context::from_dir(&a.context, &a.file)?,
+            a.file.clone(),
+            labels,
+        )
     };
-    let mut labels = prov.labels();
-    labels.insert("org.opencontainers.image.version".into(), tags[0].clone());
     let req = BuildRequest {
         context: ctx.finish()?,
         dockerfile,
