@@ -16,6 +16,7 @@
 //! - [`ecr`]: the stack's repository and fresh registry credentials ([`ecr::RegistryAuth`]).
 //! - [`ssm`]: SecureString secrets under `/<stack>/<NAME>`.
 //! - [`secret`]: [`SecretString`], redacting Display/Debug.
+//! - [`sdk`]: the SDK crates re-exported, for callers that need their types (tests).
 //!
 //! Everything created carries the tags `fullslack:stack=<stack>` and
 //! `fullslack:resource=<logical name>`; what exists is read back by those tags.
