@@ -700,7 +700,8 @@ async fn run_link(app: AppState, mut interest: mpsc::UnboundedReceiver<Interest>
                 }
                 _ = cluster.kick.notified() => {
                     // A command saw the connection drop: make sure the link is still alive.
-                    let ping = tokio::time::timeout(Duration::from_secs(1), sink.ping::<String>()).await;
+                    // (In subscribed mode PING answers ["pong", ""], not a string.)
+                    let ping = tokio::time::timeout(Duration::from_secs(1), sink.ping::<redis::Value>()).await;
                     match ping {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => break e.to_string(),
