@@ -6,6 +6,8 @@
 //! unique name and is removed when the test ends, passed or failed.
 
 mod common;
+#[path = "common/moto.rs"]
+mod moto;
 #[path = "common/registry.rs"]
 mod registry;
 
@@ -611,4 +613,40 @@ fn multi_stage_template_context_and_build_where_base_images_exist() {
     );
     assert!(out.status.success(), "multi-stage build: {}", text(&out));
     rt.block_on(run_and_probe(&docker, &image, &mut cleanup));
+}
+
+/// `push --stack` of a stack with `registry = "ecr"` takes fresh credentials from ECR
+/// (`GetAuthorizationToken` on a moto server) and pushes under the account's registry host.
+/// moto's registry host is made up (nothing answers there), so the push itself must fail as a
+/// network error naming that host; the push to a real registry is tested above.
+#[test]
+fn ecr_stack_push_takes_credentials_from_ecr() {
+    let moto = moto::Moto::start(None);
+    let tag = unique("ecr");
+    let local = format!("fullslack/chat:{tag}");
+    let mut cleanup = Cleanup::default();
+    cleanup.images.push(local.clone());
+    build_offline("fullslack/chat", &tag, &["--no-healthcheck"]);
+    let stack = moto::workspace().join("stacks/ecs-fargate.toml");
+    let mut cmd = common::fullslack();
+    moto.env(&mut cmd);
+    let out = cmd
+        .args([
+            "push",
+            &local,
+            "--stack",
+            stack.to_str().unwrap(),
+            "--attempts",
+            "1",
+        ])
+        .output()
+        .expect("run fullslack push");
+    let t = text(&out);
+    let ecr_ref = format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/fullslack/chat:{tag}");
+    cleanup.images.push(ecr_ref.clone());
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!("push of {ecr_ref} failed (network)")),
+        "{t}"
+    );
 }

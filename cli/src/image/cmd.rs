@@ -139,16 +139,26 @@ fn parse_kv(items: &[String], what: &str) -> Result<HashMap<String, String>, Cli
         .collect()
 }
 
+/// The stack's repository. For `registry = "ecr"` the build tags the plain name (the
+/// account's registry host is only known from AWS); `push` adds the host.
 fn stack_repository(stack: &crate::stack::Stack) -> Result<Repository, CliError> {
     match stack.image.registry.as_deref() {
-        Some("ecr") => Err(usage(
-            "the stack's image registry is `ecr`: its host and credentials come from AWS",
-            "pass --image ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME until the AWS commands \
-             provide ECR credentials",
-        )),
+        Some("ecr") | None => Ok(Repository::parse(&stack.image.name)?),
         Some(r) => Ok(Repository::parse(&format!("{r}/{}", stack.image.name))?),
-        None => Ok(Repository::parse(&stack.image.name)?),
     }
+}
+
+/// Fresh ECR credentials for the stack (token from `ecr:GetAuthorizationToken`, valid 12 h,
+/// never cached) as a [`RegistryAuth`], and the repository under the account's registry.
+async fn ecr_target(stack: &crate::stack::Stack) -> Result<(Repository, RegistryAuth), CliError> {
+    let ecr = crate::aws_cmd::ecr_auth(stack).await?;
+    let repo = Repository::parse(&format!("{}/{}", ecr.server, stack.image.name))?;
+    let auth = RegistryAuth {
+        server: ecr.server.clone(),
+        username: ecr.username.clone(),
+        password: Secret::new(ecr.password.expose()),
+    };
+    Ok((repo, auth))
 }
 
 /// Runs `fullslack build`.
@@ -276,10 +286,17 @@ pub async fn run_push(a: &PushArgs, r: &Reporter) -> Result<(), CliError> {
     let tag = tag.unwrap_or("latest");
     check_tag(tag)?;
     Repository::parse(name)?;
-    let target = match (&a.to, &stack) {
-        (Some(to), _) => Some(Repository::parse(to)?),
-        (None, Some(s)) => Some(stack_repository(s)?),
-        (None, None) => None,
+    let ecr = match &stack {
+        Some(s) if a.to.is_none() && s.image.registry.as_deref() == Some("ecr") => {
+            Some(ecr_target(s).await?)
+        }
+        _ => None,
+    };
+    let target = match (&a.to, &stack, &ecr) {
+        (Some(to), _, _) => Some(Repository::parse(to)?),
+        (None, _, Some((repo, _))) => Some(repo.clone()),
+        (None, Some(s), None) => Some(stack_repository(s)?),
+        (None, None, None) => None,
     };
     let reference = match &target {
         Some(t) => t.with_tag(tag),
@@ -327,6 +344,7 @@ pub async fn run_push(a: &PushArgs, r: &Reporter) -> Result<(), CliError> {
         (None, None) => None,
     };
     let auth = match (username, password) {
+        _ if ecr.is_some() => ecr.map(|(_, auth)| auth),
         (Some(username), Some(password)) => Some(RegistryAuth {
             server: repo
                 .registry
