@@ -96,12 +96,11 @@ impl Events {
                 let pb = self.multi.add(ProgressBar::new(total));
                 pb.set_style(
                     ProgressStyle::with_template(
-                        "layer {prefix:12} [{bar:30}] {bytes}/{total_bytes} {wide_msg}",
+                        "layer [{bar:30}] {bytes}/{total_bytes} {wide_msg}",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
                 );
-                pb.set_prefix(key.to_string());
                 pb
             })
             .clone()
