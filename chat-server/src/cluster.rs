@@ -320,6 +320,18 @@ impl Cluster {
         Ok((cluster, interest_tx))
     }
 
+    /// Waits (up to `deadline`) until the publisher has taken every queued message: on
+    /// shutdown the last events and presence changes should still reach the other nodes.
+    pub async fn drain(&self, deadline: Duration) {
+        let until = tokio::time::Instant::now() + deadline;
+        while self.is_up()
+            && self.outbox.capacity() < self.outbox.max_capacity()
+            && tokio::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// `host:port` of Redis (never the password).
     pub fn addr(&self) -> &str {
         &self.addr

@@ -174,6 +174,9 @@ pub async fn serve(
     }
     background.abort();
     app.flush_delivered().await;
+    if let Some(c) = &app.cluster {
+        c.drain(Duration::from_secs(1)).await;
+    }
     drop(cluster_tasks);
     Ok(())
 }
