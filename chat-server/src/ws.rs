@@ -505,10 +505,20 @@ impl Connection {
         }
     }
 
-    /// After an outage of the bus between nodes: memberships that changed elsewhere meanwhile
-    /// are applied (as `channel_added` / `channel_removed`), then every channel is refilled
-    /// from the store.
+    /// After an outage of the bus between nodes: a session ended elsewhere closes the socket;
+    /// memberships that changed elsewhere meanwhile are applied (as `channel_added` /
+    /// `channel_removed`), then every channel is refilled from the store.
     async fn recheck_all(&mut self) -> Result<(), ()> {
+        // A logout on another node meanwhile could not reach this socket over the bus.
+        if let Ok(None) = self
+            .app
+            .store
+            .session_user(&self.who.session_id, time::OffsetDateTime::now_utc())
+            .await
+        {
+            let _ = self.socket.send(close(CLOSE_POLICY, "session ended")).await;
+            return Err(());
+        }
         if let Ok(memberships) = self.app.store.memberships(&self.who.user_id).await {
             let current: std::collections::HashSet<&Id> =
                 memberships.iter().map(|(c, _)| c).collect();

@@ -144,8 +144,23 @@ async fn channel_messages_dms_typing_and_membership_cross_nodes() {
     assert!(metric(&p.b, "fullslack_redis_events_received_total").await >= 1.0);
     let body = ready(&p.a, "ready").await;
     assert_eq!(body["redis"], "ok");
+
+    // Signing out through node B closes the session's socket on node A.
+    logout(&p.b, &alice).await;
+    let closed = wa.next_where(|f| f["type"] == "__close").await;
+    assert_eq!(closed["reason"], "session ended", "{closed}");
     p.a.stop().await;
     p.b.stop().await;
+}
+
+async fn logout(node: &TestServer, who: &Client) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/auth/logout", node.base))
+        .bearer_auth(&who.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -271,6 +286,8 @@ async fn redis_outage_degrades_serves_locally_and_heals() {
     let mut wa = alice.ws().await;
     let mut wc = carol.ws().await;
     let mut wb = bob.ws().await;
+    let bob2 = Client::login(&p.b, "bob").await;
+    let mut wb2 = bob2.ws().await;
     wa.send_message(&ch, "m0", "before").await;
     wb.next_where(is_message("before")).await;
 
@@ -292,8 +309,10 @@ async fn redis_outage_degrades_serves_locally_and_heals() {
     wc.next_where(is_message("during outage")).await;
     let ack = wb.send_message(&ch, "m2", "B during outage").await;
     assert_eq!(ack["type"], "ack", "{ack}");
-    // A conversation opened on A meanwhile: B cannot hear of it yet.
+    // A conversation opened on A meanwhile: B cannot hear of it yet. Nor of bob signing out
+    // his second session through A.
     let dm = alice.dm(&[&bob.id]).await;
+    logout(&p.a, &bob2).await;
 
     // Redis returns (empty): the nodes reconnect by themselves, and what was sent meanwhile
     // reaches the other node's sockets from the store without anyone sending again.
@@ -308,7 +327,10 @@ async fn redis_outage_degrades_serves_locally_and_heals() {
     );
     wa.next_where(is_message("B during outage")).await;
     wc.next_where(is_message("B during outage")).await;
-    // Bob's socket learns of the DM opened during the outage, and follows it from then on.
+    // The ended session's socket on B closes once B can check; the DM opened during the
+    // outage reaches bob's other socket, which follows it from then on.
+    let closed = wb2.next_where(|f| f["type"] == "__close").await;
+    assert_eq!(closed["reason"], "session ended", "{closed}");
     let added = wb
         .next_where(|f| f["type"] == "channel_added" && f["channel"]["id"] == dm.as_str())
         .await;
