@@ -693,11 +693,19 @@ async fn run_link(app: AppState, mut interest: mpsc::UnboundedReceiver<Interest>
                         if let Err(e) = sink.subscribe(&add).await {
                             break e.to_string();
                         }
+                        let mut watched = Vec::new();
                         for t in &add {
                             if let Some(ch) = t.strip_prefix(CHANNEL_TOPIC) {
                                 // Events published before the SUBSCRIBE took are in the store.
                                 app.hub.recheck_channel(ch);
+                            } else if let Some(user) = t.strip_prefix(PRESENCE_TOPIC) {
+                                watched.push(user.to_string());
                             }
+                        }
+                        if !watched.is_empty() {
+                            // A change just before the SUBSCRIBE took was not heard: compare.
+                            let app = app.clone();
+                            tokio::spawn(async move { app.presence_resync(watched).await });
                         }
                         subscribed.extend(add);
                     }
@@ -896,6 +904,28 @@ impl App {
                 tracing::debug!(user = %user, ?status, "presence entry expired (node gone)");
                 self.announce(&user, status, true).await;
             }
+        }
+    }
+
+    /// Tells this node's watchers of `users` their presence where it differs from what they
+    /// were last told (run once the node's presence subscriptions are in place).
+    async fn presence_resync(&self, users: Vec<Id>) {
+        let statuses = self.presences(&users).await;
+        for (user, status) in users.iter().zip(statuses) {
+            if self.hub.told(user).is_none_or(|told| told == status) {
+                continue;
+            }
+            let last_seen = match status {
+                Presence::Offline => self
+                    .store
+                    .user(user)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|u| u.last_seen),
+                _ => None,
+            };
+            self.hub.announce_presence(user, status, last_seen);
         }
     }
 

@@ -127,6 +127,9 @@ pub struct Hub {
     presence: RwLock<HashMap<Id, UserPresence>>,
     /// Watched user → connections that asked for its presence.
     watchers: RwLock<HashMap<Id, HashMap<ConnId, ConnHandle>>>,
+    /// Watched user → the presence its watchers here were last told (to re-check it once the
+    /// node's subscription to the user's presence topic is in place).
+    told: RwLock<HashMap<Id, Presence>>,
     /// With Redis: the topics this node needs, reported as the maps above gain their first or
     /// lose their last connection for a key (see [`crate::cluster`]).
     interest: Option<mpsc::UnboundedSender<Interest>>,
@@ -149,6 +152,7 @@ impl Hub {
             users: RwLock::default(),
             presence: RwLock::default(),
             watchers: RwLock::default(),
+            told: RwLock::default(),
             interest,
         }
     }
@@ -228,6 +232,7 @@ impl Hub {
             let keep = !conns.is_empty();
             if !keep {
                 self.want(|| presence_topic(user), false);
+                write(&self.told).remove(user);
             }
             keep
         });
@@ -392,11 +397,25 @@ impl Hub {
             }
             .to_json(),
         );
-        if let Some(conns) = read(&self.watchers).get(user_id) {
+        let watchers = read(&self.watchers);
+        if let Some(conns) = watchers.get(user_id) {
             for h in conns.values() {
                 h.push(Outbound::Ephemeral(frame.clone()), &self.metrics);
             }
+            write(&self.told).insert(user_id.to_string(), status);
         }
+    }
+
+    /// Records what a watcher was just told about `user_id` (its `presence_subscribe` answer).
+    pub fn note_told(&self, user_id: &str, status: Presence) {
+        if read(&self.watchers).contains_key(user_id) {
+            write(&self.told).insert(user_id.to_string(), status);
+        }
+    }
+
+    /// What this node's watchers of `user_id` were last told, if any watch it.
+    pub fn told(&self, user_id: &str) -> Option<Presence> {
+        read(&self.told).get(user_id).copied()
     }
 
     fn update_presence(

@@ -382,6 +382,9 @@ impl Connection {
         let user_ids: Vec<Id> = user_ids.into_iter().take(1000).collect();
         self.app.hub.watch(&self.handle, &user_ids);
         let statuses = self.app.presences(&user_ids).await;
+        for (id, status) in user_ids.iter().zip(&statuses) {
+            self.app.hub.note_told(id, *status);
+        }
         for (id, status) in user_ids.into_iter().zip(statuses) {
             let last_seen = match self.app.store.user(&id).await {
                 Ok(Some(u)) => u.last_seen,
