@@ -325,6 +325,36 @@ mod tests {
     }
 
     #[test]
+    fn redis_settings_come_from_the_environment_and_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None).expect("defaults load");
+            assert!(s.redis_url.is_none(), "single node by default");
+            assert_eq!(s.realtime.presence_ttl_secs, 30);
+            jail.set_env("FULLSLACK_REDIS_URL", "redis://:hunter2@127.0.0.1:6390/0");
+            jail.set_env("FULLSLACK_REALTIME__PRESENCE_TTL_SECS", "3");
+            let mut s = Settings::load(None).expect("loads");
+            s.validate().expect("valid");
+            assert_eq!(
+                s.redis_url.as_ref().map(Secret::expose),
+                Some("redis://:hunter2@127.0.0.1:6390/0")
+            );
+            assert_eq!(s.realtime.presence_ttl_secs, 3);
+            assert!(
+                !format!("{s:?}").contains("hunter2"),
+                "Debug redacts the URL"
+            );
+            s.realtime.presence_ttl_secs = 0;
+            let err = s.validate().unwrap_err().to_string();
+            assert!(err.contains("presence_ttl_secs"), "{err}");
+            s.realtime.presence_ttl_secs = 3;
+            s.redis_url = Some(Secret::new("http://127.0.0.1:6390".into()));
+            let err = s.validate().unwrap_err().to_string();
+            assert!(err.contains("redis_url"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "[limits]\nmax_mesage_len = 3\n")?;
