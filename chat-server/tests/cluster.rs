@@ -721,6 +721,21 @@ async fn redis_outage_keeps_nodes_serving_locally_and_heals_afterwards() {
         acked.into_iter().partition(|(cid, _)| cid.starts_with('g'));
     assert_acked_stored(&full_history(&dave, &general).await, &g, "general");
     assert_acked_stored(&full_history(&carol, &random).await, &r, "random");
+    // One outage, one warning per node (not one per message, and no flapping after the
+    // reconnect).
+    for node in [&cluster.a, &cluster.b] {
+        let warnings: Vec<Value> = node
+            .log_json()
+            .into_iter()
+            .filter(|l| l["level"] == "WARN" && l.to_string().to_lowercase().contains("redis"))
+            .collect();
+        assert_eq!(
+            warnings.len(),
+            1,
+            "node {}: Redis warnings for one outage: {warnings:#?}",
+            node.name
+        );
+    }
 }
 
 // ---- 5. the store goes away -------------------------------------------------------------------

@@ -66,6 +66,8 @@ impl NodeConfig {
                 "FULLSLACK_REALTIME__SHUTDOWN_GRACE_MS".into(),
                 "2000".into(),
             ),
+            // One JSON object a line: tests can count what a node logged (and no colour codes).
+            ("FULLSLACK_LOG_FORMAT".into(), "json".into()),
         ];
         if let Some(r) = &self.redis_url {
             env.push(("FULLSLACK_REDIS_URL".into(), r.clone()));
@@ -179,6 +181,14 @@ impl Node {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client")
+    }
+
+    /// The node's log lines so far, parsed (it logs JSON, one object a line).
+    pub fn log_json(&self) -> Vec<Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// `GET /readyz`: (status, body).
