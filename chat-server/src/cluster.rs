@@ -605,7 +605,14 @@ async fn run_publisher(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(String, St
             pipe.cmd("PUBLISH").arg(topic).arg(payload).ignore();
         }
         let mut conn = cluster.conn.clone();
-        match tokio::time::timeout(PUBLISH_TIMEOUT, pipe.exec_async(&mut conn)).await {
+        let mut sent = tokio::time::timeout(PUBLISH_TIMEOUT, pipe.exec_async(&mut conn)).await;
+        if let Ok(Err(e)) = &sent {
+            // The manager reconnects after a dropped connection: one more try on the new one.
+            if e.is_connection_dropped() || e.is_io_error() {
+                sent = tokio::time::timeout(PUBLISH_TIMEOUT, pipe.exec_async(&mut conn)).await;
+            }
+        }
+        match sent {
             Ok(Ok(())) => {
                 cluster.metrics.redis_published.inc_by(n);
             }
@@ -654,6 +661,14 @@ async fn run_link(app: AppState, mut interest: mpsc::UnboundedReceiver<Interest>
             for chunk in topics.chunks(1000) {
                 sink.subscribe(chunk).await?;
             }
+            // The command connection may still hold the socket of before the outage: have it
+            // reconnect now, so the first publishes after "up" are not lost on it.
+            let mut conn = cluster.conn.clone();
+            let mut ping = redis::cmd("PING").query_async::<String>(&mut conn).await;
+            if ping.is_err() {
+                ping = redis::cmd("PING").query_async::<String>(&mut conn).await;
+            }
+            ping?;
             Ok::<_, redis::RedisError>((sink, stream))
         })
         .await;
