@@ -110,9 +110,13 @@ impl Fail {
         matches!(self, Fail::Db(e) if code_of(e) == Some(DUPLICATE_KEY))
     }
 
+    /// Worth running the transaction again. The driver labels "no server reachable" inside a
+    /// transaction as transient too; retrying that (each try waits out server selection) kept
+    /// a send unanswered for minutes while the database was down, so it is refused at once.
     fn is_transient(&self) -> bool {
-        matches!(self, Fail::Db(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR)
-            || code_of(e) == Some(WRITE_CONFLICT))
+        matches!(self, Fail::Db(e) if !matches!(e.kind.as_ref(), ErrorKind::ServerSelection { .. })
+            && (e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+                || code_of(e) == Some(WRITE_CONFLICT)))
     }
 }
 
