@@ -1,7 +1,7 @@
 //! Several real `fullslack-chat` processes sharing one Redis and one SecantusDB: what the seeds
-//! run behind a load balancer. Each node is the release binary's test build started with flags
-//! and `FULLSLACK_*` variables only (as a deployment would), on its own free port, and killed
-//! when dropped. Clients reach a node through [`Node::server`] and the helpers of `common`.
+//! run behind a load balancer. Each node is the `fullslack-chat` binary cargo built for the
+//! tests, started with flags and `FULLSLACK_*` variables only (as a deployment would), on its
+//! own free port, and killed when dropped; a failing test prints the nodes' logs. Clients reach a node through [`Node::server`] and the helpers of `common`.
 #![allow(dead_code)]
 
 use std::{
@@ -308,6 +308,16 @@ impl Cluster {
             self.a.log(),
             self.b.log()
         )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The logs live in temporary directories that go with the cluster: show them when a
+        // test fails (a panic unwinds through here), whatever assertion tripped.
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
     }
 }
 
