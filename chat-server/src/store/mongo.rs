@@ -114,9 +114,14 @@ impl Fail {
     /// transaction as transient too; retrying that (each try waits out server selection) kept
     /// a send unanswered for minutes while the database was down, so it is refused at once.
     fn is_transient(&self) -> bool {
-        matches!(self, Fail::Db(e) if !matches!(e.kind.as_ref(), ErrorKind::ServerSelection { .. })
-            && (e.contains_label(TRANSIENT_TRANSACTION_ERROR)
-                || code_of(e) == Some(WRITE_CONFLICT)))
+        !self.is_unreachable()
+            && matches!(self, Fail::Db(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+                || code_of(e) == Some(WRITE_CONFLICT))
+    }
+
+    /// No server could be selected: the database is down or cut off.
+    fn is_unreachable(&self) -> bool {
+        matches!(self, Fail::Db(e) if matches!(e.kind.as_ref(), ErrorKind::ServerSelection { .. }))
     }
 }
 
@@ -425,7 +430,11 @@ macro_rules! write_txn {
                     Err(e) => break Err(e),
                 },
                 Err(e) => {
-                    store.abort(&mut $s).await;
+                    // Aborting needs a server too: with none reachable it would only wait out
+                    // another server selection (the session aborts itself when dropped).
+                    if !e.is_unreachable() {
+                        store.abort(&mut $s).await;
+                    }
                     if e.is_transient() && attempt < MAX_ATTEMPTS {
                         backoff(attempt).await;
                     } else {
