@@ -127,9 +127,7 @@ impl App {
             ));
         }
         let pw = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
-            .await
-            .map_err(|_| ApiError::Internal)??;
+        let hash = self.auth.argon2(move || hash_password(&pw)).await??;
         let user = self
             .store
             .create_user(NewUser {
@@ -151,9 +149,10 @@ impl App {
         let auth = self.auth.clone();
         let pw = password.to_string();
         let hash = found.as_ref().map(|(_, h)| h.clone());
-        let ok = tokio::task::spawn_blocking(move || auth.verify_password(&pw, hash.as_deref()))
-            .await
-            .map_err(|_| ApiError::Internal)?;
+        let ok = self
+            .auth
+            .argon2(move || auth.verify_password(&pw, hash.as_deref()))
+            .await?;
         match (ok, found) {
             (true, Some((user, _))) => self.start_session(user).await,
             _ => Err(ApiError::Unauthorized("wrong username or password")),

@@ -1,8 +1,9 @@
 //! The embedded web client.
 //!
 //! The browser client is plain HTML, CSS and JavaScript ES modules (no build step) kept in
-//! `chat-server/web/` and compiled into the binary with `rust-embed` (in debug builds
-//! `rust-embed` reads the files from disk, so edits show up on reload without a rebuild).
+//! `chat-server/web/` and compiled into the binary with `rust-embed`, debug builds included
+//! (`debug-embed`): every binary is self-contained, so an image of a debug build serves the
+//! client too. Edits to the client need a rebuild of this crate.
 //! It is served on the same origin as `/api`, so the `fullslack_token` cookie and the
 //! WebSocket at `/api/ws` work without CORS.
 //!

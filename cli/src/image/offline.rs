@@ -3,9 +3,8 @@
 //! included), the `fullslack-healthcheck` probe, a non-root user and nothing else. No base
 //! image is pulled, so it builds on an engine that cannot reach any registry.
 //!
-//! The web client is embedded in release builds of the server (rust-embed); a debug build
-//! reads it from the source tree at run time, so only `/healthz` and the API work in an image
-//! of a debug binary. The server's data (SQLite store, generated JWT secret) lives in `/data`,
+//! The web client is embedded in every build of the server (rust-embed with `debug-embed`),
+//! so the binary is all the image needs. The server's data (SQLite store, generated JWT secret) lives in `/data`,
 //! owned by the image's user: mount a volume there to keep it.
 
 use std::collections::BTreeMap;
