@@ -243,7 +243,7 @@ async fn users_on_two_nodes_see_each_other() {
     // A DM opened on A shows up on B's socket, and messages cross both ways.
     let dm = alice.dm(&[&bob.id]).await;
     let added = b_ws.next_where(|f| f["type"] == "channel_added").await;
-    assert_eq!(added["channel"]["id"], dm, "{}", cluster.logs());
+    assert_eq!(added["channel"]["id"], dm, "{added}");
     let ack = a_ws.send_message(&dm, "a-1", "hi bob, from node a").await;
     assert_eq!(ack["type"], "ack", "{ack}");
     let ev = b_ws.next_event("message").await;
@@ -444,7 +444,7 @@ async fn concurrent_senders_on_both_nodes_share_one_gap_free_sequence() {
 // ---- 3. a node crashes ------------------------------------------------------------------------
 
 /// Polls `user`'s presence through `ws` until it is `status`; panics after `within`.
-async fn wait_presence(ws: &mut Ws, user: &str, status: &str, within: Duration, logs: &str) {
+async fn wait_presence(ws: &mut Ws, user: &str, status: &str, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let now = presence_now(ws, user).await;
@@ -453,7 +453,7 @@ async fn wait_presence(ws: &mut Ws, user: &str, status: &str, within: Duration, 
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{user} still {now}, not {status}, after {within:?}\n{logs}"
+            "{user} still {now}, not {status}, after {within:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -504,7 +504,7 @@ async fn a_killed_nodes_clients_resume_on_the_other_and_its_users_go_offline() {
     for n in 5..8 {
         let cid = format!("b{n}");
         let ack = b_ws.send_message(&ch, &cid, &format!("b says {n}")).await;
-        assert_eq!(ack["type"], "ack", "{ack}\n{}", cluster.logs());
+        assert_eq!(ack["type"], "ack", "{ack}");
         acked.insert(cid, ack);
     }
 
@@ -543,7 +543,6 @@ async fn a_killed_nodes_clients_resume_on_the_other_and_its_users_go_offline() {
         &carol.id,
         "offline",
         Duration::from_secs(PRESENCE_TTL_SECS * 5 + 10),
-        &cluster.b.log(),
     )
     .await;
     let off = presence_event(&mut watcher, &carol.id, "offline").await;
@@ -748,7 +747,7 @@ async fn redis_outage_keeps_nodes_serving_locally_and_heals_afterwards() {
 async fn mongo_outage_refuses_sends_and_never_acks_what_is_not_stored() {
     const BURST: usize = 3;
     /// A send to a dead store is refused after the store driver's server-selection timeout
-    /// (seconds), not at once; generous for a loaded machine.
+    /// (3 s; ~4 s measured), not at once: generous for a loaded machine.
     const STORE_DOWN_ANSWER: Duration = Duration::from_secs(20);
     let mut cluster = Cluster::start().await;
     let alice = user_on(&cluster.a, "alice").await;
@@ -776,20 +775,29 @@ async fn mongo_outage_refuses_sends_and_never_acks_what_is_not_stored() {
     // (author's socket, client id) of every refused send, retried later.
     let mut refused: Vec<(&str, String)> = Vec::new();
     let mut answers: HashMap<String, Value> = HashMap::new();
-    let answered = read_until(&mut a_ws, STORE_DOWN_ANSWER, |f| {
-        match f["type"].as_str() {
-            Some("ack") | Some("error")
-                if f["ref"].as_str().is_some_and(|r| r.starts_with("burst")) =>
-            {
-                answers.insert(f["ref"].as_str().unwrap().to_string(), f);
+    // They queue behind each other (one channel), each waiting out the store's server
+    // selection: the bound is per answer.
+    while answers.len() < BURST {
+        let before = answers.len();
+        let answered = read_until(&mut a_ws, STORE_DOWN_ANSWER, |f| {
+            match f["type"].as_str() {
+                Some("ack") | Some("error")
+                    if f["ref"].as_str().is_some_and(|r| r.starts_with("burst")) =>
+                {
+                    answers.insert(f["ref"].as_str().unwrap().to_string(), f);
+                }
+                Some("event") if f["channel"] == ch => alice_seen.push(f),
+                _ => {}
             }
-            Some("event") if f["channel"] == ch => alice_seen.push(f),
-            _ => {}
-        }
-        answers.len() == BURST
-    })
-    .await;
-    assert!(answered, "sends in flight when the store died were not answered within {STORE_DOWN_ANSWER:?}: {answers:?}\n{}", cluster.logs());
+            answers.len() > before
+        })
+        .await;
+        assert!(
+            answered,
+            "a send in flight when the store died got no answer within {STORE_DOWN_ANSWER:?} \
+             (answered so far: {answers:?})"
+        );
+    }
     for (cid, f) in answers {
         if f["type"] == "ack" {
             acked.insert(cid, f);
@@ -822,8 +830,7 @@ async fn mongo_outage_refuses_sends_and_never_acks_what_is_not_stored() {
         .await;
         assert!(
             answered,
-            "node {who}: a send to a dead store got no answer within {STORE_DOWN_ANSWER:?}\n{}",
-            cluster.logs()
+            "node {who}: a send to a dead store got no answer within {STORE_DOWN_ANSWER:?}"
         );
         assert_eq!(answer["type"], "error", "node {who}: {answer}");
         assert_eq!(answer["code"], "unavailable", "{answer}");
@@ -859,7 +866,7 @@ async fn mongo_outage_refuses_sends_and_never_acks_what_is_not_stored() {
     for (who, cid) in &refused {
         let ws = if *who == "a" { &mut a_ws } else { &mut b_ws };
         let ack = ws.send_message(&ch, cid, "retried").await;
-        assert_eq!(ack["type"], "ack", "{cid}: {ack}\n{}", cluster.logs());
+        assert_eq!(ack["type"], "ack", "{cid}: {ack}");
         acked.insert(cid.clone(), ack);
     }
     for node in [&cluster.a, &cluster.b] {
