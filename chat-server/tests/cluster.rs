@@ -79,6 +79,16 @@ async fn mongo_restarts_on_the_same_port_and_data_after_a_kill() {
         "log: {}",
         std::fs::read_to_string(mongo.log_path()).unwrap_or_default()
     );
+    drop(coll);
+    client.shutdown().await;
+    // A clean stop (SIGTERM) ends the process too.
+    tokio::task::spawn_blocking(move || {
+        let mut mongo = mongo;
+        mongo.stop();
+        assert!(!mongo.is_running());
+    })
+    .await
+    .unwrap();
 }
 
 // ---- helpers ----------------------------------------------------------------------------------
