@@ -14,6 +14,7 @@
 # pid file; MOTO_ECS_SERVICE_RUNNING overrides the running-task count (0 disables it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 # Pinned: the tests rely on what this release answers (see shared TESTBED notes).
 MOTO_VERSION="5.2.5"
@@ -32,42 +33,22 @@ install() {
 }
 
 stop() {
-  [ -f "$PIDFILE" ] || return 0
-  local pid
-  pid="$(cat "$PIDFILE")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$PIDFILE"
+  stop_pidfile "$PIDFILE" 50
 }
 
 start() {
   install
   stop
   local port
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+  port="$(free_port)"
   MOTO_ECS_SERVICE_RUNNING="${MOTO_ECS_SERVICE_RUNNING:-1}" \
     "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$STATE/moto-$port.log" 2>&1 &
   echo $! >"$PIDFILE"
-  for _ in $(seq 1 300); do
-    if python3 -c 'import sys,urllib.request; urllib.request.urlopen("http://127.0.0.1:%s/moto-api/" % sys.argv[1], timeout=0.5)' "$port" 2>/dev/null; then
-      echo "http://127.0.0.1:$port"
-      return 0
-    fi
-    if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-      echo "moto_server exited; log:" >&2
-      cat "$STATE/moto-$port.log" >&2
-      rm -f "$PIDFILE"
-      return 1
-    fi
-    sleep 0.1
-  done
-  echo "moto_server did not answer on port $port within 30 s" >&2
+  if wait_ready "moto_server on port $port" "$PIDFILE" "$STATE/moto-$port.log" \
+    python3 -c 'import sys,urllib.request; urllib.request.urlopen("http://127.0.0.1:%s/moto-api/" % sys.argv[1], timeout=0.5)' "$port"; then
+    echo "http://127.0.0.1:$port"
+    return 0
+  fi
   stop
   return 1
 }

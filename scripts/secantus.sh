@@ -11,6 +11,7 @@
 # FULLSLACK_TEST_RUNTIME (default .test-runtime) holds the venv, the data dir and the pid file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 RUNTIME="${FULLSLACK_TEST_RUNTIME:-$PWD/.test-runtime}"
 VENV="$RUNTIME/venv-secantus"
@@ -18,19 +19,8 @@ STATE="$RUNTIME/secantus"
 PIDFILE="$STATE/secantusd.pid"
 
 stop() {
-  [ -f "$PIDFILE" ] || return 0
-  local pid
-  pid="$(cat "$PIDFILE")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    # It needs a few seconds to shut WiredTiger down cleanly.
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$PIDFILE"
+  # It needs a few seconds to shut WiredTiger down cleanly.
+  stop_pidfile "$PIDFILE" 100
 }
 
 start() {
@@ -42,27 +32,18 @@ start() {
   fi
   stop
   local port data
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+  port="$(free_port)"
   data="$STATE/data-$port-$$"
   rm -rf "$data"
   mkdir -p "$data"
   "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path "$data" \
     >"$STATE/secantusd-$port.log" 2>&1 &
   echo $! >"$PIDFILE"
-  for _ in $(seq 1 300); do
-    if python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$port" 2>/dev/null; then
-      echo "mongodb://127.0.0.1:$port/fullslack_test"
-      return 0
-    fi
-    if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-      echo "secantusd exited; log:" >&2
-      cat "$STATE/secantusd-$port.log" >&2
-      rm -f "$PIDFILE"
-      return 1
-    fi
-    sleep 0.1
-  done
-  echo "secantusd did not accept connections on port $port within 30 s" >&2
+  if wait_ready "secantusd on port $port" "$PIDFILE" "$STATE/secantusd-$port.log" \
+    python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$port"; then
+    echo "mongodb://127.0.0.1:$port/fullslack_test"
+    return 0
+  fi
   stop
   return 1
 }

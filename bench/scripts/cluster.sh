@@ -10,12 +10,13 @@
 # builds: cargo build --release -p fullslack-chat -p bench
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/lib.sh
 what="${1:-all}"
 out=target/bench-cluster
 mkdir -p "$out"
 export FULLSLACK_TEST_RUNTIME="${FULLSLACK_TEST_RUNTIME:-$PWD/.test-runtime}"
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+port="$(free_port)"
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
   --daemonize yes --pidfile "$PWD/$out/redis.pid" --logfile "$PWD/$out/redis.log"
 cleanup() {
