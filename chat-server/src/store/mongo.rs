@@ -21,7 +21,7 @@
 //! Durability: writes use write concern `majority` with journaling, so a method returns only
 //! after its change is on disk.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::IntoFuture, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
@@ -32,7 +32,7 @@ use mongodb::{
         UNKNOWN_TRANSACTION_COMMIT_RESULT,
     },
     options::{Acknowledgment, ClientOptions, IndexOptions, ReturnDocument, WriteConcern},
-    Client, ClientSession, Collection, Database, IndexModel,
+    Client, ClientSession, Collection, Cursor, Database, IndexModel,
 };
 use serde_json::json;
 use time::OffsetDateTime;
@@ -451,6 +451,17 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(rand::random_range(1..=cap.max(2)))).await;
 }
 
+/// Runs a `find` and reads every document its cursor returns.
+async fn all_docs(
+    find: impl IntoFuture<Output = mongodb::error::Result<Cursor<Document>>>,
+) -> StoreResult<Vec<Document>> {
+    find.await
+        .map_err(classify)?
+        .try_collect()
+        .await
+        .map_err(classify)
+}
+
 impl MongoStore {
     /// Connects (`mongodb://…` or `mongodb+srv://…`; database from the URL path, default
     /// `fullslack`), creates the indexes, and finds out whether transactions are available.
@@ -687,16 +698,13 @@ impl MongoStore {
     }
 
     async fn member_ids(&self, channel_id: &str) -> StoreResult<Vec<Id>> {
-        let docs: Vec<Document> = self
-            .members
-            .find(doc! {"channel_id": channel_id})
-            .sort(doc! {"joined_at": 1, "user_id": 1})
-            .projection(doc! {"user_id": 1})
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let docs = all_docs(
+            self.members
+                .find(doc! {"channel_id": channel_id})
+                .sort(doc! {"joined_at": 1, "user_id": 1})
+                .projection(doc! {"user_id": 1}),
+        )
+        .await?;
         Ok(docs.iter().map(|d| get_s(d, "user_id")).collect())
     }
 
@@ -724,12 +732,7 @@ impl MongoStore {
         if let Some(l) = limit {
             find = find.limit(l);
         }
-        let docs: Vec<Document> = find
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let docs = all_docs(find).await?;
         Ok(docs.iter().map(doc_message).collect())
     }
 
@@ -803,15 +806,8 @@ impl Store for MongoStore {
     }
 
     async fn users(&self) -> StoreResult<Vec<User>> {
-        let docs: Vec<Document> = self
-            .users
-            .find(doc! {})
-            .sort(doc! {"username_key": 1})
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let docs: Vec<Document> =
+            all_docs(self.users.find(doc! {}).sort(doc! {"username_key": 1})).await?;
         Ok(docs.iter().map(doc_user).collect())
     }
 
@@ -969,15 +965,12 @@ impl Store for MongoStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let docs: Vec<Document> = self
-            .channels
-            .find(doc! {"_id": {"$in": strs(&ids)}})
-            .projection(doc! {"last_seq": 1})
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let docs = all_docs(
+            self.channels
+                .find(doc! {"_id": {"$in": strs(&ids)}})
+                .projection(doc! {"last_seq": 1}),
+        )
+        .await?;
         Ok(docs
             .iter()
             .map(|d| (get_s(d, "_id"), get_i(d, "last_seq")))
@@ -989,27 +982,18 @@ impl Store for MongoStore {
     }
 
     async fn channels_for_user(&self, user_id: &str) -> StoreResult<Vec<Channel>> {
-        let memberships: Vec<Document> = self
-            .members
-            .find(doc! {"user_id": user_id})
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let memberships: Vec<Document> =
+            all_docs(self.members.find(doc! {"user_id": user_id})).await?;
         if memberships.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<Id> = memberships.iter().map(|d| get_s(d, "channel_id")).collect();
-        let docs: Vec<Document> = self
-            .channels
-            .find(doc! {"_id": {"$in": strs(&ids)}})
-            .sort(doc! {"created_at": 1, "_id": 1})
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let docs = all_docs(
+            self.channels
+                .find(doc! {"_id": {"$in": strs(&ids)}})
+                .sort(doc! {"created_at": 1, "_id": 1}),
+        )
+        .await?;
         let mut out = Vec::with_capacity(docs.len());
         for d in &docs {
             let mut ch = doc_channel(d);
@@ -1038,15 +1022,12 @@ impl Store for MongoStore {
     }
 
     async fn public_channels(&self) -> StoreResult<Vec<Channel>> {
-        let docs: Vec<Document> = self
-            .channels
-            .find(doc! {"kind": "public"})
-            .sort(doc! {"name": 1})
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let docs = all_docs(
+            self.channels
+                .find(doc! {"kind": "public"})
+                .sort(doc! {"name": 1}),
+        )
+        .await?;
         let mut out = Vec::with_capacity(docs.len());
         for d in &docs {
             let mut ch = doc_channel(d);
@@ -1066,15 +1047,12 @@ impl Store for MongoStore {
     }
 
     async fn members(&self, channel_id: &str) -> StoreResult<Vec<Member>> {
-        let docs: Vec<Document> = self
-            .members
-            .find(doc! {"channel_id": channel_id})
-            .sort(doc! {"joined_at": 1, "user_id": 1})
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let docs = all_docs(
+            self.members
+                .find(doc! {"channel_id": channel_id})
+                .sort(doc! {"joined_at": 1, "user_id": 1}),
+        )
+        .await?;
         Ok(docs.iter().map(doc_member).collect())
     }
 
@@ -1430,16 +1408,13 @@ impl Store for MongoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let docs: Vec<Document> = self
-            .events
-            .find(doc! {"channel_id": channel_id, "seq": {"$gt": after}})
-            .sort(doc! {"seq": 1})
-            .limit(limit as i64)
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let docs = all_docs(
+            self.events
+                .find(doc! {"channel_id": channel_id, "seq": {"$gt": after}})
+                .sort(doc! {"seq": 1})
+                .limit(limit as i64),
+        )
+        .await?;
         Ok(docs.iter().map(doc_event).collect())
     }
 
@@ -1521,15 +1496,12 @@ impl Store for MongoStore {
             return Ok(Vec::new());
         }
         let mut readable = self.member_channel_ids(user_id).await?;
-        let public: Vec<Document> = self
-            .channels
-            .find(doc! {"kind": "public"})
-            .projection(doc! {"_id": 1})
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let public = all_docs(
+            self.channels
+                .find(doc! {"kind": "public"})
+                .projection(doc! {"_id": 1}),
+        )
+        .await?;
         for d in &public {
             let id = get_s(d, "_id");
             if !readable.contains(&id) {
@@ -1562,15 +1534,12 @@ impl Store for MongoStore {
 
 impl MongoStore {
     async fn member_channel_ids(&self, user_id: &str) -> StoreResult<Vec<Id>> {
-        let docs: Vec<Document> = self
-            .members
-            .find(doc! {"user_id": user_id})
-            .projection(doc! {"channel_id": 1})
-            .await
-            .map_err(classify)?
-            .try_collect()
-            .await
-            .map_err(classify)?;
+        let docs = all_docs(
+            self.members
+                .find(doc! {"user_id": user_id})
+                .projection(doc! {"channel_id": 1}),
+        )
+        .await?;
         Ok(docs.iter().map(|d| get_s(d, "channel_id")).collect())
     }
 }
