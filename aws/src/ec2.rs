@@ -186,24 +186,7 @@ async fn resolve_image(
 
 async fn vpc_of(aws: &Aws, subnet: Option<&str>) -> Result<String, AwsError> {
     if let Some(subnet) = subnet {
-        let out = aws
-            .ec2()
-            .describe_subnets()
-            .subnet_ids(subnet)
-            .send()
-            .await
-            .ctx("ec2:DescribeSubnets")?;
-        return out
-            .subnets()
-            .first()
-            .and_then(|s| s.vpc_id())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                AwsError::invalid(
-                    format!("subnet {subnet} not found in {}", aws.region),
-                    "check ec2.subnet_id and the region",
-                )
-            });
+        return vpc_of_subnet(aws, subnet, "check ec2.subnet_id and the region").await;
     }
     let out = aws
         .ec2()
@@ -221,6 +204,28 @@ async fn vpc_of(aws: &Aws, subnet: Option<&str>) -> Result<String, AwsError> {
                 format!("the account has no default VPC in {}", aws.region),
                 "set ec2.subnet_id to a public subnet of the VPC to use",
             )
+        })
+}
+
+/// The VPC a subnet belongs to; `hint` names the stack setting the subnet came from.
+pub(crate) async fn vpc_of_subnet(
+    aws: &Aws,
+    subnet: &str,
+    hint: &'static str,
+) -> Result<String, AwsError> {
+    let out = aws
+        .ec2()
+        .describe_subnets()
+        .subnet_ids(subnet)
+        .send()
+        .await
+        .ctx("ec2:DescribeSubnets")?;
+    out.subnets()
+        .first()
+        .and_then(|s| s.vpc_id())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            AwsError::invalid(format!("subnet {subnet} not found in {}", aws.region), hint)
         })
 }
 

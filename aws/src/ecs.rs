@@ -101,26 +101,6 @@ async fn account_id(aws: &Aws) -> Result<String, AwsError> {
     Ok(out.account().unwrap_or_default().to_string())
 }
 
-async fn vpc_of_subnet(aws: &Aws, subnet: &str) -> Result<String, AwsError> {
-    let out = aws
-        .ec2()
-        .describe_subnets()
-        .subnet_ids(subnet)
-        .send()
-        .await
-        .ctx("ec2:DescribeSubnets")?;
-    out.subnets()
-        .first()
-        .and_then(|s| s.vpc_id())
-        .map(str::to_string)
-        .ok_or_else(|| {
-            AwsError::invalid(
-                format!("subnet {subnet} not found in {}", aws.region),
-                "check ecs.subnets and the region",
-            )
-        })
-}
-
 /// The resources an ECS stack wants.
 pub(crate) async fn desired(
     aws: &Aws,
@@ -140,7 +120,8 @@ pub(crate) async fn desired(
             "set ecs.execution_role_arn to a role with AmazonECSTaskExecutionRolePolicy and ssm:GetParameters on the stack's parameters",
         ));
     }
-    let vpc = vpc_of_subnet(aws, &e.subnets[0]).await?;
+    let vpc =
+        crate::ec2::vpc_of_subnet(aws, &e.subnets[0], "check ecs.subnets and the region").await?;
     let image = match &spec.ecr_repository {
         Some(repo) => format!(
             "{}.dkr.ecr.{}.amazonaws.com/{repo}:{}",
