@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::model::{Channel, ChannelKind, Event, Id, Member, Message, Role, User};
+use crate::model::{Channel, ChannelKind, Event, Id, Member, Message, Reaction, Role, User};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -217,5 +217,56 @@ pub async fn open(url: &str, data_dir: &std::path::Path) -> StoreResult<DynStore
         other => Err(StoreError::Internal(format!(
             "unsupported store URL {other:?}: use `sqlite`, `sqlite:PATH` or `mongodb://…`"
         ))),
+    }
+}
+
+/// Adds (`add`) or removes `user`'s `emoji` reaction in `reactions`, dropping reactions left
+/// with no users; false when nothing changed (already there, or not there to remove). Both
+/// drivers store the list this computes.
+pub fn toggle_reaction(reactions: &mut Vec<Reaction>, emoji: &str, user: &str, add: bool) -> bool {
+    let changed = match (reactions.iter_mut().find(|r| r.emoji == emoji), add) {
+        (Some(r), true) if !r.user_ids.iter().any(|u| u == user) => {
+            r.user_ids.push(user.to_string());
+            true
+        }
+        (None, true) => {
+            reactions.push(Reaction {
+                emoji: emoji.to_string(),
+                user_ids: vec![user.to_string()],
+            });
+            true
+        }
+        (Some(r), false) if r.user_ids.iter().any(|u| u == user) => {
+            r.user_ids.retain(|u| u != user);
+            true
+        }
+        _ => false,
+    };
+    reactions.retain(|r| !r.user_ids.is_empty());
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reactions_toggle_and_empty_ones_go() {
+        let mut r = Vec::new();
+        assert!(toggle_reaction(&mut r, "🎉", "a", true));
+        assert!(!toggle_reaction(&mut r, "🎉", "a", true), "already there");
+        assert!(toggle_reaction(&mut r, "🎉", "b", true));
+        assert!(toggle_reaction(&mut r, "👍", "a", true));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].user_ids, vec!["a".to_string(), "b".to_string()]);
+        assert!(
+            !toggle_reaction(&mut r, "👍", "b", false),
+            "not there to remove"
+        );
+        assert!(toggle_reaction(&mut r, "🎉", "a", false));
+        assert_eq!(r[0].user_ids, vec!["b".to_string()]);
+        assert!(toggle_reaction(&mut r, "👍", "a", false));
+        assert_eq!(r.len(), 1, "a reaction nobody holds is dropped");
+        assert!(!toggle_reaction(&mut r, "❤️", "a", false));
     }
 }

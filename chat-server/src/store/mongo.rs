@@ -38,7 +38,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{
-    NewChannel, NewMessage, NewUser, Page, Session, Store, StoreError, StoreResult, Watermark,
+    toggle_reaction, NewChannel, NewMessage, NewUser, Page, Session, Store, StoreError,
+    StoreResult, Watermark,
 };
 use crate::model::{
     Channel, ChannelKind, Event, EventKind, Id, Member, Message, Presence, Reaction, Role, User,
@@ -1307,28 +1308,9 @@ impl Store for MongoStore {
                 }
                 let before = d.get("reactions").cloned().unwrap_or(Bson::Array(Vec::new()));
                 let mut reactions = msg.reactions;
-                let changed = match (reactions.iter_mut().find(|r| r.emoji == emoji), add) {
-                    (Some(r), true) if !r.user_ids.contains(&user) => {
-                        r.user_ids.push(user.clone());
-                        true
-                    }
-                    (None, true) => {
-                        reactions.push(Reaction {
-                            emoji: emoji.to_string(),
-                            user_ids: vec![user.clone()],
-                        });
-                        true
-                    }
-                    (Some(r), false) if r.user_ids.contains(&user) => {
-                        r.user_ids.retain(|u| u != &user);
-                        true
-                    }
-                    _ => false,
-                };
-                if !changed {
+                if !toggle_reaction(&mut reactions, emoji, &user, add) {
                     return Ok::<_, Fail>(None);
                 }
-                reactions.retain(|r| !r.user_ids.is_empty());
                 let r = self
                     .messages
                     .update_one(

@@ -21,10 +21,11 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    NewChannel, NewMessage, NewUser, Page, Session, Store, StoreError, StoreResult, Watermark,
+    toggle_reaction, NewChannel, NewMessage, NewUser, Page, Session, Store, StoreError,
+    StoreResult, Watermark,
 };
 use crate::model::{
-    Channel, ChannelKind, Event, EventKind, Id, Member, Message, Presence, Reaction, Role, User,
+    Channel, ChannelKind, Event, EventKind, Id, Member, Message, Presence, Role, User,
 };
 
 const READERS: usize = 4;
@@ -920,29 +921,10 @@ impl Store for SqliteStore {
             if msg.deleted {
                 return Err(StoreError::NotFound("message"));
             }
-            let mut reactions: Vec<Reaction> = msg.reactions;
-            let changed = match (reactions.iter_mut().find(|r| r.emoji == emoji), add) {
-                (Some(r), true) if !r.user_ids.contains(&user) => {
-                    r.user_ids.push(user.clone());
-                    true
-                }
-                (None, true) => {
-                    reactions.push(Reaction {
-                        emoji: emoji.clone(),
-                        user_ids: vec![user.clone()],
-                    });
-                    true
-                }
-                (Some(r), false) if r.user_ids.contains(&user) => {
-                    r.user_ids.retain(|u| u != &user);
-                    true
-                }
-                _ => false,
-            };
-            if !changed {
+            let mut reactions = msg.reactions;
+            if !toggle_reaction(&mut reactions, &emoji, &user, add) {
                 return Ok(None);
             }
-            reactions.retain(|r| !r.user_ids.is_empty());
             c.execute(
                 "UPDATE messages SET reactions = ?3 WHERE id = ?1 AND channel_id = ?2",
                 params![id, ch, serde_json::to_string(&reactions).map_err(internal)?],
