@@ -125,8 +125,9 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// 503 when the store does not answer, or answers reads while its writes fail (a full disk:
 /// nothing can be stored); Redis unreachable is only "degraded": the node still serves its own
-/// clients. Writes are judged by their last outcome (`store::health`); while they are failing
-/// each call probes with one tiny write, so readiness comes back as soon as writes do.
+/// clients. Writes are judged by their last outcome (`store::health`): "not ready" for
+/// `PROBE_AFTER` after a failed write, then each call probes with one tiny write, so readiness
+/// comes back as soon as writes do, even without traffic.
 async fn readyz(State(app): State<AppState>) -> Response {
     let redis = match &app.cluster {
         None => Ok("disabled".to_string()),
@@ -137,12 +138,17 @@ async fn readyz(State(app): State<AppState>) -> Response {
         Err(e) => (false, e),
     };
     let store = match app.store.ping().await {
-        Ok(()) if app.store_health.failing().is_some() => app
-            .store
-            .probe_write()
-            .await
-            .map_err(|e| format!("writes failing: {e}")),
-        Ok(()) => Ok(()),
+        Ok(()) => match app.store_health.failing() {
+            None => Ok(()),
+            Some((e, at)) if at.elapsed() < crate::store::health::PROBE_AFTER => {
+                Err(format!("writes failing: {e}"))
+            }
+            Some(_) => app
+                .store
+                .probe_write()
+                .await
+                .map_err(|e| format!("writes failing: {e}")),
+        },
         Err(e) => Err(e.to_string()),
     };
     match store {

@@ -90,10 +90,7 @@ pub fn validate_display_name(name: &str) -> ApiResult<()> {
             "display_name: at most 64 characters".into(),
         ));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_control() || is_bidi_control(*c))
-    {
+    if let Some(c) = name.chars().find(|c| c.is_control() || is_bidi_control(*c)) {
         return Err(ApiError::BadRequest(format!(
             "display_name: control and bidi override characters are not allowed (found U+{:04X})",
             c as u32
@@ -899,7 +896,10 @@ mod tests {
     #[test]
     fn display_names_refuse_controls_and_bidi_overrides() {
         assert!(validate_display_name("Zoë Smith-Jones (she/her) 🎉").is_ok());
-        assert!(validate_display_name("مرحبا بالعالم").is_ok(), "RTL text itself is fine");
+        assert!(
+            validate_display_name("مرحبا بالعالم").is_ok(),
+            "RTL text itself is fine"
+        );
         for bad in [
             "nul\0byte",
             "new\nline",

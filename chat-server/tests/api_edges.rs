@@ -127,7 +127,10 @@ async fn every_answer_says_nosniff() {
             resp.status()
         );
         assert_eq!(
-            resp.headers().get_all("x-content-type-options").iter().count(),
+            resp.headers()
+                .get_all("x-content-type-options")
+                .iter()
+                .count(),
             1,
             "once"
         );
@@ -161,8 +164,10 @@ async fn display_names_with_control_or_bidi_override_characters_are_refused() {
     for (i, name) in bad.iter().enumerate() {
         let resp = http
             .post(format!("{}/api/auth/register", server.base))
-            .json(&json!({"username": format!("user{i}"), "password": "correct horse battery",
-                          "display_name": name}))
+            .json(
+                &json!({"username": format!("user{i}"), "password": "correct horse battery",
+                          "display_name": name}),
+            )
             .send()
             .await
             .unwrap();
@@ -174,8 +179,10 @@ async fn display_names_with_control_or_bidi_override_characters_are_refused() {
     // Nothing was created for them: the names are still free.
     let ok = http
         .post(format!("{}/api/auth/register", server.base))
-        .json(&json!({"username": "user0", "password": "correct horse battery",
-                      "display_name": "Zoë (she/her) 🎉 مرحبا"}))
+        .json(
+            &json!({"username": "user0", "password": "correct horse battery",
+                      "display_name": "Zoë (she/her) 🎉 مرحبا"}),
+        )
         .send()
         .await
         .unwrap();

@@ -472,19 +472,31 @@ async fn non_members_cannot_write_and_nothing_is_stored() {
     let b = user(&s, "b").await;
     let c = user(&s, "c").await;
     let ch = channel(&s, &a, "c", ChannelKind::Private, &[&b]).await;
-    let (m_a, _) = s.append_message(msg(&ch, &a, "a1", "from a")).await.unwrap();
-    let (m_b, _) = s.append_message(msg(&ch, &b, "b1", "from b")).await.unwrap();
+    let (m_a, _) = s
+        .append_message(msg(&ch, &a, "a1", "from a"))
+        .await
+        .unwrap();
+    let (m_b, _) = s
+        .append_message(msg(&ch, &b, "b1", "from b"))
+        .await
+        .unwrap();
     s.remove_member(&ch, &b).await.unwrap().unwrap();
     let before = s.events_after(&ch, 0, 1000).await.unwrap();
     let last_seq = s.channel(&ch).await.unwrap().unwrap().last_seq;
 
     for (who, name) in [(&c, "never a member"), (&b, "left")] {
         let sent = s.append_message(msg(&ch, who, "x1", "intruder")).await;
-        assert!(matches!(sent, Err(StoreError::NotMember)), "{name}: {sent:?}");
+        assert!(
+            matches!(sent, Err(StoreError::NotMember)),
+            "{name}: {sent:?}"
+        );
         let mut reply = msg(&ch, who, "x2", "intruding reply");
         reply.thread_root = Some(m_a.id.clone());
         let sent = s.append_message(reply).await;
-        assert!(matches!(sent, Err(StoreError::NotMember)), "{name}: {sent:?}");
+        assert!(
+            matches!(sent, Err(StoreError::NotMember)),
+            "{name}: {sent:?}"
+        );
         let reacted = s.react(&ch, &m_a.id, who, "👀", true, now()).await;
         assert!(
             matches!(reacted, Err(StoreError::NotMember)),
@@ -493,21 +505,34 @@ async fn non_members_cannot_write_and_nothing_is_stored() {
         let read = s
             .advance_watermark(&ch, who, Watermark::Read(i64::MAX), true, now())
             .await;
-        assert!(matches!(read, Err(StoreError::NotMember)), "{name}: {read:?}");
+        assert!(
+            matches!(read, Err(StoreError::NotMember)),
+            "{name}: {read:?}"
+        );
     }
     // The author of a message who left can no longer change it.
-    let edited = s.edit_message(&ch, &m_b.id, &b, "changed", &[], now()).await;
+    let edited = s
+        .edit_message(&ch, &m_b.id, &b, "changed", &[], now())
+        .await;
     assert!(matches!(edited, Err(StoreError::NotMember)), "{edited:?}");
     let deleted = s.delete_message(&ch, &m_b.id, &b, now()).await;
     assert!(matches!(deleted, Err(StoreError::NotMember)), "{deleted:?}");
     // A member cannot change someone else's message either.
-    let edited = s.edit_message(&ch, &m_b.id, &a, "changed", &[], now()).await;
+    let edited = s
+        .edit_message(&ch, &m_b.id, &a, "changed", &[], now())
+        .await;
     assert!(matches!(edited, Err(StoreError::NotFound(_))), "{edited:?}");
     let deleted = s.delete_message(&ch, &m_b.id, &a, now()).await;
-    assert!(matches!(deleted, Err(StoreError::NotFound(_))), "{deleted:?}");
+    assert!(
+        matches!(deleted, Err(StoreError::NotFound(_))),
+        "{deleted:?}"
+    );
 
     // Nothing of it was stored: no event, no sequence number taken, messages untouched.
-    assert_eq!(s.events_after(&ch, 0, 1000).await.unwrap().len(), before.len());
+    assert_eq!(
+        s.events_after(&ch, 0, 1000).await.unwrap().len(),
+        before.len()
+    );
     assert_eq!(
         s.channel(&ch).await.unwrap().unwrap().last_seq,
         last_seq,
@@ -518,11 +543,16 @@ async fn non_members_cannot_write_and_nothing_is_stored() {
         history.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
         ["from a", "from b"]
     );
-    assert!(history.iter().all(|m| m.reactions.is_empty() && m.reply_count == 0));
+    assert!(history
+        .iter()
+        .all(|m| m.reactions.is_empty() && m.reply_count == 0));
     assert!(s.replies(&ch, &m_a.id).await.unwrap().is_empty());
     assert!(s.member(&ch, &c).await.unwrap().is_none());
     // Joining again makes the same writes work.
-    s.add_member(&ch, &b, Role::Member, &a).await.unwrap().unwrap();
+    s.add_member(&ch, &b, Role::Member, &a)
+        .await
+        .unwrap()
+        .unwrap();
     s.append_message(msg(&ch, &b, "b2", "back")).await.unwrap();
     s.edit_message(&ch, &m_b.id, &b, "changed", &[], now())
         .await
@@ -549,7 +579,10 @@ async fn users_by_ids_reads_the_existing_ones_in_one_call() {
     );
     assert_eq!(found[0].last_seen, None);
     let seen = found[1].last_seen.expect("b's last seen");
-    assert!((seen - at).abs() < time::Duration::milliseconds(2), "{seen} vs {at}");
+    assert!(
+        (seen - at).abs() < time::Duration::milliseconds(2),
+        "{seen} vs {at}"
+    );
     s.probe_write().await.unwrap();
     s.probe_write().await.unwrap();
 }

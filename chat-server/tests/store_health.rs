@@ -71,8 +71,13 @@ async fn readyz_is_not_ready_while_writes_fail_and_the_log_is_not_flooded() {
     unsafe {
         cmd.pre_exec(|| {
             signal(Signal::SIGXFSZ, SigHandler::SigIgn).map_err(std::io::Error::from)?;
-            setrlimit(Resource::RLIMIT_FSIZE, FSIZE_LIMIT, FSIZE_LIMIT)
-                .map_err(std::io::Error::from)?;
+            // Only the soft limit: anyone may raise it again up to the (unlimited) hard one.
+            setrlimit(
+                Resource::RLIMIT_FSIZE,
+                FSIZE_LIMIT,
+                nix::libc::RLIM_INFINITY,
+            )
+            .map_err(std::io::Error::from)?;
             Ok(())
         });
     }
@@ -144,7 +149,7 @@ async fn readyz_is_not_ready_while_writes_fail_and_the_log_is_not_flooded() {
         let (status, _) = alice
             .post(
                 &format!("/api/channels/{ch}/messages"),
-                json!({"text": "more", "client_id": format!("f{i}")}),
+                json!({"text": "x".repeat(2000), "client_id": format!("f{i}")}),
             )
             .await;
         assert_eq!(status, 503);
@@ -161,10 +166,15 @@ async fn readyz_is_not_ready_while_writes_fail_and_the_log_is_not_flooded() {
     // Room again: readiness probes with a write and comes back; so do sends.
     let lifted = Command::new("prlimit")
         .args(["--pid", &pid.to_string(), "--fsize=unlimited"])
-        .status()
+        .output()
         .expect("prlimit runs");
-    assert!(lifted.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
+    assert!(
+        lifted.status.success(),
+        "prlimit: {}",
+        String::from_utf8_lossy(&lifted.stderr)
+    );
+    // Not ready for 5 s after the last failed write, then a write probe decides.
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, body) = readyz().await;
         if status == 200 {
@@ -182,9 +192,12 @@ async fn readyz_is_not_ready_while_writes_fail_and_the_log_is_not_flooded() {
         .await;
     assert_eq!(status, 201, "{body}");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !log.lock().unwrap().iter().any(|l| {
-        l["level"] == "INFO" && l["fields"]["message"] == "store writes work again"
-    }) {
+    while !log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l["level"] == "INFO" && l["fields"]["message"] == "store writes work again")
+    {
         assert!(Instant::now() < deadline, "the recovery is logged");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1,7 +1,10 @@
 //! Store health as the node sees it: [`Watched`] wraps the driver and records every outcome in
 //! a [`StoreHealth`], which
 //! - tells readiness whether writes work: a node whose reads still answer but whose writes all
-//!   fail (a full disk) is not ready (`/readyz` probes with a tiny write while it is failing);
+//!   fail (a full disk) is not ready. `/readyz` answers from the last failure for
+//!   [`PROBE_AFTER`], then probes with a tiny write: on a nearly full disk a tiny write can pass
+//!   while real ones (a message with its event and indexes) fail, so a probe must not overrule
+//!   fresh failures of real writes;
 //! - logs an outage without flooding: the first `Unavailable` is one WARN, later ones are
 //!   counted and summed up in one WARN at most every [`LOG_EVERY`], and the first successful
 //!   write after them logs one INFO with the total.
@@ -26,6 +29,9 @@ use crate::model::{Channel, Event, Id, Member, Message, Role, User};
 /// At most one summary WARN per this interval while the store keeps failing.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// How long after the last failed write readiness says "not ready" without probing.
+pub const PROBE_AFTER: Duration = Duration::from_secs(5);
+
 /// What to log for one failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogAction {
@@ -41,8 +47,8 @@ pub enum LogAction {
 /// The outage state behind the log limit and readiness (pure: time comes from the caller).
 #[derive(Debug, Default)]
 pub struct Outage {
-    /// The last `Unavailable` answer, while no write has succeeded after it.
-    failing: Option<String>,
+    /// The last `Unavailable` answer and when, while no write has succeeded after it.
+    failing: Option<(String, Instant)>,
     last_log: Option<Instant>,
     since_log: u64,
     total: u64,
@@ -50,7 +56,7 @@ pub struct Outage {
 
 impl Outage {
     pub fn failed(&mut self, error: &str, now: Instant) -> LogAction {
-        self.failing = Some(error.to_string());
+        self.failing = Some((error.to_string(), now));
         self.total += 1;
         match self.last_log {
             None => {
@@ -79,9 +85,9 @@ impl Outage {
         Some(total)
     }
 
-    /// The last error while writes are failing.
-    pub fn failing(&self) -> Option<&str> {
-        self.failing.as_deref()
+    /// The last error while writes are failing, and when it happened.
+    pub fn failing(&self) -> Option<(&str, Instant)> {
+        self.failing.as_ref().map(|(e, at)| (e.as_str(), *at))
     }
 }
 
@@ -121,9 +127,10 @@ impl StoreHealth {
         }
     }
 
-    /// The last error while writes are failing; `None` when they work (as far as known).
-    pub fn failing(&self) -> Option<String> {
-        self.lock().failing().map(str::to_string)
+    /// The last error while writes are failing and when it happened; `None` when they work
+    /// (as far as known).
+    pub fn failing(&self) -> Option<(String, Instant)> {
+        self.lock().failing().map(|(e, at)| (e.to_string(), at))
     }
 }
 
@@ -145,6 +152,15 @@ impl Watched {
 
     fn write<T>(&self, r: StoreResult<T>) -> StoreResult<T> {
         self.health.record(&r, true);
+        r
+    }
+
+    /// A write that may find nothing to change (`Ok(None)`: already a member, watermark
+    /// already there, …): such an answer wrote nothing to disk, so it says nothing about
+    /// whether writes work (it would end every outage between two failed sends).
+    fn write_opt<T>(&self, r: StoreResult<Option<T>>) -> StoreResult<Option<T>> {
+        let wrote = !matches!(r, Ok(None));
+        self.health.record(&r, wrote);
         r
     }
 }
@@ -212,13 +228,17 @@ impl Store for Watched {
         role: Role,
         by: &str,
     ) -> StoreResult<Option<Event>> {
-        self.write(self.inner.add_member(channel_id, user_id, role, by).await)
+        self.write_opt(self.inner.add_member(channel_id, user_id, role, by).await)
     }
     async fn remove_member(&self, channel_id: &str, user_id: &str) -> StoreResult<Option<Event>> {
-        self.write(self.inner.remove_member(channel_id, user_id).await)
+        self.write_opt(self.inner.remove_member(channel_id, user_id).await)
     }
     async fn append_message(&self, message: NewMessage) -> StoreResult<(Message, Option<Event>)> {
-        self.write(self.inner.append_message(message).await)
+        let r = self.inner.append_message(message).await;
+        // A duplicate (no event) was answered from what is stored: nothing written.
+        let wrote = !matches!(r, Ok((_, None)));
+        self.health.record(&r, wrote);
+        r
     }
     async fn edit_message(
         &self,
@@ -257,7 +277,7 @@ impl Store for Watched {
         add: bool,
         at: OffsetDateTime,
     ) -> StoreResult<Option<Event>> {
-        self.write(
+        self.write_opt(
             self.inner
                 .react(channel_id, message_id, user_id, emoji, add, at)
                 .await,
@@ -293,7 +313,9 @@ impl Store for Watched {
         emit: bool,
         at: OffsetDateTime,
     ) -> StoreResult<Option<Event>> {
-        self.write(
+        // `Ok(None)` also when the watermark moved without a receipt (`emit` off): counted
+        // as no write, which only delays the end of an outage to the next real write.
+        self.write_opt(
             self.inner
                 .advance_watermark(channel_id, user_id, mark, emit, at)
                 .await,
@@ -325,8 +347,11 @@ mod tests {
             let at = t0 + LOG_EVERY * (i as u32) / 1001;
             assert_eq!(o.failed("disk full", at), LogAction::Quiet, "{i}");
         }
-        assert_eq!(o.failing(), Some("disk full"));
-        assert_eq!(o.failed("disk full", t0 + LOG_EVERY), LogAction::Summary(1001));
+        assert_eq!(o.failing().map(|f| f.0), Some("disk full"));
+        assert_eq!(
+            o.failed("disk full", t0 + LOG_EVERY),
+            LogAction::Summary(1001)
+        );
         assert_eq!(
             o.failed("disk full", t0 + LOG_EVERY + Duration::from_secs(1)),
             LogAction::Quiet
