@@ -812,13 +812,8 @@ impl App {
                     author_id: a,
                     frame: Utf8Bytes::from(body.to_string()),
                 });
-                if matches!(k, EventKind::MemberJoined | EventKind::MemberLeft) {
-                    // Routing a new member reads the store: not on the link's task.
-                    let app = self.clone();
-                    tokio::spawn(async move { app.route(published, u).await });
-                } else {
-                    self.hub.publish(published);
-                }
+                // In bus order: a membership change is applied before the channel's next event.
+                self.route(published, u);
             }
             Header::Typing { c, u } => {
                 self.hub

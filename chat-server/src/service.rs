@@ -7,7 +7,6 @@
 
 use std::{collections::HashSet, sync::Arc, time::Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -19,7 +18,6 @@ use crate::{
         new_id, now, Ack, Channel, ChannelKind, Event, EventKind, Id, Member, Message,
         ReceiptStatus, Role, User,
     },
-    protocol::ServerFrame,
     store::{NewChannel, NewMessage, NewUser, Page, Session, Watermark},
     App,
 };
@@ -722,49 +720,31 @@ impl App {
             .map(str::to_string);
         let published = Arc::new(Published::new(&event));
         let cluster = self.cluster.as_ref().map(|c| (c, published.clone()));
-        self.route(published, member.clone()).await;
+        self.route(published, member.clone());
         if let Some((c, published)) = cluster {
             c.publish_event(&published, member.as_deref());
         }
     }
 
     /// Routes an event (stored here or on another node) to this node's connections, keeping
-    /// membership routing and the channel cache current.
-    pub async fn route(&self, published: Arc<Published>, member: Option<Id>) {
+    /// membership routing and the channel cache current. Synchronous on purpose: a joiner's
+    /// sockets are subscribed before the `member_joined` goes out and before any later event of
+    /// the channel is routed, and a leaver's stop before anything after its `member_left`.
+    pub fn route(&self, published: Arc<Published>, member: Option<Id>) {
         let channel = published.channel.clone();
         match (published.kind, member) {
             (EventKind::MemberJoined, Some(user)) => {
                 self.channel_cache.remove(&channel);
-                if self.hub.has_user(&user) {
-                    match self.store.channel(&channel).await {
-                        Ok(Some(mut ch)) => {
-                            if let Ok(Some(m)) = self.store.member(&channel, &user).await {
-                                ch.read_seq = Some(m.read_seq);
-                            }
-                            let frame = Utf8Bytes::from(
-                                ServerFrame::ChannelAdded { channel: ch }.to_json(),
-                            );
-                            self.hub
-                                .user_joined(&user, &channel, published.seq - 1, frame);
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot announce a new member's channel")
-                        }
-                    }
-                }
+                // The sockets read the channel for their `channel_added` themselves, and refill
+                // from the join: nothing stored meanwhile can slip between.
+                self.hub.user_joined(&user, &channel, published.seq - 1);
                 self.hub.publish(published);
             }
             (EventKind::MemberLeft, Some(user)) => {
                 self.channel_cache.remove(&channel);
+                let left_seq = published.seq;
                 self.hub.publish(published);
-                let frame = Utf8Bytes::from(
-                    ServerFrame::ChannelRemoved {
-                        channel_id: channel.clone(),
-                    }
-                    .to_json(),
-                );
-                self.hub.user_left(&user, &channel, frame);
+                self.hub.user_left(&user, &channel, left_seq);
             }
             _ => self.hub.publish(published),
         }

@@ -266,6 +266,32 @@ impl Ws {
         }
     }
 
+    /// Like [`Ws::connect`], over a TCP socket whose receive buffer is `recv_buffer` bytes (set
+    /// before connecting, so the advertised window stays small): a client that stops polling it
+    /// soon blocks the server's writes.
+    pub async fn connect_small(url: &str, token: &str, recv_buffer: u32) -> Ws {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        let host = req.uri().authority().unwrap().as_str().to_string();
+        let addr: std::net::SocketAddr = host.parse().expect("ws url has IP:PORT");
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(recv_buffer).unwrap();
+        let tcp = sock.connect(addr).await.unwrap();
+        let (mut stream, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("ws connects");
+        let hello = next_json(&mut stream).await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        Ws {
+            stream,
+            hello,
+            backlog: Default::default(),
+        }
+    }
+
     /// Sends `resume` and returns the events replayed before `resumed`.
     pub async fn resume(&mut self, channels: HashMap<String, i64>) -> Vec<Value> {
         self.send(json!({"type": "resume", "channels": channels}))
