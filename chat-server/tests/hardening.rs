@@ -225,12 +225,20 @@ async fn a_stalled_socket_applies_leave_and_join() {
     let events_of = |ch: String| {
         let alice = &alice;
         async move {
-            alice
-                .ok_get(&format!("/api/channels/{ch}/events?after=0&limit=1000"))
-                .await["events"]
-                .as_array()
-                .unwrap()
-                .clone()
+            let mut all: Vec<Value> = Vec::new();
+            loop {
+                let after = all.last().map_or(0, |e| e["seq"].as_i64().unwrap());
+                let page = alice
+                    .ok_get(&format!("/api/channels/{ch}/events?after={after}&limit=1000"))
+                    .await["events"]
+                    .as_array()
+                    .unwrap()
+                    .clone();
+                if page.is_empty() {
+                    return all;
+                }
+                all.extend(page);
+            }
         }
     };
     let member_event = |events: &[Value], kind: &str| {
