@@ -289,10 +289,14 @@ impl Hub {
                 }
             }
         }
-        let pending = handle.control.take_changes().into_iter().filter_map(|c| match c {
-            MembershipChange::Added { channel_id, .. } => Some(channel_id),
-            MembershipChange::Removed { .. } => None,
-        });
+        let pending = handle
+            .control
+            .take_changes()
+            .into_iter()
+            .filter_map(|c| match c {
+                MembershipChange::Added { channel_id, .. } => Some(channel_id),
+                MembershipChange::Removed { .. } => None,
+            });
         let channels: HashSet<Id> = channels.into_iter().chain(pending).collect();
         {
             let mut map = write(&self.channels);

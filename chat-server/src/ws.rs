@@ -678,11 +678,7 @@ impl Connection {
                     channel_id,
                     left_seq,
                 } => {
-                    if self
-                        .cursors
-                        .get(&channel_id)
-                        .is_some_and(|c| *c < left_seq)
-                    {
+                    if self.cursors.get(&channel_id).is_some_and(|c| *c < left_seq) {
                         // Up to and including its own `member_left` (stops there: see
                         // `withheld`).
                         self.refill(&channel_id).await?;

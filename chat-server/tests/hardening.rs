@@ -86,14 +86,26 @@ async fn flood(
     let mut i = 0;
     while lagged() == before {
         assert!(i < 20_000, "the stalled socket's queue never overflowed");
-        last = last.max(*post_many(author, channel, "flood", i, 16).await.iter().max().unwrap());
+        last = last.max(
+            *post_many(author, channel, "flood", i, 16)
+                .await
+                .iter()
+                .max()
+                .unwrap(),
+        );
         i += 16;
         if let Some(ws) = keepalive.as_deref_mut() {
             ws.send(json!({"type": "ping"})).await;
         }
     }
     for _ in 0..64 {
-        last = last.max(*post_many(author, channel, "flood", i, 16).await.iter().max().unwrap());
+        last = last.max(
+            *post_many(author, channel, "flood", i, 16)
+                .await
+                .iter()
+                .max()
+                .unwrap(),
+        );
         i += 16;
     }
     last
@@ -128,8 +140,9 @@ async fn read_until(stream: &mut Stream, stop: impl Fn(&Value) -> bool) -> (Vec<
             Some(Ok(Message::Close(c))) => {
                 let code = c.map(|c| u16::from(c.code));
                 // Complete the closing handshake: tungstenite answers while we read on.
-                let _ = tokio::time::timeout(BOUND, async { while stream.next().await.is_some() {} })
-                    .await;
+                let _ =
+                    tokio::time::timeout(BOUND, async { while stream.next().await.is_some() {} })
+                        .await;
                 return (frames, End::Closed(code));
             }
             Some(Ok(_)) => {}
@@ -165,7 +178,12 @@ async fn a_stalled_socket_of_a_revoked_session_closes_with_1008_and_sends_nothin
         .await;
 
     let (frames, end) = read_until(&mut stalled.stream, |_| false).await;
-    assert_eq!(end, End::Closed(Some(1008)), "after {} frames", frames.len());
+    assert_eq!(
+        end,
+        End::Closed(Some(1008)),
+        "after {} frames",
+        frames.len()
+    );
     let leaked: Vec<&Value> = frames
         .iter()
         .filter(|f| {
@@ -175,13 +193,19 @@ async fn a_stalled_socket_of_a_revoked_session_closes_with_1008_and_sends_nothin
                     .is_some_and(|t| t.starts_with("after-logout"))
         })
         .collect();
-    assert!(leaked.is_empty(), "{} messages posted after the logout reached the socket", leaked.len());
+    assert!(
+        leaked.is_empty(),
+        "{} messages posted after the logout reached the socket",
+        leaked.len()
+    );
     assert!(
         !frames.iter().any(|f| f["ref"] == "ghost"),
         "a send on a revoked socket was answered"
     );
     let after = alice
-        .ok_get(&format!("/api/channels/{ch}/messages?after={last_before}&limit=200"))
+        .ok_get(&format!(
+            "/api/channels/{ch}/messages?after={last_before}&limit=200"
+        ))
         .await;
     let texts: Vec<&str> = after["messages"]
         .as_array()
@@ -190,7 +214,10 @@ async fn a_stalled_socket_of_a_revoked_session_closes_with_1008_and_sends_nothin
         .map(|m| m["text"].as_str().unwrap())
         .collect();
     assert_eq!(texts.len(), 8, "only alice's messages follow the flood");
-    assert!(texts.iter().all(|t| t.starts_with("after-logout")), "{texts:?}");
+    assert!(
+        texts.iter().all(|t| t.starts_with("after-logout")),
+        "{texts:?}"
+    );
     drop(stalled);
     server.stop().await;
 }
@@ -208,9 +235,13 @@ async fn a_stalled_socket_applies_leave_and_join() {
     stalled.resume(Default::default()).await;
 
     flood(&server, &alice, &secret, None).await;
-    let (status, v) = bob.post(&format!("/api/channels/{secret}/leave"), json!({})).await;
+    let (status, v) = bob
+        .post(&format!("/api/channels/{secret}/leave"), json!({}))
+        .await;
     assert_eq!(status, 204, "{v}");
-    let (status, v) = bob.post(&format!("/api/channels/{later}/join"), json!({})).await;
+    let (status, v) = bob
+        .post(&format!("/api/channels/{later}/join"), json!({}))
+        .await;
     assert_eq!(status, 200, "{v}");
     post_many(&alice, &secret, "after-leave", 0, 8).await;
     post_many(&alice, &later, "joined", 0, 8).await;
@@ -229,7 +260,9 @@ async fn a_stalled_socket_applies_leave_and_join() {
             loop {
                 let after = all.last().map_or(0, |e| e["seq"].as_i64().unwrap());
                 let page = alice
-                    .ok_get(&format!("/api/channels/{ch}/events?after={after}&limit=1000"))
+                    .ok_get(&format!(
+                        "/api/channels/{ch}/events?after={after}&limit=1000"
+                    ))
                     .await["events"]
                     .as_array()
                     .unwrap()
@@ -265,7 +298,9 @@ async fn a_stalled_socket_applies_leave_and_join() {
         .position(|f| f["type"] == "channel_removed" && f["channel_id"] == secret.as_str())
         .expect("channel_removed for the channel left");
     assert!(
-        !frames[removed..].iter().any(|f| f["channel"] == secret.as_str()),
+        !frames[removed..]
+            .iter()
+            .any(|f| f["channel"] == secret.as_str()),
         "an event of the channel followed its channel_removed"
     );
     let past_leave: Vec<i64> = frames
@@ -274,7 +309,10 @@ async fn a_stalled_socket_applies_leave_and_join() {
         .filter_map(|f| f["seq"].as_i64())
         .filter(|s| *s > left_seq)
         .collect();
-    assert!(past_leave.is_empty(), "events after member_left {left_seq}: {past_leave:?}");
+    assert!(
+        past_leave.is_empty(),
+        "events after member_left {left_seq}: {past_leave:?}"
+    );
 
     let added = frames
         .iter()
@@ -285,8 +323,13 @@ async fn a_stalled_socket_applies_leave_and_join() {
         .filter(|f| f["type"] == "event" && f["channel"] == later.as_str())
         .filter_map(|f| f["seq"].as_i64())
         .collect();
-    let missing: Vec<i64> = (joined_seq + 1..=later_last).filter(|s| !got.contains(s)).collect();
-    assert!(missing.is_empty(), "events after the join never arrived: {missing:?}");
+    let missing: Vec<i64> = (joined_seq + 1..=later_last)
+        .filter(|s| !got.contains(s))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "events after the join never arrived: {missing:?}"
+    );
     drop(stalled);
     server.stop().await;
 }
@@ -299,7 +342,9 @@ async fn a_joiner_gets_every_event_after_its_join_even_when_racing_a_send() {
     let bob = Client::register(&server, "bob").await;
     let mut bob_ws = bob.ws().await;
     for i in 0..200 {
-        let ch = alice.create_channel(&format!("race-{i}"), "public", &[]).await;
+        let ch = alice
+            .create_channel(&format!("race-{i}"), "public", &[])
+            .await;
         let (join_path, send_path) = (
             format!("/api/channels/{ch}/join"),
             format!("/api/channels/{ch}/messages"),
@@ -425,7 +470,11 @@ async fn shutdown_gives_1012_to_busy_and_idle_clients() {
         let (tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
         let mut clients = Vec::new();
         for c in [&alice, &bob, &alice, &bob] {
-            clients.push(tokio::spawn(busy_client(c.ws().await, ch.clone(), tx.clone())));
+            clients.push(tokio::spawn(busy_client(
+                c.ws().await,
+                ch.clone(),
+                tx.clone(),
+            )));
         }
         for c in [&alice, &bob] {
             let mut ws = c.ws().await;
@@ -439,7 +488,10 @@ async fn shutdown_gives_1012_to_busy_and_idle_clients() {
         }
         server.stop().await;
         for (i, c) in clients.into_iter().enumerate() {
-            let end = tokio::time::timeout(BOUND, c).await.expect("client ends").unwrap();
+            let end = tokio::time::timeout(BOUND, c)
+                .await
+                .expect("client ends")
+                .unwrap();
             assert_eq!(end, End::Closed(Some(1012)), "round {round}, client {i}");
         }
     }
