@@ -210,7 +210,11 @@ mod tests {
         for _ in 0..100 {
             b.fail("alice");
         }
-        assert_eq!(b.delay("alice"), Duration::from_secs(150), "capped");
+        let capped = b.delay("alice");
+        assert!(
+            capped > Duration::from_secs(145) && capped <= Duration::from_secs(150),
+            "capped: {capped:?}"
+        );
         // The state itself is capped: a hundred more failures do not make it last longer.
         let tat = b.tat.lock().unwrap()["alice"];
         assert!(tat <= Instant::now() + Duration::from_secs(3 * 60 + 150));
