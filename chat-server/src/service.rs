@@ -11,7 +11,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::{
-    auth::{hash_password, AuthUser},
+    auth::AuthUser,
     error::{ApiError, ApiResult},
     hub::Published,
     model::{
@@ -103,6 +103,7 @@ pub fn mention_names(text: &str) -> Vec<String> {
 impl App {
     // ---- accounts ---------------------------------------------------------------------------
 
+    /// `client` is the client's address as a rate-limit key ([`crate::proxy::limit_key`]).
     pub async fn register(
         &self,
         client: &str,
@@ -110,7 +111,7 @@ impl App {
         password: &str,
         display_name: Option<&str>,
     ) -> ApiResult<SignedIn> {
-        self.limit_auth(&format!("ip:{client}")).await?;
+        self.limit_auth_addr(client).await?;
         validate_username(username)?;
         if !(8..=256).contains(&password.len()) {
             return Err(ApiError::BadRequest("password: 8-256 bytes".into()));
@@ -124,8 +125,7 @@ impl App {
                 "display_name: at most 64 characters".into(),
             ));
         }
-        let pw = password.to_string();
-        let hash = self.auth.argon2(move || hash_password(&pw)).await??;
+        let hash = self.auth.hash_password(password.to_string()).await?;
         let user = self
             .store
             .create_user(NewUser {
@@ -139,21 +139,40 @@ impl App {
         self.start_session(user).await
     }
 
+    /// Throttled as OWASP advises against guessing without handing strangers a way to lock
+    /// an account: refused (429) per client address and per (address, name); per name only
+    /// slowed down, after many failures from anywhere, and never refused.
     pub async fn login(&self, client: &str, username: &str, password: &str) -> ApiResult<SignedIn> {
-        self.limit_auth(&format!("ip:{client}")).await?;
-        self.limit_auth(&format!("user:{}", username.to_lowercase()))
-            .await?;
+        // Names are unique case-insensitively; longer ones than any valid name cannot sign in
+        // and need not make long keys.
+        let name: String = username.to_lowercase().chars().take(64).collect();
+        self.limit_auth_addr(client).await?;
+        self.limit_auth_login(client, &name).await?;
+        let delay = self.auth_name_delay(&name).await;
+        if !delay.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                // Do not hold shutdown up: the client retries (elsewhere) after the delay.
+                _ = self.shutdown.cancelled() => {
+                    return Err(ApiError::RateLimited {
+                        retry_after_ms: delay.as_millis() as u64,
+                    });
+                }
+            }
+        }
         let found = self.store.user_by_username(username).await?;
-        let auth = self.auth.clone();
-        let pw = password.to_string();
         let hash = found.as_ref().map(|(_, h)| h.clone());
         let ok = self
             .auth
-            .argon2(move || auth.verify_password(&pw, hash.as_deref()))
+            .verify_password(password.to_string(), hash)
             .await?;
         match (ok, found) {
             (true, Some((user, _))) => self.start_session(user).await,
-            _ => Err(ApiError::Unauthorized("wrong username or password")),
+            _ => {
+                // Unknown names count too: the delay must not tell which names exist.
+                self.auth_name_failed(&name).await;
+                Err(ApiError::Unauthorized("wrong username or password"))
+            }
         }
     }
 

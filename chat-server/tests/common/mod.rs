@@ -30,6 +30,8 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     s.rate_limit.send_burst = 1000;
     s.rate_limit.auth_per_min = 10_000;
     s.rate_limit.auth_burst = 1000;
+    s.rate_limit.auth_addr_per_min = 10_000;
+    s.rate_limit.auth_addr_burst = 1000;
     s.realtime.delivered_flush_ms = 20;
     s.realtime.shutdown_grace_ms = 2000;
     s
