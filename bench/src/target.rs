@@ -16,6 +16,8 @@ use crate::cli::Common;
 pub const SPAWN_ENV: &[(&str, &str)] = &[
     ("FULLSLACK_RATE_LIMIT__AUTH_PER_MIN", "100000000"),
     ("FULLSLACK_RATE_LIMIT__AUTH_BURST", "100000000"),
+    ("FULLSLACK_RATE_LIMIT__AUTH_ADDR_PER_MIN", "100000000"),
+    ("FULLSLACK_RATE_LIMIT__AUTH_ADDR_BURST", "100000000"),
     ("FULLSLACK_RATE_LIMIT__SEND_PER_SEC", "100000000"),
     ("FULLSLACK_RATE_LIMIT__SEND_BURST", "100000000"),
     // Cached tokens stay valid across runs (default 1 h).

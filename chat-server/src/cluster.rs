@@ -173,6 +173,7 @@ pub struct Cluster {
     set_presence: Script,
     sweep_presence: Script,
     gcra: Script,
+    backoff: Script,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -258,6 +259,24 @@ redis.call('SET', KEYS[1], string.format('%.3f', next_tat), 'PX', math.ceil(next
 return 0
 "#;
 
+/// Failed sign-ins per user name (see [`crate::ratelimit::Backoff`]): KEYS[1] the name's key;
+/// ARGV now (ms), interval (ms), burst, max delay (ms), and `1` to record a failure (returns 0)
+/// or `0` to ask how long an attempt waits (ms).
+const BACKOFF_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local allowance = interval * tonumber(ARGV[3])
+local max_delay = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[5] == '1' then
+  if tat < now then tat = now end
+  tat = math.min(tat + interval, now + allowance + max_delay)
+  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
+  return 0
+end
+return math.max(0, math.min(max_delay, math.ceil(tat - now - allowance)))
+"#;
+
 fn parse_status(s: &str) -> Presence {
     match s {
         "online" => Presence::Online,
@@ -316,6 +335,7 @@ impl Cluster {
             set_presence: Script::new(&format!("{STATUS_LUA}{SET_PRESENCE_LUA}")),
             sweep_presence: Script::new(&format!("{STATUS_LUA}{SWEEP_PRESENCE_LUA}")),
             gcra: Script::new(GCRA_LUA),
+            backoff: Script::new(BACKOFF_LUA),
         };
         Ok((cluster, interest_tx))
     }
@@ -493,6 +513,30 @@ impl Cluster {
         let mut inv = self.gcra.key(format!("{RATE_KEY}{key}"));
         inv.arg(unix_ms()).arg(interval_ms).arg(burst.max(1));
         self.op("rate limit", inv.invoke_async::<u64>(&mut conn))
+            .await
+    }
+
+    /// [`BACKOFF_LUA`] on `key`: the wait in ms (`fail` false) or records a failure (`fail`
+    /// true); `None` when Redis could not answer (use the local state).
+    async fn backoff(
+        &self,
+        key: &str,
+        interval_ms: f64,
+        burst: u32,
+        max_delay_ms: u64,
+        fail: bool,
+    ) -> Option<u64> {
+        if !self.is_up() {
+            return None;
+        }
+        let mut conn = self.conn.clone();
+        let mut inv = self.backoff.key(format!("{RATE_KEY}{key}"));
+        inv.arg(unix_ms())
+            .arg(interval_ms)
+            .arg(burst.max(1))
+            .arg(max_delay_ms)
+            .arg(u8::from(fail));
+        self.op("sign-in backoff", inv.invoke_async::<u64>(&mut conn))
             .await
     }
 
@@ -812,13 +856,8 @@ impl App {
                     author_id: a,
                     frame: Utf8Bytes::from(body.to_string()),
                 });
-                if matches!(k, EventKind::MemberJoined | EventKind::MemberLeft) {
-                    // Routing a new member reads the store: not on the link's task.
-                    let app = self.clone();
-                    tokio::spawn(async move { app.route(published, u).await });
-                } else {
-                    self.hub.publish(published);
-                }
+                // In bus order: a membership change is applied before the channel's next event.
+                self.route(published, u);
             }
             Header::Typing { c, u } => {
                 self.hub
@@ -964,21 +1003,77 @@ impl App {
     /// Send-rate check: shared across nodes through Redis, local while it is unreachable.
     pub async fn limit_send(&self, user_id: &str) -> ApiResult<()> {
         let rl = &self.settings.rate_limit;
-        let interval = 1000.0 / f64::from(rl.send_per_sec.max(1));
+        let interval = rl.send_interval().as_secs_f64() * 1000.0;
         self.limit(&format!("send:{user_id}"), interval, rl.send_burst, |l| {
             l.check_send(user_id)
         })
         .await
     }
 
-    /// Sign-in attempt check (per address, per user name), shared like [`App::limit_send`].
-    pub async fn limit_auth(&self, key: &str) -> ApiResult<()> {
+    /// Sign-up and sign-in attempts per client address (its [`crate::proxy::limit_key`]),
+    /// shared like [`App::limit_send`].
+    pub async fn limit_auth_addr(&self, client: &str) -> ApiResult<()> {
         let rl = &self.settings.rate_limit;
-        let interval = 60_000.0 / f64::from(rl.auth_per_min.max(1));
-        self.limit(&format!("auth:{key}"), interval, rl.auth_burst, |l| {
-            l.check_auth(key)
+        let interval = rl.auth_addr_interval().as_secs_f64() * 1000.0;
+        self.limit(
+            &format!("auth:addr:{client}"),
+            interval,
+            rl.auth_addr_burst,
+            |l| l.check_auth_addr(client),
+        )
+        .await
+    }
+
+    /// Sign-in attempts per (client address, user name), shared like [`App::limit_send`].
+    pub async fn limit_auth_login(&self, client: &str, name: &str) -> ApiResult<()> {
+        let rl = &self.settings.rate_limit;
+        let interval = rl.auth_interval().as_secs_f64() * 1000.0;
+        let key = format!("{client} {name}");
+        self.limit(&format!("auth:login:{key}"), interval, rl.auth_burst, |l| {
+            l.check_auth(&key)
         })
         .await
+    }
+
+    /// How long a sign-in for `name` is held back because of its recent failures from any
+    /// address (zero within the allowance, at most `auth_name_max_delay_ms`).
+    pub async fn auth_name_delay(&self, name: &str) -> Duration {
+        let rl = &self.settings.rate_limit;
+        if let Some(c) = &self.cluster {
+            if let Some(ms) = c
+                .backoff(
+                    &format!("auth:name:{name}"),
+                    rl.auth_interval().as_secs_f64() * 1000.0,
+                    rl.auth_name_burst,
+                    rl.auth_name_max_delay_ms,
+                    false,
+                )
+                .await
+            {
+                return Duration::from_millis(ms);
+            }
+        }
+        self.limiters.names.delay(name)
+    }
+
+    /// Counts a failed sign-in against `name`.
+    pub async fn auth_name_failed(&self, name: &str) {
+        let rl = &self.settings.rate_limit;
+        if let Some(c) = &self.cluster {
+            let recorded = c
+                .backoff(
+                    &format!("auth:name:{name}"),
+                    rl.auth_interval().as_secs_f64() * 1000.0,
+                    rl.auth_name_burst,
+                    rl.auth_name_max_delay_ms,
+                    true,
+                )
+                .await;
+            if recorded.is_some() {
+                return;
+            }
+        }
+        self.limiters.names.fail(name);
     }
 
     async fn limit(

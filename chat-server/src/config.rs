@@ -9,7 +9,7 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Secret;
+use crate::{auth::Secret, proxy::TrustedProxies};
 
 /// Local mode generates what it lacks (a JWT secret kept on disk); production mode refuses to
 /// start without it and marks cookies `Secure`.
@@ -41,6 +41,9 @@ pub struct Settings {
     /// `redis://[:password@]host:port[/db]`: several nodes share fan-out, presence and rate
     /// limits through it. Unset: a single node. Redacted in Debug output (it may hold a password).
     pub redis_url: Option<Secret>,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client; from
+    /// anyone else the header is ignored. Empty: the TCP peer is the client.
+    pub trusted_proxies: TrustedProxies,
     pub auth: AuthSettings,
     pub limits: Limits,
     pub rate_limit: RateLimits,
@@ -72,8 +75,42 @@ pub struct Limits {
 pub struct RateLimits {
     pub send_per_sec: u32,
     pub send_burst: u32,
+    /// Overrides `send_per_sec` when set: one send per this many milliseconds (rates below
+    /// one a second).
+    pub send_interval_ms: Option<u64>,
+    /// Sign-in attempts per (client address, user name): refused with 429 beyond it.
     pub auth_per_min: u32,
     pub auth_burst: u32,
+    /// Sign-up and sign-in attempts per client address: refused with 429 beyond it.
+    pub auth_addr_per_min: u32,
+    pub auth_addr_burst: u32,
+    /// Failed sign-ins per user name (from any address, refilling at `auth_per_min`) before
+    /// that name's sign-ins are slowed down. Never refused: a stranger must not be able to
+    /// lock the owner out.
+    pub auth_name_burst: u32,
+    /// Each failure beyond `auth_name_burst` delays the name's next sign-ins by one refill
+    /// interval more, up to this.
+    pub auth_name_max_delay_ms: u64,
+}
+
+impl RateLimits {
+    /// Time between two sends once the burst is spent.
+    pub fn send_interval(&self) -> Duration {
+        match self.send_interval_ms {
+            Some(ms) => Duration::from_millis(ms.max(1)),
+            None => Duration::from_secs(1) / self.send_per_sec.max(1),
+        }
+    }
+
+    /// Time between two sign-in attempts (per address and name) once the burst is spent;
+    /// also the refill of a name's failure allowance.
+    pub fn auth_interval(&self) -> Duration {
+        Duration::from_secs(60) / self.auth_per_min.max(1)
+    }
+
+    pub fn auth_addr_interval(&self) -> Duration {
+        Duration::from_secs(60) / self.auth_addr_per_min.max(1)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +138,7 @@ impl Default for Settings {
             log_format: LogFormat::Human,
             store_url: "sqlite".into(),
             redis_url: None,
+            trusted_proxies: TrustedProxies::default(),
             auth: AuthSettings::default(),
             limits: Limits::default(),
             rate_limit: RateLimits::default(),
@@ -136,8 +174,13 @@ impl Default for RateLimits {
         RateLimits {
             send_per_sec: 10,
             send_burst: 20,
+            send_interval_ms: None,
             auth_per_min: 10,
             auth_burst: 5,
+            auth_addr_per_min: 60,
+            auth_addr_burst: 30,
+            auth_name_burst: 20,
+            auth_name_max_delay_ms: 10_000,
         }
     }
 }
@@ -181,6 +224,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "log_format",
     "store_url",
     "redis_url",
+    "trusted_proxies",
     "auth",
     "limits",
     "rate_limit",
@@ -350,6 +394,31 @@ mod tests {
             s.redis_url = Some(Secret::new("http://127.0.0.1:6390".into()));
             let err = s.validate().unwrap_err().to_string();
             assert!(err.contains("redis_url"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_a_comma_separated_variable_or_a_list() {
+        figment::Jail::expect_with(|jail| {
+            assert!(Settings::load(None)
+                .expect("loads")
+                .trusted_proxies
+                .is_empty());
+            jail.set_env("FULLSLACK_TRUSTED_PROXIES", "127.0.0.1,172.16.0.0/12");
+            let s = Settings::load(None).expect("loads");
+            assert!(s.trusted_proxies.contains("172.17.0.1".parse().unwrap()));
+            assert!(!s.trusted_proxies.contains("8.8.8.8".parse().unwrap()));
+            jail.set_env("FULLSLACK_TRUSTED_PROXIES", "10.0.0.0/8");
+            let s = Settings::load(None).expect("a single range loads");
+            assert!(s.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+            jail.clear_env();
+            jail.create_file("c.toml", "trusted_proxies = [\"::1\", \"10.0.0.0/8\"]\n")?;
+            let s = Settings::load(Some(std::path::Path::new("c.toml"))).expect("loads");
+            assert!(s.trusted_proxies.contains("::1".parse().unwrap()));
+            jail.set_env("FULLSLACK_TRUSTED_PROXIES", "10.0.0.0/99");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("prefix"), "{err}");
             Ok(())
         });
     }

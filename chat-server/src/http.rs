@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use axum::{
     extract::{ConnectInfo, DefaultBodyLimit, Path, State},
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -214,15 +214,22 @@ fn signed_in(app: &AppState, jar: CookieJar, status: StatusCode, s: SignedIn) ->
         .into_response()
 }
 
+/// The client's address as its rate limits know it: the TCP peer, or behind a trusted proxy
+/// the address it forwarded (see [`crate::proxy`]).
+fn client_key(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> String {
+    crate::proxy::limit_key(app.settings.trusted_proxies.client_ip(peer, headers))
+}
+
 async fn register(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     jar: CookieJar,
     JsonBody(c): JsonBody<Credentials>,
 ) -> ApiResult<Response> {
     let s = app
         .register(
-            &peer.ip().to_string(),
+            &client_key(&app, peer, &headers),
             &c.username,
             &c.password,
             c.display_name.as_deref(),
@@ -234,11 +241,12 @@ async fn register(
 async fn login(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     jar: CookieJar,
     JsonBody(c): JsonBody<Credentials>,
 ) -> ApiResult<Response> {
     let s = app
-        .login(&peer.ip().to_string(), &c.username, &c.password)
+        .login(&client_key(&app, peer, &headers), &c.username, &c.password)
         .await?;
     Ok(signed_in(&app, jar, StatusCode::OK, s))
 }

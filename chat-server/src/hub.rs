@@ -3,17 +3,21 @@
 //! clone of the same bytes through a bounded queue. A full queue never blocks the publisher: the
 //! connection is flagged as lagging and later refills what it missed from the store (the store
 //! is the source of truth; the queues are only a fast path).
+//!
+//! What must never be dropped (the session was revoked, the user joined or left a channel, the
+//! bus healed) does not travel in that queue: it is recorded in the connection's [`Control`],
+//! which the connection consults before it writes anything, and which wakes it.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
     },
 };
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::{
     cluster::{channel_topic, presence_topic, user_topic, Interest},
@@ -61,21 +65,85 @@ pub enum Outbound {
     Event(Arc<Published>),
     /// Frames outside any channel's sequence (typing, presence).
     Ephemeral(Utf8Bytes),
-    /// The user joined a channel: follow it from `after` (exclusive).
-    ChannelAdded {
-        channel_id: Id,
-        after: i64,
-        frame: Utf8Bytes,
-    },
-    ChannelRemoved {
-        channel_id: Id,
-        frame: Utf8Bytes,
-    },
-    /// The session was revoked: close the socket.
-    Revoked,
-    /// Events may have been missed (another node's bus was away, or a subscription just
-    /// started): refill this channel, or every channel, from the store.
-    Recheck(Option<Id>),
+    /// Events of this channel may have been missed (a bus subscription just started): refill
+    /// it from the store. Losing it to a full queue is harmless: lagging refills everything.
+    Recheck(Id),
+}
+
+/// A change of the user's memberships, applied by each of its connections in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Joined or invited: follow the channel from `after` (exclusive, the seq before its
+    /// `member_joined`).
+    Added { channel_id: Id, after: i64 },
+    /// Left: events up to `left_seq` (its `member_left`) may still go out, nothing after.
+    Removed { channel_id: Id, left_seq: i64 },
+}
+
+/// A connection's control state: what must reach it whatever its queue holds. Writers are the
+/// hub (any task); the connection reads it before every write and is woken by `notify`.
+#[derive(Default)]
+pub struct Control {
+    revoked: AtomicBool,
+    /// Re-read session, memberships and every channel from the store (the bus healed).
+    recheck: AtomicBool,
+    /// `changes` is not empty (a cheap check before every event written).
+    dirty: AtomicBool,
+    changes: Mutex<Vec<MembershipChange>>,
+    notify: Notify,
+}
+
+impl Control {
+    fn changes(&self) -> std::sync::MutexGuard<'_, Vec<MembershipChange>> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    fn change(&self, change: MembershipChange) {
+        self.changes().push(change);
+        self.dirty.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn request_recheck(&self) {
+        self.recheck.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Whether a full recheck was asked for since the last call.
+    pub fn take_recheck(&self) -> bool {
+        self.recheck.swap(false, Ordering::AcqRel)
+    }
+
+    /// The membership changes recorded since the last call, oldest first.
+    pub fn take_changes(&self) -> Vec<MembershipChange> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.changes())
+    }
+
+    /// Whether a recorded (not yet taken) leave of `channel_id` forbids writing its event `seq`.
+    pub fn withholds(&self, channel_id: &str, seq: i64) -> bool {
+        self.dirty.load(Ordering::Acquire)
+            && self.changes().iter().any(|c| {
+                matches!(c, MembershipChange::Removed { channel_id: ch, left_seq }
+                    if ch == channel_id && seq > *left_seq)
+            })
+    }
+
+    /// Resolves once something was recorded (at once if something was since the last wait).
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
 }
 
 #[derive(Clone)]
@@ -85,6 +153,7 @@ pub struct ConnHandle {
     pub session_id: Id,
     tx: mpsc::Sender<Outbound>,
     pub lagged: Arc<AtomicBool>,
+    pub control: Arc<Control>,
 }
 
 impl ConnHandle {
@@ -184,6 +253,7 @@ impl Hub {
             session_id: session_id.to_string(),
             tx,
             lagged: Arc::new(AtomicBool::new(false)),
+            control: Arc::default(),
         };
         write(&self.users)
             .entry(user_id.to_string())
@@ -199,12 +269,35 @@ impl Hub {
         (handle, rx, changed)
     }
 
-    /// Forgets a connection everywhere; returns the user's presence if it changed.
+    /// Forgets a connection everywhere; returns the user's presence if it changed. `channels`
+    /// are the ones it followed; channels it was subscribed to by a join it had not applied yet
+    /// are found in its control state.
     pub fn disconnect(
         &self,
         handle: &ConnHandle,
         channels: impl IntoIterator<Item = Id>,
     ) -> Option<Presence> {
+        // Users first: once the handle is gone from there no join can subscribe it any more
+        // (joins subscribe under the users lock), so the pending joins read below are all.
+        {
+            let mut users = write(&self.users);
+            if let Some(conns) = users.get_mut(&handle.user_id) {
+                conns.remove(&handle.id);
+                if conns.is_empty() {
+                    users.remove(&handle.user_id);
+                    self.want(|| user_topic(&handle.user_id), false);
+                }
+            }
+        }
+        let pending = handle
+            .control
+            .take_changes()
+            .into_iter()
+            .filter_map(|c| match c {
+                MembershipChange::Added { channel_id, .. } => Some(channel_id),
+                MembershipChange::Removed { .. } => None,
+            });
+        let channels: HashSet<Id> = channels.into_iter().chain(pending).collect();
         {
             let mut map = write(&self.channels);
             for ch in channels {
@@ -214,16 +307,6 @@ impl Hub {
                         map.remove(&ch);
                         self.want(|| channel_topic(&ch), false);
                     }
-                }
-            }
-        }
-        {
-            let mut users = write(&self.users);
-            if let Some(conns) = users.get_mut(&handle.user_id) {
-                conns.remove(&handle.id);
-                if conns.is_empty() {
-                    users.remove(&handle.user_id);
-                    self.want(|| user_topic(&handle.user_id), false);
                 }
             }
         }
@@ -267,19 +350,16 @@ impl Hub {
     pub fn recheck_channel(&self, channel_id: &str) {
         if let Some(subs) = read(&self.channels).get(channel_id) {
             for h in subs.values() {
-                h.push(
-                    Outbound::Recheck(Some(channel_id.to_string())),
-                    &self.metrics,
-                );
+                h.push(Outbound::Recheck(channel_id.to_string()), &self.metrics);
             }
         }
     }
 
-    /// Asks every socket to refill all its channels from the store.
+    /// Asks every socket to re-read its session, memberships and channels from the store.
     pub fn recheck_all(&self) {
         for conns in read(&self.users).values() {
             for h in conns.values() {
-                h.push(Outbound::Recheck(None), &self.metrics);
+                h.control.request_recheck();
             }
         }
     }
@@ -299,39 +379,33 @@ impl Hub {
         }
     }
 
-    /// A user joined a channel: its live connections follow the channel from `after`.
-    pub fn user_joined(&self, user_id: &str, channel_id: &str, after: i64, frame: Utf8Bytes) {
-        let conns: Vec<ConnHandle> = read(&self.users)
-            .get(user_id)
-            .map(|c| c.values().cloned().collect())
-            .unwrap_or_default();
-        for h in conns {
-            self.subscribe(&h, channel_id);
-            h.push(
-                Outbound::ChannelAdded {
-                    channel_id: channel_id.to_string(),
-                    after,
-                    frame: frame.clone(),
-                },
-                &self.metrics,
-            );
+    /// A user joined a channel: its live connections follow the channel from `after`. They are
+    /// subscribed here, synchronously, before any store read: every event stored from now on
+    /// reaches them live, and what was stored since the join they refill from `after` when they
+    /// apply the change (and announce the channel with `channel_added`).
+    pub fn user_joined(&self, user_id: &str, channel_id: &str, after: i64) {
+        // Under the users lock: a disconnecting connection either is not found or sees the
+        // change in its control state (see `disconnect`).
+        let users = read(&self.users);
+        for h in users.get(user_id).into_iter().flat_map(|c| c.values()) {
+            self.subscribe(h, channel_id);
+            h.control.change(MembershipChange::Added {
+                channel_id: channel_id.to_string(),
+                after,
+            });
         }
     }
 
-    pub fn user_left(&self, user_id: &str, channel_id: &str, frame: Utf8Bytes) {
-        let conns: Vec<ConnHandle> = read(&self.users)
-            .get(user_id)
-            .map(|c| c.values().cloned().collect())
-            .unwrap_or_default();
-        for h in conns {
+    /// A user left a channel (its `member_left` has seq `left_seq`): its connections stop
+    /// following it and say `channel_removed`.
+    pub fn user_left(&self, user_id: &str, channel_id: &str, left_seq: i64) {
+        let users = read(&self.users);
+        for h in users.get(user_id).into_iter().flat_map(|c| c.values()) {
             self.unsubscribe(h.id, channel_id);
-            h.push(
-                Outbound::ChannelRemoved {
-                    channel_id: channel_id.to_string(),
-                    frame: frame.clone(),
-                },
-                &self.metrics,
-            );
+            h.control.change(MembershipChange::Removed {
+                channel_id: channel_id.to_string(),
+                left_seq,
+            });
         }
     }
 
@@ -349,8 +423,8 @@ impl Hub {
     pub fn revoke_session(&self, user_id: &str, session_id: &str) {
         if let Some(conns) = read(&self.users).get(user_id) {
             for h in conns.values().filter(|h| h.session_id == session_id) {
-                // Bypass the queue-full path: a revoked socket must close even when lagging.
-                let _ = h.tx.try_send(Outbound::Revoked);
+                // Not through the queue: a revoked socket must close even when its queue is full.
+                h.control.revoke();
             }
         }
     }

@@ -6,15 +6,16 @@
 //! | --- | --- |
 //! | [`config`] | settings: defaults → TOML file → `FULLSLACK_*` env → flags; the JWT secret |
 //! | [`http`] | REST routes, `/healthz` `/readyz` `/metrics`, the OpenAPI document |
-//! | [`ws`] | `GET /api/ws`: one task per socket; per-channel cursors give gap-free resume |
+//! | [`ws`] | `GET /api/ws`: one task per socket; per-channel cursors give gap-free resume; write deadlines and the closing handshake |
 //! | [`web`] | the embedded web client (HTML/CSS/JS) served at `/` |
-//! | [`auth`] | Argon2id, JWT access tokens bound to sessions, cookie, [`auth::AuthUser`] extractor |
+//! | [`auth`] | Argon2id on reusing hashing threads, JWT access tokens bound to sessions, cookie, [`auth::AuthUser`] extractor |
+//! | [`proxy`] | the client's address: the TCP peer, or `X-Forwarded-For` from `trusted_proxies` |
 //! | [`service`] | the chat's rules on [`App`]: validation, rate limits, authorization, publishing |
-//! | [`hub`] | this node's live connections: channel fan-out, presence, typing |
+//! | [`hub`] | this node's live connections: channel fan-out, presence, typing; each connection's control state (revocation, joins, leaves: never dropped) |
 //! | [`cluster`] | with `redis_url`: fan-out between nodes over Redis pub/sub, presence across nodes, shared rate limits, degradation and healing |
 //! | [`store`] | the [`store::Store`] trait (source of truth, replay log) and its drivers |
 //! | [`protocol`] | WebSocket frames; [`model`] the JSON objects; [`error`] the error codes |
-//! | [`ratelimit`] | token buckets; [`metrics`] Prometheus counters |
+//! | [`ratelimit`] | token buckets and the per-name sign-in backoff; [`metrics`] Prometheus counters |
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
 //! port 0; `main.rs` only parses flags and calls it.
@@ -28,6 +29,7 @@ pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod protocol;
+pub mod proxy;
 pub mod ratelimit;
 pub mod service;
 pub mod store;

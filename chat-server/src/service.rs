@@ -14,19 +14,17 @@ use std::{
     time::Instant,
 };
 
-use axum::extract::ws::Utf8Bytes;
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::{
-    auth::{hash_password, AuthUser},
+    auth::AuthUser,
     error::{ApiError, ApiResult},
     hub::Published,
     model::{
         new_id, now, Ack, Channel, ChannelKind, Event, EventKind, Id, Member, Message,
         ReceiptStatus, Role, User,
     },
-    protocol::ServerFrame,
     store::{NewChannel, NewMessage, NewUser, Page, Session, StoreError, Watermark},
     App,
 };
@@ -136,6 +134,7 @@ pub fn mention_names(text: &str) -> Vec<String> {
 impl App {
     // ---- accounts ---------------------------------------------------------------------------
 
+    /// `client` is the client's address as a rate-limit key ([`crate::proxy::limit_key`]).
     pub async fn register(
         &self,
         client: &str,
@@ -143,7 +142,7 @@ impl App {
         password: &str,
         display_name: Option<&str>,
     ) -> ApiResult<SignedIn> {
-        self.limit_auth(&format!("ip:{client}")).await?;
+        self.limit_auth_addr(client).await?;
         validate_username(username)?;
         if !(8..=256).contains(&password.len()) {
             return Err(ApiError::BadRequest("password: 8-256 bytes".into()));
@@ -153,8 +152,7 @@ impl App {
             .filter(|d| !d.is_empty())
             .unwrap_or(username);
         validate_display_name(display)?;
-        let pw = password.to_string();
-        let hash = self.auth.argon2(move || hash_password(&pw)).await??;
+        let hash = self.auth.hash_password(password.to_string()).await?;
         let user = self
             .store
             .create_user(NewUser {
@@ -168,21 +166,40 @@ impl App {
         self.start_session(user).await
     }
 
+    /// Throttled as OWASP advises against guessing without handing strangers a way to lock
+    /// an account: refused (429) per client address and per (address, name); per name only
+    /// slowed down, after many failures from anywhere, and never refused.
     pub async fn login(&self, client: &str, username: &str, password: &str) -> ApiResult<SignedIn> {
-        self.limit_auth(&format!("ip:{client}")).await?;
-        self.limit_auth(&format!("user:{}", username.to_lowercase()))
-            .await?;
+        // Names are unique case-insensitively; longer ones than any valid name cannot sign in
+        // and need not make long keys.
+        let name: String = username.to_lowercase().chars().take(64).collect();
+        self.limit_auth_addr(client).await?;
+        self.limit_auth_login(client, &name).await?;
+        let delay = self.auth_name_delay(&name).await;
+        if !delay.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                // Do not hold shutdown up: the client retries (elsewhere) after the delay.
+                _ = self.shutdown.cancelled() => {
+                    return Err(ApiError::RateLimited {
+                        retry_after_ms: delay.as_millis() as u64,
+                    });
+                }
+            }
+        }
         let found = self.store.user_by_username(username).await?;
-        let auth = self.auth.clone();
-        let pw = password.to_string();
         let hash = found.as_ref().map(|(_, h)| h.clone());
         let ok = self
             .auth
-            .argon2(move || auth.verify_password(&pw, hash.as_deref()))
+            .verify_password(password.to_string(), hash)
             .await?;
         match (ok, found) {
             (true, Some((user, _))) => self.start_session(user).await,
-            _ => Err(ApiError::Unauthorized("wrong username or password")),
+            _ => {
+                // Unknown names count too: the delay must not tell which names exist.
+                self.auth_name_failed(&name).await;
+                Err(ApiError::Unauthorized("wrong username or password"))
+            }
         }
     }
 
@@ -790,49 +807,31 @@ impl App {
             .map(str::to_string);
         let published = Arc::new(Published::new(&event));
         let cluster = self.cluster.as_ref().map(|c| (c, published.clone()));
-        self.route(published, member.clone()).await;
+        self.route(published, member.clone());
         if let Some((c, published)) = cluster {
             c.publish_event(&published, member.as_deref());
         }
     }
 
     /// Routes an event (stored here or on another node) to this node's connections, keeping
-    /// membership routing and the channel cache current.
-    pub async fn route(&self, published: Arc<Published>, member: Option<Id>) {
+    /// membership routing and the channel cache current. Synchronous on purpose: a joiner's
+    /// sockets are subscribed before the `member_joined` goes out and before any later event of
+    /// the channel is routed, and a leaver's stop before anything after its `member_left`.
+    pub fn route(&self, published: Arc<Published>, member: Option<Id>) {
         let channel = published.channel.clone();
         match (published.kind, member) {
             (EventKind::MemberJoined, Some(user)) => {
                 self.invalidate_channel(&channel);
-                if self.hub.has_user(&user) {
-                    match self.store.channel(&channel).await {
-                        Ok(Some(mut ch)) => {
-                            if let Ok(Some(m)) = self.store.member(&channel, &user).await {
-                                ch.read_seq = Some(m.read_seq);
-                            }
-                            let frame = Utf8Bytes::from(
-                                ServerFrame::ChannelAdded { channel: ch }.to_json(),
-                            );
-                            self.hub
-                                .user_joined(&user, &channel, published.seq - 1, frame);
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot announce a new member's channel")
-                        }
-                    }
-                }
+                // The sockets read the channel for their `channel_added` themselves, and refill
+                // from the join: nothing stored meanwhile can slip between.
+                self.hub.user_joined(&user, &channel, published.seq - 1);
                 self.hub.publish(published);
             }
             (EventKind::MemberLeft, Some(user)) => {
                 self.invalidate_channel(&channel);
+                let left_seq = published.seq;
                 self.hub.publish(published);
-                let frame = Utf8Bytes::from(
-                    ServerFrame::ChannelRemoved {
-                        channel_id: channel.clone(),
-                    }
-                    .to_json(),
-                );
-                self.hub.user_left(&user, &channel, frame);
+                self.hub.user_left(&user, &channel, left_seq);
             }
             _ => self.hub.publish(published),
         }

@@ -1,13 +1,26 @@
 //! `GET /api/ws`: one task per connection, one loop selecting over the socket, the connection's
-//! queue, the heartbeat, the token's expiry and server shutdown.
+//! queue, its control state, the heartbeat, the token's expiry and server shutdown.
 //!
 //! Exactly-once, in-order delivery per channel rests on one cursor per channel: the highest seq
 //! this socket was sent. A live event at `cursor + 1` goes out; one at or below the cursor is a
 //! duplicate and is dropped; one above `cursor + 1` means something was missed (a full queue, an
 //! out-of-order publish, another node) and the gap is refilled from the store first. Nothing is
 //! delivered before the client's `resume`, which sets the cursors.
+//!
+//! What may not be lost (revocation, joins, leaves) arrives in the connection's
+//! [`crate::hub::Control`], consulted before anything is written: a revoked socket writes
+//! nothing more but its close frame, and no event of a channel after the user's `member_left`
+//! goes out. Every write has a deadline (one heartbeat; less once the server is shutting down),
+//! so a peer that stops reading cannot hold the task, and a close from the server completes the
+//! closing handshake (or times out) before the socket is dropped.
 
-use std::{collections::HashMap, ops::ControlFlow, sync::atomic::Ordering, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    future::Future,
+    ops::ControlFlow,
+    sync::atomic::Ordering,
+    time::Duration,
+};
 
 use axum::{
     extract::{
@@ -17,12 +30,13 @@ use axum::{
     response::Response,
 };
 use futures_util::SinkExt;
-use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{interval, sleep, sleep_until, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::AuthUser,
     error::ApiError,
-    hub::{ConnHandle, Outbound, Published},
+    hub::{ConnHandle, MembershipChange, Outbound, Published},
     model::{EventKind, Id},
     protocol::{
         event_frame, parse_client_frame, AckBody, ClientFrame, ClientPresence, Limits, ServerFrame,
@@ -41,6 +55,9 @@ const OUTBOUND_BATCH: usize = 256;
 /// Events fetched per store read while refilling.
 const REFILL_PAGE: usize = 500;
 
+/// Upper bound of the closing handshake's wait (see [`Connection::close_wait`]).
+const CLOSE_WAIT_MAX: Duration = Duration::from_secs(5);
+
 pub async fn handler(State(app): State<AppState>, who: AuthUser, ws: WebSocketUpgrade) -> Response {
     let max = app.settings.limits.max_frame_bytes;
     // Small buffers: an idle socket should cost a few KB, not tungstenite's 128 KiB default.
@@ -53,6 +70,45 @@ pub async fn handler(State(app): State<AppState>, who: AuthUser, ws: WebSocketUp
             let tracker = app.tasks.clone();
             tracker.track_future(Connection::run(app, who, socket))
         })
+}
+
+/// Why a connection ends.
+#[derive(Debug)]
+enum Exit {
+    /// The peer is gone, or a write failed or missed its deadline: nothing more can be said.
+    Gone,
+    /// The peer sent its close: flush the reply tungstenite queued, then drop.
+    PeerClosed,
+    /// Send this close frame, then wait (bounded) for the peer's.
+    Close(u16, &'static str),
+}
+
+const SESSION_ENDED: Exit = Exit::Close(CLOSE_POLICY, "session ended");
+
+type Flow = ControlFlow<Exit>;
+
+fn flow(r: Result<(), Exit>) -> Flow {
+    match r {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => ControlFlow::Break(e),
+    }
+}
+
+/// Awaits a socket write for at most `limit`, and once the server is shutting down for at most
+/// `close_wait` more: a peer that does not read must hold neither its task nor the shutdown.
+async fn timed<T, E>(
+    write: impl Future<Output = Result<T, E>>,
+    limit: Duration,
+    shutdown: &CancellationToken,
+    close_wait: Duration,
+) -> Result<T, Exit> {
+    tokio::select! {
+        // The write first: when it is ready at once, no timer is ever registered.
+        biased;
+        r = write => r.map_err(|_| Exit::Gone),
+        _ = sleep(limit) => Err(Exit::Gone),
+        _ = async { shutdown.cancelled().await; sleep(close_wait).await } => Err(Exit::Gone),
+    }
 }
 
 struct Connection {
@@ -69,6 +125,14 @@ struct Connection {
     unflushed: usize,
     /// Messages written but not yet flushed: delivered once the flush succeeds.
     delivered_pending: Vec<(Id, i64)>,
+    /// Membership changes taken from the control state and being applied, oldest first (the
+    /// front one stays here until done, so the writes it makes see it).
+    applying: VecDeque<MembershipChange>,
+    /// Deadline of one write or flush: a heartbeat.
+    write_timeout: Duration,
+    /// How long a closing handshake (and, once shutting down, a write) may still take.
+    close_wait: Duration,
+    shutdown: CancellationToken,
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
@@ -88,6 +152,11 @@ impl Connection {
         if let Some(p) = presence {
             app.local_presence_changed(&who.user_id, p).await;
         }
+        let heartbeat = app.settings.heartbeat();
+        // Short enough that a close, even one waiting on a write, fits the shutdown grace.
+        let close_wait = heartbeat
+            .min(Duration::from_millis(app.settings.realtime.shutdown_grace_ms) / 3)
+            .min(CLOSE_WAIT_MAX);
         let mut conn = Connection {
             app: app.clone(),
             who,
@@ -99,11 +168,29 @@ impl Connection {
             last_typing: HashMap::new(),
             unflushed: 0,
             delivered_pending: Vec::new(),
+            applying: VecDeque::new(),
+            write_timeout: heartbeat,
+            close_wait,
+            shutdown: app.shutdown.clone(),
         };
-        if conn.hello().await.is_ok() && conn.flush().await.is_ok() {
-            conn.serve(&mut rx).await;
-        }
-        let channels: Vec<Id> = conn.cursors.keys().cloned().collect();
+        let exit = match conn.hello().await {
+            Ok(()) => match conn.flush().await {
+                Ok(()) => conn.serve(&mut rx).await,
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        conn.finish(exit).await;
+        // Channels it followed, and those a join subscribed it to that it had not applied yet.
+        let channels: Vec<Id> = conn
+            .cursors
+            .keys()
+            .cloned()
+            .chain(conn.applying.iter().filter_map(|c| match c {
+                MembershipChange::Added { channel_id, .. } => Some(channel_id.clone()),
+                MembershipChange::Removed { .. } => None,
+            }))
+            .collect();
         if let Some(p) = app.hub.disconnect(&conn.handle, channels) {
             // Going offline here stores and announces the last seen (unless another node
             // still has the user).
@@ -111,13 +198,10 @@ impl Connection {
         }
     }
 
-    async fn hello(&mut self) -> Result<(), ()> {
+    async fn hello(&mut self) -> Result<(), Exit> {
         let user = match self.app.user(&self.who.user_id).await {
             Ok(u) => u,
-            Err(_) => {
-                let _ = self.socket.send(close(CLOSE_POLICY, "unknown user")).await;
-                return Err(());
-            }
+            Err(_) => return Err(Exit::Close(CLOSE_POLICY, "unknown user")),
         };
         let frame = ServerFrame::Hello {
             user,
@@ -131,7 +215,42 @@ impl Connection {
         self.send_frame(&frame).await
     }
 
-    async fn serve(&mut self, rx: &mut tokio::sync::mpsc::Receiver<Outbound>) {
+    /// Ends the connection as `exit` says: a close frame and the closing handshake (the peer's
+    /// close, or the peer going away, or `close_wait`), so that a client reading sees the code
+    /// rather than a reset connection.
+    async fn finish(&mut self, exit: Exit) {
+        let (limit, wait, shutdown) = (self.write_timeout, self.close_wait, self.shutdown.clone());
+        match exit {
+            Exit::Gone => {}
+            Exit::PeerClosed => {
+                let _ = timed(self.socket.flush(), wait, &shutdown, wait).await;
+            }
+            Exit::Close(code, reason) => {
+                // Frames fed before the close go first (they were allowed when fed).
+                let sent = timed(
+                    self.socket.send(close(code, reason)),
+                    limit.min(wait),
+                    &shutdown,
+                    wait,
+                )
+                .await;
+                if sent.is_ok() {
+                    // Read (and drop) what the client still sends until its close: closing with
+                    // unread data would reset the connection and lose our close frame.
+                    let _ = tokio::time::timeout(wait, async {
+                        while let Some(Ok(m)) = self.socket.recv().await {
+                            if matches!(m, Message::Close(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn serve(&mut self, rx: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Exit {
         let heartbeat = self.app.settings.heartbeat();
         let mut ticker = interval(heartbeat);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -142,64 +261,80 @@ impl Connection {
                     .whole_seconds()
                     .max(0) as u64,
             );
-        let shutdown = self.app.shutdown.clone();
+        let shutdown = self.shutdown.clone();
+        let control = self.handle.control.clone();
         loop {
+            // Whatever was recorded (revocation, joins, leaves) is applied before anything else
+            // is written.
+            if let Err(e) = self.apply_control().await {
+                return e;
+            }
             let flow = tokio::select! {
                 _ = shutdown.cancelled() => {
-                    let _ = self.socket.send(close(CLOSE_RESTART, "server restarting: reconnect and resume")).await;
-                    ControlFlow::Break(())
+                    ControlFlow::Break(Exit::Close(CLOSE_RESTART, "server restarting: reconnect and resume"))
                 }
                 _ = sleep_until(expiry) => {
-                    let _ = self.socket.send(close(CLOSE_POLICY, "token expired: refresh and reconnect")).await;
-                    ControlFlow::Break(())
+                    ControlFlow::Break(Exit::Close(CLOSE_POLICY, "token expired: refresh and reconnect"))
                 }
+                // Applied at the top of the loop.
+                _ = control.notified() => ControlFlow::Continue(()),
                 incoming = self.socket.recv() => self.on_socket(incoming).await,
                 Some(out) = rx.recv(), if self.resumed => {
                     // Take whatever else is already queued: one flush for the whole batch.
-                    let mut flow = self.on_outbound(out).await;
+                    let mut r = self.on_outbound(out).await;
                     let mut batch = 1;
-                    while flow.is_continue() && batch < OUTBOUND_BATCH {
+                    while r.is_ok() && batch < OUTBOUND_BATCH {
                         match rx.try_recv() {
-                            Ok(more) => flow = self.on_outbound(more).await,
+                            Ok(more) => r = self.on_outbound(more).await,
                             Err(_) => break,
                         }
                         batch += 1;
                     }
-                    flow
+                    flow(r)
                 }
                 _ = ticker.tick() => {
                     if self.last_heard.elapsed() > heartbeat * 3 {
-                        let _ = self.socket.send(close(CLOSE_POLICY, "no heartbeat")).await;
-                        ControlFlow::Break(())
+                        ControlFlow::Break(Exit::Close(CLOSE_POLICY, "no heartbeat"))
                     } else {
-                        match self.socket.send(Message::Ping(Default::default())).await {
-                            Ok(()) => ControlFlow::Continue(()),
-                            Err(_) => ControlFlow::Break(()),
-                        }
+                        flow(self.feed(Message::Ping(Default::default())).await)
                     }
                 }
             };
-            if flow.is_break() || self.flush().await.is_err() {
-                break;
+            if let ControlFlow::Break(e) = flow {
+                return e;
             }
-            // The queue overflowed at some point: everything may be behind. The store has it all.
+            if let Err(e) = self.flush().await {
+                return e;
+            }
+            // The queue overflowed at some point: everything may be behind, and the session or
+            // memberships may have changed meanwhile. The store has it all.
             if self.resumed && self.handle.lagged.swap(false, Ordering::AcqRel) {
-                let channels: Vec<Id> = self.cursors.keys().cloned().collect();
-                for ch in channels {
-                    if self.refill(&ch).await.is_err() || self.flush().await.is_err() {
-                        return;
-                    }
+                let r = match self.apply_control().await {
+                    Ok(()) => self.recheck(false).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = r {
+                    return e;
+                }
+                if let Err(e) = self.flush().await {
+                    return e;
                 }
             }
         }
     }
 
     /// Writes what was fed and only then counts the messages in it as delivered.
-    async fn flush(&mut self) -> Result<(), ()> {
+    async fn flush(&mut self) -> Result<(), Exit> {
         if self.unflushed == 0 {
             return Ok(());
         }
-        self.socket.flush().await.map_err(|_| ())?;
+        timed(
+            self.socket.flush(),
+            self.write_timeout,
+            &self.shutdown,
+            self.close_wait,
+        )
+        .await?;
         self.unflushed = 0;
         for (channel, seq) in self.delivered_pending.drain(..) {
             self.app.note_delivered(&channel, &self.who.user_id, seq);
@@ -207,36 +342,47 @@ impl Connection {
         Ok(())
     }
 
-    /// Queues a frame in the socket's write buffer (see [`Connection::flush`]).
-    async fn feed(&mut self, msg: Message) -> Result<(), ()> {
+    /// Queues a frame in the socket's write buffer (see [`Connection::flush`]). A revoked
+    /// session's socket writes nothing more (but its close).
+    async fn feed(&mut self, msg: Message) -> Result<(), Exit> {
+        if self.handle.control.is_revoked() {
+            return Err(SESSION_ENDED);
+        }
         self.unflushed += 1;
-        self.socket.feed(msg).await.map_err(|_| ())
+        timed(
+            self.socket.feed(msg),
+            self.write_timeout,
+            &self.shutdown,
+            self.close_wait,
+        )
+        .await
     }
 
-    async fn on_socket(
-        &mut self,
-        incoming: Option<Result<Message, axum::Error>>,
-    ) -> ControlFlow<()> {
+    async fn on_socket(&mut self, incoming: Option<Result<Message, axum::Error>>) -> Flow {
+        // A revoked session's frames are not acted on (a `send` is neither stored nor acked).
+        if self.handle.control.is_revoked() {
+            return ControlFlow::Break(SESSION_ENDED);
+        }
         let msg = match incoming {
-            None => return ControlFlow::Break(()),
+            None => return ControlFlow::Break(Exit::Gone),
             Some(Ok(m)) => m,
             Some(Err(e)) => {
                 // tungstenite reports oversized and non-UTF-8 frames as errors; say which.
                 let text = e.to_string();
-                let frame = if text.contains("Space limit exceeded")
-                    || text.contains("too long")
-                    || text.contains("too big")
-                {
-                    self.app.metrics.error("too_large");
-                    close(CLOSE_TOO_BIG, "frame larger than max_frame_bytes")
-                } else if text.to_lowercase().contains("utf-8") || text.contains("utf8") {
-                    self.app.metrics.error("invalid_utf8");
-                    close(CLOSE_INVALID_DATA, "text frame is not valid UTF-8")
-                } else {
-                    return ControlFlow::Break(());
-                };
-                let _ = self.socket.send(frame).await;
-                return ControlFlow::Break(());
+                return ControlFlow::Break(
+                    if text.contains("Space limit exceeded")
+                        || text.contains("too long")
+                        || text.contains("too big")
+                    {
+                        self.app.metrics.error("too_large");
+                        Exit::Close(CLOSE_TOO_BIG, "frame larger than max_frame_bytes")
+                    } else if text.to_lowercase().contains("utf-8") || text.contains("utf8") {
+                        self.app.metrics.error("invalid_utf8");
+                        Exit::Close(CLOSE_INVALID_DATA, "text frame is not valid UTF-8")
+                    } else {
+                        Exit::Gone
+                    },
+                );
             }
         };
         self.last_heard = Instant::now();
@@ -252,11 +398,11 @@ impl Connection {
                 .await
             }
             Message::Ping(_) | Message::Pong(_) => ControlFlow::Continue(()),
-            Message::Close(_) => ControlFlow::Break(()),
+            Message::Close(_) => ControlFlow::Break(Exit::PeerClosed),
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> ControlFlow<()> {
+    async fn on_text(&mut self, text: &str) -> Flow {
         let frame = match parse_client_frame(text) {
             Ok(f) => f,
             Err(e) => return self.send_error(e.reference, e.code, e.message, None).await,
@@ -335,10 +481,7 @@ impl Connection {
                 self.answer(reference, r.map(|seq| AckBody::Change { channel, seq }))
                     .await
             }
-            ClientFrame::Typing { channel } => {
-                self.typing(channel).await;
-                ControlFlow::Continue(())
-            }
+            ClientFrame::Typing { channel } => self.typing(channel).await,
             ClientFrame::Presence { status } => {
                 if let Some(p) = self
                     .app
@@ -353,14 +496,14 @@ impl Connection {
         }
     }
 
-    async fn typing(&mut self, channel: Id) {
+    async fn typing(&mut self, channel: Id) -> Flow {
         // At most one relay per channel per second from a socket: typing is a hint, not a stream.
         if self
             .last_typing
             .get(&channel)
             .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
         {
-            return;
+            return ControlFlow::Continue(());
         }
         match self.app.require_member(&self.who.user_id, &channel).await {
             Ok(_) => {
@@ -371,17 +514,16 @@ impl Connection {
                     expires_in_ms: self.app.settings.realtime.typing_ttl_ms,
                 };
                 self.app.relay_typing(&channel, &self.who.user_id, &frame);
+                ControlFlow::Continue(())
             }
-            Err(e) => {
-                let _ = self.send_error(None, e.code(), e.to_string(), None).await;
-            }
+            Err(e) => self.send_error(None, e.code(), e.to_string(), None).await,
         }
     }
 
     /// Watches the listed users (at most `MAX_PRESENCE_IDS` per frame; more is refused whole,
     /// nothing watched) and answers each one's presence now. The frame costs one store read
     /// (every last seen at once) whatever its size; ids of no user are skipped.
-    async fn presence_subscribe(&mut self, user_ids: Vec<Id>) -> ControlFlow<()> {
+    async fn presence_subscribe(&mut self, user_ids: Vec<Id>) -> Flow {
         use crate::protocol::MAX_PRESENCE_IDS;
         if user_ids.len() > MAX_PRESENCE_IDS {
             let message = format!(
@@ -414,23 +556,22 @@ impl Connection {
         }
         for (id, status) in user_ids.into_iter().zip(statuses) {
             let last_seen = last_seen.remove(&id).flatten();
-            if self
+            if let ControlFlow::Break(e) = self
                 .reply(&ServerFrame::Presence {
                     user_id: id,
                     status,
                     last_seen,
                 })
                 .await
-                .is_break()
             {
-                return ControlFlow::Break(());
+                return ControlFlow::Break(e);
             }
         }
         ControlFlow::Continue(())
     }
 
     /// Sets the cursors, replays what the client missed, and starts live delivery.
-    async fn resume(&mut self, requested: HashMap<Id, i64>) -> ControlFlow<()> {
+    async fn resume(&mut self, requested: HashMap<Id, i64>) -> Flow {
         let memberships = match self.app.store.memberships(&self.who.user_id).await {
             Ok(m) => m,
             Err(e) => {
@@ -453,8 +594,8 @@ impl Connection {
         }
         self.resumed = true;
         for (channel, _) in &memberships {
-            if self.refill(channel).await.is_err() {
-                return ControlFlow::Break(());
+            if let Err(e) = self.refill(channel).await {
+                return ControlFlow::Break(e);
             }
         }
         let frame = ServerFrame::Resumed {
@@ -463,8 +604,9 @@ impl Connection {
         self.reply(&frame).await
     }
 
-    /// Sends every stored event of `channel` after its cursor.
-    async fn refill(&mut self, channel: &str) -> Result<(), ()> {
+    /// Sends every stored event of `channel` after its cursor (up to the user's leave when one
+    /// is pending).
+    async fn refill(&mut self, channel: &str) -> Result<(), Exit> {
         loop {
             let Some(&cursor) = self.cursors.get(channel) else {
                 return Ok(());
@@ -483,7 +625,9 @@ impl Connection {
             for ev in events {
                 let published = Published::new(&ev);
                 debug_assert_eq!(published.frame.as_str(), event_frame(&ev));
-                self.send_event(&published).await?;
+                if !self.send_event(&published).await? {
+                    return Ok(());
+                }
             }
             if n < REFILL_PAGE {
                 return Ok(());
@@ -491,60 +635,105 @@ impl Connection {
         }
     }
 
-    async fn on_outbound(&mut self, out: Outbound) -> ControlFlow<()> {
-        let result = match out {
+    async fn on_outbound(&mut self, out: Outbound) -> Result<(), Exit> {
+        match out {
             Outbound::Event(ev) => {
+                // No cursor: not (or not yet) followed; a join refills from its own start.
                 let Some(&cursor) = self.cursors.get(&ev.channel) else {
-                    return ControlFlow::Continue(());
+                    return Ok(());
                 };
                 if ev.seq <= cursor {
                     Ok(())
                 } else if ev.seq == cursor + 1 {
-                    self.send_event(&ev).await
+                    self.send_event(&ev).await.map(|_| ())
                 } else {
                     self.refill(&ev.channel).await
                 }
             }
             Outbound::Ephemeral(frame) => self.feed(Message::Text(frame)).await,
-            Outbound::ChannelAdded {
-                channel_id,
-                after,
-                frame,
-            } => {
-                self.cursors.entry(channel_id).or_insert(after);
-                self.feed(Message::Text(frame)).await
-            }
-            Outbound::ChannelRemoved { channel_id, frame } => {
-                self.cursors.remove(&channel_id);
-                self.feed(Message::Text(frame)).await
-            }
-            Outbound::Recheck(Some(channel)) => self.refill(&channel).await,
-            Outbound::Recheck(None) => self.recheck_all().await,
-            Outbound::Revoked => {
-                let _ = self.socket.send(close(CLOSE_POLICY, "session ended")).await;
-                Err(())
-            }
-        };
-        if result.is_ok() {
-            ControlFlow::Continue(())
-        } else {
-            ControlFlow::Break(())
+            Outbound::Recheck(channel) => self.refill(&channel).await,
         }
     }
 
-    /// After an outage of the bus between nodes: a session ended elsewhere closes the socket;
-    /// memberships that changed elsewhere meanwhile are applied (as `channel_added` /
-    /// `channel_removed`), then every channel is refilled from the store.
-    async fn recheck_all(&mut self) -> Result<(), ()> {
-        // A logout on another node meanwhile could not reach this socket over the bus.
+    /// Applies what the control state recorded, in order: a revoked session ends the socket; a
+    /// join announces the channel (`channel_added`, read from the store now) and refills it
+    /// from the join; a leave lets the channel's events up to the `member_left` out, then says
+    /// `channel_removed` and follows it no more. Changes wait for the `resume` (which reads the
+    /// memberships itself); one whose store read fails stays first in line for the next turn.
+    async fn apply_control(&mut self) -> Result<(), Exit> {
+        let control = self.handle.control.clone();
+        if control.is_revoked() {
+            return Err(SESSION_ENDED);
+        }
+        if !self.resumed {
+            return Ok(());
+        }
+        self.applying.extend(control.take_changes());
+        while let Some(change) = self.applying.front().cloned() {
+            match change {
+                MembershipChange::Added { channel_id, after } => {
+                    let left_again = self.applying.iter().skip(1).any(|c| {
+                        matches!(c, MembershipChange::Removed { channel_id: ch, .. } if *ch == channel_id)
+                    });
+                    if !left_again && !self.cursors.contains_key(&channel_id) {
+                        let mut channel = match self.app.store.channel(&channel_id).await {
+                            Ok(Some(c)) => c,
+                            Ok(None) => {
+                                self.applying.pop_front();
+                                continue;
+                            }
+                            // Retried on the next turn (the next event, ping or heartbeat);
+                            // meanwhile this channel's live events are refilled then.
+                            Err(_) => return Ok(()),
+                        };
+                        if let Ok(Some(m)) =
+                            self.app.store.member(&channel_id, &self.who.user_id).await
+                        {
+                            channel.read_seq = Some(m.read_seq);
+                        }
+                        self.cursors.insert(channel_id.clone(), after);
+                        self.send_frame(&ServerFrame::ChannelAdded { channel })
+                            .await?;
+                        // What was stored between the join and the subscription is only there.
+                        self.refill(&channel_id).await?;
+                    }
+                }
+                MembershipChange::Removed {
+                    channel_id,
+                    left_seq,
+                } => {
+                    if self.cursors.get(&channel_id).is_some_and(|c| *c < left_seq) {
+                        // Up to and including its own `member_left` (stops there: see
+                        // `withheld`).
+                        self.refill(&channel_id).await?;
+                    }
+                    self.cursors.remove(&channel_id);
+                    self.send_frame(&ServerFrame::ChannelRemoved { channel_id })
+                        .await?;
+                }
+            }
+            self.applying.pop_front();
+        }
+        if control.take_recheck() {
+            self.recheck(true).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads from the store what the bus or the queue may have failed to bring: a session
+    /// ended (possibly through another node) closes the socket; channels the user is no longer
+    /// in are removed; with `add_new` (after an outage of the bus between nodes) channels joined
+    /// meanwhile are added, followed from their current end like a `resume` without a position
+    /// (a lagging socket leaves joins to its control state, which has their start); then every
+    /// channel is refilled.
+    async fn recheck(&mut self, add_new: bool) -> Result<(), Exit> {
         if let Ok(None) = self
             .app
             .store
             .session_user(&self.who.session_id, time::OffsetDateTime::now_utc())
             .await
         {
-            let _ = self.socket.send(close(CLOSE_POLICY, "session ended")).await;
-            return Err(());
+            return Err(SESSION_ENDED);
         }
         if let Ok(memberships) = self.app.store.memberships(&self.who.user_id).await {
             let current: std::collections::HashSet<&Id> =
@@ -561,7 +750,7 @@ impl Connection {
                 self.send_frame(&ServerFrame::ChannelRemoved { channel_id })
                     .await?;
             }
-            for (channel_id, last_seq) in &memberships {
+            for (channel_id, last_seq) in memberships.iter().filter(|_| add_new) {
                 if self.cursors.contains_key(channel_id) {
                     continue;
                 }
@@ -571,7 +760,6 @@ impl Connection {
                 if let Ok(Some(m)) = self.app.store.member(channel_id, &self.who.user_id).await {
                     channel.read_seq = Some(m.read_seq);
                 }
-                // Like a resume without a position: live from the channel's current end.
                 self.cursors.insert(channel_id.clone(), *last_seq);
                 self.app.hub.subscribe(&self.handle, channel_id);
                 self.send_frame(&ServerFrame::ChannelAdded { channel })
@@ -585,11 +773,25 @@ impl Connection {
         Ok(())
     }
 
-    async fn send_event(&mut self, ev: &Published) -> Result<(), ()> {
+    /// Whether a leave not yet fully applied forbids writing event `seq` of `channel`.
+    fn withheld(&self, channel: &str, seq: i64) -> bool {
+        self.handle.control.withholds(channel, seq)
+            || self.applying.iter().any(|c| {
+                matches!(c, MembershipChange::Removed { channel_id, left_seq }
+                    if channel_id == channel && seq > *left_seq)
+            })
+    }
+
+    /// Writes an event unless already sent; `false` when withheld (the user left the channel
+    /// before it).
+    async fn send_event(&mut self, ev: &Published) -> Result<bool, Exit> {
         if let Some(c) = self.cursors.get(&ev.channel) {
             if ev.seq <= *c {
-                return Ok(());
+                return Ok(true);
             }
+        }
+        if self.withheld(&ev.channel, ev.seq) {
+            return Ok(false);
         }
         self.feed(Message::Text(ev.frame.clone())).await?;
         self.cursors.insert(ev.channel.clone(), ev.seq);
@@ -600,14 +802,14 @@ impl Connection {
         {
             self.delivered_pending.push((ev.channel.clone(), ev.seq));
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn answer(
         &mut self,
         reference: Option<String>,
         result: Result<AckBody, ApiError>,
-    ) -> ControlFlow<()> {
+    ) -> Flow {
         match result {
             Ok(ack) => self.reply(&ServerFrame::Ack { reference, ack }).await,
             Err(e) => {
@@ -623,7 +825,7 @@ impl Connection {
         code: &'static str,
         message: String,
         retry_after_ms: Option<u64>,
-    ) -> ControlFlow<()> {
+    ) -> Flow {
         self.app.metrics.error(code);
         let code = match code {
             "too_large" => "message_too_long",
@@ -639,14 +841,11 @@ impl Connection {
         .await
     }
 
-    async fn reply(&mut self, frame: &ServerFrame) -> ControlFlow<()> {
-        match self.send_frame(frame).await {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(()) => ControlFlow::Break(()),
-        }
+    async fn reply(&mut self, frame: &ServerFrame) -> Flow {
+        flow(self.send_frame(frame).await)
     }
 
-    async fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), ()> {
+    async fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), Exit> {
         self.feed(Message::Text(Utf8Bytes::from(frame.to_json())))
             .await
     }

@@ -27,6 +27,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(15);
+/// The server's refill of a user's sends (its burst of 100 covers the whole test until the
+/// rate-limit step spends it on purpose).
+const SEND_INTERVAL: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "correct horse battery";
 
 /// A child process killed (and reaped) on drop. With `group`, the child leads its own
@@ -91,6 +94,11 @@ fn start_server(dir: &Path) -> (Proc, String) {
         // (see docs/web-client.md, known server issues): do not pass the test's own.
         .env_remove("FULLSLACK_TEST_RUNTIME")
         .env_remove("FULLSLACK_CHROME_ARGS")
+        .env("FULLSLACK_RATE_LIMIT__SEND_BURST", "100")
+        .env(
+            "FULLSLACK_RATE_LIMIT__SEND_INTERVAL_MS",
+            SEND_INTERVAL.as_millis().to_string(),
+        )
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
@@ -197,6 +205,11 @@ impl Ui {
 
     /// Waits until the JavaScript expression is truthy.
     async fn wait(&self, expr: &str, what: &str) {
+        self.wait_up_to(expr, what, WAIT).await
+    }
+
+    /// Waits up to `limit` until the JavaScript expression is truthy.
+    async fn wait_up_to(&self, expr: &str, what: &str, limit: Duration) {
         let start = Instant::now();
         let script = format!("return !!({expr});");
         loop {
@@ -205,7 +218,7 @@ impl Ui {
                     return;
                 }
             }
-            if start.elapsed() > WAIT {
+            if start.elapsed() > limit {
                 self.shot(&format!("FAILED-{}", what.replace([' ', '/'], "-")))
                     .await;
                 let state = self
@@ -817,53 +830,67 @@ async fn two_users_chat_live_with_receipts_threads_and_offline_catch_up() {
         "#general again",
     )
     .await;
-    // The composer send goes out the moment the burst sees its first 429, while the bucket is
-    // empty. Timing-dependent, so up to three rounds.
-    let mut limited = false;
-    for round in 0..3 {
-        a.js(&format!(r#"const id = window.fullslack.state().channels.find(c => c.name === 'general').id;
-            window.__burst = null;
-            let fired = false;
-            const fire = () => {{
-                if (fired) return;
-                fired = true;
-                const i = document.querySelector('#composer-input');
-                i.value = 'after the burst {round}';
-                i.dispatchEvent(new Event('input'));
-                i.dispatchEvent(new KeyboardEvent('keydown', {{key: 'Enter', bubbles: true}}));
-            }};
-            Promise.all(Array.from({{length: 60}}, (_, n) => fetch(`/api/channels/${{id}}/messages`, {{
-                method: 'POST', credentials: 'same-origin', headers: {{'Content-Type': 'application/json'}},
-                body: JSON.stringify({{text: `burst {round}.${{n}}`, client_id: `burst-{round}-${{n}}`}}),
-            }}).then(r => {{ if (r.status === 429) fire(); return r.status; }}))).then(s => {{ fire(); window.__burst = s; }});"#))
-            .await;
-        a.wait("window.__burst", "the REST burst").await;
-        let statuses = a.js("return window.__burst;").await;
-        assert!(
-            statuses.as_array().unwrap().iter().any(|s| s == 429),
-            "the burst should hit the rate limit: {statuses}"
-        );
-        a.wait(
-            &a.has_message(&format!("after the burst {round}")),
-            "the composer message",
-        )
+    // The server refills one send every 20 s (FULLSLACK_RATE_LIMIT__SEND_INTERVAL_MS in
+    // `start_server`): the page sends one message after another until the server answers
+    // 429, then at once from the composer. The bucket is empty then and its next token 20 s
+    // away, so that send is refused whatever the machine's speed (it would take a 20 s stall
+    // between the two, longer than any of this test's waits, to get it through). A
+    // MutationObserver records the toast, so its 8 s life does not race the polling either.
+    a.js(r#"const id = window.fullslack.state().channels.find(c => c.name === 'general').id;
+        window.__burst = null;
+        window.__toasts = [];
+        new MutationObserver(() => {
+            for (const t of document.querySelectorAll('#toasts .toast')) window.__toasts.push(t.textContent);
+        }).observe(document.querySelector('#toasts'), {childList: true, subtree: true});
+        (async () => {
+            const statuses = [];
+            for (let n = 0; n < 500; n++) {
+                const r = await fetch(`/api/channels/${id}/messages`, {
+                    method: 'POST', credentials: 'same-origin', headers: {'Content-Type': 'application/json'},
+                    body: JSON.stringify({text: `burst ${n}`, client_id: `burst-${n}`}),
+                });
+                statuses.push(r.status);
+                if (r.status !== 201) break;
+            }
+            const i = document.querySelector('#composer-input');
+            i.value = 'after the burst';
+            i.dispatchEvent(new Event('input'));
+            i.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true}));
+            window.__burst = statuses;
+        })();"#)
         .await;
-        a.wait(
-            "!document.querySelector('#message-list .msg.pending')",
-            "the composer message sent (after the wait if it was limited)",
-        )
-        .await;
-        if a
-            .js("return [...document.querySelectorAll('#toasts .toast')].some(t => t.textContent.includes('too fast'));")
-            .await
-            == Value::Bool(true)
-        {
-            limited = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await; // let the bucket refill
-    }
-    assert!(limited, "the rate limit error was never shown");
+    a.wait("window.__burst", "the REST burst").await;
+    let statuses = a.js("return window.__burst;").await;
+    let statuses = statuses.as_array().unwrap();
+    assert_eq!(
+        statuses.last().unwrap(),
+        429,
+        "the burst ends at the limit: {statuses:?}"
+    );
+    assert!(
+        statuses[..statuses.len() - 1].iter().all(|s| s == 201),
+        "{statuses:?}"
+    );
+    a.wait(
+        "window.__toasts.some(t => t.includes('too fast'))",
+        "the rate limit error shown",
+    )
+    .await;
+    a.wait(
+        &a.has_message("after the burst"),
+        "the composer message (pending)",
+    )
+    .await;
+    // It goes out by itself once the server allows it (within one refill interval).
+    a.wait_up_to(
+        &format!(
+            "{} && !document.querySelector('#message-list .msg.pending')",
+            a.has_message("after the burst")
+        ),
+        "the composer message sent after the wait",
+        SEND_INTERVAL + WAIT,
+    )
+    .await;
     a.js("document.querySelectorAll('#toasts .toast').forEach(t => t.remove());")
         .await;
     a.click("#list-dms .side-item[data-kind=dm]").await;

@@ -144,15 +144,30 @@ impl Report {
                 println!("       fix: {fix}");
             }
         }
-        let failed = self
+        println!("{}", self.summary());
+    }
+
+    /// One line: "all checks passed" only when every check ran and passed; skipped checks are
+    /// named, so a skipped round trip never reads as a pass.
+    pub fn summary(&self) -> String {
+        let count = |o: Outcome| self.checks.iter().filter(|c| c.outcome == o).count();
+        let failed = count(Outcome::Fail);
+        let skipped: Vec<&str> = self
             .checks
             .iter()
-            .filter(|c| c.outcome == Outcome::Fail)
-            .count();
-        if failed == 0 {
-            println!("all checks passed");
+            .filter(|c| c.outcome == Outcome::Skip)
+            .map(|c| c.name.as_str())
+            .collect();
+        let ran = self.checks.len() - skipped.len();
+        let skipped_text = if skipped.is_empty() {
+            String::new()
         } else {
-            println!("{failed} check(s) failed");
+            format!(", {} skipped ({})", skipped.len(), skipped.join(", "))
+        };
+        match (failed, skipped.is_empty()) {
+            (0, true) => "all checks passed".into(),
+            (0, false) => format!("{ran} check(s) passed{skipped_text}"),
+            _ => format!("{failed} check(s) failed{skipped_text}"),
         }
     }
 }

@@ -157,12 +157,18 @@ pub struct HealthArgs {
     /// Take the URL and health settings from this stack file.
     #[arg(long, short = 's')]
     pub stack: Option<PathBuf>,
-    /// User name of the probe account (registered on first use).
+    /// User name of the probe account (signs in; never registered unless --register-probe).
     #[arg(long, default_value = "fullslack-probe")]
     pub probe_user: String,
     /// Environment variable holding the probe account's password.
     #[arg(long, default_value = "FULLSLACK_PROBE_PASSWORD")]
     pub probe_password_env: String,
+    /// Environment variable holding a token of the probe identity (used as is: no sign-in).
+    #[arg(long, default_value = "FULLSLACK_PROBE_TOKEN")]
+    pub probe_token_env: String,
+    /// Register the probe account first (once, when setting up monitoring).
+    #[arg(long)]
+    pub register_probe: bool,
     /// Skip the WebSocket round trip.
     #[arg(long)]
     pub no_websocket: bool,
@@ -252,9 +258,112 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
+/// Exit code of a usage error (BSD `EX_USAGE`): wrong flags, unknown subcommand, a file that
+/// exists. Kept apart from 2, which `plan` uses for "changes present".
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code when stdout or stderr is a closed pipe (`fullslack plan | head`): what a process
+/// killed by SIGPIPE reports (128 + 13), without a panic message.
+pub const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Subcommands that are planned but not built: typing one says so instead of suggesting a
+/// different (possibly destructive) command, and says what to do today.
+pub const NOT_YET: &[(&str, &str)] = &[
+    (
+        "deploy",
+        "the blue/green deploy is not built yet; its pieces are: `fullslack build`/`push`, `lock acquire`, `nginx render`, `health` (see docs/cli.md, \"Not built yet\")",
+    ),
+    (
+        "certs",
+        "certificate issuance is not built yet: place fullchain.pem and privkey.pem for the domains in the cert directory (`nginx render --cert-dir`, default /etc/fullslack/certs/STACK), e.g. from certbot, and reload Nginx",
+    ),
+    (
+        "cert",
+        "certificate issuance is not built yet: place fullchain.pem and privkey.pem for the domains in the cert directory (`nginx render --cert-dir`, default /etc/fullslack/certs/STACK), e.g. from certbot, and reload Nginx",
+    ),
+    (
+        "serve",
+        "`fullslack serve` is not built yet: run the server binary `fullslack-chat` (see README)",
+    ),
+    (
+        "rollback",
+        "rollback is not built yet: re-render Nginx with the previous colour (`nginx render --active blue|green`) and reload it",
+    ),
+];
+
+/// A `println!` or `eprintln!` into a closed pipe panics ("failed printing to stdout: Broken
+/// pipe"): wherever output is written (plans, reports, JSON), end the process quietly instead.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        default(info);
+    }));
+}
+
+/// Reports a command-line parse error: help and version exit 0, everything else is a usage
+/// error (64), with `--json` as one JSON line.
+fn parse_error(e: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let json = std::env::args().any(|a| a == "--json");
+    let mut message = e.render().to_string();
+    let mut hint = "run `fullslack --help` (or `fullslack COMMAND --help`)".to_string();
+    if e.kind() == ErrorKind::InvalidSubcommand {
+        if let Some(ContextValue::String(typed)) = e.get(ContextKind::InvalidSubcommand) {
+            // Nearest among the real and the planned names: `secret` still means `secrets`.
+            let cmd = Cli::command();
+            let mut names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+            names.extend(NOT_YET.iter().map(|(n, _)| *n));
+            if let Some(name) = crate::stack::closest_word(typed, &names)
+                .filter(|n| NOT_YET.iter().any(|(p, _)| p == n))
+            {
+                let what = NOT_YET
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, w)| *w)
+                    .unwrap_or_default();
+                message = format!("`fullslack {name}` is not available yet");
+                hint = what.to_string();
+                if !json {
+                    eprintln!("error: {message}\nhint: {hint}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+    }
+    if json {
+        let first = message
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim_start_matches("error: ")
+            .to_string();
+        let v = serde_json::json!({"error": first, "hint": hint, "exit_code": EXIT_USAGE});
+        println!("{v}");
+    } else {
+        let _ = e.print();
+    }
+    ExitCode::from(EXIT_USAGE)
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    exit_quietly_on_broken_pipe();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parse_error(e),
+    };
     init_tracing(cli.verbose);
     let reporter = Reporter::new(cli.json);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -273,8 +382,8 @@ pub fn main() -> ExitCode {
         Err(e) => {
             if !matches!(e, CliError::ChecksFailed(_) | CliError::PendingChanges) {
                 if reporter.json {
-                    let v = serde_json::json!({"error": e.to_string(), "hint": e.hint()});
-                    reporter.print_json(&v);
+                    // One line, so CI can read it with a line-based tool.
+                    println!("{}", e.to_json());
                 } else {
                     eprintln!("error: {e}");
                     if let Some(h) = e.hint() {
@@ -307,9 +416,10 @@ async fn dispatch(cli: Cli, r: Reporter) -> Result<(), CliError> {
     match cli.command {
         Command::Init(a) => init(&a, &r),
         Command::Stack(StackCommand::Check(a)) => {
-            let s = stack::load(&a.stack)?;
+            let s = stack::check(&a.stack)?;
+            let warnings = stack::warnings(&s);
             if r.json {
-                r.print_json(&serde_json::json!({"ok": true, "stack": s}));
+                r.print_json(&serde_json::json!({"ok": true, "stack": s, "warnings": warnings}));
             } else {
                 println!(
                     "{}: stack `{}` is valid (target {}, {} domain(s))",
@@ -318,6 +428,9 @@ async fn dispatch(cli: Cli, r: Reporter) -> Result<(), CliError> {
                     s.target.as_str(),
                     s.domains.len()
                 );
+                for w in warnings {
+                    println!("warning: {w}");
+                }
             }
             Ok(())
         }
@@ -333,7 +446,10 @@ async fn dispatch(cli: Cli, r: Reporter) -> Result<(), CliError> {
         Command::Secrets(c) => crate::aws_cmd::secrets(&c, &r).await,
         Command::Completions(a) => {
             let mut cmd = Cli::command();
-            clap_complete::generate(a.shell, &mut cmd, "fullslack", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut buf = Vec::new();
+            clap_complete::generate(a.shell, &mut cmd, "fullslack", &mut buf);
+            print!("{}", String::from_utf8_lossy(&buf));
             Ok(())
         }
     }
@@ -413,6 +529,11 @@ fn render(a: &RenderArgs) -> Result<(), CliError> {
                     })
                 };
                 let prefix = abs(prefix)?;
+                std::fs::create_dir_all(&prefix).map_err(|source| CliError::Io {
+                    action: "cannot create",
+                    path: prefix.clone(),
+                    source,
+                })?;
                 let site_abs = abs(out)?;
                 let main = nginx::render_main(
                     &prefix.display().to_string(),
@@ -449,14 +570,18 @@ async fn health(a: &HealthArgs, r: &Reporter) -> Result<(), CliError> {
         message: format!("`{url}` is not a URL: {e}"),
         hint: "write it with its scheme, e.g. https://chat.example.com".into(),
     })?;
-    let probe_password = std::env::var(&a.probe_password_env)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .map(Secret::new);
+    let from_env = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(Secret::new)
+    };
     let o = crate::health::HealthOptions {
         url,
         probe_user: a.probe_user.clone(),
-        probe_password,
+        probe_password: from_env(&a.probe_password_env),
+        probe_token: from_env(&a.probe_token_env),
+        register_probe: a.register_probe,
         timeout: Duration::from_secs(a.timeout),
         ca_file: a.ca_file.clone(),
         websocket: !a.no_websocket && stack.as_ref().is_none_or(|s| s.health.websocket),
@@ -527,11 +652,7 @@ fn ssh_targets(s: &Stack, known_hosts: Option<&PathBuf>) -> Vec<SshTarget> {
 async fn lock_on<R: Runner>(runner: &R, c: &LockCommand, stack: &str) -> Result<String, CliError> {
     let (args, cmd): (&LockArgs, Cmd) = match c {
         LockCommand::Acquire { args, message } => {
-            let who = format!(
-                "{}@{}",
-                std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
-            );
+            let who = format!("{}@{}", user_name(), host_name());
             let since = httpdate::fmt_http_date(std::time::SystemTime::now());
             let h = lock::Holder {
                 who,
@@ -552,24 +673,24 @@ async fn lock_on<R: Runner>(runner: &R, c: &LockCommand, stack: &str) -> Result<
                 .await
                 .ok()
                 .and_then(|o| lock::parse_holder(&o.stdout));
-            Err(CliError::Usage {
-                message: match holder {
-                    Some(h) => format!(
+            match holder {
+                Some(h) => Err(CliError::LockHeld {
+                    message: format!(
                         "the deploy lock of `{stack}` on {} is held by {} since {} ({})",
                         runner.host(),
                         h.who,
                         h.since,
                         h.message
                     ),
-                    None => format!(
-                        "cannot take the deploy lock on {}: {}",
-                        runner.host(),
-                        out.stderr.trim()
-                    ),
-                },
-                hint: "wait for that deploy to finish, or `fullslack lock release` if it died"
-                    .into(),
-            })
+                }),
+                None => Err(crate::runner::RunError::Failed {
+                    host: runner.host(),
+                    cmd: cmd.to_string(),
+                    status: out.status,
+                    stderr: out.stderr.trim().to_string(),
+                }
+                .into()),
+            }
         }
         LockCommand::Status { .. } => Ok(match lock::parse_holder(&out.stdout) {
             Some(h) => format!(
@@ -624,11 +745,76 @@ async fn lock_cmd(c: LockCommand, r: &Reporter) -> Result<(), CliError> {
                 .into(),
         });
     } else {
-        for t in ssh_targets(&s, args.known_hosts.as_ref()) {
-            let runner = SshRunner::connect(&t).await?;
-            let res = lock_on(&runner, &c, &s.name).await;
-            let _ = runner.close().await;
-            lines.push(res?);
+        let acquiring = matches!(c, LockCommand::Acquire { .. });
+        let targets = ssh_targets(&s, args.known_hosts.as_ref());
+        let mut taken: Vec<&SshTarget> = Vec::new();
+        for t in &targets {
+            let res = match SshRunner::connect(t).await {
+                Ok(runner) => {
+                    let res = lock_on(&runner, &c, &s.name).await;
+                    let _ = runner.close().await;
+                    res
+                }
+                Err(e) => Err(e.into()),
+            };
+            match res {
+                Ok(line) => {
+                    lines.push(line);
+                    taken.push(t);
+                }
+                // A half-taken lock blocks everyone and says nothing: give back what this run
+                // took, and say which hosts (if any) still hold it.
+                Err(e) if acquiring && !taken.is_empty() => {
+                    let release = LockCommand::Release {
+                        args: LockArgs {
+                            stack: args.stack.clone(),
+                            dry_run: false,
+                            known_hosts: args.known_hosts.clone(),
+                            lock_root: args.lock_root.clone(),
+                        },
+                    };
+                    let mut released = Vec::new();
+                    let mut still = Vec::new();
+                    for t in taken {
+                        let ok = match SshRunner::connect(t).await {
+                            Ok(runner) => {
+                                let ok = lock_on(&runner, &release, &s.name).await.is_ok();
+                                let _ = runner.close().await;
+                                ok
+                            }
+                            Err(_) => false,
+                        };
+                        let name = format!("{}:{}", t.host, t.port);
+                        if ok {
+                            released.push(name)
+                        } else {
+                            still.push(name)
+                        }
+                    }
+                    let note = if still.is_empty() {
+                        format!(
+                            "released the lock this run had taken on {}",
+                            released.join(", ")
+                        )
+                    } else {
+                        format!(
+                            "could not release the lock this run had taken on {}: run `fullslack lock release` for them{}",
+                            still.join(", "),
+                            if released.is_empty() { String::new() } else { format!(" (released on {})", released.join(", ")) }
+                        )
+                    };
+                    return Err(match e {
+                        CliError::LockHeld { message } => CliError::LockHeld {
+                            message: format!("{message}; {note}"),
+                        },
+                        other => CliError::Failed {
+                            message: format!("{other}; {note}"),
+                            hint: other.hint().unwrap_or_default(),
+                        },
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     if r.json {
@@ -639,4 +825,45 @@ async fn lock_cmd(c: LockCommand, r: &Reporter) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// The deployer's user name: `USER`, `LOGNAME`, else the name of the process's uid (CI often
+/// sets neither variable).
+fn user_name() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Some(v) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
+            return v;
+        }
+    }
+    // SAFETY: getuid cannot fail; getpwuid_r writes only into the buffers we pass.
+    unsafe {
+        let uid = libc::getuid();
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) == 0
+            && !out.is_null()
+            && !pw.pw_name.is_null()
+        {
+            return std::ffi::CStr::from_ptr(pw.pw_name)
+                .to_string_lossy()
+                .into_owned();
+        }
+        format!("uid{uid}")
+    }
+}
+
+/// This machine's name from gethostname(2) (`HOSTNAME` is a shell variable, not exported).
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+        if !name.is_empty() {
+            return name;
+        }
+    }
+    "localhost".into()
 }

@@ -44,6 +44,20 @@ pub enum CliError {
     /// Checks ran and some failed (already reported).
     #[error("{0} check(s) failed")]
     ChecksFailed(usize),
+    /// A failure that is not one of the above (with its fix).
+    #[error("{message}")]
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// The fix.
+        hint: String,
+    },
+    /// Someone else holds the deploy lock.
+    #[error("{message}")]
+    LockHeld {
+        /// Who holds it where, since when and why.
+        message: String,
+    },
 }
 
 impl CliError {
@@ -62,17 +76,47 @@ impl CliError {
                 }
                 _ => "check the path and its permissions".into(),
             }),
-            CliError::Usage { hint, .. } => Some(hint.clone()),
+            CliError::Usage { hint, .. } | CliError::Failed { hint, .. } => Some(hint.clone()),
             CliError::ChecksFailed(_) => None,
+            CliError::LockHeld { .. } => Some(
+                "wait for that deploy to finish, or `fullslack lock release` if it died".into(),
+            ),
         }
     }
 
-    /// Process exit code.
+    /// Process exit code: 64 usage errors (as clap's own), 2 only for `plan`'s "changes
+    /// present", 1 for every other failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Usage { .. } => 2,
+            CliError::Usage { .. } => crate::cli::EXIT_USAGE as i32,
             CliError::PendingChanges => 2,
             _ => 1,
         }
+    }
+
+    /// The `--json` form: `{"error", "hint", "exit_code"}`, and for an invalid stack file the
+    /// structured `diagnostics` (`file`, `line`, `column`, `key`, `message`, `fix`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "error": self.to_string(),
+            "hint": self.hint(),
+            "exit_code": self.exit_code(),
+        });
+        if let CliError::Stack(crate::stack::StackError::Invalid { path, diagnostics }) = self {
+            v["diagnostics"] = diagnostics
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "file": path,
+                        "line": d.line,
+                        "column": d.column,
+                        "key": d.key,
+                        "message": d.message,
+                        "fix": d.hint,
+                    })
+                })
+                .collect();
+        }
+        v
     }
 }

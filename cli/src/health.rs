@@ -14,9 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::check::{Check, Report};
 use crate::secret::Secret;
 
-/// Name of the private channel used when the server refuses a notes-to-self DM.
-pub const PROBE_CHANNEL: &str = "fullslack-health-probe";
-
 /// What to probe and how.
 #[derive(Debug, Clone)]
 pub struct HealthOptions {
@@ -24,8 +21,12 @@ pub struct HealthOptions {
     pub url: Url,
     /// Probe user name.
     pub probe_user: String,
-    /// Probe password; no WebSocket round trip without it.
+    /// Probe password (signs in, never registers unless `register_probe`).
     pub probe_password: Option<Secret>,
+    /// A token of the probe identity: used as is, no sign-in at all.
+    pub probe_token: Option<Secret>,
+    /// Register the probe account first (once, when setting up monitoring).
+    pub register_probe: bool,
     /// Per-step timeout.
     pub timeout: Duration,
     /// Extra CA certificates (PEM) to trust.
@@ -36,19 +37,66 @@ pub struct HealthOptions {
     pub cert_min_days: i64,
 }
 
-/// Errors of one probe step (turned into failed checks).
+/// Errors of one probe step (turned into failed checks). Each keeps its cause chain in the
+/// text (`… : invalid peer certificate: Expired`, `… : failed to lookup address`).
 #[derive(Debug, thiserror::Error)]
 enum StepError {
-    #[error("{0}")]
+    #[error("{}", chain(.0))]
     Http(#[from] reqwest::Error),
-    #[error("{0}")]
+    #[error("{}", chain(.0.as_ref()))]
     Ws(Box<tokio_tungstenite::tungstenite::Error>),
-    #[error("{0}")]
+    #[error("{}", chain(.0))]
     Tls(#[from] crate::tls::TlsError),
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, &'static str),
     #[error("{0}")]
     Protocol(String),
+    /// The server (or a proxy) answered 429.
+    #[error("rate limited (429) at {what}{}", .retry_after.map(|s| format!(", retry after {s} s")).unwrap_or_default())]
+    RateLimited {
+        what: &'static str,
+        retry_after: Option<u64>,
+    },
+    /// The probe identity was refused (401).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// An error and its sources, `: `-joined, without repeating a source its parent already shows.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+impl StepError {
+    /// The fix for a failed round trip: the proxy only when the proxy is the likely cause.
+    fn fix(&self) -> String {
+        match self {
+            StepError::RateLimited { .. } => "the server's rate limit answered, not the proxy: wait and rerun (sign-ins are limited per address and user, default 10/min; a probe token via FULLSLACK_PROBE_TOKEN needs no sign-in)".into(),
+            StepError::Refused(_) => "create the probe account once (`fullslack health URL --register-probe`, or sign up in the web client) and give its password in FULLSLACK_PROBE_PASSWORD, or a fresh token in FULLSLACK_PROBE_TOKEN".into(),
+            StepError::Tls(_) => "check the certificate Nginx serves for this name (`fullslack doctor`)".into(),
+            StepError::Http(e) if e.is_connect() || e.is_timeout() => "check the server is running, the URL and port, and that the proxy forwards to it".into(),
+            _ => "check the /api/ws proxy (Upgrade/Connection headers, HTTP/1.1) and the server log".into(),
+        }
+    }
+}
+
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<u64> {
+    h.get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl From<tokio_tungstenite::tungstenite::Error> for StepError {
@@ -75,23 +123,19 @@ pub async fn run(o: &HealthOptions) -> Report {
     checks.push(http_check(&client, o, "/healthz", "healthz").await);
     checks.push(http_check(&client, o, "/readyz", "readyz").await);
     if o.websocket {
-        checks.push(match &o.probe_password {
-            None => Check::skip(
+        checks.push(if o.probe_token.is_none() && o.probe_password.is_none() {
+            Check::skip(
                 "ws.round_trip",
                 o.url.as_str(),
-                "no probe password: set FULLSLACK_PROBE_PASSWORD (or --probe-password-env)",
-            ),
-            Some(pw) => match ws_round_trip(&client, o, pw).await {
+                "no probe identity: set FULLSLACK_PROBE_TOKEN (a token) or FULLSLACK_PROBE_PASSWORD (the probe account's password)",
+            )
+        } else {
+            match ws_round_trip(&client, o).await {
                 Ok((latency, detail)) => {
                     Check::ok("ws.round_trip", o.url.as_str(), detail).with_latency(latency)
                 }
-                Err(e) => Check::fail(
-                    "ws.round_trip",
-                    o.url.as_str(),
-                    e.to_string(),
-                    "check the /api/ws proxy (Upgrade/Connection headers, HTTP/1.1) and the server log",
-                ),
-            },
+                Err(e) => Check::fail("ws.round_trip", o.url.as_str(), e.to_string(), e.fix()),
+            }
         });
     }
     if o.url.scheme() == "https" {
@@ -145,41 +189,72 @@ async fn http_check(client: &reqwest::Client, o: &HealthOptions, path: &str, nam
         Err(e) => Check::fail(
             name,
             &url,
-            format!("request failed: {e}"),
-            "check the server is running, the URL and port, and that the proxy forwards to it",
+            format!("request failed: {}", chain(&e)),
+            if e.is_connect() && chain(&e).to_lowercase().contains("certificate") {
+                "the TLS handshake failed: check the certificate Nginx serves (`fullslack doctor`)"
+            } else {
+                "check the server is running, the URL and port, and that the proxy forwards to it"
+            },
         ),
     }
 }
 
-async fn auth(
+/// Signs the probe in (registering it first only with `--register-probe`): its token.
+async fn sign_in(
     client: &reqwest::Client,
     o: &HealthOptions,
     pw: &Secret,
 ) -> Result<String, StepError> {
-    let body = json!({"username": o.probe_user, "password": pw.expose(), "display_name": "fullslack health probe"});
+    if o.register_probe {
+        let body = json!({"username": o.probe_user, "password": pw.expose(), "display_name": "fullslack health probe"});
+        let resp = client
+            .post(join(&o.url, "/api/auth/register"))
+            .json(&body)
+            .send()
+            .await?;
+        if resp.status().is_success() {
+            return token_of(resp, o).await;
+        }
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            return Err(StepError::RateLimited {
+                what: "registration",
+                retry_after: retry_after(resp.headers()),
+            });
+        }
+        // 409: it exists already; sign in below.
+    }
     let resp = client
-        .post(join(&o.url, "/api/auth/register"))
-        .json(&body)
+        .post(join(&o.url, "/api/auth/login"))
+        .json(&json!({"username": o.probe_user, "password": pw.expose()}))
         .send()
         .await?;
-    let resp = if resp.status() == StatusCode::CONFLICT {
-        client
-            .post(join(&o.url, "/api/auth/login"))
-            .json(&json!({"username": o.probe_user, "password": pw.expose()}))
-            .send()
-            .await?
-    } else {
-        resp
-    };
+    token_of(resp, o).await
+}
+
+async fn token_of(resp: reqwest::Response, o: &HealthOptions) -> Result<String, StepError> {
     let status = resp.status();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(StepError::RateLimited {
+            what: "sign-in",
+            retry_after: retry_after(resp.headers()),
+        });
+    }
     let v: Value = resp.json().await.unwrap_or(Value::Null);
+    let reason = v
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if status == StatusCode::UNAUTHORIZED {
+        return Err(StepError::Refused(format!(
+            "probe user `{}` could not log in: {status} {reason} (no such account, or another password)",
+            o.probe_user
+        )));
+    }
     if !status.is_success() {
         return Err(StepError::Protocol(format!(
-            "probe user `{}` could not log in: {status} {}",
-            o.probe_user,
-            v.pointer("/error/message")
-                .and_then(Value::as_str)
-                .unwrap_or("")
+            "probe user `{}` could not log in: {status} {reason}",
+            o.probe_user
         )));
     }
     v.get("token")
@@ -188,69 +263,32 @@ async fn auth(
         .ok_or_else(|| StepError::Protocol("auth answer has no token".into()))
 }
 
-async fn probe_channel(
-    client: &reqwest::Client,
-    o: &HealthOptions,
-    token: &str,
-) -> Result<(String, i64), StepError> {
-    let resp = client
-        .post(join(&o.url, "/api/dms"))
-        .bearer_auth(token)
-        .json(&json!({"user_ids": []}))
-        .send()
-        .await?;
-    if resp.status().is_success() {
-        let v: Value = resp.json().await?;
-        if let Some(id) = v.get("id").and_then(Value::as_str) {
-            return Ok((
-                id.to_string(),
-                v.get("last_seq").and_then(Value::as_i64).unwrap_or(0),
-            ));
-        }
-    }
-    let resp = client
-        .post(join(&o.url, "/api/channels"))
-        .bearer_auth(token)
-        .json(&json!({"name": PROBE_CHANNEL, "kind": "private"}))
-        .send()
-        .await?;
-    if resp.status().is_success() {
-        let v: Value = resp.json().await?;
-        if let Some(id) = v.get("id").and_then(Value::as_str) {
-            return Ok((
-                id.to_string(),
-                v.get("last_seq").and_then(Value::as_i64).unwrap_or(0),
-            ));
-        }
-    }
-    let list: Value = client
-        .get(join(&o.url, "/api/channels"))
-        .bearer_auth(token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some(PROBE_CHANNEL))
-        .and_then(|c| {
-            Some((
-                c.get("id")?.as_str()?.to_string(),
-                c.get("last_seq").and_then(Value::as_i64).unwrap_or(0),
-            ))
-        })
-        .ok_or_else(|| StepError::Protocol("could not create or find a probe channel".into()))
-}
-
+/// An authenticated WebSocket round trip that writes nothing: connect with the probe's token,
+/// wait for `hello`, then `ping` → `pong` (docs/protocol.md). No account is created and no
+/// message is posted; a session this run signed in is ended again.
 async fn ws_round_trip(
     client: &reqwest::Client,
     o: &HealthOptions,
-    pw: &Secret,
 ) -> Result<(Duration, String), StepError> {
-    let token = auth(client, o, pw).await?;
-    let (channel, last_seq) = probe_channel(client, o, &token).await?;
+    let (token, signed_in) = match (&o.probe_token, &o.probe_password) {
+        (Some(t), _) => (t.expose().to_string(), false),
+        (None, Some(pw)) => (sign_in(client, o, pw).await?, true),
+        (None, None) => return Err(StepError::Protocol("no probe identity".into())),
+    };
+    let result = ping_pong(o, &token).await;
+    if signed_in {
+        // Best effort: a failed logout leaves one session that expires by itself.
+        let _ = client
+            .post(join(&o.url, "/api/auth/logout"))
+            .bearer_auth(&token)
+            .send()
+            .await;
+    }
+    result
+}
+
+async fn ping_pong(o: &HealthOptions, token: &str) -> Result<(Duration, String), StepError> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
     let mut ws_url = o.url.clone();
     let scheme = if o.url.scheme() == "https" {
         "wss"
@@ -268,56 +306,57 @@ async fn ws_round_trip(
     req.headers_mut().insert("authorization", auth_value);
     let connector =
         tokio_tungstenite::Connector::Rustls(crate::tls::client_config(o.ca_file.as_deref())?);
-    let (mut ws, _) = tokio::time::timeout(
+    let connected = tokio::time::timeout(
         o.timeout,
         tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector)),
     )
     .await
-    .map_err(|_| StepError::Timeout(o.timeout, "the WebSocket handshake"))??;
+    .map_err(|_| StepError::Timeout(o.timeout, "the WebSocket handshake"))?;
+    let (mut ws, _) = match connected {
+        Ok(c) => c,
+        Err(WsError::Http(resp)) if resp.status().as_u16() == 429 => {
+            return Err(StepError::RateLimited {
+                what: "the WebSocket handshake",
+                retry_after: resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok()),
+            })
+        }
+        Err(WsError::Http(resp)) if resp.status().as_u16() == 401 => {
+            return Err(StepError::Refused(format!(
+                "the WebSocket handshake refused the probe's token (401): expired or revoked{}",
+                if o.probe_token.is_some() {
+                    " (FULLSLACK_PROBE_TOKEN)"
+                } else {
+                    ""
+                }
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
 
     let deadline = o.timeout;
-    wait_for(&mut ws, deadline, "hello", |v| v["type"] == "hello").await?;
-    let resume = json!({"type": "resume", "channels": {channel.clone(): last_seq}});
-    ws.send(Message::text(resume.to_string())).await?;
-    wait_for(&mut ws, deadline, "resumed", |v| v["type"] == "resumed").await?;
-
-    let client_id = format!("probe-{}", uuid::Uuid::new_v4());
-    let send = json!({"type": "send", "ref": "p1", "channel": channel, "client_id": client_id, "text": "health probe"});
+    let hello = wait_for(&mut ws, deadline, "hello", |v| v["type"] == "hello").await?;
+    let user = hello["user"]["username"]
+        .as_str()
+        .unwrap_or(o.probe_user.as_str())
+        .to_string();
     let started = Instant::now();
-    ws.send(Message::text(send.to_string())).await?;
-    let mut acked = false;
-    let mut echoed = false;
-    let overall = tokio::time::Instant::now() + deadline;
-    while !(acked && echoed) {
-        let frame = tokio::time::timeout_at(overall, ws.next())
-            .await
-            .map_err(|_| StepError::Timeout(deadline, "the ack and the message event"))?;
-        let Some(frame) = frame else {
-            return Err(StepError::Protocol("server closed the socket".into()));
-        };
-        let Message::Text(t) = frame? else { continue };
-        let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-        match v["type"].as_str() {
-            Some("ack") if v["ref"] == "p1" => acked = true,
-            Some("event")
-                if v["kind"] == "message" && v["data"]["client_id"] == client_id.as_str() =>
-            {
-                echoed = true
-            }
-            Some("error") if v["ref"] == "p1" => {
-                return Err(StepError::Protocol(format!(
-                    "send refused: {} {}",
-                    v["code"], v["message"]
-                )))
-            }
-            _ => {}
-        }
-    }
+    ws.send(Message::text(
+        json!({"type": "ping", "ref": "fullslack-health"}).to_string(),
+    ))
+    .await?;
+    wait_for(&mut ws, deadline, "pong", |v| {
+        v["type"] == "pong" && v["ref"] == "fullslack-health"
+    })
+    .await?;
     let latency = started.elapsed();
     let _ = ws.close(None).await;
     Ok((
         latency,
-        format!("sent, acked and received as `{}`", o.probe_user),
+        format!("signed in as `{user}`, hello and ping/pong over /api/ws (nothing written)"),
     ))
 }
 
@@ -388,7 +427,7 @@ pub fn cert_verdict(subject: &str, info: &crate::tls::CertInfo, min_days: i64) -
             "tls.certificate",
             subject,
             format!("expired: {detail}"),
-            "renew now: `fullslack cert renew --stack FILE` and reload Nginx",
+            "renew now and reload Nginx: replace fullchain.pem and privkey.pem in the cert directory (e.g. `certbot renew`; `fullslack` does not issue certificates yet)",
         );
     }
     if let Some(err) = &info.verify_error {

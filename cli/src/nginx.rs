@@ -99,9 +99,11 @@ impl SiteParams {
         if stack.target == Target::Ecs {
             return Err(RenderError::NoNginx(stack.name.clone()));
         }
-        let base = stack.app.host_port;
-        let servers = |offset: u16| {
-            (0..stack.app.replicas as u16)
+        // u32: a stack is validated before (ports above 65535 are refused with the key), but
+        // arithmetic here never panics whatever it is given.
+        let base = u32::from(stack.app.host_port);
+        let servers = |offset: u32| {
+            (0..stack.app.replicas)
                 .map(|i| format!("127.0.0.1:{}", base + offset + i))
                 .collect::<Vec<_>>()
         };

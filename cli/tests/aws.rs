@@ -106,7 +106,7 @@ registry = "ecr"
 acme_email = "ops@example.com"
 
 [secrets]
-FULLSLACK_JWT_SECRET = {{ ssm = "/{name}/jwt-secret" }}
+FULLSLACK_AUTH__JWT_SECRET = {{ ssm = "/{name}/jwt-secret" }}
 "#,
         key = public_key.display()
     );
@@ -446,7 +446,7 @@ fn ec2_plan_apply_noop_drift_stale_plan_destroy() {
 
     // Without --yes and without a terminal, apply refuses to change anything.
     let replace = fullslack(&moto, &["apply", "--stack", s(&stack2)], None);
-    assert_eq!(replace.status.code(), Some(2), "{}", text(&replace));
+    assert_eq!(replace.status.code(), Some(64), "{}", text(&replace));
     assert!(text(&replace).contains("--yes"), "{}", text(&replace));
 
     // Destroy removes exactly what is tagged for the stack.
@@ -701,6 +701,8 @@ fn ecs_stack(
             .unwrap()
             .to_string(),
     };
+    // TLS on ECS needs the ALB's certificate: without one the service is plain HTTP.
+    let tls = cert.is_some();
     let cert = cert
         .map(|c| format!("certificate_arn = \"{c}\"\n"))
         .unwrap_or_default();
@@ -727,7 +729,7 @@ registry = "ecr"
 replicas = {replicas}
 
 [app.env]
-FULLSLACK_LOG = "info"
+RUST_LOG = "info"
 
 [redis]
 mode = "external"
@@ -738,7 +740,7 @@ mode = "external"
 url = {{ ssm = "/{name}/mongodb-url" }}
 
 [tls]
-enabled = true
+enabled = {tls}
 
 [secrets]
 FULLSLACK_AUTH__JWT_SECRET = {{ ssm = "/{name}/jwt-secret" }}
@@ -797,7 +799,7 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
         "FULLSLACK_AUTH__JWT_SECRET from arn:aws:ssm:us-east-1:123456789012:parameter/ecs-test/jwt-secret",
         "FULLSLACK_REDIS_URL from arn:aws:ssm:us-east-1:123456789012:parameter/ecs-test/redis-url",
         "FULLSLACK_STORE_URL from arn:aws:ssm:us-east-1:123456789012:parameter/ecs-test/mongodb-url",
-        "env = FULLSLACK_LISTEN=0.0.0.0:8080, FULLSLACK_LOG=info",
+        "env = FULLSLACK_LISTEN=0.0.0.0:8080, RUST_LOG=info",
         "+ target_group ecs-test: create",
         "health_path = /readyz",
         "+ load_balancer ecs-test: create",

@@ -90,20 +90,45 @@ fn init_writes_a_valid_stack_and_refuses_to_overwrite() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    fullslack::stack::load(&path).expect("written file validates");
+    fullslack::stack::load(&path).expect("written file parses");
+    // `stack check` does not pass the template's placeholders as a ready stack…
     let check = common::fullslack()
         .args(["stack", "check", "--stack"])
         .arg(&path)
         .output()
         .expect("run");
-    assert!(check.status.success());
+    assert_eq!(check.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        err.contains("`domains[0]`") && err.contains("placeholder"),
+        "{err}"
+    );
+    // …and passes once they are replaced, warning that staging certificates are untrusted.
+    let text = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("chat.example.com", "chat.fullslack.dev")
+        .replace("203.0.113.10", "198.18.7.10")
+        .replace("ops@example.com", "ops@fullslack.dev");
+    std::fs::write(&path, text).expect("write");
+    let check = common::fullslack()
+        .args(["stack", "check", "--stack"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(out.contains("warning: tls.directory is `staging`"), "{out}");
 
     let again = common::fullslack()
         .arg("init")
         .arg(&path)
         .output()
         .expect("run");
-    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(again.status.code(), Some(64), "usage errors exit 64");
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(
         err.contains("already exists") && err.contains("hint: pass --force"),
@@ -134,7 +159,10 @@ fn invalid_stack_exits_1_with_location_and_hint_also_in_json() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("{}:7:1: `enabeld` unknown field", path.display())),
+        err.contains(&format!(
+            "{}:7:1: `tls.enabeld` unknown field",
+            path.display()
+        )),
         "{err}"
     );
     assert!(err.contains("did you mean `enabled`"), "{err}");
@@ -144,7 +172,84 @@ fn invalid_stack_exits_1_with_location_and_hint_also_in_json() {
         .arg(&path)
         .output()
         .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim_end().lines().count(), 1, "one line: {stdout}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json error");
     assert!(v["error"].as_str().expect("error").contains(":7:1:"));
     assert!(v["hint"].is_string());
+    assert_eq!(v["exit_code"], 1);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["file"], path.display().to_string());
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(7), Some(1))
+    );
+    assert_eq!(d["key"], "tls.enabeld");
+    assert!(d["message"]
+        .as_str()
+        .expect("message")
+        .contains("unknown field"));
+    assert!(d["fix"].as_str().expect("fix").contains("enabled"));
+}
+
+#[test]
+fn usage_errors_exit_64_apart_from_plan_changes_and_in_json_one_line() {
+    let out = common::fullslack()
+        .args(["nginx", "render", "--no-such-flag"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let out = common::fullslack()
+        .args(["--json", "doctor", "--skip", "dnz"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert!(v["error"].as_str().expect("error").contains("dnz"), "{v}");
+}
+
+#[test]
+fn a_planned_command_says_it_is_not_available_instead_of_suggesting_another() {
+    let out = common::fullslack().arg("deploy").output().expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`fullslack deploy` is not available yet"),
+        "{err}"
+    );
+    assert!(!err.contains("destroy"), "must not suggest destroy: {err}");
+    let out = common::fullslack().arg("certs").output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not available yet") && err.contains("fullchain.pem"),
+        "{err}"
+    );
+    // A typo of a real command still gets clap's suggestion.
+    let out = common::fullslack().arg("secret").output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("secrets"), "{err}");
+    assert!(!err.contains("not available"), "{err}");
+}
+
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    let local = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../stacks/local.toml");
+    for args in [
+        vec!["nginx", "render", "--stack", local.to_str().expect("utf-8")],
+        vec!["completions", "bash"],
+    ] {
+        // The reading end is closed before the command starts: its first write fails.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = common::fullslack()
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+    }
 }

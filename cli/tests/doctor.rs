@@ -93,7 +93,8 @@ fn stack_file(dir: &Path, domain: &str) -> PathBuf {
             "name = \"chat\"\ndomains = [\"{domain}\"]\ntarget = \"ssh\"\n\
              [[hosts]]\naddress = \"127.0.0.1\"\nipv4 = \"127.0.0.1\"\n\
              [image]\nname = \"fullslack/chat\"\n\
-             [tls]\nacme_email = \"ops@example.test\"\n"
+             [tls]\nacme_email = \"ops@example.test\"\n\
+             [secrets]\nFULLSLACK_AUTH__JWT_SECRET = {{ env = \"JWT\" }}\n"
         ),
     )
     .expect("stack");
@@ -166,6 +167,39 @@ fn correct_setup_passes() {
         .expect("detail")
         .contains("good.test"));
     assert_eq!(checks(&report, "clock")[0]["outcome"], "ok", "{report:#}");
+}
+
+#[test]
+fn skipping_dns_still_checks_reach_and_clock_on_the_stack_addresses() {
+    let dns = Dns::start();
+    let web = start_web();
+    let dir = tempdir();
+    // No DNS record at all: with DNS skipped, the hosts' addresses from the stack are used.
+    let stack = stack_file(dir.path(), "chat.nodns.test");
+    let (code, stdout) = doctor_with(
+        &stack,
+        &dns,
+        &web,
+        true,
+        &["--skip", "dns", "--skip", "tls"],
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(code, 0, "{report:#}");
+    assert!(checks(&report, "dns.a").is_empty(), "{report:#}");
+    let reach = checks(&report, "reach.ipv4");
+    assert_eq!(reach.len(), 2, "80 and 443 still probed: {report:#}");
+    assert!(reach.iter().all(|c| c["outcome"] == "ok"), "{report:#}");
+    assert_eq!(checks(&report, "clock")[0]["outcome"], "ok", "{report:#}");
+    assert_eq!(checks(&report, "dns")[0]["outcome"], "skip");
+    let (_, text) = doctor_with(
+        &stack,
+        &dns,
+        &web,
+        false,
+        &["--skip", "dns", "--skip", "tls"],
+    );
+    assert!(!text.contains("all checks passed"), "{text}");
+    assert!(text.contains("skipped (") && text.contains("dns"), "{text}");
 }
 
 /// Replaces the plain 443 listener by a real TLS server (`openssl s_server`) with a
@@ -337,7 +371,8 @@ async fn docker_aws_and_ssh_key_checks() {
     let stack = fullslack::stack::parse(
         "name = \"c\"\ndomains = [\"c.example.test\"]\ntarget = \"ec2\"\n\
          [ec2]\nregion = \"us-east-1\"\n[ssh]\nidentity_file = \"~/.ssh/missing_key\"\n\
-         [image]\nname = \"x\"\n[tls]\nacme_email = \"a@b.test\"\n",
+         [image]\nname = \"x\"\n[tls]\nacme_email = \"a@b.test\"\n\
+         [secrets]\nFULLSLACK_AUTH__JWT_SECRET = { ssm = \"/c/jwt\" }\n",
     )
     .expect("stack");
     let mut o = fullslack::doctor::DoctorOptions {

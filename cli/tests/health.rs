@@ -10,12 +10,20 @@ use common::{free_port, make_certs, tempdir, wait_for_port, Proc};
 use serde_json::Value;
 
 fn health(args: &[&str], password: Option<&str>) -> (std::process::ExitStatus, String, String) {
+    health_env(args, password.map(|p| ("FULLSLACK_PROBE_PASSWORD", p)))
+}
+
+fn health_env(
+    args: &[&str],
+    var: Option<(&str, &str)>,
+) -> (std::process::ExitStatus, String, String) {
     let mut c = common::fullslack();
     c.arg("health")
         .args(args)
-        .env_remove("FULLSLACK_PROBE_PASSWORD");
-    if let Some(pw) = password {
-        c.env("FULLSLACK_PROBE_PASSWORD", pw);
+        .env_remove("FULLSLACK_PROBE_PASSWORD")
+        .env_remove("FULLSLACK_PROBE_TOKEN");
+    if let Some((k, v)) = var {
+        c.env(k, v);
     }
     let out = c.output().expect("run fullslack health");
     (
@@ -34,54 +42,82 @@ fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
 }
 
+fn login(base: &str, user: &str, password: &str) -> reqwest::blocking::Response {
+    reqwest::blocking::Client::new()
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"username": user, "password": password}))
+        .send()
+        .expect("login request")
+}
+
 #[test]
-fn healthy_server_passes_every_check_with_a_real_round_trip() {
+fn round_trip_signs_in_pings_and_writes_nothing() {
     let chat = common::start_chat_server();
-    // First run registers the probe user, the second logs in (409 on register).
-    for run in 0..2 {
-        let (status, stdout, stderr) =
-            health(&["--json", &chat.base], Some("correct horse battery"));
-        let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!("run {run}: not JSON ({e}): {stdout}\n{stderr}");
-        });
+    let pw = "correct horse battery";
+    // Without --register-probe no account is created: the round trip fails and says how.
+    let (status, stdout, _) = health(&["--json", &chat.base], Some(pw));
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(status.code(), Some(1), "{report:#}");
+    let ws = check(&report, "ws.round_trip");
+    assert_eq!(ws["outcome"], "fail");
+    assert!(
+        ws["fix"]
+            .as_str()
+            .expect("fix")
+            .contains("--register-probe"),
+        "{ws}"
+    );
+    assert!(
+        ws["detail"].as_str().expect("detail").contains("401"),
+        "{ws}"
+    );
+
+    // Set up once with --register-probe, then every run only signs in (few runs: sign-ins
+    // are rate limited, 5 at once by default).
+    for (run, args) in [
+        (0, vec!["--json", "--register-probe", chat.base.as_str()]),
+        (1, vec!["--json", chat.base.as_str()]),
+    ] {
+        let (status, stdout, stderr) = health(&args, Some(pw));
+        let report: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("run {run}: not JSON ({e}): {stdout}\n{stderr}"));
         assert!(status.success(), "run {run}: {report:#}\n{stderr}");
-        assert_eq!(report["ok"], true);
         assert_eq!(check(&report, "healthz")["outcome"], "ok");
         assert_eq!(check(&report, "readyz")["outcome"], "ok");
         let ws = check(&report, "ws.round_trip");
         assert_eq!(ws["outcome"], "ok", "{report:#}");
         let latency = ws["latency_ms"].as_f64().expect("latency");
-        assert!(latency > 0.0 && latency < 10_000.0, "{latency}");
+        assert!((0.0..10_000.0).contains(&latency), "{latency}");
     }
-    // The probe's messages really are stored: log in and read them back over REST.
-    let client = reqwest::blocking::Client::new();
-    let login: Value = client
-        .post(format!("{}/api/auth/login", chat.base))
-        .json(&serde_json::json!({"username": "fullslack-probe", "password": "correct horse battery"}))
-        .send()
-        .and_then(|r| r.error_for_status())
-        .and_then(|r| r.json())
-        .expect("login");
-    let token = login["token"].as_str().expect("token");
-    let channels: Value = client
+    // Nothing was written: the probe is in no channel and has posted nothing.
+    let token = login(&chat.base, "fullslack-probe", pw)
+        .json::<Value>()
+        .expect("login")["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let channels: Value = reqwest::blocking::Client::new()
         .get(format!("{}/api/channels", chat.base))
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .send()
         .and_then(|r| r.json())
         .expect("channels");
-    let total: i64 = channels
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|c| c["last_seq"].as_i64())
-        .sum();
-    assert!(total >= 2, "two probe messages stored: {channels:#}");
+    assert_eq!(channels, serde_json::json!([]), "the probe wrote something");
+
+    // A token of the probe identity works without any sign-in.
+    let (status, stdout, _) = health_env(
+        &["--json", &chat.base],
+        Some(("FULLSLACK_PROBE_TOKEN", token.as_str())),
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    assert!(status.success(), "{report:#}");
+    assert_eq!(check(&report, "ws.round_trip")["outcome"], "ok");
 }
 
 #[test]
 fn human_output_and_wrong_password() {
     let chat = common::start_chat_server();
-    let (status, stdout, _) = health(&[&chat.base], Some("first-password-1"));
+    let (status, stdout, _) = health(&["--register-probe", &chat.base], Some("first-password-1"));
     assert!(status.success(), "{stdout}");
     assert!(stdout.contains("ws.round_trip"), "{stdout}");
     assert!(stdout.contains("all checks passed"), "{stdout}");
@@ -98,12 +134,66 @@ fn human_output_and_wrong_password() {
 }
 
 #[test]
-fn without_a_probe_password_the_round_trip_is_skipped() {
+fn without_a_probe_identity_the_round_trip_is_skipped_and_not_called_a_pass() {
     let chat = common::start_chat_server();
     let (status, stdout, _) = health(&["--json", &chat.base], None);
     let report: Value = serde_json::from_str(&stdout).expect("json");
     assert!(status.success(), "{report:#}");
     assert_eq!(check(&report, "ws.round_trip")["outcome"], "skip");
+    let (_, stdout, _) = health(&[&chat.base], None);
+    assert!(!stdout.contains("all checks passed"), "{stdout}");
+    assert!(stdout.contains("1 skipped (ws.round_trip)"), "{stdout}");
+}
+
+#[test]
+fn a_rate_limited_sign_in_is_not_blamed_on_the_proxy() {
+    let dir = tempdir();
+    let env: Vec<(String, String)> = [
+        ("FULLSLACK_LISTEN", "127.0.0.1:0".to_string()),
+        ("FULLSLACK_DATA_DIR", dir.path().display().to_string()),
+        ("FULLSLACK_RATE_LIMIT__AUTH_PER_MIN", "1".to_string()),
+        ("FULLSLACK_RATE_LIMIT__AUTH_BURST", "1".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let chat = common::spawn_chat_server_with_env(&env).expect("server starts");
+    // One sign-in a minute: within a few runs one is refused with 429, whatever the speed.
+    let mut seen = None;
+    for _ in 0..5 {
+        let (_, stdout, _) = health(&["--json", &chat.base], Some("whatever-pass-1"));
+        let report: Value = serde_json::from_str(&stdout).expect("json");
+        let ws = check(&report, "ws.round_trip").clone();
+        if ws["detail"].as_str().unwrap_or("").contains("429") {
+            seen = Some(ws);
+            break;
+        }
+    }
+    let ws = seen.expect("no run was rate limited");
+    assert_eq!(ws["outcome"], "fail");
+    let fix = ws["fix"].as_str().expect("fix");
+    assert!(
+        fix.contains("rate limit") && !fix.contains("Upgrade"),
+        "{ws}"
+    );
+}
+
+#[test]
+fn a_dns_failure_keeps_its_cause() {
+    let (status, stdout, _) = health(
+        &["--json", "--timeout", "5", "http://no-such-host.invalid"],
+        None,
+    );
+    assert_eq!(status.code(), Some(1));
+    let report: Value = serde_json::from_str(&stdout).expect("json");
+    let detail = check(&report, "healthz")["detail"]
+        .as_str()
+        .expect("detail")
+        .to_lowercase();
+    assert!(
+        detail.contains("dns") || detail.contains("lookup") || detail.contains("resolve"),
+        "the cause is lost: {detail}"
+    );
 }
 
 #[test]

@@ -168,10 +168,25 @@ fn build_offline(reference_repo: &str, tag: &str, extra: &[&str]) -> Vec<serde_j
 /// Runs the image with its port published on 127.0.0.1 and waits for `/healthz` and for the
 /// image's own HEALTHCHECK to report healthy.
 async fn run_and_probe(docker: &Docker, image: &str, cleanup: &mut Cleanup) {
+    // Deployed images run in production mode; the stack gives them the JWT secret.
+    let env = docker
+        .inspect_image(image)
+        .await
+        .expect("inspect image")
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    assert!(
+        env.iter().any(|e| e == "FULLSLACK_MODE=production"),
+        "image env: {env:?}"
+    );
     let name = unique("run");
     let port = common::free_port();
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
+        env: Some(vec![
+            "FULLSLACK_AUTH__JWT_SECRET=image-test-secret-0123456789abcdef0123".to_string(),
+        ]),
         host_config: Some(HostConfig {
             port_bindings: Some(HashMap::from([(
                 "8080/tcp".to_string(),
@@ -476,6 +491,32 @@ fn unreachable_registry_is_a_network_error_after_retries() {
         t.contains("hint: check that the registry host and port"),
         "{t}"
     );
+}
+
+#[test]
+fn a_failed_push_under_another_name_leaves_no_tag_behind() {
+    let repo = format!("fullslack-test/{}", unique("keep"));
+    let image = format!("{repo}:t1");
+    let mut cleanup = Cleanup::default();
+    cleanup.images.push(image.clone());
+    build_offline(&repo, "t1", &["--no-healthcheck"]);
+    let port = common::free_port();
+    let to = format!("127.0.0.1:{port}/{}/chat", unique("gone"));
+    cleanup.images.push(format!("{to}:t1"));
+    let out = run_cli(&["push", &image, "--to", &to, "--attempts", "1"], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    rt().block_on(async {
+        let docker = fullslack::image::connect().await.expect("engine");
+        assert!(
+            docker.inspect_image(&format!("{to}:t1")).await.is_err(),
+            "the tag of the failed push is still there"
+        );
+        docker
+            .inspect_image(&image)
+            .await
+            .expect("the source image stays");
+    });
 }
 
 #[test]

@@ -268,9 +268,10 @@ async fn real_nginx_proxies_http_acme_and_websocket_to_the_chat_server() {
         .await
         .expect("http");
     assert_eq!(r.status(), 301);
+    // The HTTPS port is not 443 here: the redirect keeps it.
     assert_eq!(
         r.headers()["location"].to_str().expect("location"),
-        "https://chat.example.test/api/me"
+        format!("https://chat.example.test:{}/api/me", p.https_port)
     );
     // …except the ACME HTTP-01 challenge, served from the webroot.
     std::fs::write(
@@ -307,12 +308,77 @@ async fn real_nginx_proxies_http_acme_and_websocket_to_the_chat_server() {
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["status"], "ok");
 
+    // The web client's security headers come once each, with the app's own values.
+    let direct = reqwest::get(format!("{}/", chat.base))
+        .await
+        .expect("direct /");
+    let proxied = client
+        .get(format!("{https}/"))
+        .send()
+        .await
+        .expect("proxied /");
+    assert_eq!(proxied.status(), 200);
+    for h in [
+        "content-security-policy",
+        "referrer-policy",
+        "x-frame-options",
+        "x-content-type-options",
+    ] {
+        let values: Vec<_> = proxied.headers().get_all(h).iter().collect();
+        assert_eq!(
+            values.len(),
+            1,
+            "{h} sent {} times: {values:?}",
+            values.len()
+        );
+        assert_eq!(Some(values[0]), direct.headers().get(h), "{h}");
+    }
+    assert_eq!(
+        proxied
+            .headers()
+            .get_all("strict-transport-security")
+            .iter()
+            .count(),
+        1
+    );
+
+    // /metrics answers the host itself only.
+    let metrics = |from: &str| {
+        let from: std::net::IpAddr = from.parse().expect("ip");
+        let https = https.clone();
+        let ca = ca.clone();
+        let port = p.https_port;
+        async move {
+            reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
+                .resolve(
+                    "chat.example.test",
+                    format!("127.0.0.1:{port}").parse().expect("addr"),
+                )
+                .local_address(from)
+                .build()
+                .expect("client")
+                .get(format!("{https}/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .status()
+        }
+    };
+    assert_eq!(metrics("127.0.0.1").await, 200);
+    assert_eq!(
+        metrics("127.0.0.2").await,
+        403,
+        "metrics from another address"
+    );
+
     // The full health check through Nginx: HTTP, a WebSocket round trip over wss, and the
     // certificate (trusted through the test CA).
     let out = common::fullslack()
         .args(["health", "--json", "--ca-file"])
         .arg(prefix.path().join("certs/ca.pem"))
         .arg(format!("https://localhost:{}", p.https_port))
+        .arg("--register-probe")
         .env("FULLSLACK_PROBE_PASSWORD", "probe-password-123")
         .output()
         .expect("run health");
@@ -334,4 +400,58 @@ async fn real_nginx_proxies_http_acme_and_websocket_to_the_chat_server() {
         names,
         ["healthz", "readyz", "ws.round_trip", "tls.certificate"]
     );
+}
+
+#[test]
+fn cli_render_refuses_host_ports_that_overflow_or_point_at_nginx() {
+    let dir = tempdir();
+    let base = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../stacks/local.toml"),
+    )
+    .expect("read");
+    for (port, words) in [("65500", "host_port"), ("80", "proxy to itself")] {
+        let path = dir.path().join(format!("stack-{port}.toml"));
+        std::fs::write(
+            &path,
+            base.replace("host_port = 8100", &format!("host_port = {port}")),
+        )
+        .expect("write");
+        for args in [vec!["nginx", "render"], vec!["stack", "check"]] {
+            let out = common::fullslack()
+                .args(&args)
+                .arg("--stack")
+                .arg(&path)
+                .output()
+                .expect("run");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?} {port}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+            assert!(
+                err.contains("`app.host_port`") && err.contains(words),
+                "{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn cli_render_creates_the_main_prefix_directory() {
+    let dir = tempdir();
+    let prefix = dir.path().join("new/nginx-prefix");
+    let site = dir.path().join("site.conf");
+    let out = common::fullslack()
+        .args(["nginx", "render", "--stack"])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../stacks/local.toml"))
+        .arg("--output")
+        .arg(&site)
+        .arg("--main-prefix")
+        .arg(&prefix)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(prefix.join("nginx.conf").is_file());
 }

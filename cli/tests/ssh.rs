@@ -191,7 +191,8 @@ fn lock_cli_over_ssh() {
             "name = \"chat\"\ndomains = [\"chat.example.test\"]\ntarget = \"ssh\"\n\
              [ssh]\nuser = \"{}\"\nport = {}\nidentity_file = \"{}\"\n\
              [[hosts]]\naddress = \"127.0.0.1\"\n[image]\nname = \"fullslack/chat\"\n\
-             [tls]\nenabled = false\n",
+             [tls]\nenabled = false\n\
+             [secrets]\nFULLSLACK_AUTH__JWT_SECRET = {{ env = \"JWT\" }}\n",
             sshd.user,
             sshd.port,
             sshd.dir.join("client_key").display()
@@ -201,6 +202,9 @@ fn lock_cli_over_ssh() {
     let root = dir.path().join("locks");
     let run = |args: &[&str]| {
         common::fullslack()
+            .env_remove("USER")
+            .env_remove("LOGNAME")
+            .env_remove("HOSTNAME")
             .args(args)
             .arg("--stack")
             .arg(&stack)
@@ -218,8 +222,27 @@ fn lock_cli_over_ssh() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(root.join("chat.lock/details").exists());
+    // The holder is this user at this machine, even where USER/LOGNAME/HOSTNAME are unset.
+    let details = std::fs::read_to_string(root.join("chat.lock/details")).expect("details");
+    let user = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .expect("id -un")
+            .stdout,
+    )
+    .expect("utf-8");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert!(
+        details.contains(&format!("who={}@{}\n", user.trim(), host.trim())),
+        "{details}"
+    );
     let out = run(&["lock", "acquire"]);
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a held lock is a failure, not a usage error"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("is held by") && err.contains("deploy v2"),
@@ -241,6 +264,55 @@ fn lock_cli_over_ssh() {
 }
 
 #[test]
+fn a_failed_multi_host_acquire_gives_back_what_it_took() {
+    let dir = short_tempdir();
+    let sshd = start_sshd(dir.path());
+    let stack = dir.path().join("stack.toml");
+    // Two hosts that share one lock directory: the second finds the lock the first just took,
+    // as a host held by someone else would.
+    std::fs::write(
+        &stack,
+        format!(
+            "name = \"chat\"\ndomains = [\"chat.example.test\"]\ntarget = \"ssh\"\n\
+             [ssh]\nuser = \"{}\"\nport = {}\nidentity_file = \"{}\"\n\
+             [[hosts]]\naddress = \"127.0.0.1\"\n[[hosts]]\naddress = \"127.0.0.1\"\n\
+             [image]\nname = \"fullslack/chat\"\n[tls]\nenabled = false\n\
+             [mongodb]\nmode = \"external\"\nurl = {{ env = \"M\" }}\n\
+             [redis]\nmode = \"external\"\nurl = {{ env = \"R\" }}\n\
+             [secrets]\nFULLSLACK_AUTH__JWT_SECRET = {{ env = \"JWT\" }}\n",
+            sshd.user,
+            sshd.port,
+            sshd.dir.join("client_key").display()
+        ),
+    )
+    .expect("stack");
+    let root = dir.path().join("locks");
+    let out = common::fullslack()
+        .args(["lock", "acquire", "--stack"])
+        .arg(&stack)
+        .arg("--known-hosts")
+        .arg(sshd.dir.join("known_hosts"))
+        .arg("--lock-root")
+        .arg(&root)
+        .output()
+        .expect("run fullslack");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is held by"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "released the lock this run had taken on 127.0.0.1:{}",
+            sshd.port
+        )),
+        "{err}"
+    );
+    assert!(
+        !root.join("chat.lock").exists(),
+        "the first host's lock was left behind"
+    );
+}
+
+#[test]
 fn doctor_logs_in_over_real_ssh_and_reports_an_unknown_host_key() {
     let dir = short_tempdir();
     let sshd = start_sshd(dir.path());
@@ -252,7 +324,8 @@ fn doctor_logs_in_over_real_ssh_and_reports_an_unknown_host_key() {
                 "name = \"chat\"\ndomains = [\"chat.example.test\"]\ntarget = \"ssh\"\n\
                  [ssh]\nuser = \"{}\"\nport = {}\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\n\
                  [[hosts]]\naddress = \"127.0.0.1\"\n[image]\nname = \"fullslack/chat\"\n\
-                 [tls]\nenabled = false\n",
+                 [tls]\nenabled = false\n\
+             [secrets]\nFULLSLACK_AUTH__JWT_SECRET = {{ env = \"JWT\" }}\n",
                 sshd.user,
                 sshd.port,
                 sshd.dir.join("client_key").display(),

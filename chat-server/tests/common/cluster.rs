@@ -61,6 +61,14 @@ impl NodeConfig {
             ("FULLSLACK_RATE_LIMIT__SEND_BURST".into(), "1000".into()),
             ("FULLSLACK_RATE_LIMIT__AUTH_PER_MIN".into(), "10000".into()),
             ("FULLSLACK_RATE_LIMIT__AUTH_BURST".into(), "1000".into()),
+            (
+                "FULLSLACK_RATE_LIMIT__AUTH_ADDR_PER_MIN".into(),
+                "10000".into(),
+            ),
+            (
+                "FULLSLACK_RATE_LIMIT__AUTH_ADDR_BURST".into(),
+                "1000".into(),
+            ),
             ("FULLSLACK_REALTIME__DELIVERED_FLUSH_MS".into(), "20".into()),
             (
                 "FULLSLACK_REALTIME__SHUTDOWN_GRACE_MS".into(),

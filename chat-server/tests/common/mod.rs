@@ -30,6 +30,8 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     s.rate_limit.send_burst = 1000;
     s.rate_limit.auth_per_min = 10_000;
     s.rate_limit.auth_burst = 1000;
+    s.rate_limit.auth_addr_per_min = 10_000;
+    s.rate_limit.auth_addr_burst = 1000;
     s.realtime.delivered_flush_ms = 20;
     s.realtime.shutdown_grace_ms = 2000;
     s
@@ -255,6 +257,32 @@ impl Ws {
             HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
         );
         let (mut stream, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("ws connects");
+        let hello = next_json(&mut stream).await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        Ws {
+            stream,
+            hello,
+            backlog: Default::default(),
+        }
+    }
+
+    /// Like [`Ws::connect`], over a TCP socket whose receive buffer is `recv_buffer` bytes (set
+    /// before connecting, so the advertised window stays small): a client that stops polling it
+    /// soon blocks the server's writes.
+    pub async fn connect_small(url: &str, token: &str, recv_buffer: u32) -> Ws {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        let host = req.uri().authority().unwrap().as_str().to_string();
+        let addr: std::net::SocketAddr = host.parse().expect("ws url has IP:PORT");
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(recv_buffer).unwrap();
+        let tcp = sock.connect(addr).await.unwrap();
+        let (mut stream, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp))
             .await
             .expect("ws connects");
         let hello = next_json(&mut stream).await;

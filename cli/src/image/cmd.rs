@@ -309,8 +309,13 @@ pub async fn run_push(a: &PushArgs, r: &Reporter) -> Result<(), CliError> {
     if a.latest && tag != "latest" {
         refs.push(repo.with_tag("latest"));
     }
+    // Tags this run adds (not those that were there before): a failed push removes them.
+    let mut added: Vec<String> = Vec::new();
     for rf in &refs {
         if *rf != format!("{name}:{tag}") {
+            if docker.inspect_image(rf).await.is_err() {
+                added.push(rf.clone());
+            }
             let (rrepo, rtag) = split_reference(rf);
             docker
                 .tag_image(
@@ -374,7 +379,24 @@ pub async fn run_push(a: &PushArgs, r: &Reporter) -> Result<(), CliError> {
     };
     let ev = Events::new(r);
     for rf in &refs {
-        let p = push(&docker, rf, auth.as_ref(), retry, &ev).await?;
+        let p = match push(&docker, rf, auth.as_ref(), retry, &ev).await {
+            Ok(p) => p,
+            Err(e) => {
+                for t in &added {
+                    if let Err(err) = docker
+                        .remove_image(
+                            t,
+                            None::<bollard::query_parameters::RemoveImageOptions>,
+                            None,
+                        )
+                        .await
+                    {
+                        tracing::warn!(tag = %t, error = %err, "cannot remove the tag of the failed push");
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         ev.emit("pushed", serde_json::to_value(&p).unwrap_or_default(), None);
         if !r.json {
             println!(

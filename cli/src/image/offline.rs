@@ -22,6 +22,22 @@ pub const PROBE_PATH: &str = "/usr/local/bin/fullslack-healthcheck";
 pub const UID: u32 = 10001;
 /// Port the server listens on inside the container.
 pub const PORT: u16 = 8080;
+/// The environment every chat-server image carries (both build paths; `templates/Dockerfile`
+/// spells the same line, a unit test keeps them equal). A deployed image runs in production
+/// mode: it refuses to start without `FULLSLACK_AUTH__JWT_SECRET` instead of signing with a
+/// secret of its own, so every node and every release accept each other's tokens. Only a
+/// `local` stack sets `FULLSLACK_MODE=local` on its container.
+pub const IMAGE_ENV: &[(&str, &str)] = &[
+    ("FULLSLACK_MODE", "production"),
+    ("FULLSLACK_LISTEN", "0.0.0.0:8080"),
+    ("FULLSLACK_DATA_DIR", "/data"),
+];
+
+/// `ENV A=1 B=2` of [`IMAGE_ENV`].
+pub fn env_instruction() -> String {
+    let pairs: Vec<String> = IMAGE_ENV.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("ENV {}", pairs.join(" "))
+}
 
 /// What goes into an offline image.
 #[derive(Debug, Clone)]
@@ -135,9 +151,8 @@ pub fn dockerfile(with_probe: bool, labels: &BTreeMap<String, String>) -> String
     );
     d.push_str(&format!("COPY --chown={UID}:{UID} data/ /data/\n"));
     d.push_str(&format!("USER {UID}:{UID}\n"));
-    d.push_str(&format!(
-        "ENV FULLSLACK_LISTEN=0.0.0.0:{PORT} FULLSLACK_DATA_DIR=/data\n"
-    ));
+    d.push_str(&env_instruction());
+    d.push('\n');
     d.push_str("WORKDIR /data\n");
     d.push_str(&format!("EXPOSE {PORT}/tcp\n"));
     if with_probe {
@@ -257,6 +272,20 @@ pub fn context(inputs: &OfflineInputs) -> Result<Context, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_build_paths_set_the_same_environment_with_production_mode() {
+        let multi_stage = include_str!("../../../templates/Dockerfile");
+        let line = env_instruction();
+        assert!(line.contains("FULLSLACK_MODE=production"), "{line}");
+        assert!(
+            multi_stage.lines().any(|l| l == line),
+            "templates/Dockerfile must carry `{line}`"
+        );
+        assert!(dockerfile(true, &BTreeMap::new())
+            .lines()
+            .any(|l| l == line));
+    }
 
     #[test]
     fn parses_ldd_output() {

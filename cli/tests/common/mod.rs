@@ -172,6 +172,83 @@ pub fn start_chat_server() -> ChatServer {
     }
 }
 
+/// A chat server started with exactly `env` (no other FULLSLACK_* variable, no flags), its
+/// stderr collected (`stderr()`), or `Err(stderr)` when it exits without listening.
+pub struct EnvServer {
+    pub proc: Proc,
+    pub base: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl EnvServer {
+    /// What the server logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+pub fn spawn_chat_server_with_env(env: &[(String, String)]) -> Result<EnvServer, String> {
+    let mut cmd = Command::new(chat_server_bin());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("FULLSLACK_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut proc = Proc::spawn("fullslack-chat", &mut cmd);
+    let stdout = proc.child.stdout.take().expect("stdout");
+    let stderr = proc.child.stderr.take().expect("stderr");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(mut l) = log.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+            let _ = done_tx.send(());
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next().and_then(Result::ok));
+        for _ in lines {}
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Some(line)) => {
+            let base = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+                .trim_end_matches('/')
+                .to_string();
+            Ok(EnvServer {
+                proc,
+                base,
+                stderr: log,
+            })
+        }
+        // stdout closed without a line: the server exited; its stderr says why.
+        Ok(None) => {
+            let _ = proc.child.wait();
+            let _ = done_rx.recv_timeout(Duration::from_secs(10));
+            let text = log.lock().map(|s| s.clone()).unwrap_or_default();
+            Err(text)
+        }
+        Err(_) => panic!("chat server printed no address line within 30 s"),
+    }
+}
+
 /// Runs `openssl` with arguments, panicking on failure.
 pub fn openssl(args: &[&str], cwd: &Path) {
     let out = Command::new("openssl")
