@@ -24,6 +24,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
     #[error("rate limited: retry in {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
     #[error("the store is unavailable; nothing was written, retry later")]
@@ -41,6 +43,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "too_large",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -74,10 +78,11 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(what) => ApiError::Conflict(what),
             StoreError::NotFound(what) => ApiError::NotFound(what),
-            StoreError::Unavailable(reason) => {
-                tracing::warn!(%reason, "store unavailable");
-                ApiError::Unavailable
-            }
+            // Writes map this with the channel's kind (`App::write_error`); this is the
+            // fallback for any other path.
+            StoreError::NotMember => ApiError::Forbidden("join the channel first"),
+            // Logged (rate-limited) where it happens: `store::health`.
+            StoreError::Unavailable(_) => ApiError::Unavailable,
             StoreError::Internal(reason) => {
                 tracing::error!(%reason, "store error");
                 ApiError::Internal

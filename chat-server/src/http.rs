@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use axum::{
-    extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State},
+    extract::{ConnectInfo, DefaultBodyLimit, Path, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -68,6 +68,32 @@ async fn api_not_found() -> ApiError {
     ApiError::NotFound("route")
 }
 
+/// The answer to a known path with a method it does not have (axum adds the `Allow` header).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Query-string extractor whose rejections (`?limit=abc`) use our error shape.
+pub struct Query<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
 /// JSON body extractor whose rejections use our error shape.
 pub struct JsonBody<T>(pub T);
 
@@ -97,8 +123,11 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 503 when the store does not answer (nothing can be stored); Redis unreachable is only
-/// "degraded": the node still serves its own clients.
+/// 503 when the store does not answer, or answers reads while its writes fail (a full disk:
+/// nothing can be stored); Redis unreachable is only "degraded": the node still serves its own
+/// clients. Writes are judged by their last outcome (`store::health`): "not ready" for
+/// `PROBE_AFTER` after a failed write, then each call probes with one tiny write, so readiness
+/// comes back as soon as writes do, even without traffic.
 async fn readyz(State(app): State<AppState>) -> Response {
     let redis = match &app.cluster {
         None => Ok("disabled".to_string()),
@@ -108,7 +137,21 @@ async fn readyz(State(app): State<AppState>) -> Response {
         Ok(s) => (true, s),
         Err(e) => (false, e),
     };
-    match app.store.ping().await {
+    let store = match app.store.ping().await {
+        Ok(()) => match app.store_health.failing() {
+            None => Ok(()),
+            Some((e, at)) if at.elapsed() < crate::store::health::PROBE_AFTER => {
+                Err(format!("writes failing: {e}"))
+            }
+            Some(_) => app
+                .store
+                .probe_write()
+                .await
+                .map_err(|e| format!("writes failing: {e}")),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    match store {
         Ok(()) => {
             app.metrics.store_ready.set(1);
             let status = if redis_ok { "ready" } else { "degraded" };
@@ -118,7 +161,7 @@ async fn readyz(State(app): State<AppState>) -> Response {
             app.metrics.store_ready.set(0);
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "not ready", "store": e.to_string(), "redis": redis})),
+                Json(json!({"status": "not ready", "store": e, "redis": redis})),
             )
                 .into_response()
         }

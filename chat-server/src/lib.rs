@@ -63,12 +63,18 @@ use crate::{
 /// Everything a node shares between requests and sockets.
 pub struct App {
     pub settings: Settings,
+    /// The driver wrapped in [`store::health::Watched`]: every outcome feeds `store_health`.
     pub store: DynStore,
+    /// Whether writes currently fail (readiness) and the outage log's rate limit.
+    pub store_health: Arc<store::health::StoreHealth>,
     pub auth: Arc<Auth>,
     pub hub: Hub,
     pub limiters: Limiters,
     pub metrics: Arc<Metrics>,
     pub channel_cache: DashMap<Id, Arc<ChannelMeta>>,
+    /// Bumped by every cache invalidation: a load that raced one is not cached (it may have
+    /// read the membership from before the change).
+    pub channel_cache_gen: std::sync::atomic::AtomicU64,
     /// (channel, user) → highest seq written to one of the user's sockets, not yet stored.
     pub delivered: Mutex<HashMap<(Id, Id), i64>>,
     /// Cancelled when the server begins shutting down: every socket closes with 1012.
@@ -111,6 +117,8 @@ impl App {
         secret: &auth::Secret,
     ) -> Result<AppState, StartError> {
         let metrics = Arc::new(Metrics::new());
+        let store_health = Arc::new(store::health::StoreHealth::default());
+        let store: DynStore = Arc::new(store::health::Watched::new(store, store_health.clone()));
         let node_id = model::new_id();
         let (cluster, interest) = match &settings.redis_url {
             Some(url) => {
@@ -130,9 +138,11 @@ impl App {
             hub: Hub::new(metrics.clone(), interest),
             settings,
             store,
+            store_health,
             auth,
             metrics,
             channel_cache: DashMap::new(),
+            channel_cache_gen: Default::default(),
             delivered: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -142,9 +152,21 @@ impl App {
     }
 }
 
-/// The whole HTTP surface: API, WebSocket, operations, web client.
+/// The whole HTTP surface: API, WebSocket, operations, web client. A known path asked with
+/// another method answers 405 in the JSON error shape; every answer says
+/// `X-Content-Type-Options: nosniff` (no browser guesses an API answer is HTML).
 pub fn router(app: AppState) -> axum::Router {
-    http::router(app).merge(web::routes())
+    http::router(app)
+        .merge(web::routes())
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(axum::middleware::map_response(nosniff))
+}
+
+async fn nosniff(mut res: axum::response::Response) -> axum::response::Response {
+    res.headers_mut()
+        .entry(axum::http::header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(axum::http::HeaderValue::from_static("nosniff"));
+    res
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, closes every socket with 1012

@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Ack, Channel, Event, Id, Presence, User};
 
+/// Most user ids one `presence_subscribe` frame may carry: each frame's work (one store read,
+/// one presence lookup, one answer per id) stays bounded; a client with more users sends
+/// several frames.
+pub const MAX_PRESENCE_IDS: usize = 500;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
@@ -57,6 +62,7 @@ pub enum ClientFrame {
     Presence {
         status: ClientPresence,
     },
+    /// At most [`MAX_PRESENCE_IDS`] ids.
     PresenceSubscribe {
         user_ids: Vec<Id>,
     },

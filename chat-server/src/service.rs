@@ -3,9 +3,16 @@
 //!
 //! Authorization: a channel you may not read answers `NotFound` exactly like a channel that
 //! does not exist (no probing for private channels). Public channels are readable by every
-//! signed-in user; writing needs membership.
+//! signed-in user; writing needs membership. The node's channel cache answers quickly, but the
+//! store decides: every channel write checks membership again inside its own transaction
+//! ([`StoreError::NotMember`]), so a send racing its author's leave is either stored before
+//! the `member_left` or refused.
 
-use std::{collections::HashSet, sync::Arc, time::Instant};
+use std::{
+    collections::HashSet,
+    sync::{atomic::Ordering, Arc},
+    time::Instant,
+};
 
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -18,7 +25,7 @@ use crate::{
         new_id, now, Ack, Channel, ChannelKind, Event, EventKind, Id, Member, Message,
         ReceiptStatus, Role, User,
     },
-    store::{NewChannel, NewMessage, NewUser, Page, Session, Watermark},
+    store::{NewChannel, NewMessage, NewUser, Page, Session, StoreError, Watermark},
     App,
 };
 
@@ -64,6 +71,30 @@ pub fn validate_channel_name(name: &str) -> ApiResult<()> {
             "channel name: 1-64 characters of a-z 0-9 - _".into(),
         ))
     }
+}
+
+/// Bidirectional embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069): in a name
+/// they reorder the text around it (a name that displays as someone else's, or flips the
+/// rest of a line).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Display names: 1–64 characters, no control characters (NUL, newlines, C1 controls) and no
+/// bidi embedding, override or isolate characters.
+pub fn validate_display_name(name: &str) -> ApiResult<()> {
+    if name.chars().count() > 64 {
+        return Err(ApiError::BadRequest(
+            "display_name: at most 64 characters".into(),
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control() || is_bidi_control(*c)) {
+        return Err(ApiError::BadRequest(format!(
+            "display_name: control and bidi override characters are not allowed (found U+{:04X})",
+            c as u32
+        )));
+    }
+    Ok(())
 }
 
 fn validate_client_id(id: &str) -> ApiResult<()> {
@@ -120,11 +151,7 @@ impl App {
             .map(str::trim)
             .filter(|d| !d.is_empty())
             .unwrap_or(username);
-        if display.chars().count() > 64 {
-            return Err(ApiError::BadRequest(
-                "display_name: at most 64 characters".into(),
-            ));
-        }
+        validate_display_name(display)?;
         let hash = self.auth.hash_password(password.to_string()).await?;
         let user = self
             .store
@@ -236,6 +263,7 @@ impl App {
         if let Some(meta) = self.channel_cache.get(channel_id) {
             return Ok(meta.clone());
         }
+        let generation = self.channel_cache_gen.load(Ordering::Acquire);
         let ch = self
             .store
             .channel(channel_id)
@@ -245,9 +273,38 @@ impl App {
             kind: ch.kind,
             members: ch.member_ids.into_iter().collect(),
         });
-        self.channel_cache
-            .insert(channel_id.to_string(), meta.clone());
+        // Cached only if no invalidation happened since before the read (checked under the
+        // entry's lock, which `invalidate_channel`'s removal also takes): a load that read the
+        // members before a leave must not put the leaver back into the cache.
+        if let dashmap::Entry::Vacant(slot) = self.channel_cache.entry(channel_id.to_string()) {
+            if self.channel_cache_gen.load(Ordering::Acquire) == generation {
+                slot.insert(meta.clone());
+            }
+        }
         Ok(meta)
+    }
+
+    /// Forgets the cached facts of a channel (its membership changed).
+    pub fn invalidate_channel(&self, channel_id: &str) {
+        self.channel_cache_gen.fetch_add(1, Ordering::AcqRel);
+        self.channel_cache.remove(channel_id);
+    }
+
+    /// Maps a store error of a write on behalf of `meta`'s channel: `NotMember` (the store saw
+    /// a membership the cache did not: a leave raced this write) becomes the same answer as
+    /// [`App::require_member`]'s, and the stale cache entry goes.
+    fn write_error(&self, channel_id: &str, meta: &ChannelMeta, e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotMember => {
+                self.invalidate_channel(channel_id);
+                if meta.kind == ChannelKind::Public {
+                    ApiError::Forbidden("join the channel first")
+                } else {
+                    ApiError::NotFound("channel")
+                }
+            }
+            other => other.into(),
+        }
     }
 
     /// Whether receipts are tracked for the channel; `None` when not known without a read.
@@ -407,6 +464,8 @@ impl App {
             .store
             .add_member(channel_id, user_id, Role::Member, user_id)
             .await?;
+        // Before publishing: this node stops trusting the old membership at once.
+        self.invalidate_channel(channel_id);
         self.publish_if_any(joined).await;
         self.channel_for(user_id, channel_id).await
     }
@@ -419,6 +478,8 @@ impl App {
             ));
         }
         let left = self.store.remove_member(channel_id, user_id).await?;
+        // Before publishing: this node stops trusting the old membership at once.
+        self.invalidate_channel(channel_id);
         self.publish_if_any(left).await;
         Ok(())
     }
@@ -440,6 +501,7 @@ impl App {
             .store
             .add_member(channel_id, invitee, Role::Member, user_id)
             .await?;
+        self.invalidate_channel(channel_id);
         self.publish_if_any(joined).await;
         Ok(())
     }
@@ -498,7 +560,8 @@ impl App {
             let read = self
                 .store
                 .advance_watermark(channel_id, user_id, Watermark::Read(i64::MAX), true, now())
-                .await?;
+                .await
+                .map_err(|e| self.write_error(channel_id, &meta, e))?;
             self.publish_if_any(read).await;
         }
         let (msg, event) = self
@@ -513,7 +576,8 @@ impl App {
                 mentions,
                 created_at: now(),
             })
-            .await?;
+            .await
+            .map_err(|e| self.write_error(channel_id, &meta, e))?;
         let duplicate = event.is_none();
         if let Some(ev) = event {
             self.metrics.messages_sent.inc();
@@ -536,8 +600,8 @@ impl App {
         user_id: &str,
         channel_id: &str,
         message_id: &str,
-    ) -> ApiResult<Message> {
-        self.require_member(user_id, channel_id).await?;
+    ) -> ApiResult<Arc<ChannelMeta>> {
+        let meta = self.require_member(user_id, channel_id).await?;
         let msg = self
             .store
             .message(channel_id, message_id)
@@ -549,7 +613,7 @@ impl App {
         if msg.author_id != user_id {
             return Err(ApiError::Forbidden("only the author can change a message"));
         }
-        Ok(msg)
+        Ok(meta)
     }
 
     pub async fn edit_message(
@@ -561,12 +625,13 @@ impl App {
     ) -> ApiResult<i64> {
         self.limit_send(user_id).await?;
         self.validate_text(text)?;
-        self.own_message(user_id, channel_id, message_id).await?;
+        let meta = self.own_message(user_id, channel_id, message_id).await?;
         let mentions = self.resolve_mentions(text).await?;
         let ev = self
             .store
-            .edit_message(channel_id, message_id, text, &mentions, now())
-            .await?;
+            .edit_message(channel_id, message_id, user_id, text, &mentions, now())
+            .await
+            .map_err(|e| self.write_error(channel_id, &meta, e))?;
         Ok(self.publish_seq(ev).await)
     }
 
@@ -576,11 +641,12 @@ impl App {
         channel_id: &str,
         message_id: &str,
     ) -> ApiResult<i64> {
-        self.own_message(user_id, channel_id, message_id).await?;
+        let meta = self.own_message(user_id, channel_id, message_id).await?;
         let ev = self
             .store
-            .delete_message(channel_id, message_id, now())
-            .await?;
+            .delete_message(channel_id, message_id, user_id, now())
+            .await
+            .map_err(|e| self.write_error(channel_id, &meta, e))?;
         Ok(self.publish_seq(ev).await)
     }
 
@@ -598,11 +664,12 @@ impl App {
                 "emoji: 1-32 characters, no spaces".into(),
             ));
         }
-        self.require_member(user_id, channel_id).await?;
+        let meta = self.require_member(user_id, channel_id).await?;
         let ev = self
             .store
             .react(channel_id, message_id, user_id, emoji, add, now())
-            .await?;
+            .await
+            .map_err(|e| self.write_error(channel_id, &meta, e))?;
         Ok(self.publish_if_any(ev).await)
     }
 
@@ -618,7 +685,8 @@ impl App {
         let ev = self
             .store
             .advance_watermark(channel_id, user_id, Watermark::Read(seq), emit, now())
-            .await?;
+            .await
+            .map_err(|e| self.write_error(channel_id, &meta, e))?;
         Ok(self.publish_if_any(ev).await)
     }
 
@@ -753,14 +821,14 @@ impl App {
         let channel = published.channel.clone();
         match (published.kind, member) {
             (EventKind::MemberJoined, Some(user)) => {
-                self.channel_cache.remove(&channel);
+                self.invalidate_channel(&channel);
                 // The sockets read the channel for their `channel_added` themselves, and refill
                 // from the join: nothing stored meanwhile can slip between.
                 self.hub.user_joined(&user, &channel, published.seq - 1);
                 self.hub.publish(published);
             }
             (EventKind::MemberLeft, Some(user)) => {
-                self.channel_cache.remove(&channel);
+                self.invalidate_channel(&channel);
                 let left_seq = published.seq;
                 self.hub.publish(published);
                 self.hub.user_left(&user, &channel, left_seq);
@@ -822,5 +890,35 @@ mod tests {
         assert!(validate_username("bad name").is_err());
         assert!(validate_channel_name("general").is_ok());
         assert!(validate_channel_name("General").is_err());
+    }
+
+    #[test]
+    fn display_names_refuse_controls_and_bidi_overrides() {
+        assert!(validate_display_name("Zoë Smith-Jones (she/her) 🎉").is_ok());
+        assert!(
+            validate_display_name("مرحبا بالعالم").is_ok(),
+            "RTL text itself is fine"
+        );
+        for bad in [
+            "nul\0byte",
+            "new\nline",
+            "tab\there",
+            "c1\u{85}control",
+            "\u{202E}evil",
+            "a\u{202A}b",
+            "a\u{202B}b",
+            "a\u{202C}b",
+            "a\u{202D}b",
+            "a\u{2066}b",
+            "a\u{2067}b",
+            "a\u{2068}b",
+            "a\u{2069}b",
+        ] {
+            let err = validate_display_name(bad).expect_err(bad);
+            assert!(matches!(err, ApiError::BadRequest(_)), "{bad:?}");
+            assert!(err.to_string().starts_with("display_name:"), "{err}");
+        }
+        assert!(validate_display_name(&"x".repeat(65)).is_err());
+        assert!(validate_display_name(&"é".repeat(64)).is_ok());
     }
 }

@@ -520,18 +520,42 @@ impl Connection {
         }
     }
 
+    /// Watches the listed users (at most `MAX_PRESENCE_IDS` per frame; more is refused whole,
+    /// nothing watched) and answers each one's presence now. The frame costs one store read
+    /// (every last seen at once) whatever its size; ids of no user are skipped.
     async fn presence_subscribe(&mut self, user_ids: Vec<Id>) -> Flow {
-        let user_ids: Vec<Id> = user_ids.into_iter().take(1000).collect();
+        use crate::protocol::MAX_PRESENCE_IDS;
+        if user_ids.len() > MAX_PRESENCE_IDS {
+            let message = format!(
+                "presence_subscribe: at most {MAX_PRESENCE_IDS} user_ids per frame (got {}); send several frames",
+                user_ids.len()
+            );
+            return self.send_error(None, "bad_frame", message, None).await;
+        }
+        let mut unique = std::collections::HashSet::new();
+        let user_ids: Vec<Id> = user_ids
+            .into_iter()
+            .filter(|id| unique.insert(id.clone()))
+            .collect();
+        let mut last_seen: HashMap<Id, Option<time::OffsetDateTime>> =
+            match self.app.store.users_by_ids(&user_ids).await {
+                Ok(users) => users.into_iter().map(|u| (u.id, u.last_seen)).collect(),
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    return self.send_error(None, e.code(), e.to_string(), None).await;
+                }
+            };
+        let user_ids: Vec<Id> = user_ids
+            .into_iter()
+            .filter(|id| last_seen.contains_key(id))
+            .collect();
         self.app.hub.watch(&self.handle, &user_ids);
         let statuses = self.app.presences(&user_ids).await;
         for (id, status) in user_ids.iter().zip(&statuses) {
             self.app.hub.note_told(id, *status);
         }
         for (id, status) in user_ids.into_iter().zip(statuses) {
-            let last_seen = match self.app.store.user(&id).await {
-                Ok(Some(u)) => u.last_seen,
-                _ => continue,
-            };
+            let last_seen = last_seen.remove(&id).flatten();
             if let ControlFlow::Break(e) = self
                 .reply(&ServerFrame::Presence {
                     user_id: id,

@@ -240,7 +240,14 @@ async fn history_pages_threads_edits_deletes_reactions() {
     );
 
     let e = s
-        .edit_message(&ch, &ids[1].id, "edited", std::slice::from_ref(&b), now())
+        .edit_message(
+            &ch,
+            &ids[1].id,
+            &a,
+            "edited",
+            std::slice::from_ref(&b),
+            now(),
+        )
         .await
         .unwrap();
     assert_eq!(e.kind, EventKind::Edit);
@@ -267,11 +274,11 @@ async fn history_pages_threads_edits_deletes_reactions() {
         ("edited", vec![b.clone()], vec![b.clone()])
     );
     assert!(m.edited_at.is_some());
-    s.delete_message(&ch, &ids[1].id, now()).await.unwrap();
+    s.delete_message(&ch, &ids[1].id, &a, now()).await.unwrap();
     let m = s.message(&ch, &ids[1].id).await.unwrap().unwrap();
     assert!(m.deleted && m.text.is_empty() && m.reactions.is_empty());
     assert!(matches!(
-        s.delete_message(&ch, &ids[1].id, now()).await,
+        s.delete_message(&ch, &ids[1].id, &a, now()).await,
         Err(StoreError::NotFound(_))
     ));
     // The log holds every change in order.
@@ -433,7 +440,9 @@ async fn search_covers_readable_channels_only() {
         .append_message(msg(&public, &a, "3", "a deleted rendezvous"))
         .await
         .unwrap();
-    s.delete_message(&public, &deleted.id, now()).await.unwrap();
+    s.delete_message(&public, &deleted.id, &a, now())
+        .await
+        .unwrap();
     assert_eq!(s.search(&a, "rendezvous", None, 10).await.unwrap().len(), 2);
     let for_b = s.search(&b, "rendez", None, 10).await.unwrap();
     assert_eq!(
@@ -451,4 +460,129 @@ async fn search_covers_readable_channels_only() {
         s.search(&a, "\"unbalanced OR (", None, 10).await.is_ok(),
         "user input is not query syntax"
     );
+}
+
+/// Every channel write on behalf of a user checks membership in its own transaction: a
+/// non-member (never joined, or just left) is refused with `NotMember` and nothing is stored,
+/// whatever a node's cache believed.
+#[tokio::test]
+async fn non_members_cannot_write_and_nothing_is_stored() {
+    let (s, _d) = fresh_store().await;
+    let a = user(&s, "a").await;
+    let b = user(&s, "b").await;
+    let c = user(&s, "c").await;
+    let ch = channel(&s, &a, "c", ChannelKind::Private, &[&b]).await;
+    let (m_a, _) = s
+        .append_message(msg(&ch, &a, "a1", "from a"))
+        .await
+        .unwrap();
+    let (m_b, _) = s
+        .append_message(msg(&ch, &b, "b1", "from b"))
+        .await
+        .unwrap();
+    s.remove_member(&ch, &b).await.unwrap().unwrap();
+    let before = s.events_after(&ch, 0, 1000).await.unwrap();
+    let last_seq = s.channel(&ch).await.unwrap().unwrap().last_seq;
+
+    for (who, name) in [(&c, "never a member"), (&b, "left")] {
+        let sent = s.append_message(msg(&ch, who, "x1", "intruder")).await;
+        assert!(
+            matches!(sent, Err(StoreError::NotMember)),
+            "{name}: {sent:?}"
+        );
+        let mut reply = msg(&ch, who, "x2", "intruding reply");
+        reply.thread_root = Some(m_a.id.clone());
+        let sent = s.append_message(reply).await;
+        assert!(
+            matches!(sent, Err(StoreError::NotMember)),
+            "{name}: {sent:?}"
+        );
+        let reacted = s.react(&ch, &m_a.id, who, "👀", true, now()).await;
+        assert!(
+            matches!(reacted, Err(StoreError::NotMember)),
+            "{name}: {reacted:?}"
+        );
+        let read = s
+            .advance_watermark(&ch, who, Watermark::Read(i64::MAX), true, now())
+            .await;
+        assert!(
+            matches!(read, Err(StoreError::NotMember)),
+            "{name}: {read:?}"
+        );
+    }
+    // The author of a message who left can no longer change it.
+    let edited = s
+        .edit_message(&ch, &m_b.id, &b, "changed", &[], now())
+        .await;
+    assert!(matches!(edited, Err(StoreError::NotMember)), "{edited:?}");
+    let deleted = s.delete_message(&ch, &m_b.id, &b, now()).await;
+    assert!(matches!(deleted, Err(StoreError::NotMember)), "{deleted:?}");
+    // A member cannot change someone else's message either.
+    let edited = s
+        .edit_message(&ch, &m_b.id, &a, "changed", &[], now())
+        .await;
+    assert!(matches!(edited, Err(StoreError::NotFound(_))), "{edited:?}");
+    let deleted = s.delete_message(&ch, &m_b.id, &a, now()).await;
+    assert!(
+        matches!(deleted, Err(StoreError::NotFound(_))),
+        "{deleted:?}"
+    );
+
+    // Nothing of it was stored: no event, no sequence number taken, messages untouched.
+    assert_eq!(
+        s.events_after(&ch, 0, 1000).await.unwrap().len(),
+        before.len()
+    );
+    assert_eq!(
+        s.channel(&ch).await.unwrap().unwrap().last_seq,
+        last_seq,
+        "no sequence number taken"
+    );
+    let (history, _) = s.history(&ch, Page::Latest, 100).await.unwrap();
+    assert_eq!(
+        history.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+        ["from a", "from b"]
+    );
+    assert!(history
+        .iter()
+        .all(|m| m.reactions.is_empty() && m.reply_count == 0));
+    assert!(s.replies(&ch, &m_a.id).await.unwrap().is_empty());
+    assert!(s.member(&ch, &c).await.unwrap().is_none());
+    // Joining again makes the same writes work.
+    s.add_member(&ch, &b, Role::Member, &a)
+        .await
+        .unwrap()
+        .unwrap();
+    s.append_message(msg(&ch, &b, "b2", "back")).await.unwrap();
+    s.edit_message(&ch, &m_b.id, &b, "changed", &[], now())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn users_by_ids_reads_the_existing_ones_in_one_call() {
+    let (s, _d) = fresh_store().await;
+    let a = user(&s, "a").await;
+    let b = user(&s, "b").await;
+    let _c = user(&s, "c").await;
+    let at = now();
+    s.set_last_seen(&b, at).await.unwrap();
+    assert!(s.users_by_ids(&[]).await.unwrap().is_empty());
+    let mut found = s
+        .users_by_ids(&[b.clone(), "nobody".into(), a.clone(), b.clone()])
+        .await
+        .unwrap();
+    found.sort_by(|x, y| x.username.cmp(&y.username));
+    assert_eq!(
+        found.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        [a.as_str(), b.as_str()]
+    );
+    assert_eq!(found[0].last_seen, None);
+    let seen = found[1].last_seen.expect("b's last seen");
+    assert!(
+        (seen - at).abs() < time::Duration::milliseconds(2),
+        "{seen} vs {at}"
+    );
+    s.probe_write().await.unwrap();
+    s.probe_write().await.unwrap();
 }

@@ -1,13 +1,20 @@
 //! The store: one trait, the source of truth for accounts, channels, messages and every
 //! channel's replay log. Drivers: [`sqlite`] (embedded default) and [`mongo`]
-//! (`mongodb://…`); `tests/store_contract.rs` is the contract both must pass.
+//! (`mongodb://…`); `tests/store_contract.rs` is the contract both must pass. [`health`]
+//! wraps the driver the node uses: readiness while writes fail, and a rate-limited outage log.
 //!
 //! Rules every driver keeps:
 //! - each visible change to a channel appends one [`Event`] with the channel's next sequence
 //!   number, atomically with the change itself (no gaps, no duplicates, even under concurrency);
 //! - a method returns only after its change is durable;
-//! - `append_message` is idempotent on `(author_id, client_id)`.
+//! - `append_message` is idempotent on `(author_id, client_id)`;
+//! - every write to a channel on behalf of a user (`append_message`, `edit_message`,
+//!   `delete_message`, `react`, `advance_watermark`) checks that the user is a member inside
+//!   the same transaction as the write, and answers [`StoreError::NotMember`] with nothing
+//!   stored otherwise: a node's cached membership can be stale (a leave on this or another
+//!   node), the store's cannot.
 
+pub mod health;
 pub mod mongo;
 pub mod sqlite;
 
@@ -24,6 +31,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The acting user is not a member of the channel (checked in the write's transaction).
+    #[error("not a member of the channel")]
+    NotMember,
     /// The backing service cannot be reached or refused the write: nothing was stored.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -96,12 +106,17 @@ pub enum Watermark {
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip for readiness.
     async fn ping(&self) -> StoreResult<()>;
+    /// One tiny durable write (readiness asks it while writes are failing, e.g. a full disk,
+    /// to find out whether they work again).
+    async fn probe_write(&self) -> StoreResult<()>;
 
     async fn create_user(&self, user: NewUser) -> StoreResult<User>;
     /// The user and its password hash, by case-insensitive name.
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<(User, String)>>;
     async fn user(&self, id: &str) -> StoreResult<Option<User>>;
     async fn users(&self) -> StoreResult<Vec<User>>;
+    /// The users among `ids` that exist, in any order, in one round trip.
+    async fn users_by_ids(&self, ids: &[Id]) -> StoreResult<Vec<User>>;
     async fn set_last_seen(&self, user_id: &str, at: OffsetDateTime) -> StoreResult<()>;
 
     async fn create_session(&self, session: Session) -> StoreResult<()>;
@@ -133,23 +148,29 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_member(&self, channel_id: &str, user_id: &str) -> StoreResult<Option<Event>>;
 
     /// Stores a message and its event. A repeated `(author_id, client_id)` returns the stored
-    /// message and no event.
+    /// message and no event. `NotMember` (nothing stored) unless the author is a member.
     async fn append_message(&self, message: NewMessage) -> StoreResult<(Message, Option<Event>)>;
+    /// Replaces the text of `author_id`'s message. `NotMember` unless the author is a member;
+    /// `NotFound` for a message that is missing, deleted or someone else's.
     async fn edit_message(
         &self,
         channel_id: &str,
         message_id: &str,
+        author_id: &str,
         text: &str,
         mentions: &[Id],
         at: OffsetDateTime,
     ) -> StoreResult<Event>;
+    /// Turns `author_id`'s message into a tombstone; the same checks as `edit_message`.
     async fn delete_message(
         &self,
         channel_id: &str,
         message_id: &str,
+        author_id: &str,
         at: OffsetDateTime,
     ) -> StoreResult<Event>;
-    /// Adds or removes a reaction; `None` when nothing changed.
+    /// Adds or removes a reaction; `None` when nothing changed. `NotMember` unless `user_id`
+    /// is a member.
     async fn react(
         &self,
         channel_id: &str,
@@ -179,7 +200,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves a member's watermark forward (never back, never past the channel's newest
     /// message; reading implies delivered). Returns the `receipt` event when `emit` is set and
-    /// something moved.
+    /// something moved. `NotMember` unless `user_id` is a member.
     async fn advance_watermark(
         &self,
         channel_id: &str,

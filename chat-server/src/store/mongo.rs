@@ -18,6 +18,12 @@
 //! but a failure between two steps can leave a gap in the channel's log: run a replica set (a
 //! one-node replica set is enough) in production.
 //!
+//! Membership: every channel write on behalf of a user reads the user's member document in the
+//! write's session first (`require_member`); a concurrent leave conflicts with the write (both
+//! touch the channel's sequence or the member document), so one of them is retried and the
+//! write never lands after the leave. Without transactions only the per-node channel lock
+//! orders them.
+//!
 //! Durability: writes use write concern `majority` with journaling, so a method returns only
 //! after its change is on disk.
 
@@ -698,6 +704,26 @@ impl MongoStore {
         Ok(seq)
     }
 
+    /// `NotMember` unless `user_id` is a member of the channel, read in the write's session.
+    /// With transactions the write that follows also touches the channel document (its
+    /// sequence number) or the member document, which a concurrent leave writes too: one of
+    /// the two transactions meets a write conflict and runs again, and a retried write sees
+    /// the leave. Without transactions only this node's channel lock orders the two.
+    async fn require_member(
+        &self,
+        s: &mut ClientSession,
+        channel_id: &str,
+        user_id: &str,
+    ) -> Result<(), Fail> {
+        self.members
+            .find_one(doc! {"channel_id": channel_id, "user_id": user_id})
+            .projection(doc! {"_id": 1})
+            .session(&mut *s)
+            .await?
+            .map(|_| ())
+            .ok_or(Fail::Store(StoreError::NotMember))
+    }
+
     async fn member_ids(&self, channel_id: &str) -> StoreResult<Vec<Id>> {
         let docs = all_docs(
             self.members
@@ -761,6 +787,20 @@ impl Store for MongoStore {
         Ok(())
     }
 
+    async fn probe_write(&self) -> StoreResult<()> {
+        // Upsert of one document: journaled with the default write concern, like every write.
+        self.db
+            .collection::<Document>("write_probe")
+            .update_one(
+                doc! {"_id": "probe"},
+                doc! {"$set": {"at": bdt(crate::model::now())}},
+            )
+            .upsert(true)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     async fn create_user(&self, u: NewUser) -> StoreResult<User> {
         let d = doc! {
             "_id": &u.id,
@@ -809,6 +849,19 @@ impl Store for MongoStore {
     async fn users(&self) -> StoreResult<Vec<User>> {
         let docs: Vec<Document> =
             all_docs(self.users.find(doc! {}).sort(doc! {"username_key": 1})).await?;
+        Ok(docs.iter().map(doc_user).collect())
+    }
+
+    async fn users_by_ids(&self, ids: &[Id]) -> StoreResult<Vec<User>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let docs = all_docs(
+            self.users
+                .find(doc! {"_id": {"$in": strs(ids)}})
+                .projection(doc! {"password_hash": 0}),
+        )
+        .await?;
         Ok(docs.iter().map(doc_user).collect())
     }
 
@@ -1138,6 +1191,7 @@ impl Store for MongoStore {
         }
         let _guard = self.lock_channel(&m.channel_id).await;
         let result = write_txn!(self, s => {
+            self.require_member(&mut s, &m.channel_id, &m.author_id).await?;
             if let Some(root) = &m.thread_root {
                 let r = self
                     .messages
@@ -1218,6 +1272,7 @@ impl Store for MongoStore {
         &self,
         channel_id: &str,
         message_id: &str,
+        author_id: &str,
         text: &str,
         mentions: &[Id],
         at: OffsetDateTime,
@@ -1227,10 +1282,11 @@ impl Store for MongoStore {
             .map_err(internal)?;
         let _guard = self.lock_channel(channel_id).await;
         write_txn!(self, s => {
+            self.require_member(&mut s, channel_id, author_id).await?;
             let r = self
                 .messages
                 .update_one(
-                    doc! {"_id": message_id, "channel_id": channel_id, "deleted": false},
+                    doc! {"_id": message_id, "channel_id": channel_id, "author_id": author_id, "deleted": false},
                     doc! {"$set": {"text": text, "mentions": strs(mentions), "edited_at": bdt(at)}},
                 )
                 .session(&mut s)
@@ -1254,14 +1310,16 @@ impl Store for MongoStore {
         &self,
         channel_id: &str,
         message_id: &str,
+        author_id: &str,
         at: OffsetDateTime,
     ) -> StoreResult<Event> {
         let _guard = self.lock_channel(channel_id).await;
         write_txn!(self, s => {
+            self.require_member(&mut s, channel_id, author_id).await?;
             let r = self
                 .messages
                 .update_one(
-                    doc! {"_id": message_id, "channel_id": channel_id, "deleted": false},
+                    doc! {"_id": message_id, "channel_id": channel_id, "author_id": author_id, "deleted": false},
                     doc! {"$set": {"deleted": true, "text": "", "reactions": [], "mentions": []}},
                 )
                 .session(&mut s)
@@ -1293,6 +1351,7 @@ impl Store for MongoStore {
         let user = user_id.to_string();
         let _guard = self.lock_channel(channel_id).await;
         write_txn!(self, s => {
+            self.require_member(&mut s, channel_id, &user).await?;
             // Compare-and-set on the reaction list: a concurrent change makes the update match
             // nothing, and the loop reads again (needed without transactions; harmless with).
             loop {
@@ -1416,13 +1475,13 @@ impl Store for MongoStore {
                 .find_one(filter.clone())
                 .session(&mut s)
                 .await?
-                .ok_or(StoreError::NotFound("membership"))?;
+                .ok_or(StoreError::NotMember)?;
             let ch = self
                 .channels
                 .find_one(doc! {"_id": channel_id})
                 .session(&mut s)
                 .await?
-                .ok_or(StoreError::NotFound("membership"))?;
+                .ok_or(StoreError::NotMember)?;
             let (delivered, read) = (get_i(&member, "delivered_seq"), get_i(&member, "read_seq"));
             let last_message = get_i(&ch, "last_message_seq");
             // Watermarks only point at messages: receipts about receipts would never end.

@@ -32,7 +32,8 @@ const READERS: usize = 4;
 const MAX_BATCH: usize = 512;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id TEXT PRIMARY KEY,
     username TEXT NOT NULL,
@@ -107,7 +108,10 @@ CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
     INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
     INSERT INTO messages_fts(rowid, text) VALUES (new.rowid, new.text);
 END;
-"#];
+"#,
+    // One row that readiness rewrites to find out whether writes work (`probe_write`).
+    "CREATE TABLE write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);",
+];
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
@@ -377,6 +381,16 @@ fn row_event(r: &Row) -> rusqlite::Result<Event> {
 
 // ---- helpers running inside a transaction ---------------------------------------------------
 
+/// `NotMember` unless `user_id` is a member of the channel. Runs in the write's transaction
+/// (the single writer), so no leave can slip between this check and the write.
+fn require_member(conn: &Connection, channel_id: &str, user_id: &str) -> StoreResult<()> {
+    let found = conn
+        .prepare_cached("SELECT 1 FROM members WHERE channel_id = ?1 AND user_id = ?2")?
+        .query_row([channel_id, user_id], |_| Ok(()))
+        .optional()?;
+    found.ok_or(StoreError::NotMember)
+}
+
 /// Takes the channel's next sequence number and records the event under it.
 fn append_event(
     conn: &Connection,
@@ -489,6 +503,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn probe_write(&self) -> StoreResult<()> {
+        let at = ms(crate::model::now());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO write_probe (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = ?1",
+                [at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn create_user(&self, u: NewUser) -> StoreResult<User> {
         self.write(move |c| {
             let key = u.username.to_lowercase();
@@ -545,6 +571,24 @@ impl Store for SqliteStore {
             ))?;
             let users = stmt
                 .query_map([], row_user)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(users)
+        })
+        .await
+    }
+
+    async fn users_by_ids(&self, ids: &[Id]) -> StoreResult<Vec<User>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement over a JSON array: no limit on bound parameters, one round trip.
+        let list = serde_json::to_string(ids).map_err(internal)?;
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {USER_COLS} FROM users WHERE id IN (SELECT value FROM json_each(?1))"
+            ))?;
+            let users = stmt
+                .query_map([list], row_user)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(users)
         })
@@ -788,6 +832,7 @@ impl Store for SqliteStore {
             if let Some(msg) = existing {
                 return Ok((msg, None));
             }
+            require_member(c, &m.channel_id, &m.author_id)?;
             if let Some(root) = &m.thread_root {
                 let n = c.execute(
                     "UPDATE messages SET reply_count = reply_count + 1
@@ -857,20 +902,24 @@ impl Store for SqliteStore {
         &self,
         channel_id: &str,
         message_id: &str,
+        author_id: &str,
         text: &str,
         mentions: &[Id],
         at: OffsetDateTime,
     ) -> StoreResult<Event> {
-        let (ch, id, text, mentions) = (
+        let (ch, id, author, text, mentions) = (
             channel_id.to_string(),
             message_id.to_string(),
+            author_id.to_string(),
             text.to_string(),
             mentions.to_vec(),
         );
         self.write(move |c| {
+            require_member(c, &ch, &author)?;
             let n = c.execute(
-                "UPDATE messages SET text = ?3, mentions = ?4, edited_at = ?5 WHERE id = ?1 AND channel_id = ?2 AND deleted = 0",
-                params![id, ch, text, serde_json::to_string(&mentions).map_err(internal)?, ms(at)],
+                "UPDATE messages SET text = ?3, mentions = ?4, edited_at = ?5
+                 WHERE id = ?1 AND channel_id = ?2 AND author_id = ?6 AND deleted = 0",
+                params![id, ch, text, serde_json::to_string(&mentions).map_err(internal)?, ms(at), author],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound("message"));
@@ -885,13 +934,20 @@ impl Store for SqliteStore {
         &self,
         channel_id: &str,
         message_id: &str,
+        author_id: &str,
         at: OffsetDateTime,
     ) -> StoreResult<Event> {
-        let (ch, id) = (channel_id.to_string(), message_id.to_string());
+        let (ch, id, author) = (
+            channel_id.to_string(),
+            message_id.to_string(),
+            author_id.to_string(),
+        );
         self.write(move |c| {
+            require_member(c, &ch, &author)?;
             let n = c.execute(
-                "UPDATE messages SET deleted = 1, text = '', reactions = '[]', mentions = '[]' WHERE id = ?1 AND channel_id = ?2 AND deleted = 0",
-                [&id, &ch],
+                "UPDATE messages SET deleted = 1, text = '', reactions = '[]', mentions = '[]'
+                 WHERE id = ?1 AND channel_id = ?2 AND author_id = ?3 AND deleted = 0",
+                [&id, &ch, &author],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound("message"));
@@ -917,6 +973,7 @@ impl Store for SqliteStore {
             emoji.to_string(),
         );
         self.write(move |c| {
+            require_member(c, &ch, &user)?;
             let msg = get_message(c, &ch, &id)?.ok_or(StoreError::NotFound("message"))?;
             if msg.deleted {
                 return Err(StoreError::NotFound("message"));
@@ -1021,7 +1078,8 @@ impl Store for SqliteStore {
                 )
                 .optional()?;
             let Some((delivered, read, last_message)) = row else {
-                return Err(StoreError::NotFound("membership"));
+                // No member row (or no channel): the user is not a member.
+                return Err(StoreError::NotMember);
             };
             // Watermarks only point at messages: receipts about receipts would never end.
             let (new_delivered, new_read) = match mark {

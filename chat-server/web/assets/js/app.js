@@ -450,9 +450,14 @@ async function ensureUsers(ids) {
   } catch { /* names show as Unknown until the next try */ }
 }
 
+// The server takes at most 500 ids per presence_subscribe frame (docs/protocol.md).
+const PRESENCE_IDS_PER_FRAME = 500;
+
 function subscribePresence() {
   const ids = [...S.users.keys()].filter((id) => id !== S.me.id);
-  if (ids.length) S.conn?.raw({ type: 'presence_subscribe', user_ids: ids });
+  for (let i = 0; i < ids.length; i += PRESENCE_IDS_PER_FRAME) {
+    S.conn?.raw({ type: 'presence_subscribe', user_ids: ids.slice(i, i + PRESENCE_IDS_PER_FRAME) });
+  }
 }
 
 function onTyping(f) {
