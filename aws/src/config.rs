@@ -79,3 +79,66 @@ impl Aws {
         aws_sdk_sts::Client::new(&self.sdk)
     }
 }
+
+/// Looks for credentials the way every command will, through the SDK's default chain
+/// (environment, profile files with SSO and `credential_process`, web identity, the ECS
+/// container role, the EC2 instance role), without calling an AWS API. `home` is where the
+/// profile files are (`~/.aws/config` and `~/.aws/credentials`; `AWS_CONFIG_FILE` and
+/// `AWS_SHARED_CREDENTIALS_FILE` still win). Returns the name of the provider that answered.
+// `ProfileFiles` is aws-config's name for `aws_runtime`'s `EnvConfigFiles` (which would be a
+// dependency of its own for one type).
+#[allow(deprecated)]
+pub async fn find_credentials(home: Option<&std::path::Path>) -> Result<String, crate::AwsError> {
+    use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
+    use aws_credential_types::provider::ProvideCredentials;
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .http_client(http);
+    if let Some(h) = home {
+        let file = |var: &str, default: &str| {
+            std::env::var_os(var)
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| h.join(default))
+        };
+        loader = loader.profile_files(
+            ProfileFiles::builder()
+                .with_file(
+                    ProfileFileKind::Config,
+                    file("AWS_CONFIG_FILE", ".aws/config"),
+                )
+                .with_file(
+                    ProfileFileKind::Credentials,
+                    file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),
+                )
+                .build(),
+        );
+    }
+    let sdk = loader.load().await;
+    let none = |why: String| crate::AwsError::Api {
+        action: "the AWS credential chain".into(),
+        kind: crate::ErrorKind::NoCredentials,
+        code: None,
+        message: why.clone(),
+        detail: why,
+    };
+    let provider = sdk
+        .credentials_provider()
+        .ok_or_else(|| none("no credential provider is configured".into()))?;
+    match provider.provide_credentials().await {
+        // The provider's name is only in the Debug text (which redacts the secret).
+        Ok(c) => Ok(format!("{c:?}")
+            .split("provider_name: \"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("default chain")
+            .to_string()),
+        Err(e) => Err(none(format!(
+            "no credentials found: {}",
+            aws_smithy_types::error::display::DisplayErrorContext(&e)
+        ))),
+    }
+}

@@ -14,18 +14,34 @@ pub const HOURS_PER_MONTH: f64 = 730.0;
 /// On-demand USD per hour for the instance types this table knows.
 pub fn instance_hourly(instance_type: &str) -> Option<f64> {
     Some(match instance_type {
+        "t3.nano" => 0.0052,
         "t3.micro" => 0.0104,
         "t3.small" => 0.0208,
         "t3.medium" => 0.0416,
         "t3.large" => 0.0832,
         "t3.xlarge" => 0.1664,
+        "t3.2xlarge" => 0.3328,
+        "t4g.nano" => 0.0042,
         "t4g.micro" => 0.0084,
         "t4g.small" => 0.0168,
         "t4g.medium" => 0.0336,
         "t4g.large" => 0.0672,
+        "t4g.xlarge" => 0.1344,
+        "m5.large" => 0.096,
         "m6i.large" => 0.096,
+        "m6i.xlarge" => 0.192,
+        "m7i.large" => 0.1008,
+        "m7i.xlarge" => 0.2016,
+        "m6g.large" => 0.077,
         "m7g.large" => 0.0816,
+        "c5.large" => 0.085,
         "c6i.large" => 0.085,
+        "c6i.xlarge" => 0.17,
+        "c7i.large" => 0.08925,
+        "c7i.xlarge" => 0.1785,
+        "c7g.large" => 0.0725,
+        "r6i.large" => 0.126,
+        "r7i.large" => 0.1323,
         _ => return None,
     })
 }
@@ -77,9 +93,9 @@ impl CostEstimate {
                             item: format!("instance {} ({t})", r.name),
                             monthly_usd: h * HOURS_PER_MONTH,
                         }),
-                        None => e.unpriced.push(format!("instance type {t}")),
+                        None => e.unpriced.push(format!("instance {} ({t})", r.name)),
                     }
-                    if let Ok(gb) = r.input("volume_gb").parse::<f64>() {
+                    if let Ok(gb) = r.text("volume_gb").parse::<f64>() {
                         e.lines.push(CostLine {
                             item: format!("{gb} GiB gp3 volume of {}", r.name),
                             monthly_usd: gb * GP3_GB_MONTH,
@@ -129,9 +145,15 @@ impl CostEstimate {
         for u in &self.unpriced {
             let _ = writeln!(out, "  {u:<56} (no price in the table)");
         }
+        // An unpriced item makes the total a lower bound, and the total says so.
+        let unpriced = match self.unpriced.len() {
+            0 => String::new(),
+            1 => " + 1 item not priced".to_string(),
+            n => format!(" + {n} items not priced"),
+        };
         let _ = writeln!(
             out,
-            "  {:<56} ${:>9.2}/month",
+            "  {:<56} ${:>9.2}/month{unpriced}",
             "total (estimate)",
             self.total()
         );
@@ -148,7 +170,7 @@ mod tests {
         let rs = vec![
             Resource::new(Kind::Instance, "s-1")
                 .attr("instance_type", "t3.small")
-                .extra("volume_gb", "20"),
+                .attr("volume_gb", "20"),
             Resource::new(Kind::ElasticIp, "s-1"),
         ];
         let e = CostEstimate::of(&rs);
@@ -159,6 +181,15 @@ mod tests {
             CostEstimate::of(
                 &[Resource::new(Kind::Instance, "x").attr("instance_type", "z9.huge")],
             );
-        assert_eq!(e.unpriced, vec!["instance type z9.huge".to_string()]);
+        assert_eq!(e.unpriced, vec!["instance x (z9.huge)".to_string()]);
+        assert!(
+            e.render().contains("$     0.00/month + 1 item not priced"),
+            "{}",
+            e.render()
+        );
+        // The example stacks' types are in the table.
+        for t in ["t3.small", "c7i.large", "t4g.small"] {
+            assert!(instance_hourly(t).is_some(), "{t}");
+        }
     }
 }

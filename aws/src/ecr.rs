@@ -115,6 +115,59 @@ pub(crate) async fn actual_repository(
     Ok(Some(r))
 }
 
+/// Refuses, at plan time, a repository name that exists and is not the stack's (another
+/// stack's, or made by hand): creating it would fail half-way through apply, and destroying
+/// this stack must never delete another's images.
+pub(crate) async fn check_repository_free(
+    aws: &Aws,
+    stack: &str,
+    name: &str,
+) -> Result<(), AwsError> {
+    let ecr = aws.ecr();
+    let out = match ecr
+        .describe_repositories()
+        .repository_names(name)
+        .send()
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            let e = AwsError::from_sdk("ecr:DescribeRepositories", e);
+            if e.code() == Some("RepositoryNotFoundException") {
+                return Ok(());
+            }
+            return Err(e);
+        }
+    };
+    let Some(repo) = out.repositories().first() else {
+        return Ok(());
+    };
+    let tags = ecr
+        .list_tags_for_resource()
+        .resource_arn(repo.repository_arn().unwrap_or_default())
+        .send()
+        .await
+        .ctx("ecr:ListTagsForResource")?;
+    let owner = tags
+        .tags()
+        .iter()
+        .find(|t| t.key() == TAG_STACK)
+        .map(|t| t.value().to_string());
+    match owner {
+        Some(o) if o == stack => Ok(()),
+        other => Err(AwsError::invalid(
+            format!(
+                "ECR repository `{name}` already exists and {}",
+                match other {
+                    Some(o) => format!("belongs to stack `{o}`"),
+                    None => "was not made by a fullslack stack".into(),
+                }
+            ),
+            format!("give this stack its own repository: image.name = \"{stack}/chat\" (each stack owns, and on destroy deletes, its repository)"),
+        )),
+    }
+}
+
 /// The repository the stack wants.
 pub(crate) fn desired_repository(name: &str) -> Resource {
     Resource::new(Kind::EcrRepository, name).attr("tag_mutability", "MUTABLE")

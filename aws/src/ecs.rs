@@ -1,4 +1,5 @@
-//! ECS Fargate stacks: a cluster, a task definition family (image, port, health check, awslogs,
+//! ECS Fargate stacks: a cluster, security groups of their own for the ALB (web from
+//! anywhere) and the tasks (the app port from the ALB only), a task definition family (image, port, health check, awslogs,
 //! secrets from SSM by ARN), an ALB with a target group checking `/readyz` and listeners on 80
 //! (and 443 with a certificate), and a Fargate service with a desired count and the deployment
 //! circuit breaker with rollback. A changed task definition registers a new revision, points
@@ -19,7 +20,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     RedirectActionStatusCodeEnum, Tag as LbTag, TargetTypeEnum,
 };
 
-use crate::ec2::{sha256_hex, Ids};
+use crate::ec2::{resolve_groups, sha256_hex, Ids};
 use crate::error::SdkResultExt;
 use crate::plan::{Action, Change, Kind, Resource, Unchanged, Value};
 use crate::spec::{EcsSpec, StackSpec};
@@ -106,8 +107,15 @@ pub(crate) async fn desired(
     aws: &Aws,
     spec: &StackSpec,
     e: &EcsSpec,
+    notes: &mut Vec<String>,
 ) -> Result<Vec<Resource>, AwsError> {
     let stack = spec.name.as_str();
+    if let Some(cert) = &e.certificate_arn {
+        check_certificate_arn(cert, &aws.region)?;
+        notes.push(format!(
+            "certificate {cert}: its ARN's form and region are checked; whether it is issued is not (fullslack does not call ACM)"
+        ));
+    }
     if e.subnets.is_empty() {
         return Err(AwsError::invalid(
             "an ECS stack needs subnets",
@@ -154,9 +162,56 @@ pub(crate) async fn desired(
     let mut td = Resource::new(Kind::TaskDefinition, stack);
     td.attrs = td_attrs;
 
-    let mut out =
-        vec![Resource::new(Kind::EcsCluster, e.cluster.as_str()).attr("status", "ACTIVE")];
+    let mut out = Vec::new();
+    match cluster_owner(aws, &e.cluster).await? {
+        // Another stack's cluster, or one made by hand: used, never changed or deleted.
+        Some(owner) if owner.as_deref() != Some(stack) => notes.push(format!(
+            "ECS cluster {} exists and {}: the service runs in it; this stack never changes or deletes it",
+            e.cluster,
+            match owner {
+                Some(o) => format!("belongs to stack `{o}`"),
+                None => "is not a fullslack stack's".to_string(),
+            }
+        )),
+        _ => out.push(Resource::new(Kind::EcsCluster, e.cluster.as_str()).attr("status", "ACTIVE")),
+    }
     out.push(td);
+    // The load balancer and the tasks get groups of their own: the ALB takes web traffic from
+    // anywhere, the tasks take the app port from the ALB only (plus the stack's own groups).
+    let alb_sg = format!("{stack}-alb");
+    let tasks_sg = format!("{stack}-tasks");
+    out.push(
+        Resource::new(Kind::SecurityGroup, alb_sg.as_str())
+            .attr("vpc", vpc.as_str())
+            .attr(
+                "ingress",
+                Value::set(["tcp/80 from 0.0.0.0/0", "tcp/443 from 0.0.0.0/0"]),
+            )
+            .extra("group_name", format!("fullslack-{alb_sg}"))
+            .extra(
+                "description",
+                format!("fullslack stack {stack}: load balancer, web from anywhere"),
+            ),
+    );
+    out.push(
+        Resource::new(Kind::SecurityGroup, tasks_sg.as_str())
+            .attr("vpc", vpc.as_str())
+            .attr(
+                "ingress",
+                Value::set([format!("tcp/{} from group:{alb_sg}", e.port)]),
+            )
+            .extra("group_name", format!("fullslack-{tasks_sg}"))
+            .extra(
+                "description",
+                format!("fullslack stack {stack}: tasks, the app port from the load balancer"),
+            ),
+    );
+    let task_groups = Value::set(
+        e.security_groups
+            .iter()
+            .cloned()
+            .chain([format!("group:{tasks_sg}")]),
+    );
     out.push(
         Resource::new(Kind::TargetGroup, stack)
             .attr("port", e.port.to_string())
@@ -171,10 +226,7 @@ pub(crate) async fn desired(
         Resource::new(Kind::LoadBalancer, stack)
             .attr("scheme", "internet-facing")
             .attr("subnets", Value::set(e.subnets.iter().cloned()))
-            .attr(
-                "security_groups",
-                Value::set(e.security_groups.iter().cloned()),
-            )
+            .attr("security_groups", Value::set([format!("group:{alb_sg}")]))
             .extra("aws_name", lb_name(stack)),
     );
     let http_action = if e.certificate_arn.is_some() {
@@ -208,10 +260,7 @@ pub(crate) async fn desired(
             .attr("desired_count", e.desired_count.to_string())
             .attr("task_definition", format!("{stack}@{td_print}"))
             .attr("subnets", Value::set(e.subnets.iter().cloned()))
-            .attr(
-                "security_groups",
-                Value::set(e.security_groups.iter().cloned()),
-            )
+            .attr("security_groups", task_groups)
             .attr("target_group", stack)
             .attr("circuit_breaker", "enabled, rollback")
             .extra("cpu", e.cpu.to_string())
@@ -219,6 +268,106 @@ pub(crate) async fn desired(
             .extra("port", e.port.to_string()),
     );
     Ok(out)
+}
+
+/// `arn:PARTITION:acm:REGION:ACCOUNT:certificate/ID`, in the stack's region (an ALB only
+/// takes certificates of its own region). Checked at plan time so that apply never creates
+/// the redirect listener and then fails on the HTTPS one.
+pub fn check_certificate_arn(arn: &str, region: &str) -> Result<(), AwsError> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let shaped = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "acm"
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && parts[5]
+            .strip_prefix("certificate/")
+            .is_some_and(|id| !id.is_empty());
+    if !shaped {
+        return Err(AwsError::invalid(
+            format!("ecs.certificate_arn `{arn}` is not an ACM certificate ARN"),
+            "copy the ARN from ACM: arn:aws:acm:REGION:ACCOUNT:certificate/ID",
+        ));
+    }
+    if parts[3] != region {
+        return Err(AwsError::invalid(
+            format!(
+                "ecs.certificate_arn is in region {}, the stack in {region}",
+                parts[3]
+            ),
+            format!("a load balancer only takes certificates of its own region: request or import one in ACM in {region}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a cluster exists (active), and the stack that owns it: `None` when it does not
+/// exist, `Some(None)` when it exists without a stack tag.
+async fn cluster_owner(aws: &Aws, cluster: &str) -> Result<Option<Option<String>>, AwsError> {
+    let c = aws
+        .ecs()
+        .describe_clusters()
+        .clusters(cluster)
+        .include(ClusterField::Tags)
+        .send()
+        .await
+        .ctx("ecs:DescribeClusters")?;
+    Ok(c.clusters()
+        .iter()
+        .find(|c| c.status() == Some("ACTIVE"))
+        .map(|c| {
+            c.tags()
+                .iter()
+                .find(|t| t.key() == Some(TAG_STACK))
+                .and_then(|t| t.value())
+                .map(str::to_string)
+        }))
+}
+
+/// Refuses, at plan time, to destroy a cluster that runs services that are not the stack's:
+/// deleting it would fail half-way (or, worse, take others' services with it).
+pub(crate) async fn check_cluster_only_ours(
+    aws: &Aws,
+    stack: &str,
+    cluster: &str,
+) -> Result<(), AwsError> {
+    let ecs = aws.ecs();
+    let mut arns = Vec::new();
+    let mut pages = ecs.list_services().cluster(cluster).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        arns.extend(page.ctx("ecs:ListServices")?.service_arns().iter().cloned());
+    }
+    let mut others = Vec::new();
+    for chunk in arns.chunks(10) {
+        let out = ecs
+            .describe_services()
+            .cluster(cluster)
+            .set_services(Some(chunk.to_vec()))
+            .include(ServiceField::Tags)
+            .send()
+            .await
+            .ctx("ecs:DescribeServices")?;
+        for s in out.services() {
+            let ours = s
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some(TAG_STACK) && t.value() == Some(stack));
+            if !ours && s.status() != Some("INACTIVE") {
+                others.push(s.service_name().unwrap_or("?").to_string());
+            }
+        }
+    }
+    if others.is_empty() {
+        return Ok(());
+    }
+    Err(AwsError::invalid(
+        format!(
+            "ECS cluster {cluster} also runs services that are not stack `{stack}`'s ({}): destroying the stack would delete the cluster under them",
+            others.join(", ")
+        ),
+        "move or delete those services first (nothing was changed)",
+    ))
 }
 
 /// No cross-resource steps are needed beyond what the diff finds: a new task definition also
@@ -308,7 +457,14 @@ pub(crate) async fn actual(
     stack: &str,
     lookup: &Lookup,
 ) -> Result<Vec<Resource>, AwsError> {
-    let mut out = Vec::new();
+    let (mut out, sg_names) = crate::ec2::actual_groups(aws, stack).await?;
+    // The stack's own groups as the stack names them (`group:<name>`), others by id.
+    let group_refs = |ids: &[String]| {
+        Value::set(ids.iter().map(|g| match sg_names.get(g) {
+            Some(n) => format!("group:{n}"),
+            None => g.clone(),
+        }))
+    };
     let ecs = aws.ecs();
     let elb = aws.elb();
     let mut cluster_ok = false;
@@ -429,10 +585,7 @@ pub(crate) async fn actual(
                         lb.scheme().map(|s| s.as_str()).unwrap_or_default(),
                     )
                     .attr("subnets", Value::set(subnets))
-                    .attr(
-                        "security_groups",
-                        Value::set(lb.security_groups().iter().cloned()),
-                    )
+                    .attr("security_groups", group_refs(lb.security_groups()))
                     .extra("aws_name", name.as_str())
                     .extra("dns_name", lb.dns_name().unwrap_or_default());
                 r.id = Some(arn.clone());
@@ -574,10 +727,7 @@ pub(crate) async fn actual(
                 )
                 .attr(
                     "security_groups",
-                    Value::set(
-                        net.map(|n| n.security_groups().to_vec())
-                            .unwrap_or_default(),
-                    ),
+                    group_refs(net.map(|n| n.security_groups()).unwrap_or_default()),
                 )
                 .attr("target_group", tg)
                 .extra("running_count", s.running_count().to_string())
@@ -719,12 +869,12 @@ async fn register_task_definition(
         .to_string())
 }
 
-fn network(r: &Resource) -> Result<NetworkConfiguration, AwsError> {
+fn network(r: &Resource, ids: &Ids) -> Result<NetworkConfiguration, AwsError> {
     Ok(NetworkConfiguration::builder()
         .awsvpc_configuration(
             AwsVpcConfiguration::builder()
                 .set_subnets(Some(r.list("subnets")))
-                .set_security_groups(Some(r.list("security_groups")))
+                .set_security_groups(Some(resolve_groups(r.list("security_groups"), ids)?))
                 .assign_public_ip(AssignPublicIp::Enabled)
                 .build()
                 .map_err(bad_build)?,
@@ -897,7 +1047,9 @@ pub(crate) async fn apply(
                 .create_load_balancer()
                 .name(r.input("aws_name"))
                 .set_subnets(Some(r.list("subnets")))
-                .set_security_groups(Some(r.list("security_groups")).filter(|v| !v.is_empty()))
+                .set_security_groups(
+                    Some(resolve_groups(r.list("security_groups"), ids)?).filter(|v| !v.is_empty()),
+                )
                 .scheme(
                     aws_sdk_elasticloadbalancingv2::types::LoadBalancerSchemeEnum::InternetFacing,
                 )
@@ -922,7 +1074,7 @@ pub(crate) async fn apply(
             let arn = id_of(ids, r.kind, &r.name)?;
             elb.set_security_groups()
                 .load_balancer_arn(&arn)
-                .set_security_groups(Some(r.list("security_groups")))
+                .set_security_groups(Some(resolve_groups(r.list("security_groups"), ids)?))
                 .send()
                 .await
                 .ctx("elasticloadbalancing:SetSecurityGroups")?;
@@ -1027,7 +1179,7 @@ pub(crate) async fn apply(
                 .task_definition(td)
                 .desired_count(r.text("desired_count").parse().unwrap_or(1))
                 .launch_type(LaunchType::Fargate)
-                .network_configuration(network(r)?)
+                .network_configuration(network(r, ids)?)
                 .load_balancers(
                     EcsLoadBalancer::builder()
                         .target_group_arn(tg)
@@ -1056,7 +1208,7 @@ pub(crate) async fn apply(
                 .service(&r.name)
                 .task_definition(&td)
                 .desired_count(r.text("desired_count").parse().unwrap_or(1))
-                .network_configuration(network(r)?)
+                .network_configuration(network(r, ids)?)
                 .deployment_configuration(deployment())
                 .send()
                 .await

@@ -1,7 +1,8 @@
 //! Errors of the AWS boundary. SDK errors are classified (no credentials, bad credentials,
 //! permission denied, region, limits, throttling, not found, network) so that every one
-//! carries a hint that tells the user what to do. The SDK's own text is kept in full through
-//! `DisplayErrorContext` (its plain `Display` says only "service error").
+//! carries a hint that tells the user what to do. The error shows as one short sentence (the
+//! call, AWS's code and message); the SDK's full text (`DisplayErrorContext`, kilobytes of
+//! debug output) is logged at debug level, so `-vv` shows it.
 
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -25,8 +26,10 @@ pub enum ErrorKind {
     Throttled,
     /// Something named does not exist.
     NotFound,
-    /// AWS refused because of the resource's state (in use, dependency, already exists).
+    /// AWS refused because of the resource's state (in use, a dependency, transitional).
     Conflict,
+    /// A resource of that name exists already (made by hand or by another stack).
+    AlreadyExists,
     /// The endpoint could not be reached.
     Network,
     /// Anything else.
@@ -37,7 +40,7 @@ pub enum ErrorKind {
 #[derive(Debug, thiserror::Error)]
 pub enum AwsError {
     /// An AWS API call failed.
-    #[error("{action} failed: {detail}")]
+    #[error("{action} failed: {}", short(.code.as_deref(), .message))]
     Api {
         /// What was being done (`ec2:DescribeInstances`, …).
         action: String,
@@ -45,8 +48,24 @@ pub enum AwsError {
         kind: ErrorKind,
         /// AWS error code, when AWS answered.
         code: Option<String>,
-        /// The full error text.
+        /// AWS's message, or the first line of the SDK's text when AWS did not answer.
+        message: String,
+        /// The full error text (logged at debug level, shown with -vv).
         detail: String,
+    },
+    /// Someone else holds the stack's lock.
+    #[error("stack `{stack}` is locked by {holder} since {since} ({command}){}", waited(*.waited_secs))]
+    Locked {
+        /// The stack.
+        stack: String,
+        /// `user@host`.
+        holder: String,
+        /// When it was taken.
+        since: String,
+        /// For what.
+        command: String,
+        /// How long we waited.
+        waited_secs: u64,
     },
     /// The stack asks for something this tool cannot do, or input is invalid.
     #[error("{message}")]
@@ -111,10 +130,12 @@ impl AwsError {
                 ErrorKind::Throttled => "AWS throttled the requests: wait a minute and re-run".into(),
                 ErrorKind::NotFound => "something the stack names does not exist in this account and region: check the ids in the stack file (subnets, security groups, certificate ARN) and the region".into(),
                 ErrorKind::Conflict => "the resource is in use or in a transitional state: wait a little and re-run `fullslack plan` to see the current state".into(),
+                ErrorKind::AlreadyExists => "a resource of that name already exists (made by hand or by another stack), and waiting will not change that: give this stack its own names in the stack file, or remove the other resource; `fullslack plan` shows what the stack owns".into(),
                 ErrorKind::Network => "the AWS endpoint could not be reached: check the network, proxies, AWS_ENDPOINT_URL and the region".into(),
                 ErrorKind::Other => "re-run with -vv for details; `fullslack plan` shows the current state".into(),
             },
             AwsError::Invalid { hint, .. } => hint.clone(),
+            AwsError::Locked { .. } => "another apply, destroy or deploy of this stack is running: wait for it (--lock-wait 10m waits here), or if that run died, pass --break-lock (ask its holder first)".into(),
             AwsError::StalePlan { .. } => "make a new plan (`fullslack plan --stack FILE --out PLAN`), review it and apply that one".into(),
             AwsError::Timeout { .. } => "look at the resource in the AWS console (ECS service events, task stopped reasons, target health); raise --wait-timeout if it is only slow".into(),
         }
@@ -129,12 +150,51 @@ impl AwsError {
         let code = err.code().map(str::to_string);
         let detail = DisplayErrorContext(&err).to_string();
         let kind = classify(code.as_deref(), &detail, &err);
+        let message = match err.message() {
+            Some(m) if !m.is_empty() => m.to_string(),
+            _ => first_cause(&detail),
+        };
+        tracing::debug!("{action} failed: {detail}");
         AwsError::Api {
             action: action.to_string(),
             kind,
             code,
+            message,
             detail,
         }
+    }
+}
+
+fn waited(secs: u64) -> String {
+    if secs > 0 {
+        format!("; waited {secs} s")
+    } else {
+        String::new()
+    }
+}
+
+/// `CODE: message`, one line, at most 300 characters.
+fn short(code: Option<&str>, message: &str) -> String {
+    let mut m: String = message.lines().next().unwrap_or_default().to_string();
+    if m.chars().count() > 300 {
+        m = m.chars().take(300).collect::<String>() + "…";
+    }
+    match code {
+        Some(c) if !m.is_empty() => format!("{c}: {m}"),
+        Some(c) => c.to_string(),
+        None => m,
+    }
+}
+
+/// Without an answer from AWS, the most specific cause in the SDK's text (`a: b: c` → `c`)
+/// stripped of its debug dump.
+fn first_cause(detail: &str) -> String {
+    let cut = detail.find(" (").map(|i| &detail[..i]).unwrap_or(detail);
+    let cause = cut.rsplit(": ").next().unwrap_or(cut).trim();
+    if cause.is_empty() {
+        "no answer".into()
+    } else {
+        cause.to_string()
     }
 }
 
@@ -219,7 +279,7 @@ pub fn classify_code(code: &str) -> ErrorKind {
         {
             ErrorKind::NotFound
         }
-        c if c.contains("AlreadyExists") || c.contains("Duplicate") => ErrorKind::Conflict,
+        c if c.contains("AlreadyExists") || c.contains("Duplicate") => ErrorKind::AlreadyExists,
         _ => ErrorKind::Other,
     }
 }
@@ -257,14 +317,21 @@ mod tests {
         assert_eq!(classify_code("OptInRequired"), ErrorKind::Region);
         assert_eq!(
             classify_code("InvalidKeyPair.Duplicate"),
-            ErrorKind::Conflict
+            ErrorKind::AlreadyExists
         );
         let e = AwsError::Api {
             action: "ec2:RunInstances".into(),
             kind: ErrorKind::Limit,
             code: Some("VcpuLimitExceeded".into()),
-            detail: "x".into(),
+            message:
+                "You have requested more vCPU capacity than your current vCPU limit of 32 allows"
+                    .into(),
+            detail: "x".repeat(2000),
         };
         assert!(e.hint().contains("quota"));
+        assert_eq!(
+            e.to_string(),
+            "ec2:RunInstances failed: VcpuLimitExceeded: You have requested more vCPU capacity than your current vCPU limit of 32 allows"
+        );
     }
 }

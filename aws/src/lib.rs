@@ -7,14 +7,17 @@
 //! - [`error`]: [`AwsError`]; SDK errors classified (no credentials, bad credentials, access
 //!   denied, region, limits, …), each with a hint that says what to do.
 //! - [`spec`]: [`spec::StackSpec`], the desired state as the CLI hands it over.
-//! - [`plan`]: resources as data, the diff into a [`plan::Plan`] (saved as JSON), the stale-plan
-//!   check and the readable rendering.
+//! - [`plan`]: resources as data, the diff into a [`plan::Plan`] (saved as JSON), which
+//!   attribute changes apply makes in place and which force a replacement (and why), the
+//!   stale-plan check and the readable rendering.
 //! - [`cost`]: the monthly cost estimate from a small price table.
 //! - [`ec2`]: security group, key pair, instances (user data: Docker + Nginx), Elastic IPs.
 //! - [`ecs`]: cluster, task definition, Fargate service, ALB, target group, listeners, and the
 //!   wait for a stable service.
 //! - [`ecr`]: the stack's repository and fresh registry credentials ([`ecr::RegistryAuth`]).
 //! - [`ssm`]: SecureString secrets under `/<stack>/<NAME>`.
+//! - [`lock`]: the per-stack lock (`/fullslack/<stack>/lock` in SSM, create-only) that
+//!   `apply`, `destroy` and deploys take: acquire (with a wait), release, break.
 //! - [`secret`]: [`SecretString`], redacting Display/Debug.
 //! - [`sdk`]: the SDK crates re-exported, for callers that need their types (tests).
 //!
@@ -27,6 +30,7 @@ pub mod ec2;
 pub mod ecr;
 pub mod ecs;
 pub mod error;
+pub mod lock;
 pub mod plan;
 pub mod secret;
 pub mod spec;
@@ -102,22 +106,25 @@ pub async fn read_actual(
     Ok(out)
 }
 
-async fn desired(aws: &Aws, spec: &StackSpec) -> Result<Vec<Resource>, AwsError> {
+/// The resources the stack wants, and notes for the plan's reader.
+async fn desired(aws: &Aws, spec: &StackSpec) -> Result<(Vec<Resource>, Vec<String>), AwsError> {
     let mut out = Vec::new();
+    let mut notes = Vec::new();
     if let Some(repo) = &spec.ecr_repository {
+        ecr::check_repository_free(aws, &spec.name, repo).await?;
         out.push(ecr::desired_repository(repo));
     }
     match &spec.target {
         TargetSpec::Ec2(e) => out.extend(ec2::desired(aws, spec, e).await?),
-        TargetSpec::Ecs(e) => out.extend(ecs::desired(aws, spec, e).await?),
+        TargetSpec::Ecs(e) => out.extend(ecs::desired(aws, spec, e, &mut notes).await?),
     }
-    Ok(out)
+    Ok((out, notes))
 }
 
 /// Plans the changes that make AWS match the stack.
 pub async fn plan(aws: &Aws, spec: &StackSpec) -> Result<Plan, AwsError> {
     let lookup = lookup_of(spec);
-    let want = desired(aws, spec).await?;
+    let (want, notes) = desired(aws, spec).await?;
     let have = read_actual(aws, &spec.name, spec.target.as_str(), &lookup).await?;
     let (mut changes, mut unchanged) = plan::diff(&want, &have);
     if matches!(spec.target, TargetSpec::Ec2(_)) {
@@ -125,6 +132,12 @@ pub async fn plan(aws: &Aws, spec: &StackSpec) -> Result<Plan, AwsError> {
     }
     if let TargetSpec::Ecs(_) = spec.target {
         ecs::link_changes(&mut changes, &mut unchanged, &have, &want);
+    }
+    let mut notes = notes;
+    if let TargetSpec::Ec2(e) = &spec.target {
+        if e.ssh_cidr.is_none() {
+            notes.push("port 22 stays closed: ec2.ssh_cidr is not set. Deploys over SSH need it: set it to the addresses that deploy (e.g. your office's /32 or CI's range)".into());
+        }
     }
     Ok(Plan {
         format: plan::PLAN_FORMAT,
@@ -137,6 +150,7 @@ pub async fn plan(aws: &Aws, spec: &StackSpec) -> Result<Plan, AwsError> {
         cost: cost::CostEstimate::of(&want),
         wait_timeout_secs: spec.wait_timeout_secs,
         lookup,
+        notes,
     })
 }
 
@@ -144,6 +158,14 @@ pub async fn plan(aws: &Aws, spec: &StackSpec) -> Result<Plan, AwsError> {
 pub async fn plan_destroy(aws: &Aws, spec: &StackSpec) -> Result<Plan, AwsError> {
     let lookup = lookup_of(spec);
     let have = read_actual(aws, &spec.name, spec.target.as_str(), &lookup).await?;
+    if let Some(cluster) = &lookup.cluster {
+        if have
+            .iter()
+            .any(|r| r.kind == Kind::EcsCluster && &r.name == cluster)
+        {
+            ecs::check_cluster_only_ours(aws, &spec.name, cluster).await?;
+        }
+    }
     let (changes, unchanged) = plan::diff(&[], &have);
     Ok(Plan {
         format: plan::PLAN_FORMAT,
@@ -156,6 +178,7 @@ pub async fn plan_destroy(aws: &Aws, spec: &StackSpec) -> Result<Plan, AwsError>
         cost: cost::CostEstimate::default(),
         wait_timeout_secs: spec.wait_timeout_secs,
         lookup,
+        notes: Vec::new(),
     })
 }
 
@@ -188,15 +211,16 @@ pub async fn apply(aws: &Aws, plan: &Plan, say: &(dyn Fn(String) + Sync)) -> Res
         .filter_map(|r| r.id.clone().map(|id| ((r.kind, r.name.clone()), id)))
         .collect();
     let timeout = Duration::from_secs(plan.wait_timeout_secs);
+    let mut retire = ec2::Retire::new();
     for ch in &plan.changes {
         let kind = ch.resource().kind;
         match kind {
             Kind::EcrRepository => ecr::apply(aws, &plan.stack, ch, say).await?,
             Kind::SecurityGroup | Kind::KeyPair | Kind::Instance | Kind::ElasticIp => {
-                ec2::apply(aws, &plan.stack, &mut ids, ch, timeout, say).await?
+                ec2::apply(aws, &plan.stack, &mut ids, &mut retire, ch, timeout, say).await?
             }
             _ => ecs::apply(aws, &plan.stack, &mut ids, ch, timeout, say).await?,
         }
     }
-    Ok(())
+    ec2::retire_all(aws, &retire, timeout, say).await
 }

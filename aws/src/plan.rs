@@ -62,24 +62,75 @@ impl Kind {
         }
     }
 
-    /// Attributes whose change cannot be made in place.
-    fn replace_on(self) -> &'static [&'static str] {
-        match self {
-            Kind::KeyPair => &["public_key_sha256"],
-            Kind::Instance => &[
-                "instance_type",
-                "ami",
-                "key_name",
-                "user_data_sha256",
-                "subnet",
-            ],
-            Kind::TargetGroup => &["port", "protocol", "vpc", "target_type"],
-            Kind::LoadBalancer => &["scheme", "subnets"],
-            Kind::Listener => &["port", "protocol"],
-            Kind::EcsService => &["cluster", "launch_type", "target_group"],
-            _ => &[],
+    /// How a change of `attr` (from `old` to `new`) can be carried out. Apply implements every
+    /// in-place change listed here and a replacement for every kind, so whatever the diff plans
+    /// is something apply can do (an attribute not listed forces replacement, never an
+    /// "update" apply has no code for).
+    pub fn carry(self, attr: &str, old: Option<&Value>, new: &Value) -> Carry {
+        use Carry::{InPlace, Replace};
+        let text = |v: Option<&Value>| match v {
+            Some(Value::One(s)) => s.clone(),
+            _ => String::new(),
+        };
+        match (self, attr) {
+            (Kind::EcrRepository, "tag_mutability") => InPlace,
+            (Kind::SecurityGroup, "ingress") => InPlace,
+            (Kind::SecurityGroup, "vpc") => {
+                Replace("a security group cannot move to another VPC".into())
+            }
+            (Kind::KeyPair, "public_key_sha256") => {
+                Replace("EC2 cannot change the key material of a key pair".into())
+            }
+            (Kind::Instance, "security_group" | "metadata_tokens") => InPlace,
+            (Kind::Instance, "instance_type") => {
+                let (o, n) = (text(old), text(Some(new)));
+                if crate::ec2::is_arm(&o) == crate::ec2::is_arm(&n) {
+                    InPlace
+                } else {
+                    Replace(format!(
+                        "{o} and {n} have different CPU architectures, which need different images"
+                    ))
+                }
+            }
+            (Kind::Instance, "volume_gb") => {
+                let o: u64 = text(old).parse().unwrap_or(0);
+                let n: u64 = text(Some(new)).parse().unwrap_or(0);
+                if n >= o {
+                    InPlace
+                } else {
+                    Replace("an EBS volume cannot shrink".into())
+                }
+            }
+            (Kind::Instance, "image") => Replace("the image is chosen only at launch".into()),
+            (Kind::Instance, "key_name") => Replace("the key pair is set only at launch".into()),
+            (Kind::Instance, "user_data_sha256") => {
+                Replace("user data runs only on an instance's first boot".into())
+            }
+            (Kind::Instance, "subnet") => {
+                Replace("an instance cannot move to another subnet".into())
+            }
+            (Kind::ElasticIp, "instance") => InPlace,
+            (Kind::TaskDefinition, _) => InPlace,
+            (Kind::TargetGroup, "health_path" | "matcher") => InPlace,
+            (Kind::LoadBalancer, "security_groups") => InPlace,
+            (Kind::Listener, "action" | "certificate") => InPlace,
+            (
+                Kind::EcsService,
+                "desired_count" | "task_definition" | "subnets" | "security_groups"
+                | "circuit_breaker",
+            ) => InPlace,
+            (_, a) => Replace(format!("`{a}` cannot be changed in place")),
         }
     }
+}
+
+/// How one changed attribute is carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Carry {
+    /// Changed on the existing resource.
+    InPlace,
+    /// Needs a new resource; the reason says why (shown as "forces replacement").
+    Replace(String),
 }
 
 /// An attribute value: one string or a set of strings (rules, subnets), compared as a set.
@@ -219,6 +270,9 @@ pub struct Change {
     /// Attributes that differ (update/replace).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
+    /// Changed attributes that force the replacement, and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub forces: BTreeMap<String, String>,
 }
 
 impl Change {
@@ -270,6 +324,10 @@ pub struct Plan {
     /// Names needed to read the stack back.
     #[serde(default)]
     pub lookup: crate::Lookup,
+    /// Things the reader should know that are not changes (no SSH ingress, a shared cluster
+    /// used but not managed, a certificate checked by shape only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -310,6 +368,12 @@ impl Plan {
         for ch in &self.changes {
             render_change(&mut out, ch);
         }
+        if !self.notes.is_empty() {
+            out.push('\n');
+            for n in &self.notes {
+                let _ = writeln!(out, "Note: {n}");
+            }
+        }
         out.push('\n');
         out.push_str(&self.cost.render());
         out
@@ -335,6 +399,10 @@ fn render_change(out: &mut String, ch: &Change) {
         Action::Delete => "delete",
     };
     let _ = writeln!(out, "{sym} {label}: {why}");
+    let forced = |k: &str| match ch.forces.get(k) {
+        Some(why) => format!("   (forces replacement: {why})"),
+        None => String::new(),
+    };
     match ch.action {
         Action::Create => {
             for (k, v) in &res.attrs {
@@ -355,6 +423,9 @@ fn render_change(out: &mut String, ch: &Change) {
                         for added in n.iter().filter(|x| !o.contains(x)) {
                             let _ = writeln!(out, "        {k}: + {added}");
                         }
+                        if ch.forces.contains_key(k) {
+                            let _ = writeln!(out, "        {k}:{}", forced(k));
+                        }
                     }
                     (Some(o), Some(n)) if o == n => {
                         // Same value, new target (e.g. an Elastic IP following a new instance).
@@ -367,15 +438,31 @@ fn render_change(out: &mut String, ch: &Change) {
                     _ => {
                         let _ = writeln!(
                             out,
-                            "        {k}: {} → {}",
+                            "        {k}: {} → {}{}",
                             old.map(Value::render).unwrap_or_else(|| "(none)".into()),
-                            new.map(Value::render).unwrap_or_else(|| "(none)".into())
+                            new.map(Value::render).unwrap_or_else(|| "(none)".into()),
+                            forced(k)
                         );
                     }
                 }
             }
         }
         Action::Delete => {}
+    }
+    match (res.kind, ch.action) {
+        (Kind::Instance, Action::Replace) => {
+            let _ = writeln!(
+                out,
+                "        DATA LOSS: the old instance and its root volume are deleted: data on it (the embedded store, uploaded files) is lost. The new instance starts first; the Elastic IP moves to it before the old one is terminated."
+            );
+        }
+        (Kind::Instance, Action::Update) if ch.changed.iter().any(|k| k == "instance_type") => {
+            let _ = writeln!(
+                out,
+                "        resized in place: the instance is stopped, changed and started again (minutes of downtime); its volume, data and Elastic IP stay"
+            );
+        }
+        _ => {}
     }
 }
 
@@ -397,6 +484,7 @@ pub fn diff(desired: &[Resource], actual: &[Resource]) -> (Vec<Change>, Vec<Unch
                 before: None,
                 after: Some(d.clone()),
                 changed: Vec::new(),
+                forces: BTreeMap::new(),
             }),
             Some((i, a)) => {
                 matched[i] = true;
@@ -415,9 +503,14 @@ pub fn diff(desired: &[Resource], actual: &[Resource]) -> (Vec<Change>, Vec<Unch
                         attrs: a.attrs.clone(),
                     });
                 } else {
-                    let replace = changed
+                    let forces: BTreeMap<String, String> = changed
                         .iter()
-                        .any(|k| d.kind.replace_on().contains(&k.as_str()));
+                        .filter_map(|k| match d.kind.carry(k, a.attrs.get(k), &d.attrs[k]) {
+                            Carry::Replace(why) => Some((k.clone(), why)),
+                            Carry::InPlace => None,
+                        })
+                        .collect();
+                    let replace = !forces.is_empty();
                     let mut after = d.clone();
                     after.id = a.id.clone();
                     changes.push(Change {
@@ -429,6 +522,7 @@ pub fn diff(desired: &[Resource], actual: &[Resource]) -> (Vec<Change>, Vec<Unch
                         before: Some(a.clone()),
                         after: Some(after),
                         changed,
+                        forces,
                     });
                 }
             }
@@ -443,6 +537,7 @@ pub fn diff(desired: &[Resource], actual: &[Resource]) -> (Vec<Change>, Vec<Unch
             before: Some(a.clone()),
             after: None,
             changed: Vec::new(),
+            forces: BTreeMap::new(),
         })
         .collect();
     changes.append(&mut deletes);
@@ -453,9 +548,17 @@ pub fn diff(desired: &[Resource], actual: &[Resource]) -> (Vec<Change>, Vec<Unch
 /// Run order: creates, updates and replaces by kind (dependencies first), then deletes in
 /// reverse kind order (dependents first). Stable within a kind.
 pub fn order(changes: &mut [Change]) {
+    // A security group that another group's rule names cannot be deleted before that
+    // group: groups whose rules name one of the stack's groups go first.
+    let names_a_group = |c: &Change| {
+        c.resource()
+            .list("ingress")
+            .iter()
+            .any(|r| r.contains(" from group:"))
+    };
     changes.sort_by_key(|c| match c.action {
-        Action::Delete => (1u8, u8::MAX - c.resource().kind as u8),
-        _ => (0u8, c.resource().kind as u8),
+        Action::Delete => (1u8, u8::MAX - c.resource().kind as u8, !names_a_group(c)),
+        _ => (0u8, c.resource().kind as u8, false),
     });
 }
 
@@ -568,6 +671,7 @@ mod tests {
             cost: CostEstimate::default(),
             wait_timeout_secs: 1,
             lookup: crate::Lookup::default(),
+            notes: Vec::new(),
         };
         assert!(check_current(&plan, &[]).is_ok());
         assert!(check_current(&plan, &desired).is_err());

@@ -1,6 +1,6 @@
 //! What a stack asks for, as this crate's input. The CLI builds it from its stack file model
 //! (this crate does not depend on the CLI), after validation and after resolving things only
-//! the CLI knows (the operator's address, the public key file).
+//! the CLI knows (the public key file).
 
 use std::collections::BTreeMap;
 
@@ -55,14 +55,16 @@ pub struct Ec2Spec {
     pub volume_gb: u32,
     /// Subnet (None: the default VPC's default subnet).
     pub subnet_id: Option<String>,
-    /// CIDR allowed to reach port 22 (the operator's /32).
-    pub ssh_cidr: String,
+    /// CIDR allowed to reach port 22; None: no SSH ingress at all (the plan says so). Never
+    /// detected from who runs the plan: the plan is a function of the stack file and AWS.
+    pub ssh_cidr: Option<String>,
 }
 
 /// ECS Fargate service behind an ALB.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EcsSpec {
-    /// Cluster name.
+    /// Cluster name (`fullslack-<stack>` unless the stack names one). A cluster that exists
+    /// and is not the stack's is used, never changed or deleted.
     pub cluster: String,
     /// Task CPU units.
     pub cpu: u32,
@@ -70,7 +72,7 @@ pub struct EcsSpec {
     pub memory: u32,
     /// Subnets of the tasks and the ALB (at least two zones for an ALB).
     pub subnets: Vec<String>,
-    /// Security groups of the tasks and the ALB.
+    /// More security groups of the tasks (the ALB and the tasks also get groups of their own).
     pub security_groups: Vec<String>,
     /// ACM certificate of the HTTPS listener (None: HTTP only).
     pub certificate_arn: Option<String>,

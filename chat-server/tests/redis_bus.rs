@@ -274,6 +274,55 @@ async fn rate_limits_are_shared_and_fall_back_to_local() {
     p.b.stop().await;
 }
 
+/// A sign-in (`login`) with a wrong password through `node`, as a trusted proxy forwarding
+/// for `client`; the status and how long the answer took.
+async fn wrong_login(node: &TestServer, client: &str) -> (u16, Duration) {
+    let started = std::time::Instant::now();
+    let status = reqwest::Client::new()
+        .post(format!("{}/api/auth/login", node.base))
+        .header("x-forwarded-for", client)
+        .json(&json!({"username": "alice", "password": "wrong password"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    (status, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sign_in_throttling_is_shared_between_nodes() {
+    let p = pair(|s| {
+        s.trusted_proxies = fullslack_chat::proxy::TrustedProxies::parse("127.0.0.1").unwrap();
+        // One token a minute: nothing here races a refill.
+        s.rate_limit.auth_per_min = 1;
+        s.rate_limit.auth_burst = 2;
+        s.rate_limit.auth_name_burst = 1;
+        s.rate_limit.auth_name_max_delay_ms = 5000;
+    })
+    .await;
+    // Per (address, name): two attempts on A, the third on B finds the shared bucket empty.
+    assert_eq!(wrong_login(&p.a, "10.0.0.1").await.0, 401);
+    let second = std::time::Instant::now();
+    assert_eq!(wrong_login(&p.a, "10.0.0.1").await.0, 401);
+    assert_eq!(wrong_login(&p.b, "10.0.0.1").await.0, 429);
+    // Per name: A's two failures (one beyond the allowance of 1, which refills in a minute)
+    // hold alice's sign-ins back on B too, from a new address: slowed, not refused. The hold
+    // is the 5 s cap minus the time since the second failure, which was recorded after
+    // `second` and before the answer below: so 2 × took + (fourth − second) ≥ 5 s, however
+    // slow the machine.
+    let fourth = std::time::Instant::now();
+    let (status, took) = wrong_login(&p.b, "10.0.0.2").await;
+    assert_eq!(status, 401);
+    assert!(
+        took * 2 + (fourth - second) >= Duration::from_secs(5),
+        "held back {took:?}, {:?} after the second failure",
+        fourth - second
+    );
+    p.a.stop().await;
+    p.b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_outage_degrades_serves_locally_and_heals() {
     let mut p = pair(|_| {}).await;

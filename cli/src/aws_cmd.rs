@@ -1,7 +1,8 @@
 //! `plan`, `apply`, `destroy` and `secrets set|list|rm`: the CLI side of the AWS boundary.
-//! Turns a stack file into a [`fullslack_aws::StackSpec`] (detecting the operator's address
-//! for SSH, reading the public key), prints plans, asks before changing anything, and reads
-//! secret values from standard input or a silent prompt (never from the command line).
+//! Turns a stack file into a [`fullslack_aws::StackSpec`] (reading the public key; the plan
+//! depends on the stack file and AWS only), prints plans, takes the stack's lock around
+//! `apply` and `destroy`, asks before changing anything, and reads secret values from
+//! standard input or a silent prompt (never from the command line).
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::IpAddr;
@@ -16,19 +17,55 @@ use crate::output::Reporter;
 use crate::secret::SecretRef;
 use crate::stack::{self, Stack, Target};
 
-/// Where the operator's public address is asked when `ec2.ssh_cidr` is not set.
-pub const CHECKIP_URL: &str = "https://checkip.amazonaws.com";
-
 /// Options shared by `plan`, `apply` and `destroy`.
 #[derive(Debug, Args, Clone)]
 pub struct AwsOpts {
     /// Open SSH (22) to the whole internet when `ec2.ssh_cidr` says `0.0.0.0/0`.
     #[arg(long)]
     pub allow_ssh_from_anywhere: bool,
-    /// Seconds to wait for instances to run and ECS services to become stable.
-    #[arg(long, default_value_t = 600, value_name = "SECS")]
-    pub wait_timeout: u64,
+    /// Seconds to wait for instances to run and ECS services to become stable [default: 600,
+    /// or what the saved plan says].
+    #[arg(long, value_name = "SECS")]
+    pub wait_timeout: Option<u64>,
 }
+
+/// The stack lock's options of `apply` and `destroy`.
+#[derive(Debug, Args, Clone)]
+pub struct LockOpts {
+    /// While another apply/destroy/deploy holds the stack's lock, wait this long for it
+    /// (`90`, `30s`, `10m`, `1h`) instead of failing at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0")]
+    pub lock_wait: Duration,
+    /// Remove the stack's lock first, whoever holds it (for a run that died; says who held it).
+    #[arg(long)]
+    pub break_lock: bool,
+}
+
+/// `90` (seconds), `30s`, `10m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: write e.g. 90, 30s, 10m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => {
+            return Err(format!(
+                "`{s}` is not a duration: write e.g. 90, 30s, 10m or 1h"
+            ))
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Default wait for instances and services.
+const DEFAULT_WAIT_SECS: u64 = 600;
 
 /// `plan` arguments.
 #[derive(Debug, Args)]
@@ -62,6 +99,8 @@ pub struct ApplyArgs {
     pub yes: bool,
     #[command(flatten)]
     pub opts: AwsOpts,
+    #[command(flatten)]
+    pub lock: LockOpts,
 }
 
 /// `destroy` arguments.
@@ -80,6 +119,8 @@ pub struct DestroyArgs {
     pub yes: bool,
     #[command(flatten)]
     pub opts: AwsOpts,
+    #[command(flatten)]
+    pub lock: LockOpts,
 }
 
 /// `secrets` subcommands.
@@ -167,51 +208,27 @@ fn check_cidr(cidr: &str) -> Result<bool, AwsError> {
     Ok(len == 0)
 }
 
-/// The operator's public IPv4 address as a /32, from a what-is-my-IP service.
-async fn detect_operator_cidr() -> Result<String, AwsError> {
-    let url = std::env::var("FULLSLACK_CHECKIP_URL").unwrap_or_else(|_| CHECKIP_URL.into());
-    let fail = |why: String| {
-        AwsError::invalid(
-            format!("cannot detect your public address for SSH access ({url}): {why}"),
-            "set ec2.ssh_cidr in the stack file to your address, e.g. 203.0.113.7/32",
-        )
-    };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
-    let body = client
-        .get(&url)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| fail(e.to_string()))?
-        .text()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let ip: IpAddr = body
-        .trim()
-        .parse()
-        .map_err(|_| fail(format!("answer `{}` is not an address", body.trim())))?;
-    Ok(match ip {
-        IpAddr::V4(v4) => format!("{v4}/32"),
-        IpAddr::V6(v6) => format!("{v6}/128"),
-    })
-}
-
 /// Builds the AWS crate's input from a validated stack.
 pub async fn spec_of(s: &Stack, opts: &AwsOpts, for_destroy: bool) -> Result<StackSpec, CliError> {
     let region = region_of(s)?;
     let ecr_repository = (s.image.registry.as_deref() == Some("ecr")).then(|| s.image.name.clone());
     let target = match (s.target, &s.ec2, &s.ecs) {
         (Target::Ec2, Some(e), _) => {
-            // A destroy needs neither the address nor the key: it removes by tag.
-            let ssh_cidr = match (&e.ssh_cidr, for_destroy) {
-                (_, true) => String::new(),
-                (Some(c), false) => c.clone(),
-                (None, false) => detect_operator_cidr().await?,
+            // A destroy needs neither the address nor the key: it removes by tag. Without
+            // ec2.ssh_cidr port 22 stays closed (the plan says so): the plan must not depend
+            // on who runs it.
+            let ssh_cidr = if for_destroy {
+                None
+            } else {
+                e.ssh_cidr.clone()
             };
-            if !for_destroy && check_cidr(&ssh_cidr)? && !opts.allow_ssh_from_anywhere {
+            let open_to_all = match &ssh_cidr {
+                Some(c) => check_cidr(c)?,
+                None => false,
+            };
+            if let (true, false, Some(ssh_cidr)) =
+                (open_to_all, opts.allow_ssh_from_anywhere, &ssh_cidr)
+            {
                 return Err(AwsError::invalid(
                     format!("ec2.ssh_cidr `{ssh_cidr}` opens SSH to the whole internet"),
                     "use your own address (e.g. 203.0.113.7/32), or pass --allow-ssh-from-anywhere if you really mean it",
@@ -238,11 +255,17 @@ pub async fn spec_of(s: &Stack, opts: &AwsOpts, for_destroy: bool) -> Result<Sta
                 }
                 _ => None,
             };
+            // An imported key gets a name of the stack's own unless the stack names one.
+            let key_name = e.key_name.clone().or_else(|| {
+                e.public_key_file
+                    .as_ref()
+                    .map(|_| format!("fullslack-{}", s.name))
+            });
             TargetSpec::Ec2(Ec2Spec {
                 instance_type: e.instance_type.clone(),
                 count: e.count,
                 ami: e.ami.clone(),
-                key_name: e.key_name.clone(),
+                key_name,
                 public_key,
                 volume_gb: e.volume_gb,
                 subnet_id: e.subnet_id.clone(),
@@ -276,7 +299,10 @@ pub async fn spec_of(s: &Stack, opts: &AwsOpts, for_destroy: bool) -> Result<Sta
                 _ => s.image.name.clone(),
             };
             TargetSpec::Ecs(EcsSpec {
-                cluster: e.cluster.clone(),
+                cluster: e
+                    .cluster
+                    .clone()
+                    .unwrap_or_else(|| format!("fullslack-{}", s.name)),
                 cpu: e.cpu,
                 memory: e.memory,
                 subnets: e.subnets.clone(),
@@ -308,7 +334,7 @@ pub async fn spec_of(s: &Stack, opts: &AwsOpts, for_destroy: bool) -> Result<Sta
         name: s.name.clone(),
         region,
         ecr_repository,
-        wait_timeout_secs: opts.wait_timeout,
+        wait_timeout_secs: opts.wait_timeout.unwrap_or(DEFAULT_WAIT_SECS),
         target,
     })
 }
@@ -440,27 +466,101 @@ async fn run_plan(aws: &Aws, plan: &Plan, r: &Reporter) -> Result<(), CliError> 
     Ok(())
 }
 
+/// Takes the stack's lock (breaking a stale one first when asked).
+async fn take_lock(
+    aws: &Aws,
+    stack: &str,
+    command: &str,
+    l: &LockOpts,
+    r: &Reporter,
+) -> Result<fullslack_aws::lock::Lock, CliError> {
+    let json = r.json;
+    let say = move |line: String| {
+        if json {
+            tracing::warn!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    if l.break_lock {
+        match fullslack_aws::lock::break_lock(aws, stack).await? {
+            Some(h) => say(format!(
+                "broke the lock of stack `{stack}` held by {} since {} ({})",
+                h.holder, h.since, h.command
+            )),
+            None => say(format!("stack `{stack}` was not locked")),
+        }
+    }
+    Ok(fullslack_aws::lock::acquire(aws, stack, command, l.lock_wait, &say).await?)
+}
+
+/// Runs `work` under the stack's lock and releases it whatever `work` returned.
+async fn locked<F, Fut>(
+    aws: &Aws,
+    stack: &str,
+    command: &str,
+    l: &LockOpts,
+    r: &Reporter,
+    work: F,
+) -> Result<(), CliError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let lock = take_lock(aws, stack, command, l, r).await?;
+    let out = work().await;
+    let released = fullslack_aws::lock::release(aws, &lock).await;
+    match (out, released) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(e.into()),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+fn cancelled(what: &str) -> CliError {
+    AwsError::invalid(
+        format!("{what} cancelled"),
+        "nothing was changed; only `yes` confirms",
+    )
+    .into()
+}
+
 /// `fullslack apply PLAN` or `fullslack apply --stack FILE [--yes]`.
 pub async fn apply(a: &ApplyArgs, r: &Reporter) -> Result<(), CliError> {
-    let (plan, aws, ask) = match (&a.plan, &a.stack) {
+    match (&a.plan, &a.stack) {
         (Some(p), _) => {
-            let plan = read_plan(p)?;
+            let mut plan = read_plan(p)?;
+            // An explicit --wait-timeout wins over the one saved in the plan.
+            if let Some(secs) = a.opts.wait_timeout {
+                plan.wait_timeout_secs = secs;
+            }
             let aws = Aws::connect(&plan.region).await?;
-            (plan, aws, false)
+            let stack = plan.stack.clone();
+            // apply re-reads AWS under the lock: a plan another run made stale is refused.
+            locked(&aws, &stack, "apply", &a.lock, r, || async {
+                show_and_run(&aws, &plan, r, false).await
+            })
+            .await
         }
         (None, Some(stack)) => {
             let s = stack::load(stack)?;
             let spec = spec_of(&s, &a.opts, false).await?;
             let aws = Aws::connect(&spec.region).await?;
-            (fullslack_aws::plan(&aws, &spec).await?, aws, !a.yes)
-        }
-        (None, None) => {
-            return Err(CliError::Usage {
-                message: "apply needs a saved plan or a stack file".into(),
-                hint: "`fullslack apply PLAN` (from `fullslack plan --out PLAN`) or `fullslack apply --stack FILE`".into(),
+            // Plan under the lock: a second apply waits, then plans what the first left.
+            locked(&aws, &spec.name, "apply", &a.lock, r, || async {
+                let plan = fullslack_aws::plan(&aws, &spec).await?;
+                show_and_run(&aws, &plan, r, !a.yes).await
             })
+            .await
         }
-    };
+        (None, None) => Err(CliError::Usage {
+            message: "apply needs a saved plan or a stack file".into(),
+            hint: "`fullslack apply PLAN` (from `fullslack plan --out PLAN`) or `fullslack apply --stack FILE`".into(),
+        }),
+    }
+}
+
+async fn show_and_run(aws: &Aws, plan: &Plan, r: &Reporter, ask: bool) -> Result<(), CliError> {
     if !r.json {
         print!("{}", plan.render());
         println!();
@@ -474,10 +574,9 @@ pub async fn apply(a: &ApplyArgs, r: &Reporter) -> Result<(), CliError> {
         return Ok(());
     }
     if ask && !confirm("Apply these changes?")? {
-        println!("Not applied.");
-        return Ok(());
+        return Err(cancelled("apply"));
     }
-    run_plan(&aws, &plan, r).await
+    run_plan(aws, plan, r).await
 }
 
 /// `fullslack destroy --stack FILE [--yes]`: shows what goes, asks, removes it.
@@ -485,32 +584,34 @@ pub async fn destroy(a: &DestroyArgs, r: &Reporter) -> Result<(), CliError> {
     let s = stack::load(&a.stack)?;
     let spec = spec_of(&s, &a.opts, true).await?;
     let aws = Aws::connect(&spec.region).await?;
-    let plan = fullslack_aws::plan_destroy(&aws, &spec).await?;
-    if !r.json {
-        print!("{}", plan.render());
-        println!();
-    }
-    if plan.is_empty() {
-        if r.json {
-            r.print_json(&serde_json::json!({"applied": 0, "outputs": []}));
-        } else {
-            println!(
-                "Nothing to destroy: no resource is tagged fullslack:stack={}.",
-                s.name
-            );
+    locked(&aws, &spec.name, "destroy", &a.lock, r, || async {
+        let plan = fullslack_aws::plan_destroy(&aws, &spec).await?;
+        if !r.json {
+            print!("{}", plan.render());
+            println!();
         }
-        return Ok(());
-    }
-    if !a.yes
-        && !confirm(&format!(
-            "Destroy everything of stack `{}` listed above?",
-            s.name
-        ))?
-    {
-        println!("Nothing destroyed.");
-        return Ok(());
-    }
-    run_plan(&aws, &plan, r).await
+        if plan.is_empty() {
+            if r.json {
+                r.print_json(&serde_json::json!({"applied": 0, "outputs": []}));
+            } else {
+                println!(
+                    "Nothing to destroy: no resource is tagged fullslack:stack={}.",
+                    s.name
+                );
+            }
+            return Ok(());
+        }
+        if !a.yes
+            && !confirm(&format!(
+                "Destroy everything of stack `{}` listed above?",
+                s.name
+            ))?
+        {
+            return Err(cancelled("destroy"));
+        }
+        run_plan(&aws, &plan, r).await
+    })
+    .await
 }
 
 /// Reads a secret value: all of standard input when it is piped, else a prompt without echo.

@@ -369,7 +369,7 @@ pub async fn run(stack: &Stack, o: &DoctorOptions) -> Report {
         checks.push(docker_check(o).await);
     }
     if !skip("aws") && matches!(stack.target, Target::Ec2 | Target::Ecs) {
-        checks.push(aws_check(o));
+        checks.push(aws_check(o).await);
     }
     // Say what was skipped on request, so a report never reads "all checks passed" for
     // checks that did not run.
@@ -632,45 +632,21 @@ async fn docker_check(o: &DoctorOptions) -> Check {
     }
 }
 
-fn aws_check(o: &DoctorOptions) -> Check {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    if env("AWS_ACCESS_KEY_ID").is_some() && env("AWS_SECRET_ACCESS_KEY").is_some() {
-        return Check::ok(
+/// Credentials as the commands will find them: the SDK's default chain (environment, profile
+/// files with SSO, web identity, container and instance roles), no AWS API call.
+async fn aws_check(o: &DoctorOptions) -> Check {
+    match fullslack_aws::config::find_credentials(o.home.as_deref()).await {
+        Ok(provider) => Check::ok(
             "aws",
-            "environment",
-            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set",
-        );
-    }
-    let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
-    let creds = env("AWS_SHARED_CREDENTIALS_FILE")
-        .map(PathBuf::from)
-        .or_else(|| o.home.as_ref().map(|h| h.join(".aws/credentials")));
-    let config = env("AWS_CONFIG_FILE")
-        .map(PathBuf::from)
-        .or_else(|| o.home.as_ref().map(|h| h.join(".aws/config")));
-    let has = |path: &Option<PathBuf>, header: &str| {
-        path.as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .is_some_and(|t| t.lines().any(|l| l.trim() == header))
-    };
-    let cfg_header = if profile == "default" {
-        "[default]".to_string()
-    } else {
-        format!("[profile {profile}]")
-    };
-    if has(&creds, &format!("[{profile}]")) || has(&config, &cfg_header) {
-        Check::ok(
+            &provider,
+            "credentials found by the AWS SDK's default chain",
+        ),
+        Err(e) => Check::fail(
             "aws",
-            &profile,
-            "profile found in the AWS credentials/config files",
-        )
-    } else {
-        Check::fail(
-            "aws",
-            &profile,
-            "no AWS credentials in the environment or the profile files",
-            "run `aws configure` (or `aws sso login --profile NAME` and set AWS_PROFILE), or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-        )
+            "credential chain",
+            &e.to_string(),
+            "run `aws configure` (or `aws sso login --profile NAME` and set AWS_PROFILE), export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a web identity, container or instance role is available",
+        ),
     }
 }
 

@@ -390,7 +390,12 @@ fn ec2_plan_apply_noop_drift_stale_plan_destroy() {
         "{}",
         text(&p)
     );
-    assert!(text(&p).contains("-/+ instance ec2-test-1"), "{}", text(&p));
+    // Resized in place (stop, modify, start), not replaced.
+    assert!(
+        text(&p).contains("~ instance ec2-test-1") && text(&p).contains("resized in place"),
+        "{}",
+        text(&p)
+    );
     rt.block_on(
         aws.ec2()
             .authorize_security_group_ingress()
@@ -497,7 +502,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 }
 
 #[test]
-fn ssh_is_never_open_to_the_world_without_the_flag_and_the_address_is_detected() {
+fn ssh_is_never_open_to_the_world_without_the_flag_and_closed_without_ssh_cidr() {
     let moto = Moto::start(None);
     let dir = common::tempdir();
     let stack = ec2_stack(dir.path(), "ssh-test", Some("0.0.0.0/0"));
@@ -520,30 +525,17 @@ fn ssh_is_never_open_to_the_world_without_the_flag_and_the_address_is_detected()
         text(&forced)
     );
 
-    // No ssh_cidr: the operator's address comes from a what-is-my-IP service (a local one here).
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten().take(4) {
-            let mut stream = stream;
-            let mut buf = [0u8; 1024];
-            let _ = std::io::Read::read(&mut stream, &mut buf);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\nConnection: close\r\n\r\n198.51.100.23\n");
-        }
-    });
+    // No ssh_cidr: port 22 stays closed, and the plan says so. The plan is a function of the
+    // stack file and AWS alone (no what-is-my-IP service), so a colleague's plan is the same.
     let dir2 = common::tempdir();
-    let stack2 = ec2_stack(dir2.path(), "ssh-detect", None);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fullslack"));
-    cmd.args(["plan", "--stack", s(&stack2)])
-        .stdin(Stdio::null());
-    moto.env(&mut cmd);
-    cmd.env("FULLSLACK_CHECKIP_URL", format!("http://127.0.0.1:{port}/"));
-    let detected = cmd.output().expect("run fullslack");
-    assert_eq!(detected.status.code(), Some(2), "{}", text(&detected));
+    let stack2 = ec2_stack(dir2.path(), "ssh-none", None);
+    let closed = fullslack(&moto, &["plan", "--stack", s(&stack2)], None);
+    assert_eq!(closed.status.code(), Some(2), "{}", text(&closed));
+    let t = text(&closed);
+    assert!(!t.contains("tcp/22"), "{t}");
     assert!(
-        text(&detected).contains("tcp/22 from 198.51.100.23/32"),
-        "{}",
-        text(&detected)
+        t.contains("Note: port 22 stays closed: ec2.ssh_cidr is not set"),
+        "{t}"
     );
 }
 
@@ -625,6 +617,85 @@ fn aws_errors_say_what_to_do() {
         text(&out)
     );
     assert!(text(&out).contains("public_key_file"), "{}", text(&out));
+
+    // An AWS error is one short sentence with the call, AWS's code and message, and the hint;
+    // the SDK's dump only with -vv.
+    let bad_subnet = std::fs::read_to_string(&stack).unwrap().replace(
+        "count = 1\n",
+        "count = 1\nsubnet_id = \"subnet-0doesnotexist\"\n",
+    );
+    let bad_subnet_path = dir.path().join("badsubnet.toml");
+    std::fs::write(&bad_subnet_path, bad_subnet).unwrap();
+    let out = fullslack(&moto, &["plan", "--stack", s(&bad_subnet_path)], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("error: ec2:DescribeSubnets failed: InvalidSubnetID.NotFound: "),
+        "{err}"
+    );
+    assert!(lines[0].len() < 200, "{err}");
+    assert!(lines[1].starts_with("hint: "), "{err}");
+    let verbose = fullslack(
+        &moto,
+        &["-vv", "plan", "--stack", s(&bad_subnet_path)],
+        None,
+    );
+    let verr = String::from_utf8_lossy(&verbose.stderr).to_string();
+    assert!(
+        verr.len() > err.len() + 200,
+        "-vv shows the SDK's text:\n{verr}"
+    );
+}
+
+#[test]
+fn declining_the_apply_prompt_exits_1_and_changes_nothing() {
+    let moto = Moto::start(None);
+    let dir = common::tempdir();
+    let stack = ec2_stack(dir.path(), "no-test", Some("203.0.113.7/32"));
+    // `script` gives apply a terminal; we answer once the prompt is on the screen.
+    let bin = env!("CARGO_BIN_EXE_fullslack");
+    let inner = format!("{bin} apply --stack {}", stack.display());
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    moto.env(&mut cmd);
+    let mut child = cmd.spawn().expect("run script (util-linux)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !String::from_utf8_lossy(&seen).contains("Only `yes` is accepted") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.extend(chunk),
+            Err(_) => panic!("no prompt:\n{}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    stdin.write_all(b"no\n").expect("answer");
+    let status = child.wait().expect("wait");
+    drop(stdin);
+    let _ = reader.join();
+    seen.extend(rx.try_iter().flatten());
+    let shown = String::from_utf8_lossy(&seen).to_string();
+    assert_eq!(status.code(), Some(1), "{shown}");
+    assert!(shown.contains("error: apply cancelled"), "{shown}");
+    moto.env_here();
+    let rt = rt();
+    let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
+    assert!(instances_of(&rt, &aws, "no-test").is_empty());
 }
 
 /// An ACM certificate in moto, for the HTTPS listener (our crate has no ACM client: the ALB
@@ -762,6 +833,26 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
     let cert = acm_certificate(&moto);
     let stack = ecs_stack(dir.path(), &rt, &aws, "ecs-test", 1, "v1", Some(&cert));
 
+    // A certificate of another region (or not an ACM ARN) is refused at plan time, before
+    // apply could create the redirect listener and fail on the HTTPS one.
+    let wrong = ecs_stack(
+        dir.path(),
+        &rt,
+        &aws,
+        "ecs-test",
+        1,
+        "v0",
+        Some("arn:aws:acm:eu-west-1:123456789012:certificate/abc"),
+    );
+    let refused = fullslack(&moto, &["plan", "--stack", s(&wrong)], None);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused)
+            .contains("ecs.certificate_arn is in region eu-west-1, the stack in us-east-1"),
+        "{}",
+        text(&refused)
+    );
+
     // The secret the task definition references must exist first: the plan says how.
     let missing = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
@@ -810,6 +901,7 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
         "circuit_breaker = enabled, rollback",
         "Fargate task(s) of 1 vCPU / 2 GB",
         "load balancer ecs-test",
+        "its ARN's form and region are checked",
     ] {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");
     }
@@ -1000,17 +1092,18 @@ fn ecs_wait_for_stable_times_out_with_a_clear_failure() {
             Some("x-secret-value"),
         ));
     }
+    // A plan saved with the default wait (600 s); --wait-timeout on `apply PLAN` wins.
+    let plan_path = dir.path().join("slow.json");
+    let p = fullslack(
+        &moto,
+        &["plan", "--stack", s(&stack), "--out", s(&plan_path)],
+        None,
+    );
+    assert_eq!(p.status.code(), Some(2), "{}", text(&p));
     let started = std::time::Instant::now();
     let out = fullslack(
         &moto,
-        &[
-            "apply",
-            "--stack",
-            s(&stack),
-            "--yes",
-            "--wait-timeout",
-            "3",
-        ],
+        &["apply", s(&plan_path), "--wait-timeout", "3"],
         None,
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -1238,4 +1331,781 @@ fn ec2_count_change_adds_and_removes_instances_with_their_addresses() {
     ));
     let clean = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+}
+
+type Change<'a> = Box<dyn Fn(&mut String) + 'a>;
+
+fn change<'a>(f: impl Fn(&mut String) + 'a) -> Change<'a> {
+    Box::new(f)
+}
+
+/// What a plan JSON says changes: (kind, attribute) pairs, and the action per resource.
+fn planned_attrs(plan: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for ch in plan["changes"].as_array().into_iter().flatten() {
+        let action = ch["action"].as_str().unwrap_or_default().to_string();
+        let res = if ch["after"].is_null() {
+            &ch["before"]
+        } else {
+            &ch["after"]
+        };
+        let kind = res["kind"].as_str().unwrap_or_default().to_string();
+        for a in ch["changed"].as_array().into_iter().flatten() {
+            out.push((
+                kind.clone(),
+                a.as_str().unwrap_or_default().to_string(),
+                action.clone(),
+            ));
+        }
+    }
+    out
+}
+
+fn instances_of(
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+    stack: &str,
+) -> Vec<fullslack_aws::Resource> {
+    rt.block_on(fullslack_aws::read_actual(
+        aws,
+        stack,
+        "ec2",
+        &fullslack_aws::Lookup::default(),
+    ))
+    .expect("read actual")
+    .into_iter()
+    .filter(|r| r.kind == Kind::Instance)
+    .collect()
+}
+
+/// Every attribute a plan can show as changed, changed one at a time (in the stack file or
+/// behind the stack's back in AWS): the plan shows it, apply carries it out, and the next plan
+/// is empty. The last check makes the table complete: every attribute the stack's resources
+/// have must have been covered by a case.
+#[test]
+fn every_planned_change_applies_and_the_next_plan_is_empty() {
+    use fullslack_aws::sdk::ec2::types as t;
+    let moto = Moto::start(None);
+    let dir = common::tempdir();
+    let name = "conv";
+    let stack = ec2_stack(dir.path(), name, Some("203.0.113.7/32"));
+    moto.env_here();
+    let rt = rt();
+    let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
+    let ec2 = aws.ec2();
+
+    let plan_path = dir.path().join("first.json");
+    let first = fullslack(
+        &moto,
+        &["plan", "--stack", s(&stack), "--out", s(&plan_path)],
+        None,
+    );
+    assert_eq!(first.status.code(), Some(2), "{}", text(&first));
+    let first: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan_path).unwrap()).unwrap();
+    // Every (kind, attribute) the stack's resources are compared on.
+    let mut all: Vec<(String, String)> = Vec::new();
+    for ch in first["changes"].as_array().unwrap() {
+        let kind = ch["after"]["kind"].as_str().unwrap().to_string();
+        for k in ch["after"]["attrs"].as_object().unwrap().keys() {
+            if !all.contains(&(kind.clone(), k.clone())) {
+                all.push((kind.clone(), k.clone()));
+            }
+        }
+    }
+    ok(&fullslack(&moto, &["apply", s(&plan_path)], None));
+
+    // Safer defaults: IMDSv2 required, the root volume encrypted.
+    let inst = &instances_of(&rt, &aws, name)[0];
+    let d = rt
+        .block_on(
+            ec2.describe_instances()
+                .instance_ids(inst.id.clone().unwrap())
+                .send(),
+        )
+        .unwrap();
+    let i = &d.reservations()[0].instances()[0];
+    assert_eq!(
+        i.metadata_options().and_then(|m| m.http_tokens()),
+        Some(&t::HttpTokensState::Required)
+    );
+    let vols = rt
+        .block_on(
+            ec2.describe_volumes()
+                .filters(
+                    t::Filter::builder()
+                        .name("attachment.instance-id")
+                        .values(inst.id.clone().unwrap())
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(vols.volumes()[0].encrypted(), Some(true));
+    assert_eq!(vols.volumes()[0].size(), Some(20));
+
+    // A group of someone else's in the same VPC, and subnets to move to.
+    let foreign_sg = |rt: &tokio::runtime::Runtime, vpc: &str, n: &str| -> String {
+        rt.block_on(
+            ec2.create_security_group()
+                .group_name(n)
+                .description("not ours")
+                .vpc_id(vpc)
+                .send(),
+        )
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_string()
+    };
+    let instance = |rt: &tokio::runtime::Runtime| instances_of(rt, &aws, name).remove(0);
+    let other_key = ssh_keygen(&{
+        let d = dir.path().join("k2");
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    });
+
+    let mut text_now = std::fs::read_to_string(&stack).unwrap();
+    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<&str>, Change<'_>)> = vec![
+        (
+            "root volume grows in place",
+            vec![("instance", "volume_gb")],
+            vec!["~ instance conv-1", "volume_gb: 20 → 30"],
+            change(|t: &mut String| *t = t.replace("count = 1\n", "count = 1\nvolume_gb = 30\n")),
+        ),
+        (
+            "root volume cannot shrink: replaced",
+            vec![("instance", "volume_gb")],
+            vec![
+                "-/+ instance conv-1",
+                "volume_gb: 30 → 25   (forces replacement: an EBS volume cannot shrink)",
+                "DATA LOSS",
+            ],
+            change(|t: &mut String| *t = t.replace("volume_gb = 30", "volume_gb = 25")),
+        ),
+        (
+            "instance type resized in place",
+            vec![("instance", "instance_type")],
+            vec![
+                "~ instance conv-1",
+                "instance_type: t3.small → t3.medium",
+                "resized in place",
+            ],
+            change(|t: &mut String| *t = t.replace("t3.small", "t3.medium")),
+        ),
+        (
+            "image: replaced",
+            vec![("instance", "image")],
+            vec![
+                "-/+ instance conv-1",
+                "image: al2023 → ami-04681a1dbd79675a5   (forces replacement: the image is chosen only at launch)",
+                "~ elastic_ip conv-1",
+            ],
+            change(|t: &mut String| {
+                *t = t.replace("ami = \"al2023\"", "ami = \"ami-04681a1dbd79675a5\"")
+            }),
+        ),
+        (
+            "key pair name: replaced",
+            vec![("instance", "key_name")],
+            vec![
+                "+ key_pair conv-key2: create",
+                "-/+ instance conv-1",
+                "key_name: conv-key → conv-key2",
+                "- key_pair conv-key: delete",
+            ],
+            change(|t: &mut String| *t = t.replace("conv-key", "conv-key2")),
+        ),
+        (
+            "key material: key pair replaced",
+            vec![("key_pair", "public_key_sha256")],
+            vec!["-/+ key_pair conv-key2", "public_key_sha256:"],
+            change(|t: &mut String| {
+                let line = t.lines().find(|l| l.starts_with("public_key_file")).unwrap().to_string();
+                *t = t.replace(&line, &format!("public_key_file = \"{}\"", other_key.display()));
+            }),
+        ),
+        (
+            "rules of every kind added by hand: revoked",
+            vec![("security_group", "ingress")],
+            vec![
+                "~ security_group conv",
+                "ingress: - -1/all from 10.0.0.0/8   (not in the stack: drift)",
+                "ingress: - tcp/8080 from ::/0   (not in the stack: drift)",
+                "ingress: - tcp/5432 from sg-",
+            ],
+            change(|_: &mut String| {
+                let sg = rt
+                    .block_on(fullslack_aws::read_actual(&aws, name, "ec2", &Default::default()))
+                    .unwrap()
+                    .into_iter()
+                    .find(|r| r.kind == Kind::SecurityGroup)
+                    .unwrap();
+                let other = foreign_sg(&rt, sg.text("vpc"), "db-clients");
+                let perms = [
+                    t::IpPermission::builder()
+                        .ip_protocol("-1")
+                        .ip_ranges(t::IpRange::builder().cidr_ip("10.0.0.0/8").build())
+                        .build(),
+                    t::IpPermission::builder()
+                        .ip_protocol("tcp")
+                        .from_port(8080)
+                        .to_port(8080)
+                        .ipv6_ranges(t::Ipv6Range::builder().cidr_ipv6("::/0").build())
+                        .build(),
+                    t::IpPermission::builder()
+                        .ip_protocol("tcp")
+                        .from_port(5432)
+                        .to_port(5432)
+                        .user_id_group_pairs(t::UserIdGroupPair::builder().group_id(other).build())
+                        .build(),
+                ];
+                for p in perms {
+                    rt.block_on(
+                        ec2.authorize_security_group_ingress()
+                            .group_id(sg.id.clone().unwrap())
+                            .ip_permissions(p)
+                            .send(),
+                    )
+                    .expect("out-of-band rule");
+                }
+            }),
+        ),
+        (
+            "security groups of the instance edited by hand: set back in place",
+            vec![("instance", "security_group")],
+            vec!["~ instance conv-1", "security_group: - sg-"],
+            change(|_: &mut String| {
+                let i = instance(&rt);
+                let d = rt
+                    .block_on(ec2.describe_instances().instance_ids(i.id.clone().unwrap()).send())
+                    .unwrap();
+                let inst = &d.reservations()[0].instances()[0];
+                let ours = inst.security_groups()[0].group_id().unwrap().to_string();
+                let other = foreign_sg(&rt, inst.vpc_id().unwrap(), "hand-made");
+                rt.block_on(
+                    ec2.modify_instance_attribute()
+                        .instance_id(i.id.clone().unwrap())
+                        .groups(ours)
+                        .groups(other)
+                        .send(),
+                )
+                .expect("out-of-band groups");
+            }),
+        ),
+        (
+            "IMDSv1 allowed by hand: IMDSv2 required again in place",
+            vec![("instance", "metadata_tokens")],
+            vec!["~ instance conv-1", "metadata_tokens: optional → required"],
+            change(|_: &mut String| {
+                rt.block_on(
+                    ec2.modify_instance_metadata_options()
+                        .instance_id(instance(&rt).id.unwrap())
+                        .http_tokens(t::HttpTokensState::Optional)
+                        .send(),
+                )
+                .expect("out-of-band metadata options");
+            }),
+        ),
+        (
+            "user data changed: replaced",
+            vec![("instance", "user_data_sha256")],
+            vec![
+                "-/+ instance conv-1",
+                "forces replacement: user data runs only on an instance's first boot",
+            ],
+            change(|_: &mut String| {
+                rt.block_on(
+                    ec2.create_tags()
+                        .resources(instance(&rt).id.unwrap())
+                        .tags(
+                            t::Tag::builder()
+                                .key("fullslack:user-data-sha256")
+                                .value("0000")
+                                .build(),
+                        )
+                        .send(),
+                )
+                .expect("out-of-band tag");
+            }),
+        ),
+        (
+            "Elastic IP detached by hand: attached again",
+            vec![("elastic_ip", "instance")],
+            vec!["~ elastic_ip conv-1", "instance: (none) → conv-1"],
+            change(|_: &mut String| {
+                let a = rt
+                    .block_on(
+                        ec2.describe_addresses()
+                            .filters(
+                                t::Filter::builder()
+                                    .name("tag:fullslack:stack")
+                                    .values(name)
+                                    .build(),
+                            )
+                            .send(),
+                    )
+                    .unwrap();
+                let assoc = a.addresses()[0].association_id().unwrap().to_string();
+                rt.block_on(ec2.disassociate_address().association_id(assoc).send())
+                    .expect("out-of-band disassociate");
+            }),
+        ),
+        (
+            "ECR tags made immutable by hand: mutable again",
+            vec![("ecr_repository", "tag_mutability")],
+            vec!["~ ecr_repository conv/chat", "tag_mutability: IMMUTABLE → MUTABLE"],
+            change(|_: &mut String| {
+                rt.block_on(
+                    aws.ecr()
+                        .put_image_tag_mutability()
+                        .repository_name("conv/chat")
+                        .image_tag_mutability(
+                            fullslack_aws::sdk::ecr::types::ImageTagMutability::Immutable,
+                        )
+                        .send(),
+                )
+                .expect("out-of-band mutability");
+            }),
+        ),
+        (
+            "subnet: replaced",
+            vec![("instance", "subnet")],
+            vec!["-/+ instance conv-1", "forces replacement: an instance cannot move to another subnet"],
+            change(|t: &mut String| {
+                let now = instance(&rt).text("subnet").to_string();
+                let subnets = rt
+                    .block_on(
+                        ec2.describe_subnets()
+                            .filters(t::Filter::builder().name("default-for-az").values("true").build())
+                            .send(),
+                    )
+                    .unwrap();
+                let other = subnets
+                    .subnets()
+                    .iter()
+                    .filter_map(|s| s.subnet_id())
+                    .find(|s| *s != now)
+                    .unwrap()
+                    .to_string();
+                *t = t.replace("count = 1\n", &format!("count = 1\nsubnet_id = \"{other}\"\n"));
+            }),
+        ),
+        (
+            "another VPC: security group and instance replaced",
+            vec![("security_group", "vpc"), ("instance", "subnet")],
+            vec![
+                "-/+ security_group conv",
+                "forces replacement: a security group cannot move to another VPC",
+                "-/+ instance conv-1",
+            ],
+            change(|t: &mut String| {
+                let vpc = rt
+                    .block_on(ec2.create_vpc().cidr_block("10.9.0.0/16").send())
+                    .unwrap()
+                    .vpc()
+                    .unwrap()
+                    .vpc_id()
+                    .unwrap()
+                    .to_string();
+                let subnet = rt
+                    .block_on(
+                        ec2.create_subnet()
+                            .vpc_id(&vpc)
+                            .cidr_block("10.9.1.0/24")
+                            .send(),
+                    )
+                    .unwrap()
+                    .subnet()
+                    .unwrap()
+                    .subnet_id()
+                    .unwrap()
+                    .to_string();
+                let line = t.lines().find(|l| l.starts_with("subnet_id")).unwrap().to_string();
+                *t = t.replace(&line, &format!("subnet_id = \"{subnet}\""));
+            }),
+        ),
+    ];
+
+    let mut covered: Vec<(String, String)> = Vec::new();
+    for (i, (what, covers, expect, change)) in cases.iter().enumerate() {
+        change(&mut text_now);
+        std::fs::write(&stack, &text_now).unwrap();
+        let path = dir.path().join(format!("case-{i}.json"));
+        let p = fullslack(
+            &moto,
+            &["plan", "--stack", s(&stack), "--out", s(&path)],
+            None,
+        );
+        let shown = text(&p);
+        assert_eq!(p.status.code(), Some(2), "case `{what}`: {shown}");
+        for want in expect {
+            assert!(
+                shown.contains(want),
+                "case `{what}`: missing `{want}` in:\n{shown}"
+            );
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let changed = planned_attrs(&json);
+        for (kind, attr) in covers.iter() {
+            assert!(
+                changed.iter().any(|(k, a, _)| k == kind && a == attr),
+                "case `{what}`: {kind}.{attr} not in the plan: {changed:?}"
+            );
+            covered.push((kind.to_string(), attr.to_string()));
+        }
+        let applied = fullslack(&moto, &["apply", s(&path), "--wait-timeout", "60"], None);
+        assert_eq!(
+            applied.status.code(),
+            Some(0),
+            "case `{what}`: {}",
+            text(&applied)
+        );
+        let again = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+        assert_eq!(
+            again.status.code(),
+            Some(0),
+            "case `{what}`: the plan after apply is not empty:\n{}",
+            text(&again)
+        );
+        // An Elastic IP follows a replaced instance before the old one is terminated.
+        if shown.contains("-/+ instance") {
+            let out = text(&applied);
+            let moved = out.find("Elastic IP conv-1 →").expect("address moved");
+            let gone = out
+                .find("terminated the replaced instance")
+                .expect("old terminated");
+            assert!(moved < gone, "case `{what}`: {out}");
+        }
+        if shown.contains("~ instance") && shown.contains("instance_type") {
+            assert_eq!(instance(&rt).text("instance_type"), "t3.medium");
+        }
+    }
+    let missing: Vec<_> = all.iter().filter(|a| !covered.contains(a)).collect();
+    assert!(
+        missing.is_empty(),
+        "attributes no case changes: {missing:?}"
+    );
+}
+
+/// Starts `fullslack ARGS` in the background; its stderr lines arrive on the channel.
+fn spawn_fullslack(
+    moto: &Moto,
+    args: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fullslack"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    moto.env(&mut cmd);
+    let mut child = cmd.spawn().expect("run fullslack");
+    let err = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+fn finish(
+    child: std::process::Child,
+    rx: std::sync::mpsc::Receiver<String>,
+) -> (Option<i32>, String) {
+    let out = child.wait_with_output().expect("wait");
+    let mut all = String::from_utf8_lossy(&out.stdout).to_string();
+    all.push_str("\n--- stderr\n");
+    for l in rx.iter() {
+        all.push_str(&l);
+        all.push('\n');
+    }
+    (out.status.code(), all)
+}
+
+#[test]
+fn applies_of_one_stack_take_turns_under_its_lock() {
+    let moto = Moto::start(None);
+    let dir = common::tempdir();
+    let name = "lock-test";
+    let base = ec2_stack(dir.path(), name, Some("203.0.113.7/32"));
+    let with_count = |n: u32| {
+        let p = dir.path().join(format!("count-{n}.toml"));
+        std::fs::write(
+            &p,
+            std::fs::read_to_string(&base)
+                .unwrap()
+                .replace("count = 1", &format!("count = {n}"))
+                + "\n[redis]\nmode = \"managed\"\n\n[mongodb]\nmode = \"managed\"\n",
+        )
+        .unwrap();
+        p
+    };
+    let (one, two, three) = (with_count(1), with_count(2), with_count(3));
+    ok(&fullslack(
+        &moto,
+        &["apply", "--stack", s(&one), "--yes"],
+        None,
+    ));
+    moto.env_here();
+    let rt = rt();
+    let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
+    let count = || instances_of(&rt, &aws, name).len();
+    let quiet = |_: String| {};
+
+    // Someone holds the lock: apply fails at once naming the holder, and launches nothing.
+    let held = rt
+        .block_on(fullslack_aws::lock::acquire(
+            &aws,
+            name,
+            "deploy",
+            std::time::Duration::ZERO,
+            &quiet,
+        ))
+        .expect("take the lock");
+    let me = fullslack_aws::lock::whoami();
+    let refused = fullslack(&moto, &["apply", "--stack", s(&two), "--yes"], None);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let t = text(&refused);
+    assert!(
+        t.contains(&format!("stack `{name}` is locked by {me} since")) && t.contains("(deploy)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("--lock-wait") && t.contains("--break-lock"),
+        "{t}"
+    );
+    assert_eq!(count(), 1);
+    // destroy takes the same lock.
+    let refused = fullslack(&moto, &["destroy", "--stack", s(&one), "--yes"], None);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("is locked by"),
+        "{}",
+        text(&refused)
+    );
+
+    // --lock-wait: it waits, and goes on once the holder releases.
+    let (child, rx) = spawn_fullslack(
+        &moto,
+        &["apply", "--stack", s(&two), "--yes", "--lock-wait", "2m"],
+    );
+    let waiting = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a line while waiting");
+    assert!(waiting.contains("waiting up to 120 s"), "{waiting}");
+    assert_eq!(count(), 1, "nothing launched while the lock is held");
+    rt.block_on(fullslack_aws::lock::release(&aws, &held))
+        .expect("release");
+    let (code, out) = finish(child, rx);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(count(), 2);
+
+    // Two applies at once: one applies, the other waits and then finds nothing to do.
+    let a = spawn_fullslack(
+        &moto,
+        &["apply", "--stack", s(&three), "--yes", "--lock-wait", "2m"],
+    );
+    let b = spawn_fullslack(
+        &moto,
+        &["apply", "--stack", s(&three), "--yes", "--lock-wait", "2m"],
+    );
+    let (ca, oa) = finish(a.0, a.1);
+    let (cb, ob) = finish(b.0, b.1);
+    assert_eq!((ca, cb), (Some(0), Some(0)), "{oa}\n=====\n{ob}");
+    assert_eq!(count(), 3, "exactly one third instance:\n{oa}\n=====\n{ob}");
+    let applied = [&oa, &ob]
+        .iter()
+        .filter(|o| o.contains("Applied: 2 change(s)"))
+        .count();
+    let nothing = [&oa, &ob]
+        .iter()
+        .filter(|o| o.contains("Nothing to do"))
+        .count();
+    assert_eq!((applied, nothing), (1, 1), "{oa}\n=====\n{ob}");
+    assert!(rt
+        .block_on(fullslack_aws::lock::holder(&aws, name))
+        .unwrap()
+        .is_none());
+
+    // A lock left by a run that died: --break-lock says whose it was and goes on.
+    rt.block_on(fullslack_aws::lock::acquire(
+        &aws,
+        name,
+        "apply",
+        std::time::Duration::ZERO,
+        &quiet,
+    ))
+    .expect("take the lock");
+    let broke = ok(&fullslack(
+        &moto,
+        &["destroy", "--stack", s(&three), "--yes", "--break-lock"],
+        None,
+    ));
+    assert!(
+        broke.contains(&format!("broke the lock of stack `{name}` held by {me}")),
+        "{broke}"
+    );
+    assert_eq!(count(), 0);
+}
+
+#[test]
+fn names_are_per_stack_and_a_taken_name_is_refused_at_plan_time() {
+    let moto = Moto::start(None);
+    let dir = common::tempdir();
+    let a = ec2_stack(dir.path(), "names-a", Some("203.0.113.7/32"));
+    ok(&fullslack(
+        &moto,
+        &["apply", "--stack", s(&a), "--yes"],
+        None,
+    ));
+
+    // Stack B copies A's repository and key pair names: refused before anything is made.
+    let b_text = std::fs::read_to_string(&a).unwrap().replacen(
+        "name = \"names-a\"",
+        "name = \"names-b\"",
+        1,
+    );
+    let b = dir.path().join("b.toml");
+    std::fs::write(&b, &b_text).unwrap();
+    let out = fullslack(&moto, &["plan", "--stack", s(&b)], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("ECR repository `names-a/chat` already exists and belongs to stack `names-a`"),
+        "{t}"
+    );
+    assert!(t.contains("image.name = \"names-b/chat\""), "{t}");
+    assert!(!t.contains("wait a little"), "{t}");
+    let b_text = b_text.replace("name = \"names-a/chat\"", "name = \"names-b/chat\"");
+    std::fs::write(&b, &b_text).unwrap();
+    let out = fullslack(&moto, &["plan", "--stack", s(&b)], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "key pair `names-a-key` already exists in us-east-1 and belongs to stack `names-a`"
+        ),
+        "{}",
+        text(&out)
+    );
+    // Without key_name, the imported key is the stack's own.
+    let b_text: String = b_text
+        .lines()
+        .filter(|l| !l.starts_with("key_name"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&b, &b_text).unwrap();
+    let out = fullslack(&moto, &["plan", "--stack", s(&b)], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("+ key_pair fullslack-names-b: create"),
+        "{}",
+        text(&out)
+    );
+    ok(&fullslack(
+        &moto,
+        &["apply", "--stack", s(&b), "--yes"],
+        None,
+    ));
+    // Destroying B leaves A whole.
+    ok(&fullslack(
+        &moto,
+        &["destroy", "--stack", s(&b), "--yes"],
+        None,
+    ));
+    let again = fullslack(&moto, &["plan", "--stack", s(&a)], None);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+}
+
+#[test]
+fn a_shared_ecs_cluster_is_used_but_never_deleted_under_another_stacks_service() {
+    let moto = Moto::start(Some(1));
+    moto.env_here();
+    let dir = common::tempdir();
+    let rt = rt();
+    let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
+    let stack = |name: &str, cluster: Option<&str>| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let p = ecs_stack(&d, &rt, &aws, name, 1, "v1", None);
+        let t = std::fs::read_to_string(&p).unwrap();
+        let line = format!("cluster = \"{name}-cluster\"\n");
+        let t = match cluster {
+            Some(c) => t.replace(&line, &format!("cluster = \"{c}\"\n")),
+            None => t.replace(&line, ""),
+        };
+        std::fs::write(&p, t).unwrap();
+        for secret in ["jwt-secret", "redis-url", "mongodb-url"] {
+            ok(&fullslack(
+                &moto,
+                &["secrets", "set", secret, "--stack", s(&p)],
+                Some("x-secret-value"),
+            ));
+        }
+        p
+    };
+    let a = stack("ecs-a", None);
+    let p = fullslack(&moto, &["plan", "--stack", s(&a)], None);
+    assert!(
+        text(&p).contains("+ ecs_cluster fullslack-ecs-a: create"),
+        "{}",
+        text(&p)
+    );
+    ok(&fullslack(
+        &moto,
+        &["apply", "--stack", s(&a), "--yes", "--wait-timeout", "60"],
+        None,
+    ));
+
+    // B runs its service in A's cluster: used, not managed.
+    let b = stack("ecs-b", Some("fullslack-ecs-a"));
+    let p = fullslack(&moto, &["plan", "--stack", s(&b)], None);
+    assert_eq!(p.status.code(), Some(2), "{}", text(&p));
+    let t = text(&p);
+    assert!(!t.contains("ecs_cluster"), "{t}");
+    assert!(
+        t.contains("ECS cluster fullslack-ecs-a exists and belongs to stack `ecs-a`"),
+        "{t}"
+    );
+    ok(&fullslack(
+        &moto,
+        &["apply", "--stack", s(&b), "--yes", "--wait-timeout", "60"],
+        None,
+    ));
+    let clean = fullslack(&moto, &["plan", "--stack", s(&a)], None);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+
+    // Destroying A would delete the cluster under B's service: refused at plan time, nothing
+    // changed.
+    let refused = fullslack(&moto, &["destroy", "--stack", s(&a), "--yes"], None);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("also runs services that are not stack `ecs-a`'s (ecs-b)"),
+        "{}",
+        text(&refused)
+    );
+    let still = fullslack(&moto, &["plan", "--stack", s(&a)], None);
+    assert_eq!(still.status.code(), Some(0), "{}", text(&still));
+
+    // B's destroy takes only B's things; then A's destroy goes through.
+    let gone = ok(&fullslack(
+        &moto,
+        &["destroy", "--stack", s(&b), "--yes", "--wait-timeout", "60"],
+        None,
+    ));
+    assert!(!gone.contains("deleted ECS cluster"), "{gone}");
+    let gone = ok(&fullslack(
+        &moto,
+        &["destroy", "--stack", s(&a), "--yes", "--wait-timeout", "60"],
+        None,
+    ));
+    assert!(
+        gone.contains("deleted ECS cluster fullslack-ecs-a"),
+        "{gone}"
+    );
 }

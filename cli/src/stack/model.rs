@@ -133,7 +133,7 @@ pub struct Ec2 {
     /// AMI id or alias (`al2023`).
     #[serde(default = "default_ami")]
     pub ami: String,
-    /// EC2 key pair name.
+    /// EC2 key pair name. Absent with `public_key_file`: `fullslack-<stack>`.
     pub key_name: Option<String>,
     /// Root volume size in GiB.
     #[serde(default = "default_volume")]
@@ -143,8 +143,8 @@ pub struct Ec2 {
     /// OpenSSH public key file imported as the key pair `key_name` (`~` expands). Absent: the
     /// key pair must already exist in the region.
     pub public_key_file: Option<String>,
-    /// Who may reach port 22 (CIDR). Absent: the operator's public address, detected, as a
-    /// /32. `0.0.0.0/0` is refused unless `--allow-ssh-from-anywhere` is given.
+    /// Who may reach port 22 (CIDR). Absent: nobody (port 22 stays closed; the plan says so).
+    /// `0.0.0.0/0` is refused unless `--allow-ssh-from-anywhere` is given.
     pub ssh_cidr: Option<String>,
 }
 
@@ -154,8 +154,9 @@ pub struct Ec2 {
 pub struct Ecs {
     /// AWS region.
     pub region: String,
-    /// Cluster name.
-    pub cluster: String,
+    /// Cluster name. Absent: `fullslack-<stack>`, the stack's own. A cluster that exists and
+    /// is not the stack's is used but never changed or deleted.
+    pub cluster: Option<String>,
     /// Task CPU units (256, 512, 1024, 2048, 4096).
     #[serde(default = "default_cpu")]
     pub cpu: u32,
@@ -164,7 +165,7 @@ pub struct Ecs {
     pub memory: u32,
     /// Subnets for the tasks and the load balancer.
     pub subnets: Vec<String>,
-    /// Security groups for the tasks.
+    /// More security groups for the tasks (besides the stack's own, which lets the ALB in).
     #[serde(default)]
     pub security_groups: Vec<String>,
     /// ACM certificate ARN for the ALB's HTTPS listener (absent: HTTP only).
