@@ -269,6 +269,11 @@ impl Connection {
             if let Err(e) = self.apply_control().await {
                 return e;
             }
+            // What applying wrote (`channel_added`, `channel_removed`, a refill) goes out now:
+            // the select below may wait a whole heartbeat for its next branch.
+            if let Err(e) = self.flush().await {
+                return e;
+            }
             let flow = tokio::select! {
                 _ = shutdown.cancelled() => {
                     ControlFlow::Break(Exit::Close(CLOSE_RESTART, "server restarting: reconnect and resume"))

@@ -43,10 +43,11 @@ async fn a_send_racing_its_authors_leave_is_never_stored_after_the_leave() {
                 json!({"user_id": bob.id}),
             )
             .await;
-        // Answered after the join is stored and published: the node now believes bob is a
-        // member. (The socket's `channel_added`/`channel_removed` frames are not waited for:
-        // this test is about what the store accepts, not about the socket's control frames.)
         assert_eq!(status, 204, "invite: {body}");
+        // Bob's socket follows the channel once it says so: the send below is then judged by
+        // a node that has every reason to believe bob is a member.
+        ws.next_where(|f| f["type"] == "channel_added" && f["channel"]["id"] == channel)
+            .await;
         let client_id = format!("race-{trial}");
         let frame = json!({"type": "send", "ref": client_id, "channel": channel,
                            "client_id": client_id, "text": format!("trial {trial}")});
@@ -78,6 +79,8 @@ async fn a_send_racing_its_authors_leave_is_never_stored_after_the_leave() {
             assert_eq!(answer["code"], "not_found", "trial {trial}: {answer}");
             refused += 1;
         }
+        ws.next_where(|f| f["type"] == "channel_removed" && f["channel_id"] == channel)
+            .await;
     }
 
     // Walk the log: bob's membership as the log tells it, and everything bob wrote.
