@@ -104,18 +104,22 @@ pub async fn find_credentials(home: Option<&std::path::Path>) -> Result<String, 
                 .map(std::path::PathBuf::from)
                 .unwrap_or_else(|| h.join(default))
         };
-        loader = loader.profile_files(
-            ProfileFiles::builder()
-                .with_file(
-                    ProfileFileKind::Config,
-                    file("AWS_CONFIG_FILE", ".aws/config"),
-                )
-                .with_file(
-                    ProfileFileKind::Credentials,
-                    file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),
-                )
-                .build(),
-        );
+        // A file that does not exist is an empty one (the SDK refuses a named missing file).
+        let mut files = ProfileFiles::builder();
+        for (kind, path) in [
+            (ProfileFileKind::Config, file("AWS_CONFIG_FILE", ".aws/config")),
+            (
+                ProfileFileKind::Credentials,
+                file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),
+            ),
+        ] {
+            files = if path.is_file() {
+                files.with_file(kind, path)
+            } else {
+                files.with_contents(kind, "")
+            };
+        }
+        loader = loader.profile_files(files.build());
     }
     let sdk = loader.load().await;
     let none = |why: String| crate::AwsError::Api {

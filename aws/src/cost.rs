@@ -78,7 +78,8 @@ pub struct CostEstimate {
 impl CostEstimate {
     /// Sum of the lines.
     pub fn total(&self) -> f64 {
-        self.lines.iter().map(|l| l.monthly_usd).sum()
+        // `+ 0.0`: an empty f64 sum is -0.0, which would print as "$-0.00".
+        self.lines.iter().map(|l| l.monthly_usd).sum::<f64>() + 0.0
     }
 
     /// Estimates what the desired resources cost per month.

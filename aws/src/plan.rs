@@ -644,10 +644,33 @@ mod tests {
             acts,
             vec![
                 (Action::Update, "web".to_string()),
-                (Action::Replace, "web-1".to_string()),
+                // Same CPU architecture: resized in place.
+                (Action::Update, "web-1".to_string()),
                 (Action::Delete, "web-2".to_string()),
             ]
         );
+        // What forces a replacement says why; what does not, apply does in place.
+        let one = |s: &str| Value::One(s.into());
+        assert!(matches!(
+            Kind::Instance.carry("image", Some(&one("al2023")), &one("debian")),
+            Carry::Replace(why) if why.contains("only at launch")
+        ));
+        assert!(matches!(
+            Kind::Instance.carry("instance_type", Some(&one("t3.small")), &one("t4g.small")),
+            Carry::Replace(why) if why.contains("architectures")
+        ));
+        assert!(matches!(
+            Kind::Instance.carry("volume_gb", Some(&one("30")), &one("20")),
+            Carry::Replace(_)
+        ));
+        assert_eq!(
+            Kind::Instance.carry("volume_gb", Some(&one("20")), &one("30")),
+            Carry::InPlace
+        );
+        assert!(matches!(
+            Kind::EcsCluster.carry("anything", None, &one("x")),
+            Carry::Replace(_)
+        ));
         assert!(un.is_empty());
         assert_eq!(ch[0].after.as_ref().unwrap().id.as_deref(), Some("sg-1"));
 

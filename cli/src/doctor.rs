@@ -644,7 +644,7 @@ async fn aws_check(o: &DoctorOptions) -> Check {
         Err(e) => Check::fail(
             "aws",
             "credential chain",
-            &e.to_string(),
+            e.to_string(),
             "run `aws configure` (or `aws sso login --profile NAME` and set AWS_PROFILE), export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a web identity, container or instance role is available",
         ),
     }

@@ -1512,7 +1512,7 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
                 "+ key_pair conv-key2: create",
                 "-/+ instance conv-1",
                 "key_name: conv-key → conv-key2",
-                "- key_pair conv-key: delete",
+                "- key_pair conv-key (",
             ],
             change(|t: &mut String| *t = t.replace("conv-key", "conv-key2")),
         ),

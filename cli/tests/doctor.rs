@@ -411,7 +411,7 @@ async fn docker_aws_and_ssh_key_checks() {
         )
         .expect("write");
         let r = fullslack::doctor::run(&stack, &o).await;
-        assert_eq!(get(&r, "aws").outcome, Outcome::Ok);
+        assert_eq!(get(&r, "aws").outcome, Outcome::Ok, "{:?}", get(&r, "aws"));
     }
     // The real Docker Engine of this machine answers /_ping (TESTBED: it runs on every box).
     let real = PathBuf::from("/var/run/docker.sock");
