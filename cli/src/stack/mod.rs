@@ -886,7 +886,11 @@ fn meant(name: &str, known: &[&'static str]) -> Option<&'static str> {
         .iter()
         .find(|k| k.ends_with(&format!("__{rest}")) || k.ends_with(&format!("_{rest}")))
     {
-        return Some(k);
+        return Some(*k);
+    }
+    // A cut-short name (`FULLSLACK_LOG` for `FULLSLACK_LOG_FORMAT`).
+    if let Some(k) = known.iter().find(|k| k.starts_with(&format!("{name}_"))) {
+        return Some(*k);
     }
     closest(name, known)
 }
