@@ -147,12 +147,21 @@ pub(crate) async fn desired(
         .map(|(k, p)| (k.clone(), arns.get(p).cloned().unwrap_or_else(|| p.clone())))
         .collect();
     let log_group = format!("/fullslack/{stack}");
+    // The ALB's nodes take their addresses from these subnets: the chat server trusts their
+    // X-Forwarded-For (and nobody else's), so each client gets its own sign-in budget.
+    let mut env = e.env.clone();
+    if !env.contains_key("FULLSLACK_TRUSTED_PROXIES") {
+        env.insert(
+            "FULLSLACK_TRUSTED_PROXIES".into(),
+            subnet_cidrs(aws, &e.subnets).await?.join(","),
+        );
+    }
     let td_attrs = task_attrs(&TaskInputs {
         image: &image,
         cpu: &e.cpu.to_string(),
         memory: &e.memory.to_string(),
         port: e.port.into(),
-        env: &e.env,
+        env: &env,
         secrets: &secrets,
         health: &health_command(e.port),
         execution_role: e.execution_role_arn.as_deref().unwrap_or(""),
@@ -368,6 +377,25 @@ pub(crate) async fn check_cluster_only_ours(
         ),
         "move or delete those services first (nothing was changed)",
     ))
+}
+
+/// The IPv4 CIDR blocks of `subnets`, sorted.
+async fn subnet_cidrs(aws: &Aws, subnets: &[String]) -> Result<Vec<String>, AwsError> {
+    let out = aws
+        .ec2()
+        .describe_subnets()
+        .set_subnet_ids(Some(subnets.to_vec()))
+        .send()
+        .await
+        .ctx("ec2:DescribeSubnets")?;
+    let mut cidrs: Vec<String> = out
+        .subnets()
+        .iter()
+        .filter_map(|s| s.cidr_block().map(str::to_string))
+        .collect();
+    cidrs.sort();
+    cidrs.dedup();
+    Ok(cidrs)
 }
 
 /// No cross-resource steps are needed beyond what the diff finds: a new task definition also

@@ -890,7 +890,10 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
         "FULLSLACK_AUTH__JWT_SECRET from arn:aws:ssm:us-east-1:123456789012:parameter/ecs-test/jwt-secret",
         "FULLSLACK_REDIS_URL from arn:aws:ssm:us-east-1:123456789012:parameter/ecs-test/redis-url",
         "FULLSLACK_STORE_URL from arn:aws:ssm:us-east-1:123456789012:parameter/ecs-test/mongodb-url",
-        "env = FULLSLACK_LISTEN=0.0.0.0:8080, RUST_LOG=info",
+        // The ALB's subnets (moto's default VPC is 172.31.0.0/16): the server trusts their
+        // X-Forwarded-For.
+        "env = FULLSLACK_LISTEN=0.0.0.0:8080, FULLSLACK_TRUSTED_PROXIES=172.31.",
+        ", RUST_LOG=info",
         "+ target_group ecs-test: create",
         "health_path = /readyz",
         "+ load_balancer ecs-test: create",

@@ -683,7 +683,7 @@ fn ecr_stack_push_takes_credentials_from_ecr() {
         .output()
         .expect("run fullslack push");
     let t = text(&out);
-    let ecr_ref = format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/fullslack/chat:{tag}");
+    let ecr_ref = format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/chat-ecs/chat:{tag}");
     cleanup.images.push(ecr_ref.clone());
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(

@@ -455,3 +455,66 @@ fn cli_render_creates_the_main_prefix_directory() {
     );
     assert!(prefix.join("nginx.conf").is_file());
 }
+
+/// Issue 11 item 7: behind the rendered Nginx every client used to share Nginx's own address,
+/// so the whole site had one sign-in budget. With Nginx's address in `trusted_proxies`, the
+/// server counts each client by the `X-Forwarded-For` Nginx sets: two clients (127.0.0.2 and
+/// 127.0.0.3) get separate budgets, and a client's own `X-Forwarded-For` buys it nothing.
+#[tokio::test]
+async fn behind_the_rendered_nginx_each_client_has_its_own_sign_in_budget() {
+    let chat = common::start_chat_server_with(&[
+        ("FULLSLACK_TRUSTED_PROXIES", "127.0.0.1"),
+        // One token a minute: nothing here races a refill.
+        ("FULLSLACK_RATE_LIMIT__AUTH_ADDR_PER_MIN", "1"),
+        ("FULLSLACK_RATE_LIMIT__AUTH_ADDR_BURST", "3"),
+    ]);
+    let prefix = Prefix::new();
+    let mut p = stack_params("local");
+    prefix.adapt(&mut p);
+    p.http_port = free_port();
+    p.listen_v4 = Some("127.0.0.1".into());
+    p.listen_v6 = None;
+    p.active = Color::Blue;
+    p.blue = vec![format!("127.0.0.1:{}", chat.port)];
+    p.green = vec![format!("127.0.0.1:{}", free_port())];
+    prefix.write(&p);
+    let t = prefix.test();
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    let _nginx = Proc::spawn(
+        "nginx",
+        prefix
+            .nginx()
+            .args(["-e", "stderr"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
+    wait_for_port(p.http_port, Duration::from_secs(10));
+
+    let url = format!("http://127.0.0.1:{}/api/auth/login", p.http_port);
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().expect("ip"))
+            .build()
+            .expect("client")
+    };
+    let (a, b) = (from("127.0.0.2"), from("127.0.0.3"));
+    let login = |c: &reqwest::Client, spoof: Option<&str>| {
+        let mut req = c
+            .post(&url)
+            .header("host", "chat.localhost.test")
+            .json(&serde_json::json!({"username": "alice", "password": "wrong password"}));
+        if let Some(ip) = spoof {
+            req = req.header("x-forwarded-for", ip);
+        }
+        async move { req.send().await.expect("login").status().as_u16() }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(login(&a, None).await);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429], "client A through Nginx");
+    // Nginx appends A's address after whatever A claims: still A's budget.
+    assert_eq!(login(&a, Some("203.0.113.9")).await, 429, "spoofed X-Forwarded-For");
+    // B, through the same Nginx, has its own budget.
+    assert_eq!(login(&b, None).await, 401, "client B through Nginx");
+}

@@ -113,7 +113,7 @@ fn type_and_range_errors_name_the_key_and_the_range() {
     );
     assert!(!d.hint.contains("TOML syntax"), "{d:?}");
 
-    let errs = diags(&LOCAL.replace("target = \"local\"", "target = \"ecz\""));
+    let errs = diags(&LOCAL.replace("target = \"local\"", "target = \"ecss\""));
     let d = find(&errs, "target");
     assert!(d.hint.contains("did you mean `ecs`"), "{d:?}");
 }
@@ -124,7 +124,7 @@ fn host_ports_that_overflow_or_hit_nginx_are_refused() {
         let errs = diags(&format!("{LOCAL}[app]\nhost_port = {port}\n"));
         let d = find(&errs, "app.host_port");
         assert!(d.message.contains(words), "{port}: {d:?}");
-        assert_eq!(d.line, 10, "{d:?}");
+        assert_eq!(d.line, 9, "{d:?}");
     }
     stack::parse(&format!("{LOCAL}[app]\nhost_port = 8100\n")).expect("8100 is fine");
 }

@@ -24,6 +24,15 @@ pub struct RunSpec {
     pub network: Option<String>,
 }
 
+/// The chat server's `trusted_proxies` for a container behind the host's Nginx, unless the
+/// stack's env sets `FULLSLACK_TRUSTED_PROXIES` itself. The port is published on 127.0.0.1
+/// only, so the container's peers are the host (Nginx, arriving from the Docker network's
+/// gateway) and containers on the same network, all in Docker's default address pools; the
+/// gateway's address depends on the network, hence the pools rather than one address.
+/// Trusting them makes the server count each client by the `X-Forwarded-For` Nginx sets
+/// instead of giving every client the gateway's single sign-in budget.
+pub const HOST_TRUSTED_PROXIES: &str = "127.0.0.1,::1,172.16.0.0/12,192.168.0.0/16";
+
 /// `docker run --detach …` for a chat container.
 pub fn run(spec: &RunSpec) -> Cmd {
     let mut c = Cmd::new("docker").args([
@@ -47,6 +56,11 @@ pub fn run(spec: &RunSpec) -> Cmd {
     }
     for (k, v) in &spec.env {
         c = c.arg("--env").arg(format!("{k}={v}"));
+    }
+    if !spec.env.iter().any(|(k, _)| k == "FULLSLACK_TRUSTED_PROXIES") {
+        c = c
+            .arg("--env")
+            .arg(format!("FULLSLACK_TRUSTED_PROXIES={HOST_TRUSTED_PROXIES}"));
     }
     if let Some(f) = &spec.env_file {
         c = c.args(["--env-file", f]);
@@ -130,8 +144,16 @@ mod tests {
              --publish 127.0.0.1:8100:8080 --network fullslack \
              --label fullslack.stack=chat --env RUST_LOG=info \
              --env 'GREETING=it'\\''s $(whoami) `id`' \
+             --env FULLSLACK_TRUSTED_PROXIES=127.0.0.1,::1,172.16.0.0/12,192.168.0.0/16 \
              --env-file /etc/fullslack/chat/env registry.example.com/fullslack/chat:v1"
         );
+        // The stack's own value wins.
+        let mut own = spec();
+        own.env
+            .push(("FULLSLACK_TRUSTED_PROXIES".into(), "10.0.0.2".into()));
+        let line = run(&own).to_shell();
+        assert!(line.contains("--env FULLSLACK_TRUSTED_PROXIES=10.0.0.2 --env-file"), "{line}");
+        assert_eq!(line.matches("FULLSLACK_TRUSTED_PROXIES").count(), 1, "{line}");
     }
 
     #[test]

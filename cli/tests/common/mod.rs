@@ -125,6 +125,11 @@ pub struct ChatServer {
 /// Starts `fullslack-chat --listen 127.0.0.1:0 --data-dir DIR` and reads its address from the
 /// first stdout line.
 pub fn start_chat_server() -> ChatServer {
+    start_chat_server_with(&[])
+}
+
+/// [`start_chat_server`] with settings in the environment (`FULLSLACK_…`).
+pub fn start_chat_server_with(env: &[(&str, &str)]) -> ChatServer {
     let dir = tempdir();
     let bin = chat_server_bin();
     let mut cmd = Command::new(&bin);
@@ -139,6 +144,7 @@ pub fn start_chat_server() -> ChatServer {
             cmd.env_remove(k);
         }
     }
+    cmd.envs(env.iter().copied());
     let mut proc = Proc::spawn("fullslack-chat", &mut cmd);
     let stdout = proc.child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
