@@ -107,7 +107,10 @@ pub async fn find_credentials(home: Option<&std::path::Path>) -> Result<String, 
         // A file that does not exist is an empty one (the SDK refuses a named missing file).
         let mut files = ProfileFiles::builder();
         for (kind, path) in [
-            (ProfileFileKind::Config, file("AWS_CONFIG_FILE", ".aws/config")),
+            (
+                ProfileFileKind::Config,
+                file("AWS_CONFIG_FILE", ".aws/config"),
+            ),
             (
                 ProfileFileKind::Credentials,
                 file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),

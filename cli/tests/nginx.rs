@@ -514,7 +514,11 @@ async fn behind_the_rendered_nginx_each_client_has_its_own_sign_in_budget() {
     }
     assert_eq!(statuses, [401, 401, 401, 429], "client A through Nginx");
     // Nginx appends A's address after whatever A claims: still A's budget.
-    assert_eq!(login(&a, Some("203.0.113.9")).await, 429, "spoofed X-Forwarded-For");
+    assert_eq!(
+        login(&a, Some("203.0.113.9")).await,
+        429,
+        "spoofed X-Forwarded-For"
+    );
     // B, through the same Nginx, has its own budget.
     assert_eq!(login(&b, None).await, 401, "client B through Nginx");
 }

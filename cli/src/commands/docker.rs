@@ -57,7 +57,11 @@ pub fn run(spec: &RunSpec) -> Cmd {
     for (k, v) in &spec.env {
         c = c.arg("--env").arg(format!("{k}={v}"));
     }
-    if !spec.env.iter().any(|(k, _)| k == "FULLSLACK_TRUSTED_PROXIES") {
+    if !spec
+        .env
+        .iter()
+        .any(|(k, _)| k == "FULLSLACK_TRUSTED_PROXIES")
+    {
         c = c
             .arg("--env")
             .arg(format!("FULLSLACK_TRUSTED_PROXIES={HOST_TRUSTED_PROXIES}"));
@@ -152,8 +156,15 @@ mod tests {
         own.env
             .push(("FULLSLACK_TRUSTED_PROXIES".into(), "10.0.0.2".into()));
         let line = run(&own).to_shell();
-        assert!(line.contains("--env FULLSLACK_TRUSTED_PROXIES=10.0.0.2 --env-file"), "{line}");
-        assert_eq!(line.matches("FULLSLACK_TRUSTED_PROXIES").count(), 1, "{line}");
+        assert!(
+            line.contains("--env FULLSLACK_TRUSTED_PROXIES=10.0.0.2 --env-file"),
+            "{line}"
+        );
+        assert_eq!(
+            line.matches("FULLSLACK_TRUSTED_PROXIES").count(),
+            1,
+            "{line}"
+        );
     }
 
     #[test]
