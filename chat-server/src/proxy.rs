@@ -305,4 +305,52 @@ mod tests {
         assert_eq!(s.p, TrustedProxies::parse("127.0.0.1,10.0.0.0/8").unwrap());
         assert!(toml::from_str::<S>("p = [\"nope\"]").is_err());
     }
+
+    // Property tests of the header walk: whatever a client writes into X-Forwarded-For, it
+    // can neither panic the parser nor move the address a trusted proxy appended.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn peer_ip() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                any::<[u8; 4]>().prop_map(IpAddr::from),
+                any::<[u16; 8]>().prop_map(IpAddr::from),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn parsing_any_proxy_list_never_panics(list in ".{0,80}") {
+                let _ = TrustedProxies::parse(&list);
+            }
+
+            #[test]
+            fn an_untrusted_peer_is_the_client_whatever_the_headers(
+                peer in peer_ip(),
+                xff in "[ -~]{0,120}",
+                real in "[ -~]{0,40}",
+            ) {
+                let trusted = TrustedProxies::parse("10.0.0.0/8").unwrap();
+                prop_assume!(!trusted.contains(peer.to_canonical()));
+                let h = headers(&[("x-forwarded-for", &xff), ("x-real-ip", &real)]);
+                let got = trusted.client_ip(SocketAddr::new(peer, 443), &h);
+                prop_assert_eq!(got, peer.to_canonical());
+            }
+
+            #[test]
+            fn what_the_trusted_proxy_appended_wins_over_what_the_client_wrote(
+                client in any::<[u8; 4]>(),
+                junk in "[ -~]{0,120}",
+            ) {
+                let client = IpAddr::from(client);
+                let trusted = TrustedProxies::parse("127.0.0.0/8").unwrap();
+                prop_assume!(!trusted.contains(client));
+                // Nginx's $proxy_add_x_forwarded_for: the client's header, then its address.
+                let h = headers(&[("x-forwarded-for", &format!("{junk}, {client}"))]);
+                let got = trusted.client_ip("127.0.0.1:80".parse().unwrap(), &h);
+                prop_assert_eq!(got, client);
+            }
+        }
+    }
 }
