@@ -30,7 +30,7 @@ pub fn parameter_name(stack: &str, name: &str) -> Result<String, AwsError> {
     if !ok {
         return Err(AwsError::invalid(
             format!("`{name}` is not a valid secret name"),
-            "use letters, digits, `_`, `-` or `.` (e.g. FULLSLACK_JWT_SECRET or jwt-secret)",
+            "use letters, digits, `_`, `-` or `.` (e.g. jwt-secret)",
         ));
     }
     Ok(format!("/{stack}/{name}"))
