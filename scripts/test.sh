@@ -41,6 +41,12 @@ fi
 export FULLSLACK_TEST_RUNTIME="${FULLSLACK_TEST_RUNTIME:-$PWD/.test-runtime}"
 mkdir -p "$FULLSLACK_TEST_RUNTIME"
 
+# Formatting and lints are part of the tests: CI fails on either.
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
 echo "==> building"
 cargo build --workspace --all-targets
 # The MongoDB store driver passes the same store contract as the embedded one: run it against

@@ -163,13 +163,13 @@ fn tags(stack: &str, name: &str, rt: ResourceType, more: &[(&str, &str)]) -> Tag
     b.build()
 }
 
-fn tag_of<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
+pub(crate) fn tag_of<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
     tags.iter()
         .find(|t| t.key() == Some(key))
         .and_then(|t| t.value())
 }
 
-fn stack_filter(stack: &str) -> Filter {
+pub(crate) fn stack_filter(stack: &str) -> Filter {
     Filter::builder()
         .name(format!("tag:{TAG_STACK}"))
         .values(stack)
@@ -229,7 +229,12 @@ async fn resolve_image(
     let best = out
         .images()
         .iter()
-        .filter(|i| i.architecture().map(|a| a.as_str()) == Some(arch) || alias.starts_with("ami-"))
+        .filter(|i| {
+            i.architecture()
+                .map(aws_sdk_ec2::types::ArchitectureValues::as_str)
+                == Some(arch)
+                || alias.starts_with("ami-")
+        })
         .max_by(|a, b| (a.creation_date(), a.name()).cmp(&(b.creation_date(), b.name())))
         .ok_or_else(|| {
             AwsError::invalid(
@@ -337,7 +342,7 @@ pub(crate) async fn desired(
                 Resource::new(Kind::KeyPair, key.as_str())
                     .attr("public_key_sha256", sha256_hex(public.trim().as_bytes()))
                     .extra("public_key", public.trim()),
-            )
+            );
         }
         (Some(key), None) => {
             // Not ours to manage: it must exist already.
@@ -426,7 +431,7 @@ pub(crate) async fn actual_groups(
                 match (sg_names.get(group), r.user_id()) {
                     (Some(n), _) => rules.push(text(&format!("group:{n}"))),
                     (None, Some(acct)) if g.owner_id().is_some_and(|o| o != acct) => {
-                        rules.push(text(&format!("{acct}/{group}")))
+                        rules.push(text(&format!("{acct}/{group}")));
                     }
                     _ => rules.push(text(group)),
                 }
@@ -551,7 +556,9 @@ pub(crate) async fn actual(aws: &Aws, stack: &str) -> Result<Vec<Resource>, AwsE
         let mut r = Resource::new(Kind::Instance, name)
             .attr(
                 "instance_type",
-                i.instance_type().map(|t| t.as_str()).unwrap_or_default(),
+                i.instance_type()
+                    .map(InstanceType::as_str)
+                    .unwrap_or_default(),
             )
             .attr(
                 "image",
@@ -570,7 +577,7 @@ pub(crate) async fn actual(aws: &Aws, stack: &str) -> Result<Vec<Resource>, AwsE
                 "state",
                 i.state()
                     .and_then(|s| s.name())
-                    .map(|n| n.as_str())
+                    .map(InstanceStateName::as_str)
                     .unwrap_or_default(),
             )
             .extra("public_ip", i.public_ip_address().unwrap_or_default());
@@ -1085,7 +1092,7 @@ async fn wait_instance(
         let state = out
             .reservations()
             .iter()
-            .flat_map(|r| r.instances())
+            .flat_map(aws_sdk_ec2::types::Reservation::instances)
             .find_map(|i| i.state().and_then(|s| s.name()).cloned());
         if let Some(s) = state {
             if s == want {

@@ -107,7 +107,7 @@ pub(crate) async fn actual_repository(
         .attr(
             "tag_mutability",
             repo.image_tag_mutability()
-                .map(|m| m.as_str())
+                .map(ImageTagMutability::as_str)
                 .unwrap_or_default(),
         )
         .extra("uri", repo.repository_uri().unwrap_or_default());

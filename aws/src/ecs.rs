@@ -444,7 +444,7 @@ fn td_attrs_of(td: &aws_sdk_ecs::types::TaskDefinition) -> BTreeMap<String, Valu
         .unwrap_or_default();
     let port = c
         .and_then(|c| c.port_mappings().first())
-        .and_then(|p| p.container_port())
+        .and_then(PortMapping::container_port)
         .unwrap_or_default();
     let log_group = c
         .and_then(|c| c.log_configuration())
@@ -475,7 +475,7 @@ async fn lb_tags_ours(aws: &Aws, arn: &str, stack: &str) -> Result<bool, AwsErro
     Ok(out
         .tag_descriptions()
         .iter()
-        .flat_map(|d| d.tags())
+        .flat_map(aws_sdk_elasticloadbalancingv2::types::TagDescription::tags)
         .any(|t| t.key() == Some(TAG_STACK) && t.value() == Some(stack)))
 }
 
@@ -536,7 +536,7 @@ pub(crate) async fn actual(
             let active = td
                 .task_definition()
                 .and_then(|d| d.status())
-                .map(|s| s.as_str())
+                .map(aws_sdk_ecs::types::TaskDefinitionStatus::as_str)
                 == Some("ACTIVE");
             if let (true, true, Some(def)) = (ours, active, td.task_definition()) {
                 let mut r = Resource::new(Kind::TaskDefinition, stack);
@@ -548,7 +548,7 @@ pub(crate) async fn actual(
         Err(e) => {
             let e = AwsError::from_sdk("ecs:DescribeTaskDefinition", e);
             // No revision of the family yet.
-            if !matches!(e.code(), Some("ClientException") | Some("ClientError"))
+            if !matches!(e.code(), Some("ClientException" | "ClientError"))
                 && e.kind() != Some(crate::ErrorKind::NotFound)
             {
                 return Err(e);
@@ -569,11 +569,13 @@ pub(crate) async fn actual(
                     .attr("port", tg.port().map(|p| p.to_string()).unwrap_or_default())
                     .attr(
                         "protocol",
-                        tg.protocol().map(|p| p.as_str()).unwrap_or_default(),
+                        tg.protocol().map(ProtocolEnum::as_str).unwrap_or_default(),
                     )
                     .attr(
                         "target_type",
-                        tg.target_type().map(|p| p.as_str()).unwrap_or_default(),
+                        tg.target_type()
+                            .map(TargetTypeEnum::as_str)
+                            .unwrap_or_default(),
                     )
                     .attr("vpc", tg.vpc_id().unwrap_or_default())
                     .attr("health_path", tg.health_check_path().unwrap_or_default())
@@ -610,7 +612,7 @@ pub(crate) async fn actual(
                 let mut r = Resource::new(Kind::LoadBalancer, stack)
                     .attr(
                         "scheme",
-                        lb.scheme().map(|s| s.as_str()).unwrap_or_default(),
+                        lb.scheme().map(aws_sdk_elasticloadbalancingv2::types::LoadBalancerSchemeEnum::as_str).unwrap_or_default(),
                     )
                     .attr("subnets", Value::set(subnets))
                     .attr("security_groups", group_refs(lb.security_groups()))
@@ -628,7 +630,7 @@ pub(crate) async fn actual(
                     let port = l.port().unwrap_or_default();
                     let protocol = l
                         .protocol()
-                        .map(|p| p.as_str())
+                        .map(ProtocolEnum::as_str)
                         .unwrap_or_default()
                         .to_string();
                     let action = match l.default_actions().first() {
@@ -745,7 +747,7 @@ pub(crate) async fn actual(
                 .attr("cluster", cluster.as_str())
                 .attr(
                     "launch_type",
-                    s.launch_type().map(|l| l.as_str()).unwrap_or_default(),
+                    s.launch_type().map(LaunchType::as_str).unwrap_or_default(),
                 )
                 .attr("desired_count", s.desired_count().to_string())
                 .attr("task_definition", format!("{stack}@{td_print}"))
@@ -755,7 +757,10 @@ pub(crate) async fn actual(
                 )
                 .attr(
                     "security_groups",
-                    group_refs(net.map(|n| n.security_groups()).unwrap_or_default()),
+                    group_refs(
+                        net.map(AwsVpcConfiguration::security_groups)
+                            .unwrap_or_default(),
+                    ),
                 )
                 .attr("target_group", tg)
                 .extra("running_count", s.running_count().to_string())
@@ -1323,10 +1328,11 @@ pub async fn wait_stable(
             ));
         };
         let deployments = s.deployments();
-        if let Some(failed) = deployments
-            .iter()
-            .find(|d| d.rollout_state().map(|r| r.as_str()) == Some("FAILED"))
-        {
+        if let Some(failed) = deployments.iter().find(|d| {
+            d.rollout_state()
+                .map(aws_sdk_ecs::types::DeploymentRolloutState::as_str)
+                == Some("FAILED")
+        }) {
             return Err(AwsError::invalid(
                 format!(
                     "the deployment of service {service} failed: {} (the circuit breaker rolls back to the last working revision)",
@@ -1341,9 +1347,12 @@ pub async fn wait_stable(
             "{running} of {desired} task(s) running, {} deployment(s)",
             deployments.len()
         );
-        let done_rollout = deployments
-            .iter()
-            .all(|d| d.rollout_state().map(|r| r.as_str()).unwrap_or("COMPLETED") == "COMPLETED");
+        let done_rollout = deployments.iter().all(|d| {
+            d.rollout_state()
+                .map(aws_sdk_ecs::types::DeploymentRolloutState::as_str)
+                .unwrap_or("COMPLETED")
+                == "COMPLETED"
+        });
         if deployments.len() <= 1 && running == desired && done_rollout {
             return Ok(());
         }

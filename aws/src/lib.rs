@@ -12,6 +12,8 @@
 //!   stale-plan check and the readable rendering.
 //! - [`cost`]: the monthly cost estimate from a small price table.
 //! - [`ec2`]: security group, key pair, instances (user data: Docker + Nginx), Elastic IPs.
+//! - [`hosts`]: the running instances of an `ec2` stack, found by its tags (what `lock`,
+//!   `doctor` and deploys connect to).
 //! - [`ecs`]: cluster, task definition, Fargate service, ALB, target group, listeners, and the
 //!   wait for a stable service.
 //! - [`ecr`]: the stack's repository and fresh registry credentials ([`ecr::RegistryAuth`]).
@@ -30,6 +32,7 @@ pub mod ec2;
 pub mod ecr;
 pub mod ecs;
 pub mod error;
+pub mod hosts;
 pub mod lock;
 pub mod plan;
 pub mod secret;
@@ -217,7 +220,7 @@ pub async fn apply(aws: &Aws, plan: &Plan, say: &(dyn Fn(String) + Sync)) -> Res
         match kind {
             Kind::EcrRepository => ecr::apply(aws, &plan.stack, ch, say).await?,
             Kind::SecurityGroup | Kind::KeyPair | Kind::Instance | Kind::ElasticIp => {
-                ec2::apply(aws, &plan.stack, &mut ids, &mut retire, ch, timeout, say).await?
+                ec2::apply(aws, &plan.stack, &mut ids, &mut retire, ch, timeout, say).await?;
             }
             _ => ecs::apply(aws, &plan.stack, &mut ids, ch, timeout, say).await?,
         }

@@ -41,41 +41,28 @@ pub fn parameter(stack: &str) -> String {
     format!("/fullslack/{stack}/lock")
 }
 
-/// `user@host`: the user from `USER`, `LOGNAME` or `id -un`, the host from gethostname(2)
-/// (not `HOSTNAME`, which shells set but do not export).
+/// `user@host` of whoever runs this: the user from `USER` or `LOGNAME`, else the name of
+/// the process's uid (CI often sets neither), the host from gethostname(2) (not `HOSTNAME`,
+/// which shells set but do not export). Both locks (this one and the hosts' deploy lock)
+/// name their holder with it.
 pub fn whoami() -> String {
     let user = ["USER", "LOGNAME"]
         .iter()
         .filter_map(|k| std::env::var(k).ok())
-        .find(|v| !v.is_empty())
-        .or_else(|| {
-            std::process::Command::new("id")
-                .arg("-un")
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                .filter(|u| !u.is_empty())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    format!("{user}@{}", hostname())
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates, and we stop at the first NUL or the end.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown-host".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).to_string();
-    if name.is_empty() {
-        "unknown-host".into()
-    } else {
-        name
-    }
+        .find(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| {
+            let uid = nix::unistd::getuid();
+            match nix::unistd::User::from_uid(uid) {
+                Ok(Some(u)) => u.name,
+                _ => format!("uid{uid}"),
+            }
+        });
+    let host = nix::unistd::gethostname()
+        .ok()
+        .map(|h| h.to_string_lossy().into_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{user}@{host}")
 }
 
 fn now_rfc3339() -> String {

@@ -103,7 +103,7 @@ pub async fn list(aws: &Aws, stack: &str) -> Result<Vec<SecretInfo>, AwsError> {
                     .to_string(),
                 parameter,
                 version: p.version(),
-                last_modified: p.last_modified_date().map(|d| d.to_string()),
+                last_modified: p.last_modified_date().map(ToString::to_string),
             });
         }
     }

@@ -161,7 +161,7 @@ pub async fn run(
                         inflight = inflight.saturating_sub(1);
                     }
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
                     if current != Phase::Done { c.closed.fetch_add(1, Relaxed); }
                     return;
                 }

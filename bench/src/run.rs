@@ -130,7 +130,7 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
+        .map(std::num::NonZero::get)
         .unwrap_or(0);
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -154,14 +154,14 @@ pub async fn run(cli: &Cli, nofile: u64) -> Result<Report> {
         );
     }
     let mut target = Target::resolve(c).await?;
-    let result = run_on(cli, &plan, &mut target).await;
+    let result = run_on(cli, &plan, &target).await;
     target.stop().await;
     let mut report = result?;
     report.notes.splice(0..0, target.notes.clone());
     Ok(report)
 }
 
-async fn run_on(cli: &Cli, plan: &Plan, target: &mut Target) -> Result<Report> {
+async fn run_on(cli: &Cli, plan: &Plan, target: &Target) -> Result<Report> {
     let c = &cli.common;
     let run_id = format!(
         "{:x}",

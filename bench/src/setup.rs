@@ -109,7 +109,7 @@ async fn retry_after(r: reqwest::Response) -> Duration {
             b.pointer("/error/retry_after_ms")
                 .or_else(|| b.get("retry_after_ms"))
         })
-        .and_then(|v| v.as_u64())
+        .and_then(serde_json::Value::as_u64)
         .map(Duration::from_millis);
     ms.or(hdr)
         .unwrap_or(Duration::from_secs(1))

@@ -108,8 +108,8 @@ impl Target {
     pub async fn stop(&mut self) {
         for child in &self.spawned {
             if let Some(pid) = child.id() {
-                // SAFETY: signalling a child we spawned, by its pid.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             }
         }
         for child in &mut self.spawned {

@@ -316,7 +316,7 @@ impl Hashers {
 
     pub fn start() -> Hashers {
         let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
+            .map_or(2, std::num::NonZero::get)
             .clamp(1, Self::MAX_THREADS);
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));

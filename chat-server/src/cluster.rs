@@ -177,7 +177,7 @@ pub struct Cluster {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn unix_ms() -> i64 {
@@ -421,9 +421,8 @@ impl Cluster {
             self.metrics.redis_dropped.inc();
             return;
         }
-        let header = match serde_json::to_string(header) {
-            Ok(h) => h,
-            Err(_) => return,
+        let Ok(header) = serde_json::to_string(header) else {
+            return;
         };
         let mut payload = String::with_capacity(self.node_id.len() + header.len() + body.len() + 2);
         payload.push_str(&self.node_id);
@@ -946,7 +945,7 @@ impl App {
             for ((user, _), r) in chunk.iter().zip(results) {
                 match r {
                     Some((before, after)) if before != after => {
-                        self.announce(user, after, true).await
+                        self.announce(user, after, true).await;
                     }
                     Some(_) => {}
                     None => return,

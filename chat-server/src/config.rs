@@ -36,7 +36,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub mode: Mode,
     pub log_format: LogFormat,
-    /// Store URL: `sqlite` (default, `<data_dir>/fullslack.db`), `sqlite:PATH`, later `mongodb://…`.
+    /// Store URL: `sqlite` (default, `<data_dir>/fullslack.db`), `sqlite:PATH`, or `mongodb://…` (many nodes, with Redis).
     pub store_url: String,
     /// `redis://[:password@]host:port[/db]`: several nodes share fan-out, presence and rate
     /// limits through it. Unset: a single node. Redacted in Debug output (it may hold a password).

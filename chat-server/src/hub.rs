@@ -95,7 +95,9 @@ pub struct Control {
 
 impl Control {
     fn changes(&self) -> std::sync::MutexGuard<'_, Vec<MembershipChange>> {
-        self.changes.lock().unwrap_or_else(|p| p.into_inner())
+        self.changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn revoke(&self) {
@@ -142,7 +144,7 @@ impl Control {
 
     /// Resolves once something was recorded (at once if something was since the last wait).
     pub async fn notified(&self) {
-        self.notify.notified().await
+        self.notify.notified().await;
     }
 }
 
@@ -205,11 +207,11 @@ pub struct Hub {
 }
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Hub {

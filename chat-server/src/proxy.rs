@@ -161,7 +161,7 @@ pub fn limit_key(ip: IpAddr) -> String {
 
 impl Serialize for TrustedProxies {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|c| c.to_string()))
+        s.collect_seq(self.0.iter().map(ToString::to_string))
     }
 }
 

@@ -111,7 +111,10 @@ impl Backoff {
     /// How long an attempt for `key` should wait now.
     pub fn delay(&self, key: &str) -> Duration {
         let now = Instant::now();
-        let map = self.tat.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self
+            .tat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get(key) {
             Some(tat) => tat
                 .saturating_duration_since(now)
@@ -124,7 +127,10 @@ impl Backoff {
     /// Records a failure for `key`.
     pub fn fail(&self, key: &str) {
         let now = Instant::now();
-        let mut map = self.tat.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .tat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let tat = map.entry(key.to_string()).or_insert(now);
         let next = (*tat).max(now) + self.interval;
         *tat = next.min(now + self.allowance() + self.max_delay);
@@ -135,7 +141,7 @@ impl Backoff {
         let now = Instant::now();
         self.tat
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|_, tat| *tat > now);
     }
 }
@@ -162,7 +168,7 @@ mod tests {
         }
         match l.check_send("u") {
             Err(ApiError::RateLimited { retry_after_ms }) => {
-                assert!((1..=1000).contains(&retry_after_ms))
+                assert!((1..=1000).contains(&retry_after_ms));
             }
             other => panic!("expected rate limit, got {other:?}"),
         }
@@ -180,7 +186,7 @@ mod tests {
         l.check_send("u").unwrap();
         match l.check_send("u") {
             Err(ApiError::RateLimited { retry_after_ms }) => {
-                assert!(retry_after_ms > 3_500_000, "{retry_after_ms}")
+                assert!(retry_after_ms > 3_500_000, "{retry_after_ms}");
             }
             other => panic!("expected rate limit, got {other:?}"),
         }

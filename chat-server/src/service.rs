@@ -839,7 +839,10 @@ impl App {
 
     /// Remembers that `seq` reached one of `user_id`'s sockets; flushed in batches.
     pub fn note_delivered(&self, channel_id: &str, user_id: &str, seq: i64) {
-        let mut pending = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self
+            .delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let slot = pending
             .entry((channel_id.to_string(), user_id.to_string()))
             .or_insert(0);
@@ -849,7 +852,10 @@ impl App {
     /// Writes pending delivered watermarks and publishes the receipts they produce.
     pub async fn flush_delivered(&self) {
         let pending: Vec<((Id, Id), i64)> = {
-            let mut p = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+            let mut p = self
+                .delivered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             p.drain().collect()
         };
         for ((channel, user), seq) in pending {

@@ -87,7 +87,7 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim())
+        .map(str::trim)
         .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 

@@ -199,9 +199,8 @@ impl Connection {
     }
 
     async fn hello(&mut self) -> Result<(), Exit> {
-        let user = match self.app.user(&self.who.user_id).await {
-            Ok(u) => u,
-            Err(_) => return Err(Exit::Close(CLOSE_POLICY, "unknown user")),
+        let Ok(user) = self.app.user(&self.who.user_id).await else {
+            return Err(Exit::Close(CLOSE_POLICY, "unknown user"));
         };
         let frame = ServerFrame::Hello {
             user,
@@ -616,15 +615,14 @@ impl Connection {
             let Some(&cursor) = self.cursors.get(channel) else {
                 return Ok(());
             };
-            let events = match self
+            // The store is down: live delivery goes on; the next event retries the gap.
+            let Ok(events) = self
                 .app
                 .store
                 .events_after(channel, cursor, REFILL_PAGE)
                 .await
-            {
-                Ok(ev) => ev,
-                // The store is down: live delivery goes on; the next event retries the gap.
-                Err(_) => return Ok(()),
+            else {
+                return Ok(());
             };
             let n = events.len();
             for ev in events {

@@ -205,7 +205,7 @@ impl Ui {
 
     /// Waits until the JavaScript expression is truthy.
     async fn wait(&self, expr: &str, what: &str) {
-        self.wait_up_to(expr, what, WAIT).await
+        self.wait_up_to(expr, what, WAIT).await;
     }
 
     /// Waits up to `limit` until the JavaScript expression is truthy.

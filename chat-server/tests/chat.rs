@@ -673,7 +673,7 @@ async fn tampered_expired_missing_and_revoked_tokens_are_refused() {
             .insert("authorization", format!("Bearer {bad}").parse().unwrap());
         match tokio_tungstenite::connect_async(req).await {
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                assert_eq!(resp.status(), 401)
+                assert_eq!(resp.status(), 401);
             }
             other => panic!("expected 401, got {:?}", other.map(|_| ())),
         }

@@ -791,7 +791,7 @@ async fn mongo_outage_refuses_sends_and_never_acks_what_is_not_stored() {
         let before = answers.len();
         let answered = read_until(&mut a_ws, STORE_DOWN_ANSWER, |f| {
             match f["type"].as_str() {
-                Some("ack") | Some("error")
+                Some("ack" | "error")
                     if f["ref"].as_str().is_some_and(|r| r.starts_with("burst")) =>
                 {
                     answers.insert(f["ref"].as_str().unwrap().to_string(), f);

@@ -70,7 +70,7 @@ async fn channel(
             topic: String::new(),
             created_by: owner.into(),
             created_at: now(),
-            member_ids: members.iter().map(|m| m.to_string()).collect(),
+            member_ids: members.iter().map(ToString::to_string).collect(),
             dm_key: None,
         })
         .await

@@ -68,6 +68,8 @@ async fn readyz_is_not_ready_while_writes_fail_and_the_log_is_not_flooded() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: only async-signal-safe calls (setrlimit, sigaction) between fork and exec.
+    // The one unsafe block of the workspace: pre_exec is unsafe by nature.
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(|| {
             signal(Signal::SIGXFSZ, SigHandler::SigIgn).map_err(std::io::Error::from)?;

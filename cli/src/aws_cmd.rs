@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use fullslack_aws::{Aws, AwsError, Ec2Spec, EcsSpec, Plan, SecretString, StackSpec, TargetSpec};
 
+use crate::args::{StackArg, StackOpt, DEFAULT_STACK};
 use crate::error::CliError;
 use crate::output::Reporter;
 use crate::secret::SecretRef;
@@ -70,14 +71,8 @@ const DEFAULT_WAIT_SECS: u64 = 600;
 /// `plan` arguments.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Stack file (TOML).
-    #[arg(
-        long,
-        short = 's',
-        env = "FULLSLACK_STACK",
-        default_value = "fullslack.toml"
-    )]
-    pub stack: PathBuf,
+    #[command(flatten)]
+    pub stack: StackArg,
     /// Save the plan (JSON, no secret values) for `fullslack apply PLAN`.
     #[arg(long, value_name = "PLAN")]
     pub out: Option<PathBuf>,
@@ -89,11 +84,12 @@ pub struct PlanArgs {
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// A plan saved by `fullslack plan --out PLAN`: applied exactly, without asking.
-    #[arg(value_name = "PLAN", conflicts_with = "stack")]
+    #[arg(value_name = "PLAN")]
     pub plan: Option<PathBuf>,
-    /// Plan this stack file now, show the plan and ask before applying it.
-    #[arg(long, short = 's')]
-    pub stack: Option<PathBuf>,
+    /// Without PLAN: plan this stack file now (default fullslack.toml), show the plan and
+    /// ask before applying it. Ignored with PLAN (a saved plan names its stack).
+    #[command(flatten)]
+    pub stack: StackOpt,
     /// Do not ask (with --stack).
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -106,14 +102,8 @@ pub struct ApplyArgs {
 /// `destroy` arguments.
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
-    /// Stack file (TOML).
-    #[arg(
-        long,
-        short = 's',
-        env = "FULLSLACK_STACK",
-        default_value = "fullslack.toml"
-    )]
-    pub stack: PathBuf,
+    #[command(flatten)]
+    pub stack: StackArg,
     /// Do not ask.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -131,38 +121,20 @@ pub enum SecretsCommand {
     Set {
         /// Secret name (letters, digits, `_ - .`).
         name: String,
-        /// Stack file (TOML).
-        #[arg(
-            long,
-            short = 's',
-            env = "FULLSLACK_STACK",
-            default_value = "fullslack.toml"
-        )]
-        stack: PathBuf,
+        #[command(flatten)]
+        stack: StackArg,
     },
     /// List the stack's secrets (names and versions, never values).
     List {
-        /// Stack file (TOML).
-        #[arg(
-            long,
-            short = 's',
-            env = "FULLSLACK_STACK",
-            default_value = "fullslack.toml"
-        )]
-        stack: PathBuf,
+        #[command(flatten)]
+        stack: StackArg,
     },
     /// Delete a secret.
     Rm {
         /// Secret name.
         name: String,
-        /// Stack file (TOML).
-        #[arg(
-            long,
-            short = 's',
-            env = "FULLSLACK_STACK",
-            default_value = "fullslack.toml"
-        )]
-        stack: PathBuf,
+        #[command(flatten)]
+        stack: StackArg,
     },
 }
 
@@ -375,7 +347,7 @@ fn read_plan(path: &Path) -> Result<Plan, CliError> {
 
 /// `fullslack plan`: exit 0 without changes, 2 with changes (`CliError::PendingChanges`).
 pub async fn plan(a: &PlanArgs, r: &Reporter) -> Result<(), CliError> {
-    let s = stack::load(&a.stack)?;
+    let s = stack::load(&a.stack.stack)?;
     let spec = spec_of(&s, &a.opts, false).await?;
     let aws = Aws::connect(&spec.region).await?;
     let plan = fullslack_aws::plan(&aws, &spec).await?;
@@ -527,8 +499,8 @@ fn cancelled(what: &str) -> CliError {
 
 /// `fullslack apply PLAN` or `fullslack apply --stack FILE [--yes]`.
 pub async fn apply(a: &ApplyArgs, r: &Reporter) -> Result<(), CliError> {
-    match (&a.plan, &a.stack) {
-        (Some(p), _) => {
+    match &a.plan {
+        Some(p) => {
             let mut plan = read_plan(p)?;
             // An explicit --wait-timeout wins over the one saved in the plan.
             if let Some(secs) = a.opts.wait_timeout {
@@ -542,8 +514,13 @@ pub async fn apply(a: &ApplyArgs, r: &Reporter) -> Result<(), CliError> {
             })
             .await
         }
-        (None, Some(stack)) => {
-            let s = stack::load(stack)?;
+        None => {
+            let path = a
+                .stack
+                .stack
+                .clone()
+                .unwrap_or_else(|| DEFAULT_STACK.into());
+            let s = stack::load(&path)?;
             let spec = spec_of(&s, &a.opts, false).await?;
             let aws = Aws::connect(&spec.region).await?;
             // Plan under the lock: a second apply waits, then plans what the first left.
@@ -553,10 +530,6 @@ pub async fn apply(a: &ApplyArgs, r: &Reporter) -> Result<(), CliError> {
             })
             .await
         }
-        (None, None) => Err(CliError::Usage {
-            message: "apply needs a saved plan or a stack file".into(),
-            hint: "`fullslack apply PLAN` (from `fullslack plan --out PLAN`) or `fullslack apply --stack FILE`".into(),
-        }),
     }
 }
 
@@ -581,7 +554,7 @@ async fn show_and_run(aws: &Aws, plan: &Plan, r: &Reporter, ask: bool) -> Result
 
 /// `fullslack destroy --stack FILE [--yes]`: shows what goes, asks, removes it.
 pub async fn destroy(a: &DestroyArgs, r: &Reporter) -> Result<(), CliError> {
-    let s = stack::load(&a.stack)?;
+    let s = stack::load(&a.stack.stack)?;
     let spec = spec_of(&s, &a.opts, true).await?;
     let aws = Aws::connect(&spec.region).await?;
     locked(&aws, &spec.name, "destroy", &a.lock, r, || async {
@@ -657,7 +630,7 @@ fn read_secret_value(name: &str) -> Result<SecretString, CliError> {
 pub async fn secrets(c: &SecretsCommand, r: &Reporter) -> Result<(), CliError> {
     match c {
         SecretsCommand::Set { name, stack } => {
-            let s = stack::load(stack)?;
+            let s = stack::load(&stack.stack)?;
             let region = region_of(&s)?;
             let param = fullslack_aws::ssm::parameter_name(&s.name, name)?;
             let value = read_secret_value(name)?;
@@ -670,7 +643,7 @@ pub async fn secrets(c: &SecretsCommand, r: &Reporter) -> Result<(), CliError> {
             }
         }
         SecretsCommand::List { stack } => {
-            let s = stack::load(stack)?;
+            let s = stack::load(&stack.stack)?;
             let aws = Aws::connect(&region_of(&s)?).await?;
             let list = fullslack_aws::ssm::list(&aws, &s.name).await?;
             if r.json {
@@ -689,7 +662,7 @@ pub async fn secrets(c: &SecretsCommand, r: &Reporter) -> Result<(), CliError> {
             }
         }
         SecretsCommand::Rm { name, stack } => {
-            let s = stack::load(stack)?;
+            let s = stack::load(&stack.stack)?;
             let aws = Aws::connect(&region_of(&s)?).await?;
             fullslack_aws::ssm::delete(&aws, &s.name, name).await?;
             let param = fullslack_aws::ssm::parameter_name(&s.name, name)?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use crate::args::{StackArg, StackOpt};
 use crate::check::Outcome;
 use crate::commands::{lock, Cmd};
 use crate::error::CliError;
@@ -78,19 +79,6 @@ pub struct InitArgs {
     pub force: bool,
 }
 
-/// `--stack FILE`.
-#[derive(Debug, Args, Clone)]
-pub struct StackArg {
-    /// Stack file (TOML).
-    #[arg(
-        long,
-        short = 's',
-        env = "FULLSLACK_STACK",
-        default_value = "fullslack.toml"
-    )]
-    pub stack: PathBuf,
-}
-
 /// `stack` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum StackCommand {
@@ -155,8 +143,8 @@ pub struct HealthArgs {
     /// Base URL of the server (https://chat.example.com). Default: the stack's first domain.
     pub url: Option<String>,
     /// Take the URL and health settings from this stack file.
-    #[arg(long, short = 's')]
-    pub stack: Option<PathBuf>,
+    #[command(flatten)]
+    pub stack: StackOpt,
     /// User name of the probe account (signs in; never registered unless --register-probe).
     #[arg(long, default_value = "fullslack-probe")]
     pub probe_user: String,
@@ -323,10 +311,10 @@ fn parse_error(e: clap::Error) -> ExitCode {
         if let Some(ContextValue::String(typed)) = e.get(ContextKind::InvalidSubcommand) {
             // Nearest among the real and the planned names: `secret` still means `secrets`.
             let cmd = Cli::command();
-            let mut names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+            let mut names: Vec<&str> = cmd.get_subcommands().map(clap::Command::get_name).collect();
             names.extend(NOT_YET.iter().map(|(n, _)| *n));
-            if let Some(name) = crate::stack::closest_word(typed, &names)
-                .filter(|n| NOT_YET.iter().any(|(p, _)| p == n))
+            if let Some(name) =
+                stack::closest_word(typed, &names).filter(|n| NOT_YET.iter().any(|(p, _)| p == n))
             {
                 let what = NOT_YET
                     .iter()
@@ -548,7 +536,7 @@ fn render(a: &RenderArgs) -> Result<(), CliError> {
 }
 
 async fn health(a: &HealthArgs, r: &Reporter) -> Result<(), CliError> {
-    let stack = a.stack.as_deref().map(stack::load).transpose()?;
+    let stack = a.stack.stack.as_deref().map(stack::load).transpose()?;
     let url = match (&a.url, &stack) {
         (Some(u), _) => u.clone(),
         (None, Some(s)) => {
@@ -608,7 +596,10 @@ fn finish(report: &crate::check::Report) -> Result<(), CliError> {
 }
 
 async fn doctor(a: &DoctorArgs, r: &Reporter) -> Result<(), CliError> {
-    let s = stack::load(&a.stack.stack)?;
+    let mut s = stack::load(&a.stack.stack)?;
+    // An ec2 stack's hosts come from AWS; when they cannot be found, doctor still runs the
+    // checks that need no host and says why the host checks are missing.
+    let lookup = crate::hosts::resolve(&mut s).await.err();
     let o = crate::doctor::DoctorOptions {
         dns_server: a.dns_server,
         http_port: a.http_port,
@@ -620,8 +611,19 @@ async fn doctor(a: &DoctorArgs, r: &Reporter) -> Result<(), CliError> {
         ..Default::default()
     };
     let spinner = r.spinner(format!("checking stack {}", s.name));
-    let report = crate::doctor::run(&s, &o).await;
+    let mut report = crate::doctor::run(&s, &o).await;
     spinner.finish_and_clear();
+    if let Some(e) = lookup {
+        let message = e.to_string();
+        let hint = e
+            .hint()
+            .unwrap_or_else(|| "check the AWS credentials (doctor's aws check)".into());
+        report.checks.insert(
+            0,
+            crate::check::Check::fail("ec2.hosts", &s.name, message, hint),
+        );
+        report.ok = false;
+    }
     report.print(r);
     finish(&report)
 }
@@ -652,7 +654,7 @@ fn ssh_targets(s: &Stack, known_hosts: Option<&PathBuf>) -> Vec<SshTarget> {
 async fn lock_on<R: Runner>(runner: &R, c: &LockCommand, stack: &str) -> Result<String, CliError> {
     let (args, cmd): (&LockArgs, Cmd) = match c {
         LockCommand::Acquire { args, message } => {
-            let who = format!("{}@{}", user_name(), host_name());
+            let who = fullslack_aws::lock::whoami();
             let since = httpdate::fmt_http_date(std::time::SystemTime::now());
             let h = lock::Holder {
                 who,
@@ -728,7 +730,8 @@ async fn lock_cmd(c: LockCommand, r: &Reporter) -> Result<(), CliError> {
         | LockCommand::Release { args }
         | LockCommand::Status { args } => args,
     };
-    let s = stack::load(&args.stack.stack)?;
+    let mut s = stack::load(&args.stack.stack)?;
+    crate::hosts::resolve(&mut s).await?;
     let mut lines = Vec::new();
     if args.dry_run {
         let rec = RecordingRunner::new("dry-run");
@@ -786,9 +789,9 @@ async fn lock_cmd(c: LockCommand, r: &Reporter) -> Result<(), CliError> {
                         };
                         let name = format!("{}:{}", t.host, t.port);
                         if ok {
-                            released.push(name)
+                            released.push(name);
                         } else {
-                            still.push(name)
+                            still.push(name);
                         }
                     }
                     let note = if still.is_empty() {
@@ -825,45 +828,4 @@ async fn lock_cmd(c: LockCommand, r: &Reporter) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-/// The deployer's user name: `USER`, `LOGNAME`, else the name of the process's uid (CI often
-/// sets neither variable).
-fn user_name() -> String {
-    for var in ["USER", "LOGNAME"] {
-        if let Some(v) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
-            return v;
-        }
-    }
-    // SAFETY: getuid cannot fail; getpwuid_r writes only into the buffers we pass.
-    unsafe {
-        let uid = libc::getuid();
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0 as libc::c_char; 4096];
-        let mut out: *mut libc::passwd = std::ptr::null_mut();
-        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) == 0
-            && !out.is_null()
-            && !pw.pw_name.is_null()
-        {
-            return std::ffi::CStr::from_ptr(pw.pw_name)
-                .to_string_lossy()
-                .into_owned();
-        }
-        format!("uid{uid}")
-    }
-}
-
-/// This machine's name from gethostname(2) (`HOSTNAME` is a shell variable, not exported).
-fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-        let name = String::from_utf8_lossy(&buf[..end]).into_owned();
-        if !name.is_empty() {
-            return name;
-        }
-    }
-    "localhost".into()
 }

@@ -88,7 +88,7 @@ impl CliError {
     /// present", 1 for every other failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Usage { .. } => crate::cli::EXIT_USAGE as i32,
+            CliError::Usage { .. } => i32::from(crate::cli::EXIT_USAGE),
             CliError::PendingChanges => 2,
             _ => 1,
         }

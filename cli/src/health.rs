@@ -391,19 +391,16 @@ where
 async fn cert_check(o: &HealthOptions) -> Check {
     let host = o.url.host_str().unwrap_or_default().to_string();
     let port = o.url.port_or_known_default().unwrap_or(443);
-    let addr = match (host.as_str(), port)
+    let Ok(Some(addr)) = (host.as_str(), port)
         .to_socket_addrs()
         .map(|mut a| a.next())
-    {
-        Ok(Some(a)) => a,
-        _ => {
-            return Check::fail(
-                "tls.certificate",
-                &host,
-                "cannot resolve the host",
-                "check DNS for the domain (`fullslack doctor`)",
-            )
-        }
+    else {
+        return Check::fail(
+            "tls.certificate",
+            &host,
+            "cannot resolve the host",
+            "check DNS for the domain (`fullslack doctor`)",
+        );
     };
     match crate::tls::inspect(addr, &host, o.ca_file.as_deref(), o.timeout).await {
         Ok(info) => cert_verdict(&host, &info, o.cert_min_days),

@@ -1,10 +1,13 @@
 //! `fullslack`: the deploy tool and operator for the fullslack chat server.
 //!
 //! Module map:
+//! - [`args`]: arguments several commands share (`--stack`), declared once.
 //! - [`cli`]: argument parsing (clap) and dispatch of every subcommand; the binary's
 //!   `main.rs` only calls [`cli::main`].
 //! - [`stack`]: stack files (TOML): the model, parsing with unknown keys refused, validation
 //!   with line/column diagnostics and fixes, and the `init` template.
+//! - [`state`]: what the CLI remembers per stack beside the stack file (`.fullslack/STACK/`):
+//!   the last build, for `push --stack` and deploy.
 //! - [`secret`]: [`secret::Secret`] (redacting Display/Debug) and secret references
 //!   (environment variable, SSM parameter).
 //! - [`commands`]: commands as data: pure functions building `docker`, `nginx`, file-write,
@@ -18,6 +21,8 @@
 //! - [`aws_cmd`]: `plan`, `apply`, `destroy` and `secrets set|list|rm`: stack file → the
 //!   `fullslack-aws` crate's spec, plan printing, confirmation, secret values from stdin.
 //! - [`health`]: `/healthz`, `/readyz`, a WebSocket round trip as a probe user, certificate.
+//! - [`hosts`]: the hosts commands connect to: `[[hosts]]`, or an `ec2` stack's instances
+//!   found by its tags.
 //! - [`doctor`]: DNS A/AAAA/CAA against the hosts, reachability, SSH, Docker, AWS
 //!   credentials, certificate, clock.
 //! - [`tls`]: rustls configs and certificate inspection (days left, trust).
@@ -25,6 +30,7 @@
 //! - [`output`]: the reporter: colour only on a terminal, spinners, JSON.
 //! - [`error`]: [`error::CliError`], each variant with the hint that tells the fix.
 
+pub mod args;
 pub mod aws_cmd;
 pub mod check;
 pub mod cli;
@@ -32,10 +38,12 @@ pub mod commands;
 pub mod doctor;
 pub mod error;
 pub mod health;
+pub mod hosts;
 pub mod image;
 pub mod nginx;
 pub mod output;
 pub mod runner;
 pub mod secret;
 pub mod stack;
+pub mod state;
 pub mod tls;

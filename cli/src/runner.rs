@@ -360,7 +360,11 @@ mod tests {
         let r = RecordingRunner::new("web-1");
         r.check(&Cmd::new("a")).await.expect("ok");
         r.check(&Cmd::new("b").arg("c d")).await.expect("ok");
-        let lines: Vec<String> = r.commands().iter().map(|c| c.to_shell()).collect();
+        let lines: Vec<String> = r
+            .commands()
+            .iter()
+            .map(super::super::commands::Cmd::to_shell)
+            .collect();
         assert_eq!(lines, vec!["a".to_string(), "b 'c d'".to_string()]);
     }
 }

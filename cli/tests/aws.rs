@@ -156,7 +156,7 @@ fn secrets_round_trip_and_values_never_shown() {
     assert_eq!(
         desc.parameter()
             .and_then(|p| p.r#type())
-            .map(|t| t.as_str()),
+            .map(fullslack_aws::sdk::ssm::types::ParameterType::as_str),
         Some("SecureString")
     );
 
@@ -586,7 +586,7 @@ fn aws_errors_say_what_to_do() {
         text(&out)
     );
 
-    // A region that is not a region name.
+    // A region that is not a region name: refused with the stack file's line, before AWS.
     let bad = std::fs::read_to_string(&stack)
         .unwrap()
         .replace("us-east-1", "Mars 1");
@@ -595,7 +595,7 @@ fn aws_errors_say_what_to_do() {
     let out = fullslack(&moto, &["secrets", "list", "--stack", s(&bad_path)], None);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("is not an AWS region name"),
+        text(&out).contains("bad.toml:6:1: `ec2.region` AWS has no region `Mars 1`"),
         "{}",
         text(&out)
     );
@@ -1338,6 +1338,10 @@ fn ec2_count_change_adds_and_removes_instances_with_their_addresses() {
 
 type Change<'a> = Box<dyn Fn(&mut String) + 'a>;
 
+/// One row of the table: what, the (kind, attribute) pairs it covers, what the plan shows, the
+/// change.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>, Change<'a>);
+
 fn change<'a>(f: impl Fn(&mut String) + 'a) -> Change<'a> {
     Box::new(f)
 }
@@ -1469,7 +1473,7 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
     });
 
     let mut text_now = std::fs::read_to_string(&stack).unwrap();
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<&str>, Change<'_>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "root volume grows in place",
             vec![("instance", "volume_gb")],
@@ -1505,7 +1509,7 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
                 "~ elastic_ip conv-1",
             ],
             change(|t: &mut String| {
-                *t = t.replace("ami = \"al2023\"", "ami = \"ami-04681a1dbd79675a5\"")
+                *t = t.replace("ami = \"al2023\"", "ami = \"ami-04681a1dbd79675a5\"");
             }),
         ),
         (
@@ -1751,7 +1755,7 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let changed = planned_attrs(&json);
-        for (kind, attr) in covers.iter() {
+        for (kind, attr) in covers {
             assert!(
                 changed.iter().any(|(k, a, _)| k == kind && a == attr),
                 "case `{what}`: {kind}.{attr} not in the plan: {changed:?}"
@@ -1824,7 +1828,7 @@ fn finish(
     let out = child.wait_with_output().expect("wait");
     let mut all = String::from_utf8_lossy(&out.stdout).to_string();
     all.push_str("\n--- stderr\n");
-    for l in rx.iter() {
+    for l in &rx {
         all.push_str(&l);
         all.push('\n');
     }
@@ -2110,5 +2114,144 @@ fn a_shared_ecs_cluster_is_used_but_never_deleted_under_another_stacks_service()
     assert!(
         gone.contains("deleted ECS cluster fullslack-ecs-a"),
         "{gone}"
+    );
+}
+
+/// `fullslack ARGS` against moto with extra environment (set after moto's, so it wins).
+fn fullslack_env(moto: &Moto, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fullslack"));
+    cmd.args(args).stdin(Stdio::null());
+    moto.env(&mut cmd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run fullslack")
+}
+
+/// An `ec2` stack lists no hosts: `lock` and `doctor` find the instances `apply` made by the
+/// stack's tags (as `plan` does), and before any apply they say to run it.
+#[test]
+fn ec2_hosts_are_found_by_the_stack_tags_after_apply() {
+    use fullslack_aws::sdk::ec2::types as t;
+    let moto = Moto::start(None);
+    let dir = common::tempdir();
+    let name = "hosts-test";
+    let stack = ec2_stack(dir.path(), name, Some("203.0.113.7/32"));
+
+    // Before apply: a clear failure that says what to run, not "lists no hosts".
+    let lock = fullslack(&moto, &["lock", "status", "--stack", s(&stack)], None);
+    assert_eq!(lock.status.code(), Some(1), "{}", text(&lock));
+    let t = text(&lock);
+    assert!(t.contains("has no running EC2 instances"), "{t}");
+    assert!(t.contains("fullslack apply --stack"), "{t}");
+    assert!(!t.contains("lists no hosts"), "{t}");
+    let skip_all_but_ssh = [
+        "--skip", "dns", "--skip", "reach", "--skip", "caa", "--skip", "tls", "--skip", "clock",
+        "--skip", "docker", "--skip", "aws",
+    ];
+    let mut args = vec!["--json", "doctor", "--stack", s(&stack), "--timeout", "1"];
+    args.extend(skip_all_but_ssh);
+    let doc = fullslack(&moto, &args, None);
+    assert_eq!(doc.status.code(), Some(1), "{}", text(&doc));
+    let report: serde_json::Value = serde_json::from_slice(&doc.stdout).expect("doctor JSON");
+    let first = &report["checks"][0];
+    assert_eq!(first["name"], "ec2.hosts", "{report}");
+    assert_eq!(first["outcome"], "fail", "{report}");
+
+    ok(&fullslack(
+        &moto,
+        &["apply", "--stack", s(&stack), "--yes"],
+        None,
+    ));
+    moto.env_here();
+    let rt = rt();
+    let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
+    let addrs = rt
+        .block_on(
+            aws.ec2()
+                .describe_addresses()
+                .filters(
+                    t::Filter::builder()
+                        .name("tag:fullslack:stack")
+                        .values(name)
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("describe addresses");
+    let eip = addrs.addresses()[0]
+        .public_ip()
+        .expect("the stack's Elastic IP")
+        .to_string();
+
+    // The host found is the instance behind the stack's Elastic IP.
+    let found = rt
+        .block_on(fullslack_aws::hosts::ec2_hosts(&aws, name))
+        .expect("hosts");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].name, "hosts-test-1");
+    assert_eq!(found[0].address(), Some(eip.as_str()), "{found:?}");
+
+    // doctor's SSH check now targets it (the address is not reachable from here; the check
+    // names it, which is what this test is about).
+    let doc = fullslack(&moto, &args, None);
+    let report: serde_json::Value = serde_json::from_slice(&doc.stdout).expect("doctor JSON");
+    let checks = report["checks"].as_array().expect("checks");
+    assert!(!checks.iter().any(|c| c["name"] == "ec2.hosts"), "{report}");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "ssh.reach" && c["subject"] == format!("{eip}:22")),
+        "{report}"
+    );
+    // lock resolves the same host (--dry-run prints the commands without connecting).
+    let dry = fullslack(
+        &moto,
+        &["lock", "acquire", "--dry-run", "--stack", s(&stack)],
+        None,
+    );
+    ok(&dry);
+}
+
+/// `--stack`, `-s` and `FULLSLACK_STACK` mean the same on every command that reads a stack
+/// file; `apply PLAN` with FULLSLACK_STACK set (as CI sets it) applies the plan.
+#[test]
+fn the_stack_file_is_named_the_same_way_on_every_command() {
+    let moto = Moto::start(None);
+    let dir = common::tempdir();
+    let stack = ec2_stack(dir.path(), "flag-test", Some("203.0.113.7/32"));
+    let env = [("FULLSLACK_STACK", s(&stack))];
+    let plan_path = dir.path().join("p.json");
+    let p = fullslack_env(&moto, &["plan", "--out", s(&plan_path)], &env);
+    assert_eq!(p.status.code(), Some(2), "{}", text(&p));
+    ok(&fullslack_env(&moto, &["apply", s(&plan_path)], &env));
+    let same = fullslack_env(&moto, &["plan", "-s", s(&stack)], &[]);
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+    // (`stack check` reads the same flag but refuses this stack's example.com placeholders.)
+    for args in [
+        vec!["secrets", "list"],
+        vec!["nginx", "render"],
+        vec!["lock", "acquire", "--dry-run"],
+    ] {
+        ok(&fullslack_env(&moto, &args, &env));
+        let mut short = args.clone();
+        short.extend(["-s", s(&stack)]);
+        ok(&fullslack_env(&moto, &short, &[]));
+    }
+    // `apply` without PLAN takes the stack from the environment too.
+    let noop = fullslack_env(&moto, &["apply", "--yes"], &env);
+    let t = ok(&noop);
+    assert!(t.contains("Nothing to do"), "{t}");
+    // A missing stack file names the flag and the variable.
+    let none = fullslack_env(
+        &moto,
+        &["plan"],
+        &[("FULLSLACK_STACK", "/nonexistent/stack.toml")],
+    );
+    assert_ne!(none.status.code(), Some(0), "{}", text(&none));
+    assert!(
+        text(&none).contains("/nonexistent/stack.toml"),
+        "{}",
+        text(&none)
     );
 }

@@ -67,8 +67,8 @@ fn two_nodes_started_from_a_stack_accept_each_others_tokens() {
         .post(format!("{}/api/auth/register", a.base))
         .json(&serde_json::json!({"username": "crossing", "password": "token-crosses-nodes"}))
         .send()
-        .and_then(|r| r.error_for_status())
-        .and_then(|r| r.json())
+        .and_then(reqwest::blocking::Response::error_for_status)
+        .and_then(reqwest::blocking::Response::json)
         .expect("register on node a");
     let token = signed_up["token"].as_str().expect("token");
     for (name, node) in [("a", &a), ("b", &b)] {
@@ -95,9 +95,8 @@ fn a_node_without_the_stack_secret_refuses_to_start_instead_of_making_its_own() 
     // The name the examples used to carry: the server does not read it.
     env.retain(|(k, _)| k != stack::JWT_SECRET_ENV);
     env.push(("FULLSLACK_JWT_SECRET".into(), SECRET.into()));
-    let err = match common::spawn_chat_server_with_env(&env) {
-        Ok(_) => panic!("production mode started without FULLSLACK_AUTH__JWT_SECRET"),
-        Err(stderr) => stderr,
+    let Err(err) = common::spawn_chat_server_with_env(&env) else {
+        panic!("production mode started without FULLSLACK_AUTH__JWT_SECRET")
     };
     assert!(err.contains("FULLSLACK_AUTH__JWT_SECRET"), "{err}");
     // And `stack check` refuses that name before anything is deployed.

@@ -379,7 +379,7 @@ async fn docker_aws_and_ssh_key_checks() {
         home: Some(dir.path().to_path_buf()),
         skip: ["dns", "reach", "caa", "tls", "clock"]
             .iter()
-            .map(|s| s.to_string())
+            .map(ToString::to_string)
             .collect(),
         docker_socket: dir.path().join("no-docker.sock"),
         ..Default::default()

@@ -100,7 +100,7 @@ fn round_trip_signs_in_pings_and_writes_nothing() {
         .get(format!("{}/api/channels", chat.base))
         .bearer_auth(&token)
         .send()
-        .and_then(|r| r.json())
+        .and_then(reqwest::blocking::Response::json)
         .expect("channels");
     assert_eq!(channels, serde_json::json!([]), "the probe wrote something");
 

@@ -225,7 +225,7 @@ fn lock_cli_over_ssh() {
     // The holder is this user at this machine, even where USER/LOGNAME/HOSTNAME are unset.
     let details = std::fs::read_to_string(root.join("chat.lock/details")).expect("details");
     let user = String::from_utf8(
-        std::process::Command::new("id")
+        Command::new("id")
             .arg("-un")
             .output()
             .expect("id -un")

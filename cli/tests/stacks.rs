@@ -37,7 +37,7 @@ fn every_example_stack_parses_and_validates() {
 fn no_other_stack_files_go_untested() {
     let mut names: Vec<String> = std::fs::read_dir(stacks_dir())
         .expect("stacks/")
-        .filter_map(|e| e.ok())
+        .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".toml"))
         .collect();
@@ -205,6 +205,32 @@ fn stacks_that_cannot_work_are_refused() {
                 .replace("count = 1", "count = 0"),
             "ec2.count",
             "1 or more",
+        ),
+        (
+            std::fs::read_to_string(stacks_dir().join("ec2-single.toml"))
+                .expect("read")
+                .replace("us-east-1", "us-east-7"),
+            "ec2.region",
+            "did you mean us-east-",
+        ),
+        (
+            std::fs::read_to_string(stacks_dir().join("ec2-single.toml"))
+                .expect("read")
+                .replace("t3.small", "t3.smal"),
+            "ec2.instance_type",
+            "did you mean t3.small?",
+        ),
+        (
+            std::fs::read_to_string(stacks_dir().join("ec2-scaled.toml"))
+                .expect("read")
+                .replace("c7i.large", "c7x.large"),
+            "ec2.instance_type",
+            "did you mean",
+        ),
+        (
+            ecs.replace("region = \"", "region = \"eu-wset-1\" # was \""),
+            "ecs.region",
+            "did you mean eu-west-1?",
         ),
         (
             LOCAL.replace("chat.localhost.test", "203.0.113.10"),

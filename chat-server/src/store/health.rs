@@ -99,7 +99,9 @@ pub struct StoreHealth {
 
 impl StoreHealth {
     fn lock(&self) -> std::sync::MutexGuard<'_, Outage> {
-        self.outage.lock().unwrap_or_else(|p| p.into_inner())
+        self.outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records an answer of the store; `write` for operations that change it.
@@ -109,10 +111,10 @@ impl StoreHealth {
                 let action = self.lock().failed(reason, Instant::now());
                 match action {
                     LogAction::First => {
-                        tracing::warn!(%reason, "store unavailable: nothing was written (further failures are summed up every {}s)", LOG_EVERY.as_secs())
+                        tracing::warn!(%reason, "store unavailable: nothing was written (further failures are summed up every {}s)", LOG_EVERY.as_secs());
                     }
                     LogAction::Summary(n) => {
-                        tracing::warn!(failures = n, last = %reason, "store still unavailable")
+                        tracing::warn!(failures = n, last = %reason, "store still unavailable");
                     }
                     LogAction::Quiet => {}
                 }

@@ -185,7 +185,7 @@ fn bdt(t: OffsetDateTime) -> BsonDateTime {
 }
 
 fn from_bdt(d: BsonDateTime) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(d.timestamp_millis() as i128 * 1_000_000)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(d.timestamp_millis()) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
@@ -200,7 +200,7 @@ fn get_opt_s(d: &Document, k: &str) -> Option<String> {
 fn get_i(d: &Document, k: &str) -> i64 {
     match d.get(k) {
         Some(Bson::Int64(v)) => *v,
-        Some(Bson::Int32(v)) => *v as i64,
+        Some(Bson::Int32(v)) => i64::from(*v),
         Some(Bson::Double(v)) => *v as i64,
         _ => 0,
     }

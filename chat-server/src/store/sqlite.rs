@@ -152,7 +152,7 @@ fn ms(t: OffsetDateTime) -> i64 {
 }
 
 fn from_ms(v: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(v as i128 * 1_000_000)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(v) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
@@ -245,7 +245,9 @@ impl SqliteStore {
         let readers = self.readers.clone();
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
         tokio::task::spawn_blocking(move || {
-            let conn = readers[i].lock().unwrap_or_else(|p| p.into_inner());
+            let conn = readers[i]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             f(&conn)
         })
         .await

@@ -191,7 +191,10 @@ mod tests {
             c.to_shell(),
             "docker login registry.example.com --username deploy --password-stdin"
         );
-        assert_eq!(c.stdin.as_ref().map(|s| s.bytes()), Some(&b"s3cr'et"[..]));
+        assert_eq!(
+            c.stdin.as_ref().map(StdinData::bytes),
+            Some(&b"s3cr'et"[..])
+        );
         assert_eq!(
             c.to_string(),
             "docker login registry.example.com --username deploy --password-stdin <<< [redacted]"

@@ -46,7 +46,7 @@ mod tests {
              && mv -f /etc/nginx/sites-enabled/chat.conf.fullslack-tmp /etc/nginx/sites-enabled/chat.conf'"
         );
         assert_eq!(
-            c.stdin.as_ref().map(|s| s.bytes()),
+            c.stdin.as_ref().map(StdinData::bytes),
             Some(&b"server {}\n"[..])
         );
     }

@@ -106,8 +106,8 @@ pub async fn build(docker: &Docker, req: BuildRequest, ev: &Events) -> Result<Bu
                     if let Some((n, m)) = parse_step(line) {
                         steps = n;
                         step_line = line.to_string();
-                        bar.set_length(m as u64);
-                        bar.set_position(n as u64);
+                        bar.set_length(u64::from(m));
+                        bar.set_position(u64::from(n));
                         bar.set_message(line.to_string());
                         ev.emit(
                             "build.step",

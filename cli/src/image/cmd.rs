@@ -12,6 +12,7 @@ use super::events::Events;
 use super::push::{push, RegistryAuth, Retry};
 use super::tag::{check_tag, split_reference, Provenance, Repository};
 use super::{context, offline, ImageError};
+use crate::args::StackOpt;
 use crate::error::CliError;
 use crate::output::Reporter;
 use crate::secret::{Secret, SecretRef};
@@ -50,9 +51,10 @@ pub struct BuildArgs {
     /// Repository to tag, `[REGISTRY/]NAME` [default: the stack's [image], else fullslack/chat].
     #[arg(long, value_name = "NAME")]
     pub image: Option<String>,
-    /// Take the repository from this stack file's [image] section.
-    #[arg(long, short = 's')]
-    pub stack: Option<PathBuf>,
+    /// Take the repository (and the tag to deploy) from this stack file's [image] section,
+    /// and record the build for `push --stack` and `deploy`.
+    #[command(flatten)]
+    pub stack: StackOpt,
     /// Tag (repeat) [default: <git short sha>-<UTC timestamp>].
     #[arg(long, short = 't', value_name = "TAG")]
     pub tag: Vec<String>,
@@ -77,8 +79,8 @@ pub struct BuildArgs {
 /// `push` arguments.
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// Local image to push, `NAME:TAG`.
-    pub image: String,
+    /// Local image to push, `NAME:TAG` [default with --stack: the stack's last build].
+    pub image: Option<String>,
     /// Push it as `REGISTRY/REPOSITORY` (same tag; tagged locally first) instead of its own
     /// name.
     #[arg(long, value_name = "REGISTRY/REPOSITORY")]
@@ -96,9 +98,10 @@ pub struct PushArgs {
         value_name = "VAR"
     )]
     pub password_env: String,
-    /// Take registry credentials (and `--to`) from this stack file's [image] section.
-    #[arg(long, short = 's')]
-    pub stack: Option<PathBuf>,
+    /// Take registry credentials (and `--to`) from this stack file's [image] section; without
+    /// IMAGE, push the stack's last build (`fullslack build --stack`).
+    #[command(flatten)]
+    pub stack: StackOpt,
     /// Attempts in all for transient failures (network, 5xx).
     #[arg(long, default_value_t = 4)]
     pub attempts: u32,
@@ -164,9 +167,15 @@ async fn ecr_target(stack: &crate::stack::Stack) -> Result<(Repository, Registry
 /// Runs `fullslack build`.
 pub async fn run_build(a: &BuildArgs, r: &Reporter) -> Result<(), CliError> {
     let started = Instant::now();
-    let repo = match (&a.image, &a.stack) {
+    let stack = a
+        .stack
+        .stack
+        .as_deref()
+        .map(crate::stack::load)
+        .transpose()?;
+    let repo = match (&a.image, &stack) {
         (Some(name), _) => Repository::parse(name)?,
-        (None, Some(s)) => stack_repository(&crate::stack::load(s)?)?,
+        (None, Some(s)) => stack_repository(s)?,
         (None, None) => Repository::parse(DEFAULT_IMAGE)?,
     };
     let prov = Provenance::detect(&a.context, a.source.as_deref());
@@ -175,6 +184,13 @@ pub async fn run_build(a: &BuildArgs, r: &Reporter) -> Result<(), CliError> {
     } else {
         a.tag.clone()
     };
+    // The stack's own tag (`image.tag`, default `latest`) too: what the stack says it runs
+    // is then this build.
+    if let Some(s) = &stack {
+        if !tags.contains(&s.image.tag) {
+            tags.push(s.image.tag.clone());
+        }
+    }
     if a.latest && !tags.iter().any(|t| t == "latest") {
         tags.push("latest".into());
     }
@@ -184,6 +200,10 @@ pub async fn run_build(a: &BuildArgs, r: &Reporter) -> Result<(), CliError> {
     let refs: Vec<String> = tags.iter().map(|t| repo.with_tag(t)).collect();
     let mut labels = prov.labels();
     labels.insert("org.opencontainers.image.version".into(), tags[0].clone());
+    let built_at = labels
+        .get("org.opencontainers.image.created")
+        .cloned()
+        .unwrap_or_default();
     let (ctx, dockerfile, labels) = if a.offline {
         let server = a
             .binary
@@ -252,6 +272,29 @@ pub async fn run_build(a: &BuildArgs, r: &Reporter) -> Result<(), CliError> {
             built.cached_steps
         );
     }
+    if let (Some(s), Some(path)) = (&stack, &a.stack.stack) {
+        let record = crate::state::LastBuild {
+            repository: repo.name(),
+            tag: tags[0].clone(),
+            tags: tags.clone(),
+            id: built.id.clone(),
+            built_at,
+        };
+        let saved = record.save(path, &s.name)?;
+        ev.emit(
+            "recorded",
+            json!({"stack": s.name, "reference": record.reference(), "path": saved}),
+            None,
+        );
+        if !r.json {
+            println!(
+                "recorded {} as the last build of stack `{}` (push it with `fullslack push --stack {}`)",
+                record.reference(),
+                s.name,
+                path.display()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -281,8 +324,34 @@ fn resolve_secret(s: &SecretRef) -> Result<Secret, CliError> {
 
 /// Runs `fullslack push`.
 pub async fn run_push(a: &PushArgs, r: &Reporter) -> Result<(), CliError> {
-    let stack = a.stack.as_deref().map(crate::stack::load).transpose()?;
-    let (name, tag) = split_reference(&a.image);
+    let stack = a
+        .stack
+        .stack
+        .as_deref()
+        .map(crate::stack::load)
+        .transpose()?;
+    let image = match (&a.image, &stack, &a.stack.stack) {
+        (Some(i), _, _) => i.clone(),
+        (None, Some(s), Some(path)) => match crate::state::LastBuild::load(path, &s.name)? {
+            Some(b) => b.reference(),
+            None => {
+                return Err(usage(
+                    format!("stack `{}` has no recorded build", s.name),
+                    format!(
+                        "run `fullslack build --stack {}` first, or name the image: fullslack push IMAGE",
+                        path.display()
+                    ),
+                ))
+            }
+        },
+        _ => {
+            return Err(usage(
+                "push needs an image or a stack file",
+                "`fullslack push NAME:TAG`, or `fullslack push --stack FILE` for the stack's last build",
+            ))
+        }
+    };
+    let (name, tag) = split_reference(&image);
     let tag = tag.unwrap_or("latest");
     check_tag(tag)?;
     Repository::parse(name)?;
@@ -306,7 +375,13 @@ pub async fn run_push(a: &PushArgs, r: &Reporter) -> Result<(), CliError> {
     let docker = super::connect().await?;
     // Tag under the target name (and `latest`) first: the engine pushes by name.
     let mut refs = vec![reference.clone()];
-    if a.latest && tag != "latest" {
+    // The stack's own tag too (as `build --stack` set it): the stack's image then names this.
+    if let Some(s) = &stack {
+        if s.image.tag != tag {
+            refs.push(repo.with_tag(&s.image.tag));
+        }
+    }
+    if a.latest && tag != "latest" && !refs.contains(&repo.with_tag("latest")) {
         refs.push(repo.with_tag("latest"));
     }
     // Tags this run adds (not those that were there before): a failed push removes them.
@@ -327,9 +402,9 @@ pub async fn run_push(a: &PushArgs, r: &Reporter) -> Result<(), CliError> {
                 )
                 .await
                 .map_err(|e| ImageError::PushFailed {
-                    reference: a.image.clone(),
+                    reference: image.clone(),
                     kind: super::FailureKind::Name,
-                    message: format!("cannot tag {} as {rf}: {e}", a.image),
+                    message: format!("cannot tag {image} as {rf}: {e}"),
                     attempts: 0,
                 })?;
         }

@@ -239,7 +239,7 @@ impl Context {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| ImageError::Context(format!("{}: {e}", abs.display())))?;
             // Sorted: the same tree always gives the same tar.
-            entries.sort_by_key(|e| e.file_name());
+            entries.sort_by_key(std::fs::DirEntry::file_name);
             for entry in entries {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let rel = if dir.is_empty() {

@@ -86,7 +86,10 @@ impl Events {
 
     /// The bar of one pushed layer, created on first use.
     pub fn layer_bar(&self, key: &str, total: u64) -> ProgressBar {
-        let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut layers = self
+            .layers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         layers
             .entry(key.to_string())
             .or_insert_with(|| {
@@ -108,7 +111,10 @@ impl Events {
 
     /// Finishes and removes every layer bar.
     pub fn finish_layers(&self) {
-        let mut layers = self.layers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut layers = self
+            .layers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (_, pb) in layers.drain() {
             pb.finish_and_clear();
         }

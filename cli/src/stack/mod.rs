@@ -1,5 +1,6 @@
 //! Stack files: parse, locate errors at a line and key, validate, and write the `init` template.
 
+pub mod aws_names;
 mod model;
 
 use std::fmt;
@@ -300,11 +301,11 @@ fn range_of(message: &str) -> Option<(i64, i64)> {
     }
     let ty = message.rsplit("expected ").next()?.trim();
     Some(match ty {
-        "u8" => (0, u8::MAX as i64),
-        "u16" => (0, u16::MAX as i64),
-        "u32" => (0, u32::MAX as i64),
+        "u8" => (0, i64::from(u8::MAX)),
+        "u16" => (0, i64::from(u16::MAX)),
+        "u32" => (0, i64::from(u32::MAX)),
         "u64" | "usize" => (0, i64::MAX),
-        "i32" => (i32::MIN as i64, i32::MAX as i64),
+        "i32" => (i64::from(i32::MIN), i64::from(i32::MAX)),
         _ => return None,
     })
 }
@@ -320,14 +321,15 @@ pub fn key_at(text: &str, offset: usize) -> Option<String> {
     ) {
         let span = v.span();
         let len = span.end.saturating_sub(span.start);
-        if span.start <= offset && offset < span.end.max(span.start + 1) {
-            if best.as_ref().is_none_or(|(l, _)| len <= *l) {
-                *best = Some((len, path.clone()));
-            }
+        if span.start <= offset
+            && offset < span.end.max(span.start + 1)
+            && best.as_ref().is_none_or(|(l, _)| len <= *l)
+        {
+            *best = Some((len, path.clone()));
         }
         match v.get_ref() {
             DeValue::Table(t) => {
-                for (k, v) in t.iter() {
+                for (k, v) in t {
                     let name = k.get_ref().as_ref();
                     let p = if path.is_empty() {
                         name.to_string()
@@ -351,7 +353,7 @@ pub fn key_at(text: &str, offset: usize) -> Option<String> {
     }
     let root = DeTable::parse(text).ok()?;
     let mut best: Option<(usize, String)> = None;
-    for (k, v) in root.get_ref().iter() {
+    for (k, v) in root.get_ref() {
         let name = k.get_ref().as_ref().to_string();
         let ks = k.span();
         if ks.start <= offset && offset < ks.end.max(ks.start + 1) {
@@ -530,12 +532,21 @@ fn validate(s: &Stack) -> Vec<Problem> {
                 "target `ec2` needs an [ec2] table",
                 "add [ec2] with region = \"us-east-1\" (see stacks/ec2-single.toml)",
             )),
-            Some(ec2) if ec2.count == 0 => p.push(problem(
-                "ec2.count",
-                "count = 0 would run no instance",
-                "set ec2.count to 1 or more (`fullslack destroy` removes a stack)",
-            )),
-            Some(_) => {}
+            Some(ec2) => {
+                if ec2.count == 0 {
+                    p.push(problem(
+                        "ec2.count",
+                        "count = 0 would run no instance",
+                        "set ec2.count to 1 or more (`fullslack destroy` removes a stack)",
+                    ));
+                }
+                if let Err((msg, fix)) = aws_names::check_region(&ec2.region) {
+                    p.push(problem("ec2.region", msg, fix));
+                }
+                if let Err((msg, fix)) = aws_names::check_instance_type(&ec2.instance_type) {
+                    p.push(problem("ec2.instance_type", msg, fix));
+                }
+            }
         },
         Target::Ecs => {
             match &s.ecs {
@@ -545,6 +556,9 @@ fn validate(s: &Stack) -> Vec<Problem> {
                     "add [ecs] with region, cluster and subnets (see stacks/ecs-fargate.toml)",
                 )),
                 Some(ecs) => {
+                    if let Err((msg, fix)) = aws_names::check_region(&ecs.region) {
+                        p.push(problem("ecs.region", msg, fix));
+                    }
                     if ecs.subnets.is_empty() {
                         p.push(problem(
                             "ecs.subnets",
@@ -801,8 +815,8 @@ fn app_problems(s: &Stack) -> Vec<Problem> {
     }
     let replicas = s.app.replicas.max(1);
     // Blue uses host_port .. host_port + replicas, green the same range 100 higher.
-    let highest = s.app.host_port as u32 + 100 + replicas - 1;
-    if s.app.host_port == 0 || highest > u16::MAX as u32 {
+    let highest = u32::from(s.app.host_port) + 100 + replicas - 1;
+    if s.app.host_port == 0 || highest > u32::from(u16::MAX) {
         p.push(problem(
             "app.host_port",
             format!(
@@ -811,7 +825,7 @@ fn app_problems(s: &Stack) -> Vec<Problem> {
             ),
             format!(
                 "use a host_port from 1024 to {}",
-                u16::MAX as u32 - 100 - (replicas - 1)
+                u32::from(u16::MAX) - 100 - (replicas - 1)
             ),
         ));
         return p;
