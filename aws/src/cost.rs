@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{Kind, Resource};
+use crate::resource::{Kind, Resource};
 
 /// Hours in the month AWS bills by.
 pub const HOURS_PER_MONTH: f64 = 730.0;

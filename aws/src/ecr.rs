@@ -6,7 +6,8 @@ use base64::Engine;
 use aws_sdk_ecr::types::ImageTagMutability;
 
 use crate::error::SdkResultExt;
-use crate::plan::{Action, Change, Kind, Resource};
+use crate::plan::{Action, Change};
+use crate::resource::{Kind, Resource};
 use crate::{Aws, AwsError, SecretString, TAG_RESOURCE, TAG_STACK};
 
 /// Credentials for `docker login` / the Engine API's `X-Registry-Auth`.

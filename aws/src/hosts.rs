@@ -7,8 +7,8 @@ use aws_sdk_ec2::types::Filter;
 use serde::Serialize;
 
 use crate::config::Aws;
-use crate::ec2::{stack_filter, tag_of};
 use crate::error::{AwsError, SdkResultExt};
+use crate::family::{stack_filter, tag_of};
 use crate::TAG_RESOURCE;
 
 /// One running instance of a stack.

@@ -1,4 +1,5 @@
-//! The plan: resources as data, the diff of desired against actual, and its readable rendering.
+//! The plan: the diff of desired against actual resources (see [`crate::resource`]), the
+//! stale-plan check and the readable rendering.
 //!
 //! A [`Resource`] is one thing in AWS the stack owns, named by kind and a logical name (stable
 //! across applies, stored in the `fullslack:resource` tag) and described by the attributes that
@@ -6,243 +7,17 @@
 //! when the plan was made (`before`) and as the stack wants it (`after`), so that `apply` can
 //! refuse a plan that reality has moved away from, and needs no stack file.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cost::CostEstimate;
+use crate::resource::{Carry, Kind, Resource, Value};
+use crate::spec::Lookup;
 
 /// Plan file format version.
 pub const PLAN_FORMAT: u32 = 1;
-
-/// Kinds of resources, in creation order (deletes run in reverse).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// ECR repository.
-    EcrRepository,
-    /// EC2 security group.
-    SecurityGroup,
-    /// EC2 key pair (imported public key).
-    KeyPair,
-    /// EC2 instance.
-    Instance,
-    /// Elastic IP, associated with an instance.
-    ElasticIp,
-    /// ECS cluster.
-    EcsCluster,
-    /// ECS task definition family (a change registers a new revision).
-    TaskDefinition,
-    /// ALB target group.
-    TargetGroup,
-    /// Application load balancer.
-    LoadBalancer,
-    /// ALB listener.
-    Listener,
-    /// ECS service.
-    EcsService,
-}
-
-impl Kind {
-    /// Name shown in plans.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::EcrRepository => "ecr_repository",
-            Kind::SecurityGroup => "security_group",
-            Kind::KeyPair => "key_pair",
-            Kind::Instance => "instance",
-            Kind::ElasticIp => "elastic_ip",
-            Kind::EcsCluster => "ecs_cluster",
-            Kind::TaskDefinition => "task_definition",
-            Kind::TargetGroup => "target_group",
-            Kind::LoadBalancer => "load_balancer",
-            Kind::Listener => "listener",
-            Kind::EcsService => "ecs_service",
-        }
-    }
-
-    /// How a change of `attr` (from `old` to `new`) can be carried out. Apply implements every
-    /// in-place change listed here and a replacement for every kind, so whatever the diff plans
-    /// is something apply can do (an attribute not listed forces replacement, never an
-    /// "update" apply has no code for).
-    pub fn carry(self, attr: &str, old: Option<&Value>, new: &Value) -> Carry {
-        use Carry::{InPlace, Replace};
-        let text = |v: Option<&Value>| match v {
-            Some(Value::One(s)) => s.clone(),
-            _ => String::new(),
-        };
-        match (self, attr) {
-            (Kind::EcrRepository, "tag_mutability") => InPlace,
-            (Kind::SecurityGroup, "ingress") => InPlace,
-            (Kind::SecurityGroup, "vpc") => {
-                Replace("a security group cannot move to another VPC".into())
-            }
-            (Kind::KeyPair, "public_key_sha256") => {
-                Replace("EC2 cannot change the key material of a key pair".into())
-            }
-            (Kind::Instance, "security_group" | "metadata_tokens") => InPlace,
-            (Kind::Instance, "instance_type") => {
-                let (o, n) = (text(old), text(Some(new)));
-                if crate::ec2::is_arm(&o) == crate::ec2::is_arm(&n) {
-                    InPlace
-                } else {
-                    Replace(format!(
-                        "{o} and {n} have different CPU architectures, which need different images"
-                    ))
-                }
-            }
-            (Kind::Instance, "volume_gb") => {
-                let o: u64 = text(old).parse().unwrap_or(0);
-                let n: u64 = text(Some(new)).parse().unwrap_or(0);
-                if n >= o {
-                    InPlace
-                } else {
-                    Replace("an EBS volume cannot shrink".into())
-                }
-            }
-            (Kind::Instance, "image") => Replace("the image is chosen only at launch".into()),
-            (Kind::Instance, "key_name") => Replace("the key pair is set only at launch".into()),
-            (Kind::Instance, "user_data_sha256") => {
-                Replace("user data runs only on an instance's first boot".into())
-            }
-            (Kind::Instance, "subnet") => {
-                Replace("an instance cannot move to another subnet".into())
-            }
-            (Kind::ElasticIp, "instance") => InPlace,
-            (Kind::TaskDefinition, _) => InPlace,
-            (Kind::TargetGroup, "health_path" | "matcher") => InPlace,
-            (Kind::LoadBalancer, "security_groups") => InPlace,
-            (Kind::Listener, "action" | "certificate") => InPlace,
-            (
-                Kind::EcsService,
-                "desired_count" | "task_definition" | "subnets" | "security_groups"
-                | "circuit_breaker",
-            ) => InPlace,
-            (_, a) => Replace(format!("`{a}` cannot be changed in place")),
-        }
-    }
-}
-
-/// How one changed attribute is carried out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Carry {
-    /// Changed on the existing resource.
-    InPlace,
-    /// Needs a new resource; the reason says why (shown as "forces replacement").
-    Replace(String),
-}
-
-/// An attribute value: one string or a set of strings (rules, subnets), compared as a set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Value {
-    /// A single value.
-    One(String),
-    /// An unordered set, kept sorted.
-    Set(Vec<String>),
-}
-
-impl Value {
-    /// A set from any strings (sorted, deduplicated).
-    pub fn set<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Value {
-        let s: BTreeSet<String> = items.into_iter().map(Into::into).collect();
-        Value::Set(s.into_iter().collect())
-    }
-
-    fn render(&self) -> String {
-        match self {
-            Value::One(s) if s.is_empty() => "(none)".into(),
-            Value::One(s) => s.clone(),
-            Value::Set(v) if v.is_empty() => "(none)".into(),
-            Value::Set(v) => v.join(", "),
-        }
-    }
-}
-
-impl From<&str> for Value {
-    fn from(s: &str) -> Self {
-        Value::One(s.to_string())
-    }
-}
-impl From<String> for Value {
-    fn from(s: String) -> Self {
-        Value::One(s)
-    }
-}
-
-/// One resource, desired or actual.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resource {
-    /// What it is.
-    pub kind: Kind,
-    /// Logical name, unique per kind within the stack.
-    pub name: String,
-    /// AWS id (ARN, `sg-…`, `i-…`), once it exists.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Compared attributes.
-    pub attrs: BTreeMap<String, Value>,
-    /// Creation inputs and observations that are not compared (user data text, public key,
-    /// public IP). Never secret values: secrets are referenced by ARN.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub extra: BTreeMap<String, String>,
-}
-
-impl Resource {
-    /// A resource with no id yet.
-    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
-        Resource {
-            kind,
-            name: name.into(),
-            id: None,
-            attrs: BTreeMap::new(),
-            extra: BTreeMap::new(),
-        }
-    }
-
-    /// Adds a compared attribute.
-    pub fn attr(mut self, k: &str, v: impl Into<Value>) -> Self {
-        self.attrs.insert(k.to_string(), v.into());
-        self
-    }
-
-    /// Adds an uncompared input or observation.
-    pub fn extra(mut self, k: &str, v: impl Into<String>) -> Self {
-        self.extra.insert(k.to_string(), v.into());
-        self
-    }
-
-    /// A text attribute (empty if absent or a set).
-    pub fn text(&self, k: &str) -> &str {
-        match self.attrs.get(k) {
-            Some(Value::One(s)) => s,
-            _ => "",
-        }
-    }
-
-    /// A set attribute (empty if absent).
-    pub fn list(&self, k: &str) -> Vec<String> {
-        match self.attrs.get(k) {
-            Some(Value::Set(v)) => v.clone(),
-            Some(Value::One(s)) if !s.is_empty() => vec![s.clone()],
-            _ => Vec::new(),
-        }
-    }
-
-    /// An uncompared input (empty if absent).
-    pub fn input(&self, k: &str) -> &str {
-        self.extra.get(k).map(String::as_str).unwrap_or("")
-    }
-
-    /// `kind name (id)`.
-    pub fn label(&self) -> String {
-        match &self.id {
-            Some(id) => format!("{} {} ({id})", self.kind.as_str(), self.name),
-            None => format!("{} {}", self.kind.as_str(), self.name),
-        }
-    }
-}
 
 /// What a change does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,7 +98,7 @@ pub struct Plan {
     pub wait_timeout_secs: u64,
     /// Names needed to read the stack back.
     #[serde(default)]
-    pub lookup: crate::Lookup,
+    pub lookup: Lookup,
     /// Things the reader should know that are not changes (no SSH ingress, a shared cluster
     /// used but not managed, a certificate checked by shape only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -399,54 +174,13 @@ fn render_change(out: &mut String, ch: &Change) {
         Action::Delete => "delete",
     };
     let _ = writeln!(out, "{sym} {label}: {why}");
-    let forced = |k: &str| match ch.forces.get(k) {
-        Some(why) => format!("   (forces replacement: {why})"),
-        None => String::new(),
-    };
     match ch.action {
         Action::Create => {
             for (k, v) in &res.attrs {
                 let _ = writeln!(out, "        {k} = {}", v.render());
             }
         }
-        Action::Update | Action::Replace => {
-            let before = ch.before.as_ref();
-            for k in &ch.changed {
-                let old = before.and_then(|b| b.attrs.get(k));
-                let new = res.attrs.get(k);
-                match (old, new) {
-                    (Some(Value::Set(o)), Some(Value::Set(n))) => {
-                        for gone in o.iter().filter(|x| !n.contains(x)) {
-                            let _ =
-                                writeln!(out, "        {k}: - {gone}   (not in the stack: drift)");
-                        }
-                        for added in n.iter().filter(|x| !o.contains(x)) {
-                            let _ = writeln!(out, "        {k}: + {added}");
-                        }
-                        if ch.forces.contains_key(k) {
-                            let _ = writeln!(out, "        {k}:{}", forced(k));
-                        }
-                    }
-                    (Some(o), Some(n)) if o == n => {
-                        // Same value, new target (e.g. an Elastic IP following a new instance).
-                        let _ = writeln!(
-                            out,
-                            "        {k}: {} (again: it is being replaced)",
-                            n.render()
-                        );
-                    }
-                    _ => {
-                        let _ = writeln!(
-                            out,
-                            "        {k}: {} → {}{}",
-                            old.map(Value::render).unwrap_or_else(|| "(none)".into()),
-                            new.map(Value::render).unwrap_or_else(|| "(none)".into()),
-                            forced(k)
-                        );
-                    }
-                }
-            }
-        }
+        Action::Update | Action::Replace => render_changed_attrs(out, ch, res),
         Action::Delete => {}
     }
     match (res.kind, ch.action) {
@@ -463,6 +197,50 @@ fn render_change(out: &mut String, ch: &Change) {
             );
         }
         _ => {}
+    }
+}
+
+/// The changed attributes of an update or replacement: old → new, or a set's removed and
+/// added members; each with the reason when it forces the replacement.
+fn render_changed_attrs(out: &mut String, ch: &Change, res: &Resource) {
+    let forced = |k: &str| match ch.forces.get(k) {
+        Some(why) => format!("   (forces replacement: {why})"),
+        None => String::new(),
+    };
+    let before = ch.before.as_ref();
+    for k in &ch.changed {
+        let old = before.and_then(|b| b.attrs.get(k));
+        let new = res.attrs.get(k);
+        match (old, new) {
+            (Some(Value::Set(o)), Some(Value::Set(n))) => {
+                for gone in o.iter().filter(|x| !n.contains(x)) {
+                    let _ = writeln!(out, "        {k}: - {gone}   (not in the stack: drift)");
+                }
+                for added in n.iter().filter(|x| !o.contains(x)) {
+                    let _ = writeln!(out, "        {k}: + {added}");
+                }
+                if ch.forces.contains_key(k) {
+                    let _ = writeln!(out, "        {k}:{}", forced(k));
+                }
+            }
+            (Some(o), Some(n)) if o == n => {
+                // Same value, new target (e.g. an Elastic IP following a new instance).
+                let _ = writeln!(
+                    out,
+                    "        {k}: {} (again: it is being replaced)",
+                    n.render()
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "        {k}: {} → {}{}",
+                    old.map(Value::render).unwrap_or_else(|| "(none)".into()),
+                    new.map(Value::render).unwrap_or_else(|| "(none)".into()),
+                    forced(k)
+                );
+            }
+        }
     }
 }
 
@@ -693,7 +471,7 @@ mod tests {
             unchanged,
             cost: CostEstimate::default(),
             wait_timeout_secs: 1,
-            lookup: crate::Lookup::default(),
+            lookup: Lookup::default(),
             notes: Vec::new(),
         };
         assert!(check_current(&plan, &[]).is_ok());

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 /// One stack's desired AWS state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackSpec {
@@ -92,4 +94,29 @@ pub struct EcsSpec {
     pub env: BTreeMap<String, String>,
     /// Environment variable → SSM parameter name.
     pub secrets: BTreeMap<String, String>,
+}
+
+/// Names needed to read a stack's resources that tags alone cannot find (ECR and ECS look
+/// these up by name, then check the tag). Saved in the plan so `apply PLAN` needs no stack file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lookup {
+    /// ECR repository name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecr_repository: Option<String>,
+    /// ECS cluster name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+impl Lookup {
+    /// The names a stack's resources are looked up by.
+    pub fn of(spec: &StackSpec) -> Lookup {
+        Lookup {
+            ecr_repository: spec.ecr_repository.clone(),
+            cluster: match &spec.target {
+                TargetSpec::Ecs(e) => Some(e.cluster.clone()),
+                TargetSpec::Ec2(_) => None,
+            },
+        }
+    }
 }
