@@ -1,7 +1,7 @@
 //! The ECS cluster of an ECS stack: made and deleted by the stack when it is the stack's own
 //! (tagged), used but never changed when it belongs to another stack or was made by hand.
 
-use aws_sdk_ecs::types::{ClusterField, ServiceField};
+use aws_sdk_ecs::types::{Cluster, ClusterField, ServiceField};
 
 use crate::error::SdkResultExt;
 use crate::family::{ecs_tagged, ecs_tags, retry_conflict, Step};
@@ -40,6 +40,17 @@ pub(crate) async fn desired(
 /// Whether a cluster exists (active), and the stack that owns it: `None` when it does not
 /// exist, `Some(None)` when it exists without a stack tag.
 async fn cluster_owner(aws: &Aws, cluster: &str) -> Result<Option<Option<String>>, AwsError> {
+    Ok(active_cluster(aws, cluster).await?.map(|c| {
+        c.tags()
+            .iter()
+            .find(|t| t.key() == Some(TAG_STACK))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    }))
+}
+
+/// The cluster named `cluster`, with its tags, if it exists and is active.
+async fn active_cluster(aws: &Aws, cluster: &str) -> Result<Option<Cluster>, AwsError> {
     let c = aws
         .ecs()
         .describe_clusters()
@@ -51,13 +62,7 @@ async fn cluster_owner(aws: &Aws, cluster: &str) -> Result<Option<Option<String>
     Ok(c.clusters()
         .iter()
         .find(|c| c.status() == Some("ACTIVE"))
-        .map(|c| {
-            c.tags()
-                .iter()
-                .find(|t| t.key() == Some(TAG_STACK))
-                .and_then(|t| t.value())
-                .map(str::to_string)
-        }))
+        .cloned())
 }
 
 /// Whether the cluster is active (then services in it can be read), and the cluster itself
@@ -67,15 +72,7 @@ pub(crate) async fn actual(
     stack: &str,
     cluster: &str,
 ) -> Result<(bool, Option<Resource>), AwsError> {
-    let c = aws
-        .ecs()
-        .describe_clusters()
-        .clusters(cluster)
-        .include(ClusterField::Tags)
-        .send()
-        .await
-        .ctx("ecs:DescribeClusters")?;
-    let Some(c) = c.clusters().iter().find(|c| c.status() == Some("ACTIVE")) else {
+    let Some(c) = active_cluster(aws, cluster).await? else {
         return Ok((false, None));
     };
     if !ecs_tagged(c.tags(), stack) {

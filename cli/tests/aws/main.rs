@@ -15,6 +15,7 @@ mod hosts;
 mod lock;
 mod names;
 mod plan_table;
+mod plan_table_ecs;
 mod secrets;
 
 use std::io::Write;

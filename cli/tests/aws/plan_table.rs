@@ -3,18 +3,18 @@
 
 use super::*;
 
-type Change<'a> = Box<dyn Fn(&mut String) + 'a>;
+pub(super) type Change<'a> = Box<dyn Fn(&mut String) + 'a>;
 
 /// One row of the table: what, the (kind, attribute) pairs it covers, what the plan shows, the
 /// change.
-type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>, Change<'a>);
+pub(super) type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>, Change<'a>);
 
-fn change<'a>(f: impl Fn(&mut String) + 'a) -> Change<'a> {
+pub(super) fn change<'a>(f: impl Fn(&mut String) + 'a) -> Change<'a> {
     Box::new(f)
 }
 
 /// What a plan JSON says changes: (kind, attribute) pairs, and the action per resource.
-fn planned_attrs(plan: &serde_json::Value) -> Vec<(String, String, String)> {
+pub(super) fn planned_attrs(plan: &serde_json::Value) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for ch in plan["changes"].as_array().into_iter().flatten() {
         let action = ch["action"].as_str().unwrap_or_default().to_string();
@@ -60,16 +60,7 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
     assert_eq!(first.status.code(), Some(2), "{}", text(&first));
     let first: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&plan_path).unwrap()).unwrap();
-    // Every (kind, attribute) the stack's resources are compared on.
-    let mut all: Vec<(String, String)> = Vec::new();
-    for ch in first["changes"].as_array().unwrap() {
-        let kind = ch["after"]["kind"].as_str().unwrap().to_string();
-        for k in ch["after"]["attrs"].as_object().unwrap().keys() {
-            if !all.contains(&(kind.clone(), k.clone())) {
-                all.push((kind.clone(), k.clone()));
-            }
-        }
-    }
+    let all = compared_attrs(&first);
     ok(&fullslack(&moto, &["apply", s(&plan_path)], None));
 
     // Safer defaults: IMDSv2 required, the root volume encrypted.
@@ -385,50 +376,20 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
     ];
 
     let mut covered: Vec<(String, String)> = Vec::new();
-    for (i, (what, covers, expect, change)) in cases.iter().enumerate() {
-        change(&mut text_now);
-        std::fs::write(&stack, &text_now).unwrap();
-        let path = dir.path().join(format!("case-{i}.json"));
-        let p = fullslack(
+    for (i, case) in cases.iter().enumerate() {
+        let what = case.0;
+        let (shown, applied) = run_case(
             &moto,
-            &["plan", "--stack", s(&stack), "--out", s(&path)],
-            None,
-        );
-        let shown = text(&p);
-        assert_eq!(p.status.code(), Some(2), "case `{what}`: {shown}");
-        for want in expect {
-            assert!(
-                shown.contains(want),
-                "case `{what}`: missing `{want}` in:\n{shown}"
-            );
-        }
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let changed = planned_attrs(&json);
-        for (kind, attr) in covers {
-            assert!(
-                changed.iter().any(|(k, a, _)| k == kind && a == attr),
-                "case `{what}`: {kind}.{attr} not in the plan: {changed:?}"
-            );
-            covered.push((kind.to_string(), attr.to_string()));
-        }
-        let applied = fullslack(&moto, &["apply", s(&path), "--wait-timeout", "60"], None);
-        assert_eq!(
-            applied.status.code(),
-            Some(0),
-            "case `{what}`: {}",
-            text(&applied)
-        );
-        let again = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
-        assert_eq!(
-            again.status.code(),
-            Some(0),
-            "case `{what}`: the plan after apply is not empty:\n{}",
-            text(&again)
+            dir.path(),
+            &stack,
+            &mut text_now,
+            i,
+            case,
+            &mut covered,
         );
         // An Elastic IP follows a replaced instance before the old one is terminated.
         if shown.contains("-/+ instance") {
-            let out = text(&applied);
+            let out = applied;
             let moved = out.find("Elastic IP conv-1 →").expect("address moved");
             let gone = out
                 .find("terminated the replaced instance")
@@ -444,4 +405,73 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
         missing.is_empty(),
         "attributes no case changes: {missing:?}"
     );
+}
+
+/// Every (kind, attribute) the resources of a first plan (all creates) are compared on.
+pub(super) fn compared_attrs(first: &serde_json::Value) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = Vec::new();
+    for ch in first["changes"].as_array().unwrap() {
+        let kind = ch["after"]["kind"].as_str().unwrap().to_string();
+        for k in ch["after"]["attrs"].as_object().unwrap().keys() {
+            if !all.contains(&(kind.clone(), k.clone())) {
+                all.push((kind.clone(), k.clone()));
+            }
+        }
+    }
+    all
+}
+
+/// Runs one row: makes the change, plans (the plan must show `expect` and change every pair
+/// the row covers, which go into `covered`), applies, and checks that the next plan is empty.
+/// Returns what the plan and the apply printed.
+pub(super) fn run_case(
+    moto: &Moto,
+    dir: &Path,
+    stack: &Path,
+    text_now: &mut String,
+    i: usize,
+    (what, covers, expect, change): &Case<'_>,
+    covered: &mut Vec<(String, String)>,
+) -> (String, String) {
+    change(text_now);
+    std::fs::write(stack, &*text_now).unwrap();
+    let path = dir.join(format!("case-{i}.json"));
+    let p = fullslack(
+        moto,
+        &["plan", "--stack", s(stack), "--out", s(&path)],
+        None,
+    );
+    let shown = text(&p);
+    assert_eq!(p.status.code(), Some(2), "case `{what}`: {shown}");
+    for want in expect {
+        assert!(
+            shown.contains(want),
+            "case `{what}`: missing `{want}` in:\n{shown}"
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let changed = planned_attrs(&json);
+    for (kind, attr) in covers {
+        assert!(
+            changed.iter().any(|(k, a, _)| k == kind && a == attr),
+            "case `{what}`: {kind}.{attr} not in the plan: {changed:?}"
+        );
+        covered.push((kind.to_string(), attr.to_string()));
+    }
+    let applied = fullslack(moto, &["apply", s(&path), "--wait-timeout", "60"], None);
+    assert_eq!(
+        applied.status.code(),
+        Some(0),
+        "case `{what}`: {}",
+        text(&applied)
+    );
+    let again = fullslack(moto, &["plan", "--stack", s(stack)], None);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "case `{what}`: the plan after apply is not empty:\n{}",
+        text(&again)
+    );
+    (shown, text(&applied))
 }
