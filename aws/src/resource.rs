@@ -104,7 +104,7 @@ impl Kind {
             (Kind::ElasticIp, "instance") => InPlace,
             (Kind::TaskDefinition, _) => InPlace,
             (Kind::TargetGroup, "health_path" | "matcher") => InPlace,
-            (Kind::LoadBalancer, "security_groups") => InPlace,
+            (Kind::LoadBalancer, "security_groups" | "subnets") => InPlace,
             (Kind::Listener, "action" | "certificate") => InPlace,
             (
                 Kind::EcsService,

@@ -221,22 +221,40 @@ pub(crate) async fn apply(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsErr
     }
     match ch.action {
         Action::Create | Action::Replace => create(step, r).await,
-        Action::Update => {
-            let arn = step.id_of(r.kind, &r.name)?;
-            elb.set_security_groups()
-                .load_balancer_arn(&arn)
-                .set_security_groups(Some(resolve_groups(r.list("security_groups"), &step.ids)?))
-                .send()
-                .await
-                .ctx("elasticloadbalancing:SetSecurityGroups")?;
-            step.say(format!("load balancer {}: security groups set", r.name));
-            Ok(())
-        }
+        Action::Update => update(step, ch).await,
         Action::Delete => {
             step.say(format!("deleted load balancer {}", r.name));
             Ok(())
         }
     }
+}
+
+/// Moves the load balancer to other subnets and sets its security groups, as changed: an ALB
+/// takes both in place, so its listeners and DNS name stay.
+async fn update(step: &Step<'_>, ch: &Change) -> Result<(), AwsError> {
+    let r = ch.resource();
+    let elb = step.aws.elb();
+    let arn = step.id_of(r.kind, &r.name)?;
+    let changed = |k: &str| ch.changed.iter().any(|c| c == k);
+    if changed("subnets") {
+        elb.set_subnets()
+            .load_balancer_arn(&arn)
+            .set_subnets(Some(r.list("subnets")))
+            .send()
+            .await
+            .ctx("elasticloadbalancing:SetSubnets")?;
+        step.say(format!("load balancer {}: subnets set", r.name));
+    }
+    if changed("security_groups") {
+        elb.set_security_groups()
+            .load_balancer_arn(&arn)
+            .set_security_groups(Some(resolve_groups(r.list("security_groups"), &step.ids)?))
+            .send()
+            .await
+            .ctx("elasticloadbalancing:SetSecurityGroups")?;
+        step.say(format!("load balancer {}: security groups set", r.name));
+    }
+    Ok(())
 }
 
 async fn create(step: &mut Step<'_>, r: &Resource) -> Result<(), AwsError> {

@@ -20,9 +20,8 @@ const EXCLUDED: &[(&str, &str, &str)] = &[
     ("target_group", "port", "apply cannot carry this out yet: a new port replaces the target group, whose old one the listener and the service still use (AWS refuses to delete a target group in use)"),
     ("target_group", "protocol", "always HTTP; AWS cannot change an existing target group's protocol"),
     ("target_group", "target_type", "always ip; AWS cannot change an existing target group's target type"),
-    ("target_group", "vpc", "follows the subnets' VPC: see load_balancer.subnets"),
-    ("security_group", "vpc", "follows the subnets' VPC: see load_balancer.subnets"),
-    ("load_balancer", "subnets", "apply cannot carry this out yet: new subnets replace the load balancer, and its listeners go with the old one while the plan does not create them again"),
+    ("target_group", "vpc", "follows the subnets' VPC: another VPC replaces the target group, the gap of target_group.port"),
+    ("security_group", "vpc", "follows the subnets' VPC: another VPC replaces the target group, the gap of target_group.port"),
     ("load_balancer", "scheme", "always internet-facing; AWS cannot change a load balancer's scheme"),
     ("listener", "port", "a listener's name is its protocol and port: another port is another listener"),
     ("listener", "protocol", "a listener's name is its protocol and port: another protocol is another listener"),
@@ -280,6 +279,28 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
                 *t = t
                     .replace(&format!("certificate_arn = \"{second_cert}\"\n"), "")
                     .replace("enabled = true", "enabled = false");
+            }),
+        ),
+        (
+            "another subnet: the load balancer and the service move in place",
+            vec![("load_balancer", "subnets"), ("ecs_service", "subnets")],
+            vec!["~ load_balancer tab", "~ ecs_service tab", "subnets: + "],
+            change(|t: &mut String| {
+                let lb = now(Kind::LoadBalancer, name).list("subnets");
+                let other = rt
+                    .block_on(
+                        ec2.describe_subnets()
+                            .filters(t::Filter::builder().name("default-for-az").values("true").build())
+                            .send(),
+                    )
+                    .unwrap()
+                    .subnets()
+                    .iter()
+                    .filter_map(|s| s.subnet_id())
+                    .find(|s| !lb.iter().any(|x| x == s))
+                    .unwrap()
+                    .to_string();
+                *t = t.replace(&format!("\"{}\"", lb[1]), &format!("\"{other}\""));
             }),
         ),
         (
