@@ -3,12 +3,11 @@
 //! them (their addresses are AWS's to choose), so without this a user would copy addresses
 //! from the console into `[[hosts]]` after every replacement.
 
-use aws_sdk_ec2::types::Filter;
 use serde::Serialize;
 
 use crate::config::Aws;
-use crate::error::{AwsError, SdkResultExt};
-use crate::family::{stack_filter, tag_of};
+use crate::error::AwsError;
+use crate::family::tag_of;
 use crate::TAG_RESOURCE;
 
 /// One running instance of a stack.
@@ -36,41 +35,22 @@ impl Ec2Host {
 /// Running instances tagged with `stack`, ordered by logical name (`chat-1`, `chat-2`, …) so
 /// that rolling operations go through them in the same order every time.
 pub async fn ec2_hosts(aws: &Aws, stack: &str) -> Result<Vec<Ec2Host>, AwsError> {
-    let mut pages = aws
-        .ec2()
-        .describe_instances()
-        .filters(stack_filter(stack))
-        .filters(
-            Filter::builder()
-                .name("instance-state-name")
-                .values("running")
-                .build(),
-        )
-        .into_paginator()
-        .send();
     let mut hosts = Vec::new();
-    while let Some(page) = pages.next().await {
-        let page = page.ctx("ec2:DescribeInstances")?;
-        for i in page
-            .reservations()
+    for i in crate::ec2::instance::stack_instances(aws, stack, &["running"]).await? {
+        let id = i.instance_id().unwrap_or_default().to_string();
+        let ipv6 = i
+            .network_interfaces()
             .iter()
-            .flat_map(aws_sdk_ec2::types::Reservation::instances)
-        {
-            let id = i.instance_id().unwrap_or_default().to_string();
-            let ipv6 = i
-                .network_interfaces()
-                .iter()
-                .flat_map(aws_sdk_ec2::types::InstanceNetworkInterface::ipv6_addresses)
-                .find_map(|a| a.ipv6_address())
-                .map(str::to_string);
-            hosts.push(Ec2Host {
-                name: tag_of(i.tags(), TAG_RESOURCE).unwrap_or(&id).to_string(),
-                instance_id: id,
-                public_ipv4: i.public_ip_address().map(str::to_string),
-                private_ipv4: i.private_ip_address().map(str::to_string),
-                ipv6,
-            });
-        }
+            .flat_map(aws_sdk_ec2::types::InstanceNetworkInterface::ipv6_addresses)
+            .find_map(|a| a.ipv6_address())
+            .map(str::to_string);
+        hosts.push(Ec2Host {
+            name: tag_of(i.tags(), TAG_RESOURCE).unwrap_or(&id).to_string(),
+            instance_id: id,
+            public_ipv4: i.public_ip_address().map(str::to_string),
+            private_ipv4: i.private_ip_address().map(str::to_string),
+            ipv6,
+        });
     }
     hosts.sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
     Ok(hosts)

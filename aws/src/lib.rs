@@ -1,8 +1,11 @@
 //! `fullslack-aws`: everything of `fullslack` that talks to AWS, through the official SDK
 //! crates. Only the CLI depends on it; the chat server never compiles it.
 //!
-//! Module map (arrows point one way: families → `family`/`network`/`resource`; `plan` →
-//! `resource`, `cost`; `orchestrate` → everything):
+//! Module map. Imports run one way, from the top of this list down to its foundations:
+//! `orchestrate` → the families (`ec2::*`, `ecs::*`, `ecr`; ECS applies its security groups
+//! through `ec2::security_group`) → `family`, `network`, `plan` → `cost` → `resource`,
+//! `spec`, `config`, `error`; nothing lower imports anything higher.
+//!
 //! - [`orchestrate`]: the entry points the CLI calls ([`read_actual`], [`plan()`],
 //!   [`plan_destroy`], [`apply()`]), which hand each resource to its family.
 //! - [`config`]: [`Aws`], the SDK configuration (region from the stack, standard credential

@@ -140,6 +140,25 @@ pub(crate) async fn actual(
     stack: &str,
     sg_names: &HashMap<String, String>,
 ) -> Result<(Vec<Resource>, HashMap<String, String>), AwsError> {
+    let states = ["pending", "running", "stopping", "stopped"];
+    let instances = stack_instances(aws, stack, &states).await?;
+    let volume_gb = root_volume_sizes(aws, &instances).await?;
+    let mut inst_names = HashMap::new();
+    let mut out = Vec::new();
+    for i in &instances {
+        let r = instance_of(i, sg_names, &volume_gb);
+        inst_names.insert(r.id.clone().unwrap_or_default(), r.name.clone());
+        out.push(r);
+    }
+    Ok((out, inst_names))
+}
+
+/// The stack's instances (by tag) in one of `states`, every page read.
+pub(crate) async fn stack_instances(
+    aws: &Aws,
+    stack: &str,
+    states: &[&str],
+) -> Result<Vec<aws_sdk_ec2::types::Instance>, AwsError> {
     let mut pages = aws
         .ec2()
         .describe_instances()
@@ -147,10 +166,7 @@ pub(crate) async fn actual(
         .filters(
             Filter::builder()
                 .name("instance-state-name")
-                .values("pending")
-                .values("running")
-                .values("stopping")
-                .values("stopped")
+                .set_values(Some(states.iter().map(|s| (*s).to_string()).collect()))
                 .build(),
         )
         .into_paginator()
@@ -162,15 +178,7 @@ pub(crate) async fn actual(
             instances.extend(res.instances().iter().cloned());
         }
     }
-    let volume_gb = root_volume_sizes(aws, &instances).await?;
-    let mut inst_names = HashMap::new();
-    let mut out = Vec::new();
-    for i in &instances {
-        let r = instance_of(i, sg_names, &volume_gb);
-        inst_names.insert(r.id.clone().unwrap_or_default(), r.name.clone());
-        out.push(r);
-    }
-    Ok((out, inst_names))
+    Ok(instances)
 }
 
 /// The id of an instance's root volume.
