@@ -60,7 +60,7 @@ scripts/secantus.sh stop
 # The venv stays installed: the workspace run's two-node tests (chat-server/tests/cluster.rs)
 # start a SecantusDB of their own per test from $FULLSLACK_TEST_RUNTIME/venv-secantus.
 
-# The AWS tests (cli/tests/aws.rs) each start their own moto server (an AWS API emulator) on a
+# The AWS tests (cli/tests/aws/) each start their own moto server (an AWS API emulator) on a
 # free loopback port; install it once here, into a venv under $FULLSLACK_TEST_RUNTIME.
 echo "==> installing moto for the AWS tests"
 scripts/moto.sh install
