@@ -11,21 +11,22 @@ use axum::{
     Json, Router,
 };
 use axum_extra::extract::CookieJar;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{
-    openapi::{
-        path::{HttpMethod, OperationBuilder, PathItemBuilder},
-        request_body::RequestBodyBuilder,
-        ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, ResponseBuilder,
-    },
-    ToSchema,
+use utoipa::openapi::{
+    path::{HttpMethod, OperationBuilder, PathItemBuilder},
+    request_body::RequestBodyBuilder,
+    ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, ResponseBuilder,
+};
+
+use fullslack_protocol::rest::{
+    Credentials, DmBody, EventsPage, EventsQuery, HistoryPage, HistoryQuery, InviteBody,
+    NewChannelBody, Receipt, SearchQuery, SearchResults, SendBody, Thread, TokenResponse,
 };
 
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
-    model::{Ack, Channel, ChannelKind, Event, Id, Member, Message, ReceiptStatus, User},
+    model::{Ack, Channel, ChannelId, Member, Message, MessageId, User, UserId},
     service::SignedIn,
     store::Page,
     ws, AppState,
@@ -181,21 +182,6 @@ async fn metrics(State(app): State<AppState>) -> Response {
 
 // ---- auth -----------------------------------------------------------------------------------
 
-#[derive(Deserialize, ToSchema)]
-pub struct Credentials {
-    username: String,
-    password: String,
-    #[serde(default)]
-    display_name: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TokenResponse {
-    token: String,
-    expires_at: String,
-    user: User,
-}
-
 fn signed_in(app: &AppState, jar: CookieJar, status: StatusCode, s: SignedIn) -> Response {
     let expires_at = s
         .expires_at
@@ -276,7 +262,7 @@ async fn users(State(app): State<AppState>, _who: AuthUser) -> ApiResult<Json<Ve
 async fn user(
     State(app): State<AppState>,
     _who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<UserId>,
 ) -> ApiResult<Json<User>> {
     Ok(Json(app.user(&id).await?))
 }
@@ -294,16 +280,6 @@ async fn public_channels(
     Ok(Json(app.public_channels().await?))
 }
 
-#[derive(Deserialize, ToSchema)]
-pub struct NewChannelBody {
-    name: String,
-    kind: ChannelKind,
-    #[serde(default)]
-    topic: String,
-    #[serde(default)]
-    member_ids: Vec<Id>,
-}
-
 async fn create_channel(
     State(app): State<AppState>,
     who: AuthUser,
@@ -313,11 +289,6 @@ async fn create_channel(
         .create_channel(&who.user_id, &b.name, b.kind, &b.topic, b.member_ids)
         .await?;
     Ok((StatusCode::CREATED, Json(ch)))
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct DmBody {
-    user_ids: Vec<Id>,
 }
 
 async fn open_dm(
@@ -331,7 +302,7 @@ async fn open_dm(
 async fn channel(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
 ) -> ApiResult<Json<Channel>> {
     Ok(Json(app.channel_for(&who.user_id, &id).await?))
 }
@@ -339,7 +310,7 @@ async fn channel(
 async fn join(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
 ) -> ApiResult<Json<Channel>> {
     Ok(Json(app.join(&who.user_id, &id).await?))
 }
@@ -347,21 +318,16 @@ async fn join(
 async fn leave(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
 ) -> ApiResult<StatusCode> {
     app.leave(&who.user_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, ToSchema)]
-pub struct InviteBody {
-    user_id: Id,
-}
-
 async fn invite(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
     JsonBody(b): JsonBody<InviteBody>,
 ) -> ApiResult<StatusCode> {
     app.invite(&who.user_id, &id, &b.user_id).await?;
@@ -371,30 +337,17 @@ async fn invite(
 async fn members(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
 ) -> ApiResult<Json<Vec<Member>>> {
     Ok(Json(app.members(&who.user_id, &id).await?))
 }
 
 // ---- messages -------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-pub struct HistoryQuery {
-    before: Option<i64>,
-    after: Option<i64>,
-    limit: Option<usize>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct HistoryPage {
-    messages: Vec<Message>,
-    has_more: bool,
-}
-
 async fn history(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<HistoryPage>> {
     let page = match (q.before, q.after) {
@@ -413,18 +366,10 @@ async fn history(
     Ok(Json(HistoryPage { messages, has_more }))
 }
 
-#[derive(Deserialize, ToSchema)]
-pub struct SendBody {
-    text: String,
-    client_id: String,
-    #[serde(default)]
-    thread_root: Option<Id>,
-}
-
 async fn send(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
     JsonBody(b): JsonBody<SendBody>,
 ) -> ApiResult<(StatusCode, Json<Ack>)> {
     let ack = app
@@ -433,21 +378,10 @@ async fn send(
     Ok((StatusCode::CREATED, Json(ack)))
 }
 
-#[derive(Deserialize)]
-pub struct EventsQuery {
-    after: Option<i64>,
-    limit: Option<usize>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct EventsPage {
-    events: Vec<Event>,
-}
-
 async fn events(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<Json<EventsPage>> {
     let events = app
@@ -464,36 +398,24 @@ async fn events(
 async fn message(
     State(app): State<AppState>,
     who: AuthUser,
-    Path((id, mid)): Path<(Id, Id)>,
+    Path((id, mid)): Path<(ChannelId, MessageId)>,
 ) -> ApiResult<Json<Message>> {
     Ok(Json(app.message(&who.user_id, &id, &mid).await?))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Thread {
-    root: Message,
-    replies: Vec<Message>,
 }
 
 async fn replies(
     State(app): State<AppState>,
     who: AuthUser,
-    Path((id, mid)): Path<(Id, Id)>,
+    Path((id, mid)): Path<(ChannelId, MessageId)>,
 ) -> ApiResult<Json<Thread>> {
     let (root, replies) = app.thread(&who.user_id, &id, &mid).await?;
     Ok(Json(Thread { root, replies }))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct Receipt {
-    user_id: Id,
-    status: ReceiptStatus,
-}
-
 async fn receipts(
     State(app): State<AppState>,
     who: AuthUser,
-    Path((id, mid)): Path<(Id, Id)>,
+    Path((id, mid)): Path<(ChannelId, MessageId)>,
 ) -> ApiResult<Json<Vec<Receipt>>> {
     let list = app.receipts(&who.user_id, &id, &mid).await?;
     Ok(Json(
@@ -501,18 +423,6 @@ async fn receipts(
             .map(|(user_id, status)| Receipt { user_id, status })
             .collect(),
     ))
-}
-
-#[derive(Deserialize)]
-pub struct SearchQuery {
-    q: String,
-    channel: Option<Id>,
-    limit: Option<usize>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SearchResults {
-    results: Vec<Message>,
 }
 
 async fn search(
@@ -815,17 +725,17 @@ pub fn openapi_document() -> OpenApi {
         SendBody,
         Ack,
         EventsPage,
-        Event,
+        crate::model::Event,
         Message,
         Thread,
         Receipt,
         SearchResults,
         crate::model::Presence,
-        ChannelKind,
+        crate::model::ChannelKind,
         crate::model::Role,
         crate::model::Reaction,
         crate::model::EventKind,
-        ReceiptStatus
+        crate::model::ReceiptStatus
     );
     OpenApiBuilder::new()
         .info(
