@@ -292,7 +292,7 @@ async fn history_pages_threads_edits_deletes_reactions() {
         .await
         .unwrap()
         .iter()
-        .map(|e| e.kind())
+        .map(Event::kind)
         .collect();
     assert_eq!(
         kinds,
