@@ -58,6 +58,7 @@ const REFILL_PAGE: usize = 500;
 /// Upper bound of the closing handshake's wait (see [`Connection::close_wait`]).
 const CLOSE_WAIT_MAX: Duration = Duration::from_secs(5);
 
+#[utoipa::path(get, path = "/api/ws", tag = "realtime", summary = "WebSocket upgrade (frames: docs/protocol.md)", responses((status = 101, description = "Switching protocols")))]
 pub async fn handler(State(app): State<AppState>, who: AuthUser, ws: WebSocketUpgrade) -> Response {
     let max = app.settings.limits.max_frame_bytes;
     // Small buffers: an idle socket should cost a few KB, not tungstenite's 128 KiB default.

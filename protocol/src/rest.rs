@@ -3,7 +3,7 @@
 //! answers.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     event::Event,
@@ -52,7 +52,8 @@ pub struct InviteBody {
 }
 
 /// `GET /api/channels/:id/messages?before=|after=&limit=`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     pub before: Option<i64>,
     pub after: Option<i64>,
@@ -75,7 +76,8 @@ pub struct SendBody {
 }
 
 /// `GET /api/channels/:id/events?after=&limit=`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     pub after: Option<i64>,
     pub limit: Option<usize>,
@@ -101,7 +103,8 @@ pub struct Receipt {
 }
 
 /// `GET /api/search?q=&channel=&limit=`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     pub q: String,
     pub channel: Option<ChannelId>,
