@@ -17,7 +17,6 @@ use axum::{
     Json, Router,
 };
 use axum_extra::extract::CookieJar;
-use serde_json::json;
 use utoipa::{
     openapi::{
         path::{Operation, PathItem},
@@ -29,7 +28,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use fullslack_protocol::rest::{
     Credentials, DmBody, ErrorBody, EventsPage, EventsQuery, HistoryPage, HistoryQuery, InviteBody,
-    NewChannelBody, Receipt, SearchQuery, SearchResults, SendBody, Thread, TokenResponse,
+    Liveness, NewChannelBody, Readiness, Receipt, SearchQuery, SearchResults, SendBody, Thread,
+    TokenResponse,
 };
 
 use crate::{
@@ -136,9 +136,11 @@ where
 
 // ---- operations -----------------------------------------------------------------------------
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Liveness", responses((status = 200, description = "`{\"status\": \"ok\"}`")))]
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Liveness", responses((status = 200, body = Liveness)))]
+async fn healthz() -> Json<Liveness> {
+    Json(Liveness {
+        status: "ok".into(),
+    })
 }
 
 /// 503 when the store does not answer, or answers reads while its writes fail (a full disk:
@@ -146,7 +148,7 @@ async fn healthz() -> Json<serde_json::Value> {
 /// clients. Writes are judged by their last outcome (`store::health`): "not ready" for
 /// `PROBE_AFTER` after a failed write, then each call probes with one tiny write, so readiness
 /// comes back as soon as writes do, even without traffic.
-#[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness (store reachable, writes working; Redis degraded or not)", responses((status = 200, description = "ready or degraded"), (status = 503, description = "not ready")))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness (store reachable, writes working; Redis degraded or not)", responses((status = 200, description = "ready or degraded", body = Readiness), (status = 503, description = "not ready", body = Readiness)))]
 async fn readyz(State(app): State<AppState>) -> Response {
     let redis = match &app.cluster {
         None => Ok("disabled".to_string()),
@@ -174,13 +176,22 @@ async fn readyz(State(app): State<AppState>) -> Response {
         Ok(()) => {
             app.metrics.store_ready.set(1);
             let status = if redis_ok { "ready" } else { "degraded" };
-            Json(json!({"status": status, "store": "ok", "redis": redis})).into_response()
+            Json(Readiness {
+                status: status.into(),
+                store: "ok".into(),
+                redis,
+            })
+            .into_response()
         }
         Err(e) => {
             app.metrics.store_ready.set(0);
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "not ready", "store": e, "redis": redis})),
+                Json(Readiness {
+                    status: "not ready".into(),
+                    store: e,
+                    redis,
+                }),
             )
                 .into_response()
         }

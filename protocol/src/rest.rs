@@ -130,3 +130,18 @@ pub struct ErrorDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
 }
+
+/// `GET /healthz`: `{"status": "ok"}` while the process is alive.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Liveness {
+    pub status: String,
+}
+
+/// `GET /readyz`: `status` is `ready`, `degraded` (Redis unreachable) or `not ready` (503);
+/// `store` is `ok` or the error; `redis` is `ok`, `disabled` or the error.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    pub status: String,
+    pub store: String,
+    pub redis: String,
+}
