@@ -16,6 +16,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use fullslack_protocol::{ChannelId, ClientFrame, ServerFrame};
+
 use crate::stats::{self, counters};
 
 /// What the clients are doing; every client watches it.
@@ -53,7 +55,7 @@ pub struct Spec {
     pub source: Ipv4Addr,
     pub token: String,
     /// Channel this client sends to, and how many sockets receive each of its messages.
-    pub channel: Option<(String, u64)>,
+    pub channel: Option<(ChannelId, u64)>,
     pub mode: SendMode,
 }
 
@@ -76,7 +78,8 @@ async fn connect(spec: &Spec, shared: &Shared) -> Result<WebSocketStream<TcpStre
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(shared.config))
         .await
         .context("websocket handshake")?;
-    // hello → resume {} → resumed (anything else in between is ignored).
+    // hello → resume {} → resumed (anything else in between is ignored). Once per socket, so
+    // these frames go through the protocol types; the hot path below only scans.
     let mut resumed = false;
     let mut sent_resume = false;
     while !resumed {
@@ -86,14 +89,17 @@ async fn connect(spec: &Spec, shared: &Shared) -> Result<WebSocketStream<TcpStre
             .context("closed during resume")?
             .context("read")?;
         let Message::Text(t) = msg else { continue };
-        match stats::str_field(&t, "type") {
-            Some("hello") if !sent_resume => {
-                ws.send(Message::text(r#"{"type":"resume","channels":{}}"#))
+        match serde_json::from_str::<ServerFrame>(&t) {
+            Ok(ServerFrame::Hello { .. }) if !sent_resume => {
+                let resume = ClientFrame::Resume {
+                    channels: Default::default(),
+                };
+                ws.send(Message::text(serde_json::to_string(&resume)?))
                     .await?;
                 sent_resume = true;
             }
-            Some("resumed") if sent_resume => resumed = true,
-            Some("error") => bail!("error frame during resume: {t}"),
+            Ok(ServerFrame::Resumed { .. }) if sent_resume => resumed = true,
+            Ok(ServerFrame::Error { .. }) => bail!("error frame during resume: {t}"),
             _ => {}
         }
     }
@@ -185,17 +191,19 @@ async fn send_one(
     ws: &mut WebSocketStream<TcpStream>,
     shared: &Shared,
     (idx, node): (usize, usize),
-    channel: &str,
+    channel: &ChannelId,
     fanout: u64,
     n: &mut u64,
 ) -> Result<()> {
     *n += 1;
     let ts = stats::now_ns();
-    let cid = stats::make_client_id(&shared.run, idx, node, *n, ts);
-    let frame = format!(
-        r#"{{"type":"send","channel":"{channel}","client_id":"{cid}","text":"{}"}}"#,
-        shared.text
-    );
+    let frame = serde_json::to_string(&ClientFrame::Send {
+        reference: None,
+        channel: channel.clone(),
+        client_id: stats::make_client_id(&shared.run, idx, node, *n, ts),
+        text: shared.text.clone(),
+        thread_root: None,
+    })?;
     let c = counters();
     c.sent.fetch_add(1, Relaxed);
     if stats::measuring() {
@@ -206,7 +214,9 @@ async fn send_one(
     Ok(())
 }
 
-/// Account one server frame; true if it answers one of our sends (ack or error).
+/// Account one server frame; true if it answers one of our sends (ack or error). The hot path:
+/// it scans for the two fields it needs ([`stats::str_field`]) instead of decoding a
+/// [`ServerFrame`], whose message and timestamps would cost more than the server's work.
 fn on_frame(t: &str, run: &str, my_node: usize) -> bool {
     let c = counters();
     match stats::str_field(t, "type") {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use fullslack_protocol::ChannelId;
 use futures_util::stream::{self, StreamExt};
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -187,7 +188,7 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &Target) -> Result<Report> {
             need_valid,
         )
         .await?;
-    let mut channel_ids = Vec::with_capacity(plan.channels);
+    let mut channel_ids: Vec<ChannelId> = Vec::with_capacity(plan.channels);
     if plan.channels > 0 {
         eprintln!("setup: creating {} channel(s)...", plan.channels);
         let specs: Vec<(usize, Vec<&setup::User>)> = (0..plan.channels)
@@ -203,7 +204,7 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &Target) -> Result<Report> {
                 )
             })
             .collect();
-        let results: Vec<(usize, Result<String>)> = stream::iter(specs)
+        let mut results: Vec<(usize, Result<ChannelId>)> = stream::iter(specs)
             .map(|(ch, members)| {
                 let rest = &rest;
                 let run_id = &run_id;
@@ -219,11 +220,9 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &Target) -> Result<Report> {
             .buffer_unordered(c.setup_concurrency.max(1))
             .collect()
             .await;
-        let mut ids = vec![String::new(); plan.channels];
-        for (ch, r) in results {
-            ids[ch] = r?;
-        }
-        channel_ids = ids;
+        // Each channel index answers once: in index order they are the channel ids.
+        results.sort_by_key(|(ch, _)| *ch);
+        channel_ids = results.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
     }
     let setup_secs = setup_t.elapsed().as_secs_f64();
 

@@ -8,17 +8,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use fullslack_protocol::{
+    rest::{Credentials, ErrorBody, InviteBody, NewChannelBody, TokenResponse},
+    Channel, ChannelId, ChannelKind, UserId,
+};
 use futures_util::stream::{self, StreamExt};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 pub const PASSWORD: &str = "bench-password-0001";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct User {
     pub username: String,
-    pub id: String,
+    pub id: UserId,
     pub token: String,
     /// Unix seconds at which the token expires.
     pub expires: u64,
@@ -32,25 +35,6 @@ struct UsersFile {
 pub struct Rest {
     pub http: reqwest::Client,
     pub base: String,
-}
-
-#[derive(Deserialize)]
-struct AuthAnswer {
-    token: String,
-    expires_at: String,
-    user: IdOnly,
-}
-
-#[derive(Deserialize)]
-struct IdOnly {
-    id: String,
-}
-
-#[derive(Deserialize)]
-pub struct ChannelAnswer {
-    pub id: String,
-    #[serde(default)]
-    pub member_ids: Vec<String>,
 }
 
 fn unix_now() -> u64 {
@@ -102,14 +86,9 @@ async fn retry_after(r: reqwest::Response) -> Duration {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_secs);
-    let body: Option<serde_json::Value> = r.json().await.ok();
+    let body: Option<ErrorBody> = r.json().await.ok();
     let ms = body
-        .as_ref()
-        .and_then(|b| {
-            b.pointer("/error/retry_after_ms")
-                .or_else(|| b.get("retry_after_ms"))
-        })
-        .and_then(serde_json::Value::as_u64)
+        .and_then(|b| b.error.retry_after_ms)
         .map(Duration::from_millis);
     ms.or(hdr)
         .unwrap_or(Duration::from_secs(1))
@@ -133,7 +112,11 @@ impl Rest {
             let r = self
                 .http
                 .post(format!("{}{path}", self.base))
-                .json(&json!({"username": username, "password": PASSWORD}))
+                .json(&Credentials {
+                    username: username.into(),
+                    password: PASSWORD.into(),
+                    display_name: None,
+                })
                 .send()
                 .await?;
             let status = r.status();
@@ -142,7 +125,7 @@ impl Rest {
                 continue;
             }
             if status.is_success() {
-                let a: AuthAnswer = r.json().await.context("auth answer")?;
+                let a: TokenResponse = r.json().await.context("auth answer")?;
                 let expires = parse_rfc3339_utc(&a.expires_at).unwrap_or(unix_now() + 3000);
                 let u = User {
                     username: username.into(),
@@ -262,15 +245,20 @@ impl Rest {
         owner: &User,
         members: &[&User],
         concurrency: usize,
-    ) -> Result<String> {
+    ) -> Result<ChannelId> {
         let mut chunk = members.len();
-        let ch: ChannelAnswer = loop {
-            let ids: Vec<&str> = members[..chunk].iter().map(|u| u.id.as_str()).collect();
+        let ch: Channel = loop {
+            let ids: Vec<UserId> = members[..chunk].iter().map(|u| u.id.clone()).collect();
             let r = self
                 .http
                 .post(format!("{}/api/channels", self.base))
                 .bearer_auth(&owner.token)
-                .json(&json!({"name": name, "kind": "public", "member_ids": ids}))
+                .json(&NewChannelBody {
+                    name: name.into(),
+                    kind: ChannelKind::Public,
+                    topic: String::new(),
+                    member_ids: ids,
+                })
                 .send()
                 .await?;
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE && chunk > 0 {
@@ -282,7 +270,7 @@ impl Rest {
             }
             break r.json().await.context("channel answer")?;
         };
-        let have: HashSet<&str> = ch.member_ids.iter().map(String::as_str).collect();
+        let have: HashSet<&str> = ch.member_ids.iter().map(UserId::as_str).collect();
         let missing: Vec<&User> = members
             .iter()
             .copied()
@@ -309,7 +297,9 @@ impl Rest {
             .http
             .post(format!("{}/api/channels/{channel}/members", self.base))
             .bearer_auth(&owner.token)
-            .json(&json!({"user_id": u.id}))
+            .json(&InviteBody {
+                user_id: u.id.clone(),
+            })
             .send()
             .await?;
         if r.status().is_success() {

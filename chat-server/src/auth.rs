@@ -29,7 +29,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{error::ApiError, model::Id, AppState};
+use crate::{
+    error::ApiError,
+    model::{SessionId, UserId},
+    AppState,
+};
 
 pub const COOKIE_NAME: &str = "fullslack_token";
 
@@ -61,8 +65,8 @@ impl fmt::Display for Secret {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
-    sub: Id,
-    sid: Id,
+    sub: UserId,
+    sid: SessionId,
     iat: i64,
     exp: i64,
 }
@@ -70,8 +74,8 @@ struct Claims {
 /// Who made the request: the verified token's user and session.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
-    pub user_id: Id,
-    pub session_id: Id,
+    pub user_id: UserId,
+    pub session_id: SessionId,
     /// When the token expires (the socket is closed then unless refreshed by reconnecting).
     pub expires_at: OffsetDateTime,
 }

@@ -53,7 +53,7 @@ use crate::{
     error::{ApiError, ApiResult},
     hub::Published,
     metrics::Metrics,
-    model::{now, EventKind, Id, Presence},
+    model::{now, ChannelId, EventKind, Presence, SessionId, UserId},
     protocol::ServerFrame,
     App, AppState,
 };
@@ -117,27 +117,27 @@ enum Header {
     /// A channel event; `u` is the member concerned by membership events.
     #[serde(rename = "ev")]
     Event {
-        c: Id,
+        c: ChannelId,
         s: i64,
         k: EventKind,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        a: Option<Id>,
+        a: Option<UserId>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        u: Option<Id>,
+        u: Option<UserId>,
     },
     /// Typing in channel `c` by user `u` (not relayed back to `u`).
     #[serde(rename = "ty")]
-    Typing { c: Id, u: Id },
+    Typing { c: ChannelId, u: UserId },
     #[serde(rename = "pr")]
     Presence {
-        u: Id,
+        u: UserId,
         st: Presence,
         #[serde(default, with = "time::serde::rfc3339::option")]
         ls: Option<OffsetDateTime>,
     },
     /// Session `sid` of user `u` ended: close its sockets.
     #[serde(rename = "rv")]
-    Revoke { u: Id, sid: Id },
+    Revoke { u: UserId, sid: SessionId },
 }
 
 #[derive(Default)]
@@ -163,7 +163,7 @@ pub struct Cluster {
     outbox_rx: Mutex<Option<mpsc::Receiver<(String, String)>>>,
     interest_rx: Mutex<Option<mpsc::UnboundedReceiver<Interest>>>,
     /// Users this node wrote a presence entry for (to remove the ones that left meanwhile).
-    registered: Mutex<HashSet<Id>>,
+    registered: Mutex<HashSet<UserId>>,
     /// Asks the presence task to refresh now (after a reconnect).
     refresh_now: Notify,
     /// Asks the link to reconnect (a command saw the connection drop).
@@ -448,15 +448,15 @@ impl Cluster {
             s: ev.seq,
             k: ev.kind,
             a: ev.author_id.clone(),
-            u: member.map(str::to_string),
+            u: member.map(Into::into),
         };
         self.enqueue(topic, &header, ev.frame.as_str());
     }
 
     pub fn publish_typing(&self, channel_id: &str, user_id: &str, frame: &str) {
         let header = Header::Typing {
-            c: channel_id.to_string(),
-            u: user_id.to_string(),
+            c: channel_id.into(),
+            u: user_id.into(),
         };
         self.enqueue(channel_topic(channel_id), &header, frame);
     }
@@ -468,7 +468,7 @@ impl Cluster {
         last_seen: Option<OffsetDateTime>,
     ) {
         let header = Header::Presence {
-            u: user_id.to_string(),
+            u: user_id.into(),
             st: status,
             ls: last_seen,
         };
@@ -477,8 +477,8 @@ impl Cluster {
 
     pub fn publish_revoke(&self, user_id: &str, session_id: &str) {
         let header = Header::Revoke {
-            u: user_id.to_string(),
-            sid: session_id.to_string(),
+            u: user_id.into(),
+            sid: session_id.into(),
         };
         self.enqueue(user_topic(user_id), &header, "");
     }
@@ -566,14 +566,14 @@ impl Cluster {
             if local == Presence::Offline {
                 reg.remove(user_id);
             } else {
-                reg.insert(user_id.to_string());
+                reg.insert(user_id.into());
             }
         }
         Some((parse_status(&before), parse_status(&after)))
     }
 
     /// Global presence of users (live entries only); `None` when Redis could not answer.
-    async fn presences(&self, user_ids: &[Id]) -> Option<Vec<Presence>> {
+    async fn presences(&self, user_ids: &[UserId]) -> Option<Vec<Presence>> {
         if !self.is_up() {
             return None;
         }
@@ -596,7 +596,7 @@ impl Cluster {
     }
 
     /// Removes expired entries (crashed nodes); the users whose status changed.
-    async fn sweep(&self) -> Option<Vec<(Id, Presence)>> {
+    async fn sweep(&self) -> Option<Vec<(UserId, Presence)>> {
         let mut changed = Vec::new();
         loop {
             let mut conn = self.conn.clone();
@@ -607,7 +607,7 @@ impl Cluster {
                 .await?;
             for pair in out.chunks(2) {
                 if let [user, status] = pair {
-                    changed.push((user.clone(), parse_status(status)));
+                    changed.push((user.as_str().into(), parse_status(status)));
                 }
             }
             if looked < SWEEP_BATCH {
@@ -757,7 +757,7 @@ async fn run_link(app: AppState, mut interest: mpsc::UnboundedReceiver<Interest>
                                 // Events published before the SUBSCRIBE took are in the store.
                                 app.hub.recheck_channel(ch);
                             } else if let Some(user) = t.strip_prefix(PRESENCE_TOPIC) {
-                                watched.push(user.to_string());
+                                watched.push(UserId::from(user));
                             }
                         }
                         if !watched.is_empty() {
@@ -869,14 +869,14 @@ impl App {
 
     /// Presence of a user across nodes (this node's view while Redis is unreachable).
     pub async fn presence_of(&self, user_id: &str) -> Presence {
-        self.presences(&[user_id.to_string()])
+        self.presences(&[user_id.into()])
             .await
             .pop()
             .unwrap_or(Presence::Offline)
     }
 
     /// Presence of several users, in order.
-    pub async fn presences(&self, user_ids: &[Id]) -> Vec<Presence> {
+    pub async fn presences(&self, user_ids: &[UserId]) -> Vec<Presence> {
         if let Some(c) = &self.cluster {
             if let Some(p) = c.presences(user_ids).await {
                 return p;
@@ -925,12 +925,12 @@ impl App {
             return;
         };
         let local = self.hub.connected_users();
-        let gone: Vec<Id> = lock(&c.registered)
+        let gone: Vec<UserId> = lock(&c.registered)
             .iter()
             .filter(|u| !local.contains(*u))
             .cloned()
             .collect();
-        let mut work: Vec<(Id, Presence)> = local
+        let mut work: Vec<(UserId, Presence)> = local
             .into_iter()
             .map(|u| {
                 let p = self.hub.presence_of(&u);
@@ -962,7 +962,7 @@ impl App {
 
     /// Tells this node's watchers of `users` their presence where it differs from what they
     /// were last told (run once the node's presence subscriptions are in place).
-    async fn presence_resync(&self, users: Vec<Id>) {
+    async fn presence_resync(&self, users: Vec<UserId>) {
         let statuses = self.presences(&users).await;
         for (user, status) in users.iter().zip(statuses) {
             if self.hub.told(user).is_none_or(|told| told == status) {

@@ -6,7 +6,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::json;
+use fullslack_protocol::rest::{ErrorBody, ErrorDetail};
 
 use crate::store::StoreError;
 
@@ -93,11 +93,14 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         let retry = self.retry_after_ms();
-        if let Some(ms) = retry {
-            body["error"]["retry_after_ms"] = json!(ms);
-        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().into(),
+                message: self.to_string(),
+                retry_after_ms: retry,
+            },
+        };
         let mut resp = (self.status(), Json(body)).into_response();
         if let Some(ms) = retry {
             let secs = ms.div_ceil(1000).max(1);

@@ -1,64 +1,81 @@
 //! REST routes (docs/protocol.md), operations endpoints (`/healthz`, `/readyz`, `/metrics`),
-//! and the OpenAPI document generated from the same route table.
+//! and the OpenAPI document: one route table ([`api_routes`]) serves both, each handler
+//! carrying its operation (`#[utoipa::path]`) and the protocol types as schemas.
+
+// `#[utoipa::path]` expands to paths qualified with the spans of the types written in it, which
+// this lint would blame on those types.
+#![allow(unused_qualifications)]
 
 use std::net::SocketAddr;
+
+use std::sync::OnceLock;
 
 use axum::{
     extract::{ConnectInfo, DefaultBodyLimit, Path, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::{get, post},
     Json, Router,
 };
 use axum_extra::extract::CookieJar;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{
     openapi::{
-        path::{HttpMethod, OperationBuilder, PathItemBuilder},
-        request_body::RequestBodyBuilder,
-        ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref, ResponseBuilder,
+        path::{Operation, PathItem},
+        ContentBuilder, InfoBuilder, OpenApi, Ref, ResponseBuilder,
     },
-    ToSchema,
+    PartialSchema, ToSchema,
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use fullslack_protocol::rest::{
+    Credentials, DmBody, ErrorBody, EventsPage, EventsQuery, HistoryPage, HistoryQuery, InviteBody,
+    Liveness, NewChannelBody, Readiness, Receipt, SearchQuery, SearchResults, SendBody, Thread,
+    TokenResponse,
 };
 
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
-    model::{Ack, Channel, ChannelKind, Event, Id, Member, Message, ReceiptStatus, User},
+    model::{Ack, Channel, ChannelId, Member, Message, MessageId, User, UserId},
     service::SignedIn,
     store::Page,
     ws, AppState,
 };
 
+/// The one route table: every route with its OpenAPI operation (`#[utoipa::path]` on each
+/// handler), so the served routes and the document cannot drift apart.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi))
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(users))
+        .routes(routes!(user))
+        .routes(routes!(my_channels, create_channel))
+        .routes(routes!(public_channels))
+        .routes(routes!(open_dm))
+        .routes(routes!(channel))
+        .routes(routes!(join))
+        .routes(routes!(leave))
+        .routes(routes!(members, invite))
+        .routes(routes!(history, send))
+        .routes(routes!(events))
+        .routes(routes!(message))
+        .routes(routes!(replies))
+        .routes(routes!(receipts))
+        .routes(routes!(search))
+        .routes(routes!(ws::handler))
+}
+
 pub fn router(app: AppState) -> Router {
     let body_limit = app.settings.limits.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/openapi.json", get(openapi))
-        .route("/api/auth/register", post(register))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/refresh", post(refresh))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/me", get(me))
-        .route("/api/users", get(users))
-        .route("/api/users/{id}", get(user))
-        .route("/api/channels", get(my_channels).post(create_channel))
-        .route("/api/channels/public", get(public_channels))
-        .route("/api/dms", post(open_dm))
-        .route("/api/channels/{id}", get(channel))
-        .route("/api/channels/{id}/join", post(join))
-        .route("/api/channels/{id}/leave", post(leave))
-        .route("/api/channels/{id}/members", get(members).post(invite))
-        .route("/api/channels/{id}/messages", get(history).post(send))
-        .route("/api/channels/{id}/events", get(events))
-        .route("/api/channels/{id}/messages/{mid}", get(message))
-        .route("/api/channels/{id}/messages/{mid}/replies", get(replies))
-        .route("/api/channels/{id}/messages/{mid}/receipts", get(receipts))
-        .route("/api/search", get(search))
-        .route("/api/ws", get(ws::handler))
+    let (routes, _) = api_routes().split_for_parts();
+    routes
         .fallback(api_not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(app)
@@ -119,8 +136,11 @@ where
 
 // ---- operations -----------------------------------------------------------------------------
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "operations", summary = "Liveness", responses((status = 200, body = Liveness)))]
+async fn healthz() -> Json<Liveness> {
+    Json(Liveness {
+        status: "ok".into(),
+    })
 }
 
 /// 503 when the store does not answer, or answers reads while its writes fail (a full disk:
@@ -128,6 +148,7 @@ async fn healthz() -> Json<serde_json::Value> {
 /// clients. Writes are judged by their last outcome (`store::health`): "not ready" for
 /// `PROBE_AFTER` after a failed write, then each call probes with one tiny write, so readiness
 /// comes back as soon as writes do, even without traffic.
+#[utoipa::path(get, path = "/readyz", tag = "operations", summary = "Readiness (store reachable, writes working; Redis degraded or not)", responses((status = 200, description = "ready or degraded", body = Readiness), (status = 503, description = "not ready", body = Readiness)))]
 async fn readyz(State(app): State<AppState>) -> Response {
     let redis = match &app.cluster {
         None => Ok("disabled".to_string()),
@@ -155,19 +176,29 @@ async fn readyz(State(app): State<AppState>) -> Response {
         Ok(()) => {
             app.metrics.store_ready.set(1);
             let status = if redis_ok { "ready" } else { "degraded" };
-            Json(json!({"status": status, "store": "ok", "redis": redis})).into_response()
+            Json(Readiness {
+                status: status.into(),
+                store: "ok".into(),
+                redis,
+            })
+            .into_response()
         }
         Err(e) => {
             app.metrics.store_ready.set(0);
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "not ready", "store": e, "redis": redis})),
+                Json(Readiness {
+                    status: "not ready".into(),
+                    store: e,
+                    redis,
+                }),
             )
                 .into_response()
         }
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
 async fn metrics(State(app): State<AppState>) -> Response {
     (
         [(
@@ -180,21 +211,6 @@ async fn metrics(State(app): State<AppState>) -> Response {
 }
 
 // ---- auth -----------------------------------------------------------------------------------
-
-#[derive(Deserialize, ToSchema)]
-pub struct Credentials {
-    username: String,
-    password: String,
-    #[serde(default)]
-    display_name: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TokenResponse {
-    token: String,
-    expires_at: String,
-    user: User,
-}
 
 fn signed_in(app: &AppState, jar: CookieJar, status: StatusCode, s: SignedIn) -> Response {
     let expires_at = s
@@ -220,6 +236,7 @@ fn client_key(app: &AppState, peer: SocketAddr, headers: &HeaderMap) -> String {
     crate::proxy::limit_key(app.settings.trusted_proxies.client_ip(peer, headers))
 }
 
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", summary = "Sign up (sets the cookie)", request_body = Credentials, responses((status = 201, body = TokenResponse)))]
 async fn register(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -238,6 +255,7 @@ async fn register(
     Ok(signed_in(&app, jar, StatusCode::CREATED, s))
 }
 
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", summary = "Sign in (sets the cookie)", request_body = Credentials, responses((status = 200, body = TokenResponse)))]
 async fn login(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -251,6 +269,7 @@ async fn login(
     Ok(signed_in(&app, jar, StatusCode::OK, s))
 }
 
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", summary = "New token for the same session", responses((status = 200, body = TokenResponse)))]
 async fn refresh(
     State(app): State<AppState>,
     who: AuthUser,
@@ -260,33 +279,39 @@ async fn refresh(
     Ok(signed_in(&app, jar, StatusCode::OK, s))
 }
 
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", summary = "Revoke the session, clear the cookie", responses((status = 204)))]
 async fn logout(State(app): State<AppState>, who: AuthUser, jar: CookieJar) -> ApiResult<Response> {
     app.logout(&who).await?;
     Ok((StatusCode::NO_CONTENT, jar.add(app.auth.removal_cookie())).into_response())
 }
 
+#[utoipa::path(get, path = "/api/me", tag = "users", summary = "The signed-in user", responses((status = 200, body = User)))]
 async fn me(State(app): State<AppState>, who: AuthUser) -> ApiResult<Json<User>> {
     Ok(Json(app.user(&who.user_id).await?))
 }
 
+#[utoipa::path(get, path = "/api/users", tag = "users", summary = "Every user with presence and last seen", responses((status = 200, body = Vec<User>)))]
 async fn users(State(app): State<AppState>, _who: AuthUser) -> ApiResult<Json<Vec<User>>> {
     Ok(Json(app.users().await?))
 }
 
+#[utoipa::path(get, path = "/api/users/{id}", tag = "users", summary = "One user", params(("id" = UserId, Path, description = "user id")), responses((status = 200, body = User)))]
 async fn user(
     State(app): State<AppState>,
     _who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<UserId>,
 ) -> ApiResult<Json<User>> {
     Ok(Json(app.user(&id).await?))
 }
 
 // ---- channels -------------------------------------------------------------------------------
 
+#[utoipa::path(get, path = "/api/channels", tag = "channels", summary = "The channels you are in, with unread counts", responses((status = 200, body = Vec<Channel>)))]
 async fn my_channels(State(app): State<AppState>, who: AuthUser) -> ApiResult<Json<Vec<Channel>>> {
     Ok(Json(app.channels_of(&who.user_id).await?))
 }
 
+#[utoipa::path(get, path = "/api/channels/public", tag = "channels", summary = "Every public channel", responses((status = 200, body = Vec<Channel>)))]
 async fn public_channels(
     State(app): State<AppState>,
     _who: AuthUser,
@@ -294,16 +319,7 @@ async fn public_channels(
     Ok(Json(app.public_channels().await?))
 }
 
-#[derive(Deserialize, ToSchema)]
-pub struct NewChannelBody {
-    name: String,
-    kind: ChannelKind,
-    #[serde(default)]
-    topic: String,
-    #[serde(default)]
-    member_ids: Vec<Id>,
-}
-
+#[utoipa::path(post, path = "/api/channels", tag = "channels", summary = "Create a channel (you are its owner)", request_body = NewChannelBody, responses((status = 201, body = Channel)))]
 async fn create_channel(
     State(app): State<AppState>,
     who: AuthUser,
@@ -315,11 +331,7 @@ async fn create_channel(
     Ok((StatusCode::CREATED, Json(ch)))
 }
 
-#[derive(Deserialize, ToSchema)]
-pub struct DmBody {
-    user_ids: Vec<Id>,
-}
-
+#[utoipa::path(post, path = "/api/dms", tag = "channels", summary = "Open a DM, a group DM, or your notes-to-self", request_body = DmBody, responses((status = 200, body = Channel)))]
 async fn open_dm(
     State(app): State<AppState>,
     who: AuthUser,
@@ -328,73 +340,61 @@ async fn open_dm(
     Ok(Json(app.open_dm(&who.user_id, b.user_ids).await?))
 }
 
+#[utoipa::path(get, path = "/api/channels/{id}", tag = "channels", summary = "One channel", params(("id" = ChannelId, Path, description = "channel id")), responses((status = 200, body = Channel)))]
 async fn channel(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
 ) -> ApiResult<Json<Channel>> {
     Ok(Json(app.channel_for(&who.user_id, &id).await?))
 }
 
+#[utoipa::path(post, path = "/api/channels/{id}/join", tag = "channels", summary = "Join a public channel", params(("id" = ChannelId, Path, description = "channel id")), responses((status = 200, body = Channel)))]
 async fn join(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
 ) -> ApiResult<Json<Channel>> {
     Ok(Json(app.join(&who.user_id, &id).await?))
 }
 
+#[utoipa::path(post, path = "/api/channels/{id}/leave", tag = "channels", summary = "Leave a channel or group", params(("id" = ChannelId, Path, description = "channel id")), responses((status = 204)))]
 async fn leave(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
 ) -> ApiResult<StatusCode> {
     app.leave(&who.user_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, ToSchema)]
-pub struct InviteBody {
-    user_id: Id,
-}
-
+#[utoipa::path(post, path = "/api/channels/{id}/members", tag = "channels", summary = "Invite a user", params(("id" = ChannelId, Path, description = "channel id")), request_body = InviteBody, responses((status = 204)))]
 async fn invite(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
     JsonBody(b): JsonBody<InviteBody>,
 ) -> ApiResult<StatusCode> {
     app.invite(&who.user_id, &id, &b.user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/channels/{id}/members", tag = "channels", summary = "Members with receipt watermarks", params(("id" = ChannelId, Path, description = "channel id")), responses((status = 200, body = Vec<Member>)))]
 async fn members(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
 ) -> ApiResult<Json<Vec<Member>>> {
     Ok(Json(app.members(&who.user_id, &id).await?))
 }
 
 // ---- messages -------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-pub struct HistoryQuery {
-    before: Option<i64>,
-    after: Option<i64>,
-    limit: Option<usize>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct HistoryPage {
-    messages: Vec<Message>,
-    has_more: bool,
-}
-
+#[utoipa::path(get, path = "/api/channels/{id}/messages", tag = "messages", summary = "History page, oldest first, top-level messages only", params(("id" = ChannelId, Path, description = "channel id"), HistoryQuery), responses((status = 200, body = HistoryPage)))]
 async fn history(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<HistoryPage>> {
     let page = match (q.before, q.after) {
@@ -413,18 +413,11 @@ async fn history(
     Ok(Json(HistoryPage { messages, has_more }))
 }
 
-#[derive(Deserialize, ToSchema)]
-pub struct SendBody {
-    text: String,
-    client_id: String,
-    #[serde(default)]
-    thread_root: Option<Id>,
-}
-
+#[utoipa::path(post, path = "/api/channels/{id}/messages", tag = "messages", summary = "Send a message (idempotent by client_id)", params(("id" = ChannelId, Path, description = "channel id")), request_body = SendBody, responses((status = 201, body = Ack)))]
 async fn send(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
     JsonBody(b): JsonBody<SendBody>,
 ) -> ApiResult<(StatusCode, Json<Ack>)> {
     let ack = app
@@ -433,21 +426,11 @@ async fn send(
     Ok((StatusCode::CREATED, Json(ack)))
 }
 
-#[derive(Deserialize)]
-pub struct EventsQuery {
-    after: Option<i64>,
-    limit: Option<usize>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct EventsPage {
-    events: Vec<Event>,
-}
-
+#[utoipa::path(get, path = "/api/channels/{id}/events", tag = "messages", summary = "Replay log: the events the WebSocket sends", params(("id" = ChannelId, Path, description = "channel id"), EventsQuery), responses((status = 200, body = EventsPage)))]
 async fn events(
     State(app): State<AppState>,
     who: AuthUser,
-    Path(id): Path<Id>,
+    Path(id): Path<ChannelId>,
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<Json<EventsPage>> {
     let events = app
@@ -461,39 +444,30 @@ async fn events(
     Ok(Json(EventsPage { events }))
 }
 
+#[utoipa::path(get, path = "/api/channels/{id}/messages/{mid}", tag = "messages", summary = "One message", params(("id" = ChannelId, Path, description = "channel id"), ("mid" = MessageId, Path, description = "message id")), responses((status = 200, body = Message)))]
 async fn message(
     State(app): State<AppState>,
     who: AuthUser,
-    Path((id, mid)): Path<(Id, Id)>,
+    Path((id, mid)): Path<(ChannelId, MessageId)>,
 ) -> ApiResult<Json<Message>> {
     Ok(Json(app.message(&who.user_id, &id, &mid).await?))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct Thread {
-    root: Message,
-    replies: Vec<Message>,
-}
-
+#[utoipa::path(get, path = "/api/channels/{id}/messages/{mid}/replies", tag = "messages", summary = "A thread", params(("id" = ChannelId, Path, description = "channel id"), ("mid" = MessageId, Path, description = "message id")), responses((status = 200, body = Thread)))]
 async fn replies(
     State(app): State<AppState>,
     who: AuthUser,
-    Path((id, mid)): Path<(Id, Id)>,
+    Path((id, mid)): Path<(ChannelId, MessageId)>,
 ) -> ApiResult<Json<Thread>> {
     let (root, replies) = app.thread(&who.user_id, &id, &mid).await?;
     Ok(Json(Thread { root, replies }))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct Receipt {
-    user_id: Id,
-    status: ReceiptStatus,
-}
-
+#[utoipa::path(get, path = "/api/channels/{id}/messages/{mid}/receipts", tag = "messages", summary = "Receipt status per other member", params(("id" = ChannelId, Path, description = "channel id"), ("mid" = MessageId, Path, description = "message id")), responses((status = 200, body = Vec<Receipt>)))]
 async fn receipts(
     State(app): State<AppState>,
     who: AuthUser,
-    Path((id, mid)): Path<(Id, Id)>,
+    Path((id, mid)): Path<(ChannelId, MessageId)>,
 ) -> ApiResult<Json<Vec<Receipt>>> {
     let list = app.receipts(&who.user_id, &id, &mid).await?;
     Ok(Json(
@@ -503,18 +477,7 @@ async fn receipts(
     ))
 }
 
-#[derive(Deserialize)]
-pub struct SearchQuery {
-    q: String,
-    channel: Option<Id>,
-    limit: Option<usize>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SearchResults {
-    results: Vec<Message>,
-}
-
+#[utoipa::path(get, path = "/api/search", tag = "messages", summary = "Full-text search in the channels you can read", params(SearchQuery), responses((status = 200, body = SearchResults)))]
 async fn search(
     State(app): State<AppState>,
     who: AuthUser,
@@ -533,308 +496,59 @@ async fn search(
 
 // ---- OpenAPI --------------------------------------------------------------------------------
 
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations", summary = "This document", responses((status = 200, description = "OpenAPI 3.1")))]
 async fn openapi() -> Json<OpenApi> {
-    Json(openapi_document())
+    Json(openapi_document().clone())
 }
 
-/// (method, path, summary, request schema, response status, response schema)
-type RouteDoc = (
-    HttpMethod,
-    &'static str,
-    &'static str,
-    Option<&'static str>,
-    &'static str,
-    Option<&'static str>,
-);
-
-const ROUTES: &[RouteDoc] = &[
-    (
-        HttpMethod::Post,
-        "/api/auth/register",
-        "Create an account; sets the session cookie",
-        Some("Credentials"),
-        "201",
-        Some("TokenResponse"),
-    ),
-    (
-        HttpMethod::Post,
-        "/api/auth/login",
-        "Sign in; sets the session cookie",
-        Some("Credentials"),
-        "200",
-        Some("TokenResponse"),
-    ),
-    (
-        HttpMethod::Post,
-        "/api/auth/refresh",
-        "New access token for the same session",
-        None,
-        "200",
-        Some("TokenResponse"),
-    ),
-    (
-        HttpMethod::Post,
-        "/api/auth/logout",
-        "Revoke the session and clear the cookie",
-        None,
-        "204",
-        None,
-    ),
-    (
-        HttpMethod::Get,
-        "/api/me",
-        "The signed-in user",
-        None,
-        "200",
-        Some("User"),
-    ),
-    (
-        HttpMethod::Get,
-        "/api/users",
-        "Every user with presence and last seen",
-        None,
-        "200",
-        Some("User"),
-    ),
-    (
-        HttpMethod::Get,
-        "/api/users/{id}",
-        "One user",
-        None,
-        "200",
-        Some("User"),
-    ),
-    (
-        HttpMethod::Get,
-        "/api/channels",
-        "Your channels with unread counts",
-        None,
-        "200",
-        Some("Channel"),
-    ),
-    (
-        HttpMethod::Post,
-        "/api/channels",
-        "Create a public or private channel",
-        Some("NewChannelBody"),
-        "201",
-        Some("Channel"),
-    ),
-    (
-        HttpMethod::Get,
-        "/api/channels/public",
-        "Every public channel",
-        None,
-        "200",
-        Some("Channel"),
-    ),
-    (
-        HttpMethod::Post,
-        "/api/dms",
-        "Open the 1:1 DM, notes to self, or a new group",
-        Some("DmBody"),
-        "200",
-        Some("Channel"),
-    ),
-    (
-        HttpMethod::Get,
-        "/api/channels/{id}",
-        "One channel",
-        None,
-        "200",
-        Some("Channel"),
-    ),
-    (
-        HttpMethod::Post,
-        "/api/channels/{id}/join",
-        "Join a public channel",
-        None,
-        "200",
-        Some("Channel"),
-    ),
-    (
-        HttpMethod::Post,
-        "/api/channels/{id}/leave",
-        "Leave a channel or group",
-        None,
-        "204",
-        None,
-    ),
-    (
-        HttpMethod::Get,
-        "/api/channels/{id}/members",
-        "Members with receipt watermarks",
-        None,
-        "200",
-        Some("Member"),
-    ),
-    (
-        HttpMethod::Post,
-        "/api/channels/{id}/members",
-        "Invite a user",
-        Some("InviteBody"),
-        "204",
-        None,
-    ),
-    (
-        HttpMethod::Get,
-        "/api/channels/{id}/messages",
-        "History page (?before=SEQ | ?after=SEQ, &limit=N)",
-        None,
-        "200",
-        Some("HistoryPage"),
-    ),
-    (
-        HttpMethod::Post,
-        "/api/channels/{id}/messages",
-        "Send a message (idempotent by client_id)",
-        Some("SendBody"),
-        "201",
-        Some("Ack"),
-    ),
-    (
-        HttpMethod::Get,
-        "/api/channels/{id}/events",
-        "Replay log (?after=SEQ&limit=N)",
-        None,
-        "200",
-        Some("EventsPage"),
-    ),
-    (
-        HttpMethod::Get,
-        "/api/channels/{id}/messages/{mid}",
-        "One message",
-        None,
-        "200",
-        Some("Message"),
-    ),
-    (
-        HttpMethod::Get,
-        "/api/channels/{id}/messages/{mid}/replies",
-        "A thread",
-        None,
-        "200",
-        Some("Thread"),
-    ),
-    (
-        HttpMethod::Get,
-        "/api/channels/{id}/messages/{mid}/receipts",
-        "Per-member receipt status",
-        None,
-        "200",
-        Some("Receipt"),
-    ),
-    (
-        HttpMethod::Get,
-        "/api/search",
-        "Full-text search (?q=WORDS&channel=ID&limit=N)",
-        None,
-        "200",
-        Some("SearchResults"),
-    ),
-    (
-        HttpMethod::Get,
-        "/api/ws",
-        "WebSocket upgrade (see docs/protocol.md)",
-        None,
-        "101",
-        None,
-    ),
-    (HttpMethod::Get, "/healthz", "Liveness", None, "200", None),
-    (
-        HttpMethod::Get,
-        "/readyz",
-        "Readiness (store reachable)",
-        None,
-        "200",
-        None,
-    ),
-    (
-        HttpMethod::Get,
-        "/metrics",
-        "Prometheus metrics",
-        None,
-        "200",
-        None,
-    ),
-];
-
-pub fn openapi_document() -> OpenApi {
-    let mut paths = PathsBuilder::new();
-    for (method, path, summary, request, status, response) in ROUTES {
-        let mut op = OperationBuilder::new().summary(Some(*summary));
-        if let Some(schema) = request {
-            op = op.request_body(Some(
-                RequestBodyBuilder::new()
-                    .content(
-                        "application/json",
-                        ContentBuilder::new()
-                            .schema(Some(Ref::from_schema_name(*schema)))
-                            .build(),
-                    )
-                    .required(Some(utoipa::openapi::Required::True))
-                    .build(),
-            ));
+/// The OpenAPI document of [`api_routes`] (built once): its operations, the protocol types they
+/// use as schemas, and on every operation the error body all failures answer.
+pub fn openapi_document() -> &'static OpenApi {
+    static DOCUMENT: OnceLock<OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let (_, mut doc) = api_routes().split_for_parts();
+        doc.info = InfoBuilder::new()
+            .title("fullslack chat server")
+            .version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let components = doc.components.get_or_insert_with(Default::default);
+        components
+            .schemas
+            .insert(ErrorBody::name().into_owned(), ErrorBody::schema());
+        for item in doc.paths.paths.values_mut() {
+            for op in operations(item) {
+                op.responses.responses.insert(
+                    "default".into(),
+                    ResponseBuilder::new()
+                        .description(
+                            "Error: {\"error\": {\"code\", \"message\"}} (docs/protocol.md)",
+                        )
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .build()
+                        .into(),
+                );
+            }
         }
-        let mut resp = ResponseBuilder::new().description(*summary);
-        if let Some(schema) = response {
-            resp = resp.content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name(*schema)))
-                    .build(),
-            );
-        }
-        op = op.response(*status, resp.build()).response(
-            "default",
-            ResponseBuilder::new()
-                .description("Error: {\"error\": {\"code\", \"message\"}}")
-                .build(),
-        );
-        paths = paths.path(
-            *path,
-            PathItemBuilder::new()
-                .operation(method.clone(), op.build())
-                .build(),
-        );
-    }
-    let mut components = utoipa::openapi::ComponentsBuilder::new();
-    macro_rules! schemas {
-        ($($t:ty),*) => { $( components = components.schema(<$t as utoipa::ToSchema>::name(), <$t as utoipa::PartialSchema>::schema()); )* };
-    }
-    schemas!(
-        Credentials,
-        TokenResponse,
-        User,
-        Channel,
-        NewChannelBody,
-        DmBody,
-        InviteBody,
-        Member,
-        HistoryPage,
-        SendBody,
-        Ack,
-        EventsPage,
-        Event,
-        Message,
-        Thread,
-        Receipt,
-        SearchResults,
-        crate::model::Presence,
-        ChannelKind,
-        crate::model::Role,
-        crate::model::Reaction,
-        crate::model::EventKind,
-        ReceiptStatus
-    );
-    OpenApiBuilder::new()
-        .info(
-            InfoBuilder::new()
-                .title("fullslack chat server")
-                .version(env!("CARGO_PKG_VERSION"))
-                .build(),
-        )
-        .paths(paths.build())
-        .components(Some(components.build()))
-        .build()
+        doc
+    })
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
 }

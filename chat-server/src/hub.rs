@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::{
     cluster::{channel_topic, presence_topic, user_topic, Interest},
     metrics::Metrics,
-    model::{Event, EventKind, Id, Presence},
+    model::{ChannelId, Event, EventKind, EventPayload, Presence, SessionId, UserId},
     protocol::{event_frame, ServerFrame},
 };
 
@@ -31,28 +31,24 @@ pub type ConnId = u64;
 /// One channel event, serialized once for every connection.
 #[derive(Debug)]
 pub struct Published {
-    pub channel: Id,
+    pub channel: ChannelId,
     pub seq: i64,
     pub kind: EventKind,
     /// For messages: who wrote it (its author does not count as a recipient).
-    pub author_id: Option<Id>,
+    pub author_id: Option<UserId>,
     pub frame: Utf8Bytes,
 }
 
 impl Published {
     pub fn new(event: &Event) -> Published {
-        let author_id = match event.kind {
-            EventKind::Message => event
-                .data
-                .get("author_id")
-                .and_then(|a| a.as_str())
-                .map(str::to_string),
+        let author_id = match &event.payload {
+            EventPayload::Message(message) => Some(message.author_id.clone()),
             _ => None,
         };
         Published {
             channel: event.channel.clone(),
             seq: event.seq,
-            kind: event.kind,
+            kind: event.kind(),
             author_id,
             frame: Utf8Bytes::from(event_frame(event)),
         }
@@ -67,7 +63,7 @@ pub enum Outbound {
     Ephemeral(Utf8Bytes),
     /// Events of this channel may have been missed (a bus subscription just started): refill
     /// it from the store. Losing it to a full queue is harmless: lagging refills everything.
-    Recheck(Id),
+    Recheck(ChannelId),
 }
 
 /// A change of the user's memberships, applied by each of its connections in order.
@@ -75,9 +71,12 @@ pub enum Outbound {
 pub enum MembershipChange {
     /// Joined or invited: follow the channel from `after` (exclusive, the seq before its
     /// `member_joined`).
-    Added { channel_id: Id, after: i64 },
+    Added { channel_id: ChannelId, after: i64 },
     /// Left: events up to `left_seq` (its `member_left`) may still go out, nothing after.
-    Removed { channel_id: Id, left_seq: i64 },
+    Removed {
+        channel_id: ChannelId,
+        left_seq: i64,
+    },
 }
 
 /// A connection's control state: what must reach it whatever its queue holds. Writers are the
@@ -151,8 +150,8 @@ impl Control {
 #[derive(Clone)]
 pub struct ConnHandle {
     pub id: ConnId,
-    pub user_id: Id,
-    pub session_id: Id,
+    pub user_id: UserId,
+    pub session_id: SessionId,
     tx: mpsc::Sender<Outbound>,
     pub lagged: Arc<AtomicBool>,
     pub control: Arc<Control>,
@@ -193,14 +192,14 @@ impl UserPresence {
 pub struct Hub {
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
-    channels: RwLock<HashMap<Id, HashMap<ConnId, ConnHandle>>>,
-    users: RwLock<HashMap<Id, HashMap<ConnId, ConnHandle>>>,
-    presence: RwLock<HashMap<Id, UserPresence>>,
+    channels: RwLock<HashMap<ChannelId, HashMap<ConnId, ConnHandle>>>,
+    users: RwLock<HashMap<UserId, HashMap<ConnId, ConnHandle>>>,
+    presence: RwLock<HashMap<UserId, UserPresence>>,
     /// Watched user → connections that asked for its presence.
-    watchers: RwLock<HashMap<Id, HashMap<ConnId, ConnHandle>>>,
+    watchers: RwLock<HashMap<UserId, HashMap<ConnId, ConnHandle>>>,
     /// Watched user → the presence its watchers here were last told (to re-check it once the
     /// node's subscription to the user's presence topic is in place).
-    told: RwLock<HashMap<Id, Presence>>,
+    told: RwLock<HashMap<UserId, Presence>>,
     /// With Redis: the topics this node needs, reported as the maps above gain their first or
     /// lose their last connection for a key (see [`crate::cluster`]).
     interest: Option<mpsc::UnboundedSender<Interest>>,
@@ -251,14 +250,14 @@ impl Hub {
         let (tx, rx) = mpsc::channel(queue.max(16));
         let handle = ConnHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            user_id: user_id.to_string(),
-            session_id: session_id.to_string(),
+            user_id: user_id.into(),
+            session_id: session_id.into(),
             tx,
             lagged: Arc::new(AtomicBool::new(false)),
             control: Arc::default(),
         };
         write(&self.users)
-            .entry(user_id.to_string())
+            .entry(user_id.into())
             .or_insert_with(|| {
                 self.want(|| user_topic(user_id), true);
                 HashMap::new()
@@ -277,7 +276,7 @@ impl Hub {
     pub fn disconnect(
         &self,
         handle: &ConnHandle,
-        channels: impl IntoIterator<Item = Id>,
+        channels: impl IntoIterator<Item = ChannelId>,
     ) -> Option<Presence> {
         // Users first: once the handle is gone from there no join can subscribe it any more
         // (joins subscribe under the users lock), so the pending joins read below are all.
@@ -299,7 +298,7 @@ impl Hub {
                 MembershipChange::Added { channel_id, .. } => Some(channel_id),
                 MembershipChange::Removed { .. } => None,
             });
-        let channels: HashSet<Id> = channels.into_iter().chain(pending).collect();
+        let channels: HashSet<ChannelId> = channels.into_iter().chain(pending).collect();
         {
             let mut map = write(&self.channels);
             for ch in channels {
@@ -329,7 +328,7 @@ impl Hub {
 
     pub fn subscribe(&self, handle: &ConnHandle, channel_id: &str) {
         write(&self.channels)
-            .entry(channel_id.to_string())
+            .entry(channel_id.into())
             .or_insert_with(|| {
                 self.want(|| channel_topic(channel_id), true);
                 HashMap::new()
@@ -352,7 +351,7 @@ impl Hub {
     pub fn recheck_channel(&self, channel_id: &str) {
         if let Some(subs) = read(&self.channels).get(channel_id) {
             for h in subs.values() {
-                h.push(Outbound::Recheck(channel_id.to_string()), &self.metrics);
+                h.push(Outbound::Recheck(channel_id.into()), &self.metrics);
             }
         }
     }
@@ -392,7 +391,7 @@ impl Hub {
         for h in users.get(user_id).into_iter().flat_map(|c| c.values()) {
             self.subscribe(h, channel_id);
             h.control.change(MembershipChange::Added {
-                channel_id: channel_id.to_string(),
+                channel_id: channel_id.into(),
                 after,
             });
         }
@@ -405,7 +404,7 @@ impl Hub {
         for h in users.get(user_id).into_iter().flat_map(|c| c.values()) {
             self.unsubscribe(h.id, channel_id);
             h.control.change(MembershipChange::Removed {
-                channel_id: channel_id.to_string(),
+                channel_id: channel_id.into(),
                 left_seq,
             });
         }
@@ -446,7 +445,7 @@ impl Hub {
         })
     }
 
-    pub fn watch(&self, handle: &ConnHandle, user_ids: &[Id]) {
+    pub fn watch(&self, handle: &ConnHandle, user_ids: &[UserId]) {
         let mut w = write(&self.watchers);
         for u in user_ids {
             w.entry(u.clone())
@@ -467,7 +466,7 @@ impl Hub {
     ) {
         let frame = Utf8Bytes::from(
             ServerFrame::Presence {
-                user_id: user_id.to_string(),
+                user_id: user_id.into(),
                 status,
                 last_seen,
             }
@@ -478,14 +477,14 @@ impl Hub {
             for h in conns.values() {
                 h.push(Outbound::Ephemeral(frame.clone()), &self.metrics);
             }
-            write(&self.told).insert(user_id.to_string(), status);
+            write(&self.told).insert(user_id.into(), status);
         }
     }
 
     /// Records what a watcher was just told about `user_id` (its `presence_subscribe` answer).
     pub fn note_told(&self, user_id: &str, status: Presence) {
         if read(&self.watchers).contains_key(user_id) {
-            write(&self.told).insert(user_id.to_string(), status);
+            write(&self.told).insert(user_id.into(), status);
         }
     }
 
@@ -500,7 +499,7 @@ impl Hub {
         f: impl FnOnce(&mut UserPresence),
     ) -> Option<Presence> {
         let mut map = write(&self.presence);
-        let entry = map.entry(user_id.to_string()).or_default();
+        let entry = map.entry(user_id.into()).or_default();
         let before = entry.status();
         f(entry);
         let after = entry.status();
@@ -510,7 +509,7 @@ impl Hub {
         (before != after).then_some(after)
     }
 
-    pub fn connected_users(&self) -> HashSet<Id> {
+    pub fn connected_users(&self) -> HashSet<UserId> {
         read(&self.users).keys().cloned().collect()
     }
 }

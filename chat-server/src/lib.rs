@@ -14,7 +14,7 @@
 //! | [`hub`] | this node's live connections: channel fan-out, presence, typing; each connection's control state (revocation, joins, leaves: never dropped) |
 //! | [`cluster`] | with `redis_url`: fan-out between nodes over Redis pub/sub, presence across nodes, shared rate limits, degradation and healing |
 //! | [`store`] | the [`store::Store`] trait (source of truth, replay log) and its drivers |
-//! | [`protocol`] | WebSocket frames; [`model`] the JSON objects; [`error`] the error codes |
+//! | [`protocol`] | WebSocket frames and [`model`] the JSON objects and events: both from the `fullslack-protocol` crate; [`error`] the error codes |
 //! | [`ratelimit`] | token buckets and the per-name sign-in backoff; [`metrics`] Prometheus counters |
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
@@ -28,7 +28,8 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod model;
-pub mod protocol;
+/// WebSocket frames: the `fullslack-protocol` crate's, under the name the server has always used.
+pub use fullslack_protocol::frames as protocol;
 pub mod proxy;
 pub mod ratelimit;
 pub mod service;
@@ -54,7 +55,7 @@ use crate::{
     config::{ConfigError, Settings},
     hub::Hub,
     metrics::Metrics,
-    model::Id,
+    model::{ChannelId, UserId},
     ratelimit::Limiters,
     service::ChannelMeta,
     store::{DynStore, StoreError},
@@ -71,12 +72,12 @@ pub struct App {
     pub hub: Hub,
     pub limiters: Limiters,
     pub metrics: Arc<Metrics>,
-    pub channel_cache: DashMap<Id, Arc<ChannelMeta>>,
+    pub channel_cache: DashMap<ChannelId, Arc<ChannelMeta>>,
     /// Bumped by every cache invalidation: a load that raced one is not cached (it may have
     /// read the membership from before the change).
     pub channel_cache_gen: std::sync::atomic::AtomicU64,
     /// (channel, user) → highest seq written to one of the user's sockets, not yet stored.
-    pub delivered: Mutex<HashMap<(Id, Id), i64>>,
+    pub delivered: Mutex<HashMap<(ChannelId, UserId), i64>>,
     /// Cancelled when the server begins shutting down: every socket closes with 1012.
     pub shutdown: CancellationToken,
     /// The WebSocket tasks, awaited (with a deadline) on shutdown.
@@ -119,7 +120,7 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let store_health = Arc::new(store::health::StoreHealth::default());
         let store: DynStore = Arc::new(store::health::Watched::new(store, store_health.clone()));
-        let node_id = model::new_id();
+        let node_id: String = model::new_id();
         let (cluster, interest) = match &settings.redis_url {
             Some(url) => {
                 let (c, tx) = Cluster::new(url, &settings, node_id.clone(), metrics.clone())?;

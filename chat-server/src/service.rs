@@ -14,7 +14,6 @@ use std::{
     time::Instant,
 };
 
-use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::{
@@ -22,8 +21,8 @@ use crate::{
     error::{ApiError, ApiResult},
     hub::Published,
     model::{
-        new_id, now, Ack, Channel, ChannelKind, Event, EventKind, Id, Member, Message,
-        ReceiptStatus, Role, User,
+        new_id, now, Ack, Channel, ChannelId, ChannelKind, Event, EventKind, Member, Message,
+        MessageId, ReceiptStatus, Role, User, UserId,
     },
     store::{NewChannel, NewMessage, NewUser, Page, Session, StoreError, Watermark},
     App,
@@ -33,7 +32,7 @@ use crate::{
 #[derive(Debug)]
 pub struct ChannelMeta {
     pub kind: ChannelKind,
-    pub members: HashSet<Id>,
+    pub members: HashSet<UserId>,
 }
 
 /// A signed-in session: the token to hand out and who it is for.
@@ -249,7 +248,7 @@ impl App {
 
     pub async fn users(&self) -> ApiResult<Vec<User>> {
         let mut users = self.store.users().await?;
-        let ids: Vec<Id> = users.iter().map(|u| u.id.clone()).collect();
+        let ids: Vec<UserId> = users.iter().map(|u| u.id.clone()).collect();
         for (u, p) in users.iter_mut().zip(self.presences(&ids).await) {
             u.presence = p;
         }
@@ -276,7 +275,7 @@ impl App {
         // Cached only if no invalidation happened since before the read (checked under the
         // entry's lock, which `invalidate_channel`'s removal also takes): a load that read the
         // members before a leave must not put the leaver back into the cache.
-        if let dashmap::Entry::Vacant(slot) = self.channel_cache.entry(channel_id.to_string()) {
+        if let dashmap::Entry::Vacant(slot) = self.channel_cache.entry(channel_id.into()) {
             if self.channel_cache_gen.load(Ordering::Acquire) == generation {
                 slot.insert(meta.clone());
             }
@@ -363,7 +362,7 @@ impl App {
         Ok(ch)
     }
 
-    async fn existing_users(&self, ids: &[Id]) -> ApiResult<()> {
+    async fn existing_users(&self, ids: &[UserId]) -> ApiResult<()> {
         for id in ids {
             if self.store.user(id).await?.is_none() {
                 return Err(ApiError::BadRequest(format!("no user with id {id:?}")));
@@ -378,7 +377,7 @@ impl App {
         name: &str,
         kind: ChannelKind,
         topic: &str,
-        member_ids: Vec<Id>,
+        member_ids: Vec<UserId>,
     ) -> ApiResult<Channel> {
         validate_channel_name(name)?;
         if !matches!(kind, ChannelKind::Public | ChannelKind::Private) {
@@ -389,7 +388,7 @@ impl App {
         if topic.chars().count() > 250 {
             return Err(ApiError::BadRequest("topic: at most 250 characters".into()));
         }
-        let mut members: Vec<Id> = member_ids.into_iter().filter(|m| m != user_id).collect();
+        let mut members: Vec<UserId> = member_ids.into_iter().filter(|m| m != user_id).collect();
         members.sort();
         members.dedup();
         self.existing_users(&members).await?;
@@ -400,7 +399,7 @@ impl App {
                 kind,
                 name: name.to_string(),
                 topic: topic.to_string(),
-                created_by: user_id.to_string(),
+                created_by: user_id.into(),
                 created_at: now(),
                 member_ids: members,
                 dm_key: None,
@@ -411,8 +410,8 @@ impl App {
     }
 
     /// One other user: the 1:1 DM (always the same one); none: notes to self; more: a group.
-    pub async fn open_dm(&self, user_id: &str, user_ids: Vec<Id>) -> ApiResult<Channel> {
-        let mut others: Vec<Id> = user_ids.into_iter().filter(|u| u != user_id).collect();
+    pub async fn open_dm(&self, user_id: &str, user_ids: Vec<UserId>) -> ApiResult<Channel> {
+        let mut others: Vec<UserId> = user_ids.into_iter().filter(|u| u != user_id).collect();
         others.sort();
         others.dedup();
         if others.len() > MAX_GROUP {
@@ -440,7 +439,7 @@ impl App {
                 kind,
                 name: String::new(),
                 topic: String::new(),
-                created_by: user_id.to_string(),
+                created_by: user_id.into(),
                 created_at: now(),
                 member_ids: others,
                 dm_key,
@@ -496,7 +495,7 @@ impl App {
                 "a group has at most {MAX_GROUP} members"
             )));
         }
-        self.existing_users(&[invitee.to_string()]).await?;
+        self.existing_users(&[invitee.into()]).await?;
         let joined = self
             .store
             .add_member(channel_id, invitee, Role::Member, user_id)
@@ -527,7 +526,7 @@ impl App {
         Ok(())
     }
 
-    async fn resolve_mentions(&self, text: &str) -> ApiResult<Vec<Id>> {
+    async fn resolve_mentions(&self, text: &str) -> ApiResult<Vec<UserId>> {
         let mut ids = Vec::new();
         for name in mention_names(text) {
             if let Some((u, _)) = self.store.user_by_username(&name).await? {
@@ -545,7 +544,7 @@ impl App {
         channel_id: &str,
         client_id: &str,
         text: &str,
-        thread_root: Option<Id>,
+        thread_root: Option<MessageId>,
     ) -> ApiResult<Ack> {
         let started = Instant::now();
         self.limit_send(user_id).await?;
@@ -568,8 +567,8 @@ impl App {
             .store
             .append_message(NewMessage {
                 id: new_id(),
-                channel_id: channel_id.to_string(),
-                author_id: user_id.to_string(),
+                channel_id: channel_id.into(),
+                author_id: user_id.into(),
                 client_id: client_id.to_string(),
                 text: text.to_string(),
                 thread_root,
@@ -743,7 +742,7 @@ impl App {
         user_id: &str,
         channel_id: &str,
         message_id: &str,
-    ) -> ApiResult<Vec<(Id, ReceiptStatus)>> {
+    ) -> ApiResult<Vec<(UserId, ReceiptStatus)>> {
         self.require_member(user_id, channel_id).await?;
         let msg = self
             .store
@@ -800,11 +799,7 @@ impl App {
     /// Delivers a stored event to this node's connections, then hands it to the other nodes
     /// (with Redis). The event is serialized once, here.
     pub async fn publish(&self, event: Event) {
-        let member = event
-            .data
-            .get("user_id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let member = event.payload.subject_user().cloned();
         let published = Arc::new(Published::new(&event));
         let cluster = self.cluster.as_ref().map(|c| (c, published.clone()));
         self.route(published, member.clone());
@@ -817,7 +812,7 @@ impl App {
     /// membership routing and the channel cache current. Synchronous on purpose: a joiner's
     /// sockets are subscribed before the `member_joined` goes out and before any later event of
     /// the channel is routed, and a leaver's stop before anything after its `member_left`.
-    pub fn route(&self, published: Arc<Published>, member: Option<Id>) {
+    pub fn route(&self, published: Arc<Published>, member: Option<UserId>) {
         let channel = published.channel.clone();
         match (published.kind, member) {
             (EventKind::MemberJoined, Some(user)) => {
@@ -844,14 +839,14 @@ impl App {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let slot = pending
-            .entry((channel_id.to_string(), user_id.to_string()))
+            .entry((channel_id.into(), user_id.into()))
             .or_insert(0);
         *slot = (*slot).max(seq);
     }
 
     /// Writes pending delivered watermarks and publishes the receipts they produce.
     pub async fn flush_delivered(&self) {
-        let pending: Vec<((Id, Id), i64)> = {
+        let pending: Vec<((ChannelId, UserId), i64)> = {
             let mut p = self
                 .delivered
                 .lock()

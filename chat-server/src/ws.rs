@@ -37,7 +37,7 @@ use crate::{
     auth::AuthUser,
     error::ApiError,
     hub::{ConnHandle, MembershipChange, Outbound, Published},
-    model::{EventKind, Id},
+    model::{ChannelId, EventKind, UserId},
     protocol::{
         event_frame, parse_client_frame, AckBody, ClientFrame, ClientPresence, Limits, ServerFrame,
     },
@@ -58,6 +58,7 @@ const REFILL_PAGE: usize = 500;
 /// Upper bound of the closing handshake's wait (see [`Connection::close_wait`]).
 const CLOSE_WAIT_MAX: Duration = Duration::from_secs(5);
 
+#[utoipa::path(get, path = "/api/ws", tag = "realtime", summary = "WebSocket upgrade (frames: docs/protocol.md)", responses((status = 101, description = "Switching protocols")))]
 pub async fn handler(State(app): State<AppState>, who: AuthUser, ws: WebSocketUpgrade) -> Response {
     let max = app.settings.limits.max_frame_bytes;
     // Small buffers: an idle socket should cost a few KB, not tungstenite's 128 KiB default.
@@ -117,14 +118,14 @@ struct Connection {
     handle: ConnHandle,
     socket: WebSocket,
     /// Channel → highest seq sent on this socket. Empty until `resume`.
-    cursors: HashMap<Id, i64>,
+    cursors: HashMap<ChannelId, i64>,
     resumed: bool,
     last_heard: Instant,
-    last_typing: HashMap<Id, Instant>,
+    last_typing: HashMap<ChannelId, Instant>,
     /// Frames fed to the socket since the last flush.
     unflushed: usize,
     /// Messages written but not yet flushed: delivered once the flush succeeds.
-    delivered_pending: Vec<(Id, i64)>,
+    delivered_pending: Vec<(ChannelId, i64)>,
     /// Membership changes taken from the control state and being applied, oldest first (the
     /// front one stays here until done, so the writes it makes see it).
     applying: VecDeque<MembershipChange>,
@@ -182,7 +183,7 @@ impl Connection {
         };
         conn.finish(exit).await;
         // Channels it followed, and those a join subscribed it to that it had not applied yet.
-        let channels: Vec<Id> = conn
+        let channels: Vec<ChannelId> = conn
             .cursors
             .keys()
             .cloned()
@@ -500,7 +501,7 @@ impl Connection {
         }
     }
 
-    async fn typing(&mut self, channel: Id) -> Flow {
+    async fn typing(&mut self, channel: ChannelId) -> Flow {
         // At most one relay per channel per second from a socket: typing is a hint, not a stream.
         if self
             .last_typing
@@ -527,7 +528,7 @@ impl Connection {
     /// Watches the listed users (at most `MAX_PRESENCE_IDS` per frame; more is refused whole,
     /// nothing watched) and answers each one's presence now. The frame costs one store read
     /// (every last seen at once) whatever its size; ids of no user are skipped.
-    async fn presence_subscribe(&mut self, user_ids: Vec<Id>) -> Flow {
+    async fn presence_subscribe(&mut self, user_ids: Vec<UserId>) -> Flow {
         use crate::protocol::MAX_PRESENCE_IDS;
         if user_ids.len() > MAX_PRESENCE_IDS {
             let message = format!(
@@ -537,11 +538,11 @@ impl Connection {
             return self.send_error(None, "bad_frame", message, None).await;
         }
         let mut unique = std::collections::HashSet::new();
-        let user_ids: Vec<Id> = user_ids
+        let user_ids: Vec<UserId> = user_ids
             .into_iter()
             .filter(|id| unique.insert(id.clone()))
             .collect();
-        let mut last_seen: HashMap<Id, Option<time::OffsetDateTime>> =
+        let mut last_seen: HashMap<UserId, Option<time::OffsetDateTime>> =
             match self.app.store.users_by_ids(&user_ids).await {
                 Ok(users) => users.into_iter().map(|u| (u.id, u.last_seen)).collect(),
                 Err(e) => {
@@ -549,7 +550,7 @@ impl Connection {
                     return self.send_error(None, e.code(), e.to_string(), None).await;
                 }
             };
-        let user_ids: Vec<Id> = user_ids
+        let user_ids: Vec<UserId> = user_ids
             .into_iter()
             .filter(|id| last_seen.contains_key(id))
             .collect();
@@ -575,7 +576,7 @@ impl Connection {
     }
 
     /// Sets the cursors, replays what the client missed, and starts live delivery.
-    async fn resume(&mut self, requested: HashMap<Id, i64>) -> Flow {
+    async fn resume(&mut self, requested: HashMap<ChannelId, i64>) -> Flow {
         let memberships = match self.app.store.memberships(&self.who.user_id).await {
             Ok(m) => m,
             Err(e) => {
@@ -739,9 +740,9 @@ impl Connection {
             return Err(SESSION_ENDED);
         }
         if let Ok(memberships) = self.app.store.memberships(&self.who.user_id).await {
-            let current: std::collections::HashSet<&Id> =
+            let current: std::collections::HashSet<&ChannelId> =
                 memberships.iter().map(|(c, _)| c).collect();
-            let gone: Vec<Id> = self
+            let gone: Vec<ChannelId> = self
                 .cursors
                 .keys()
                 .filter(|c| !current.contains(c))
@@ -769,7 +770,7 @@ impl Connection {
                     .await?;
             }
         }
-        let channels: Vec<Id> = self.cursors.keys().cloned().collect();
+        let channels: Vec<ChannelId> = self.cursors.keys().cloned().collect();
         for ch in channels {
             self.refill(&ch).await?;
         }
@@ -837,7 +838,7 @@ impl Connection {
         };
         self.reply(&ServerFrame::Error {
             reference,
-            code,
+            code: code.into(),
             message,
             retry_after_ms,
         })

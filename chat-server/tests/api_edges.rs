@@ -1,9 +1,12 @@
 //! The edges of the HTTP and WebSocket surface, against the real server: malformed query
 //! strings and wrong methods answer in the documented JSON error shape, every answer carries
 //! `X-Content-Type-Options: nosniff`, display names refuse control and bidi override
-//! characters, and `presence_subscribe` is bounded per frame.
+//! characters, `presence_subscribe` is bounded per frame, and the OpenAPI document lists exactly
+//! the routes the router serves and docs/protocol.md documents.
 
 mod common;
+
+use std::collections::BTreeSet;
 
 use common::{Client, TestServer};
 use serde_json::{json, Value};
@@ -257,5 +260,82 @@ async fn presence_subscribe_is_bounded_per_frame_and_skips_unknown_ids() {
         .next_where(|f| f["type"] == "presence" && f["user_id"] == bob.id.as_str())
         .await;
     assert_eq!(p["status"], "online");
+    server.stop().await;
+}
+
+/// The routes docs/protocol.md documents (every backquoted `METHOD /path`: the REST table, the
+/// auth bullets, the WebSocket), written as OpenAPI writes them (`:id` → `{id}`).
+fn documented_routes() -> BTreeSet<(String, String)> {
+    let doc = include_str!("../../docs/protocol.md");
+    doc.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|quoted| {
+            let (method, path) = quoted.split_once(' ')?;
+            let is_method = ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method);
+            (is_method && path.starts_with('/')).then(|| {
+                let path: Vec<String> = path
+                    .split('/')
+                    .map(|seg| match seg.strip_prefix(':') {
+                        Some(param) => format!("{{{param}}}"),
+                        None => seg.to_string(),
+                    })
+                    .collect();
+                (method.to_string(), path.join("/"))
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_the_served_router_and_the_documented_routes() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let doc: Value = http
+        .get(format!("{}/api/openapi.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let methods = ["get", "post", "put", "patch", "delete"];
+    let mut in_document = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if methods.contains(&method.as_str()) {
+                in_document.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    assert_eq!(
+        in_document,
+        documented_routes(),
+        "document vs docs/protocol.md"
+    );
+    assert!(
+        doc["components"]["schemas"]["ErrorBody"].is_object(),
+        "{doc}"
+    );
+
+    // Each operation is really served: unauthenticated and with made-up ids, a request never
+    // meets the fallback (404 "route not found") nor a 405.
+    let made_up = "00000000-0000-7000-8000-000000000000";
+    for (method, path) in &in_document {
+        let url = path.replace("{id}", made_up).replace("{mid}", made_up);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = http
+            .request(method.clone(), format!("{}{url}", server.base))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_ne!(status, 405, "{method} {url}: {body}");
+        assert!(
+            !(status == 404 && body["error"]["message"] == "route not found"),
+            "{method} {url} is not served"
+        );
+    }
     server.stop().await;
 }

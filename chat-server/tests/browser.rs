@@ -16,7 +16,6 @@
 
 use std::{
     io::{BufRead, BufReader, Read},
-    net::TcpListener,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -24,6 +23,8 @@ use std::{
 };
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use fullslack_protocol::{rest::SendBody, ClientFrame};
+use fullslack_test_support as api;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -50,14 +51,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Where this run writes its server data, browser profiles, logs and screenshots.
@@ -128,7 +121,7 @@ fn start_server(dir: &Path) -> (Proc, String) {
 
 /// Starts chromedriver on a free loopback port and waits until it answers.
 async fn start_chromedriver(dir: &Path) -> (Proc, String) {
-    let port = free_port();
+    let port = api::free_port();
     let log = std::fs::File::create(dir.join("chromedriver.log")).unwrap();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -340,45 +333,17 @@ impl Ui {
     }
 }
 
-/// A user who only speaks the API: REST with a bearer token, and the WebSocket.
-struct ApiUser {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
+/// A user who only speaks the API: the shared test client (REST with a bearer token, and the
+/// WebSocket), plus what this test asks of it.
+struct ApiUser(api::Client);
 
 impl ApiUser {
     async fn register(base: &str, username: &str) -> Self {
-        let http = reqwest::Client::new();
-        let res = http
-            .post(format!("{base}/api/auth/register"))
-            .json(&json!({ "username": username, "password": PASSWORD }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201, "register {username}");
-        let v: Value = res.json().await.unwrap();
-        ApiUser {
-            http,
-            base: base.to_string(),
-            token: v["token"].as_str().unwrap().to_string(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let res = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success(), "GET {path}: {}", res.status());
-        res.json().await.unwrap()
+        ApiUser(api::Client::register(&api::RemoteServer::new(base), username).await)
     }
 
     async fn channel_of_kind(&self, kind: &str) -> String {
-        let list = self.get("/api/channels").await;
+        let list = self.0.ok_get("/api/channels").await;
         list.as_array()
             .unwrap()
             .iter()
@@ -392,16 +357,19 @@ impl ApiUser {
     /// Posts a message over REST, waiting out rate limits (429 + Retry-After).
     async fn post_message(&self, channel: &str, text: &str) {
         loop {
-            let res = self
-                .http
-                .post(format!("{}/api/channels/{channel}/messages", self.base))
-                .bearer_auth(&self.token)
-                .json(&json!({ "text": text, "client_id": format!("api-{text}") }))
-                .send()
-                .await
-                .unwrap();
-            if res.status() == 429 {
-                let v: Value = res.json().await.unwrap_or(Value::Null);
+            let body = SendBody {
+                text: text.into(),
+                client_id: format!("api-{text}"),
+                thread_root: None,
+            };
+            let (status, v) = self
+                .0
+                .post(
+                    &format!("/api/channels/{channel}/messages"),
+                    serde_json::to_value(body).unwrap(),
+                )
+                .await;
+            if status == 429 {
                 let ms = v["error"]["retry_after_ms"]
                     .as_u64()
                     .or(v["retry_after_ms"].as_u64())
@@ -409,51 +377,24 @@ impl ApiUser {
                 tokio::time::sleep(Duration::from_millis(ms.max(50))).await;
                 continue;
             }
-            assert_eq!(res.status(), 201, "post {text:?}");
+            assert_eq!(status, 201, "post {text:?}");
             return;
         }
     }
 
     /// Connects a WebSocket, resumes, moves the read watermark to `seq`, disconnects.
     async fn read_over_ws(&self, channel: &str, seq: i64) {
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
-        let url = format!("{}/api/ws", self.base.replacen("http", "ws", 1));
-        let mut req = url.into_client_request().unwrap();
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.token).parse().unwrap(),
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        let frame = |v: Value| Message::text(v.to_string());
-        ws.send(frame(json!({ "type": "resume", "channels": {} })))
-            .await
-            .unwrap();
-        let mut sent_read = false;
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            let msg = tokio::time::timeout(WAIT, ws.next())
-                .await
-                .expect("websocket frame")
-                .expect("websocket open")
-                .expect("websocket frame");
-            let Message::Text(t) = msg else { continue };
-            let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            if v["type"] == "resumed" && !sent_read {
-                sent_read = true;
-                ws.send(frame(
-                    json!({ "type": "read", "ref": "api-read", "channel": channel, "seq": seq }),
-                ))
-                .await
-                .unwrap();
-            }
-            if v["ref"] == "api-read" {
-                assert_eq!(v["type"], "ack", "read answered {v}");
-                let _ = ws.close(None).await;
-                return;
-            }
-        }
-        panic!("no ack for the read");
+        let mut ws = api::Ws::connect(&self.0.ws_url, &self.0.token).await;
+        ws.resume(Default::default()).await;
+        ws.send_frame(&ClientFrame::Read {
+            reference: Some("api-read".into()),
+            channel: channel.into(),
+            seq,
+        })
+        .await;
+        let v = ws.next_where(|f| f["ref"] == "api-read").await;
+        assert_eq!(v["type"], "ack", "read answered {v}");
+        ws.close().await;
     }
 }
 

@@ -5,7 +5,7 @@
 use std::{collections::HashSet, sync::Arc};
 
 use fullslack_chat::{
-    model::{new_id, now, ChannelKind, EventKind, Role},
+    model::{new_id, now, ChannelId, ChannelKind, Event, EventKind, Role, UserId},
     store::{
         self, DynStore, NewChannel, NewMessage, NewUser, Page, Session, StoreError, Watermark,
     },
@@ -18,7 +18,7 @@ async fn fresh_store() -> (DynStore, Arc<tempfile::TempDir>) {
     let mut url = std::env::var("FULLSLACK_TEST_STORE_URL").unwrap_or_else(|_| "sqlite".into());
     if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
         // Every test gets its own database: `…/NAME?opts` → `…/NAME_<unique>?opts`.
-        let unique: String = new_id().chars().filter(|c| *c != '-').collect();
+        let unique: String = new_id::<String>().chars().filter(|c| *c != '-').collect();
         let suffix = &unique[unique.len() - 16..];
         let (base, query) = match url.find('?') {
             Some(i) => (url[..i].to_string(), url[i..].to_string()),
@@ -41,7 +41,7 @@ async fn fresh_store() -> (DynStore, Arc<tempfile::TempDir>) {
     )
 }
 
-async fn user(store: &DynStore, name: &str) -> String {
+async fn user(store: &DynStore, name: &str) -> UserId {
     store
         .create_user(NewUser {
             id: new_id(),
@@ -61,7 +61,7 @@ async fn channel(
     name: &str,
     kind: ChannelKind,
     members: &[&str],
-) -> String {
+) -> ChannelId {
     let (ch, events) = store
         .create_channel(NewChannel {
             id: new_id(),
@@ -70,7 +70,7 @@ async fn channel(
             topic: String::new(),
             created_by: owner.into(),
             created_at: now(),
-            member_ids: members.iter().map(ToString::to_string).collect(),
+            member_ids: members.iter().map(|m| UserId::from(*m)).collect(),
             dm_key: None,
         })
         .await
@@ -81,6 +81,11 @@ async fn channel(
         "one member_joined per member"
     );
     ch.id
+}
+
+/// An event's `data` as the wire carries it.
+fn data(ev: &Event) -> serde_json::Value {
+    serde_json::to_value(&ev.payload).unwrap()
 }
 
 fn msg(channel: &str, author: &str, client_id: &str, text: &str) -> NewMessage {
@@ -250,13 +255,13 @@ async fn history_pages_threads_edits_deletes_reactions() {
         )
         .await
         .unwrap();
-    assert_eq!(e.kind, EventKind::Edit);
+    assert_eq!(e.kind(), EventKind::Edit);
     let r = s
         .react(&ch, &ids[1].id, &b, "🎉", true, now())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(r.kind, EventKind::Reaction);
+    assert_eq!(r.kind(), EventKind::Reaction);
     assert!(
         s.react(&ch, &ids[1].id, &b, "🎉", true, now())
             .await
@@ -287,7 +292,7 @@ async fn history_pages_threads_edits_deletes_reactions() {
         .await
         .unwrap()
         .iter()
-        .map(|e| e.kind)
+        .map(Event::kind)
         .collect();
     assert_eq!(
         kinds,
@@ -312,15 +317,15 @@ async fn watermarks_only_move_forward_and_only_to_messages() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(ev.data["delivered_seq"], m.seq);
-    assert_eq!(ev.data["read_seq"].as_i64().unwrap(), 0);
+    assert_eq!(data(&ev)["delivered_seq"], m.seq);
+    assert_eq!(data(&ev)["read_seq"].as_i64().unwrap(), 0);
     // The receipt took seq m.seq + 1; reading "everything" stops at the last message.
     let ev = s
         .advance_watermark(&ch, &b, Watermark::Read(i64::MAX), true, now())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(ev.data["read_seq"], m.seq);
+    assert_eq!(data(&ev)["read_seq"], m.seq);
     assert!(
         s.advance_watermark(&ch, &b, Watermark::Read(1), true, now())
             .await
@@ -371,7 +376,7 @@ async fn dm_keys_make_direct_messages_unique_and_membership_changes_are_logged()
     let (again, ev2) = s.create_channel(dm("k")).await.unwrap();
     assert_eq!(first.id, again.id);
     assert_eq!((ev.len(), ev2.len()), (2, 0));
-    let mut ids: Vec<String> = again.member_ids.clone();
+    let mut ids: Vec<UserId> = again.member_ids.clone();
     ids.sort();
     let mut want = vec![a.clone(), b.clone()];
     want.sort();
@@ -397,7 +402,7 @@ async fn dm_keys_make_direct_messages_unique_and_membership_changes_are_logged()
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(joined.kind, EventKind::MemberJoined);
+    assert_eq!(joined.kind(), EventKind::MemberJoined);
     assert!(s
         .add_member(&pub_ch, &c, Role::Member, &c)
         .await
@@ -405,11 +410,11 @@ async fn dm_keys_make_direct_messages_unique_and_membership_changes_are_logged()
         .is_none());
     let left = s.remove_member(&pub_ch, &c).await.unwrap().unwrap();
     assert_eq!(
-        (left.kind, left.seq),
+        (left.kind(), left.seq),
         (EventKind::MemberLeft, joined.seq + 1)
     );
     assert!(s.remove_member(&pub_ch, &c).await.unwrap().is_none());
-    let memberships: HashSet<String> = s
+    let memberships: HashSet<ChannelId> = s
         .memberships(&a)
         .await
         .unwrap()

@@ -5,9 +5,12 @@ use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use fullslack_protocol::{
+    rest::{Credentials, ErrorBody, TokenResponse},
+    ClientFrame, ServerFrame,
+};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{StatusCode, Url};
-use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -206,7 +209,11 @@ async fn sign_in(
     pw: &Secret,
 ) -> Result<String, StepError> {
     if o.register_probe {
-        let body = json!({"username": o.probe_user, "password": pw.expose(), "display_name": "fullslack health probe"});
+        let body = Credentials {
+            username: o.probe_user.clone(),
+            password: pw.expose().to_string(),
+            display_name: Some("fullslack health probe".into()),
+        };
         let resp = client
             .post(join(&o.url, "/api/auth/register"))
             .json(&body)
@@ -225,7 +232,11 @@ async fn sign_in(
     }
     let resp = client
         .post(join(&o.url, "/api/auth/login"))
-        .json(&json!({"username": o.probe_user, "password": pw.expose()}))
+        .json(&Credentials {
+            username: o.probe_user.clone(),
+            password: pw.expose().to_string(),
+            display_name: None,
+        })
         .send()
         .await?;
     token_of(resp, o).await
@@ -239,12 +250,10 @@ async fn token_of(resp: reqwest::Response, o: &HealthOptions) -> Result<String, 
             retry_after: retry_after(resp.headers()),
         });
     }
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
-    let reason = v
-        .pointer("/error/message")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let body = resp.bytes().await.unwrap_or_default();
+    let reason = serde_json::from_slice::<ErrorBody>(&body)
+        .map(|e| e.error.message)
+        .unwrap_or_default();
     if status == StatusCode::UNAUTHORIZED {
         return Err(StepError::Refused(format!(
             "probe user `{}` could not log in: {status} {reason} (no such account, or another password)",
@@ -257,10 +266,9 @@ async fn token_of(resp: reqwest::Response, o: &HealthOptions) -> Result<String, 
             o.probe_user
         )));
     }
-    v.get("token")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| StepError::Protocol("auth answer has no token".into()))
+    serde_json::from_slice::<TokenResponse>(&body)
+        .map(|answer| answer.token)
+        .map_err(|_| StepError::Protocol("auth answer has no token".into()))
 }
 
 /// An authenticated WebSocket round trip that writes nothing: connect with the probe's token,
@@ -338,19 +346,27 @@ async fn ping_pong(o: &HealthOptions, token: &str) -> Result<(Duration, String),
     };
 
     let deadline = o.timeout;
-    let hello = wait_for(&mut ws, deadline, "hello", |v| v["type"] == "hello").await?;
-    let user = hello["user"]["username"]
-        .as_str()
-        .unwrap_or(o.probe_user.as_str())
-        .to_string();
-    let started = Instant::now();
-    ws.send(Message::text(
-        json!({"type": "ping", "ref": "fullslack-health"}).to_string(),
-    ))
-    .await?;
-    wait_for(&mut ws, deadline, "pong", |v| {
-        v["type"] == "pong" && v["ref"] == "fullslack-health"
+    let hello = wait_for(&mut ws, deadline, "hello", |f| {
+        matches!(f, ServerFrame::Hello { .. })
     })
+    .await?;
+    let user = match hello {
+        ServerFrame::Hello { user, .. } => user.username,
+        _ => o.probe_user.clone(),
+    };
+    let started = Instant::now();
+    let ping = ClientFrame::Ping {
+        reference: Some(PING_REF.into()),
+    };
+    let ping = serde_json::to_string(&ping)
+        .map_err(|e| StepError::Protocol(format!("cannot encode the ping frame: {e}")))?;
+    ws.send(Message::text(ping)).await?;
+    wait_for(
+        &mut ws,
+        deadline,
+        "pong",
+        |f| matches!(f, ServerFrame::Pong { reference: Some(r) } if r == PING_REF),
+    )
     .await?;
     let latency = started.elapsed();
     let _ = ws.close(None).await;
@@ -360,12 +376,17 @@ async fn ping_pong(o: &HealthOptions, token: &str) -> Result<(Duration, String),
     ))
 }
 
+/// The `ref` of the probe's ping, echoed by its `pong`.
+const PING_REF: &str = "fullslack-health";
+
+/// The first server frame that `pred` accepts (frames that are not protocol frames are
+/// skipped like any other).
 async fn wait_for<S>(
     ws: &mut S,
     timeout: Duration,
     what: &'static str,
-    pred: impl Fn(&Value) -> bool,
-) -> Result<Value, StepError>
+    pred: impl Fn(&ServerFrame) -> bool,
+) -> Result<ServerFrame, StepError>
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
@@ -380,9 +401,9 @@ where
             )));
         };
         if let Message::Text(t) = frame? {
-            let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-            if pred(&v) {
-                return Ok(v);
+            match serde_json::from_str::<ServerFrame>(t.as_str()) {
+                Ok(frame) if pred(&frame) => return Ok(frame),
+                _ => {}
             }
         }
     }

@@ -24,7 +24,7 @@ use super::{
     DynStore, NewChannel, NewMessage, NewUser, Page, Session, Store, StoreError, StoreResult,
     Watermark,
 };
-use crate::model::{Channel, Event, Id, Member, Message, Role, User};
+use crate::model::{Channel, ChannelId, Event, Member, Message, Role, User, UserId};
 
 /// At most one summary WARN per this interval while the store keeps failing.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -187,7 +187,7 @@ impl Store for Watched {
     async fn users(&self) -> StoreResult<Vec<User>> {
         self.read(self.inner.users().await)
     }
-    async fn users_by_ids(&self, ids: &[Id]) -> StoreResult<Vec<User>> {
+    async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
         self.read(self.inner.users_by_ids(ids).await)
     }
     async fn set_last_seen(&self, user_id: &str, at: OffsetDateTime) -> StoreResult<()> {
@@ -196,7 +196,11 @@ impl Store for Watched {
     async fn create_session(&self, session: Session) -> StoreResult<()> {
         self.write(self.inner.create_session(session).await)
     }
-    async fn session_user(&self, session_id: &str, now: OffsetDateTime) -> StoreResult<Option<Id>> {
+    async fn session_user(
+        &self,
+        session_id: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<UserId>> {
         self.read(self.inner.session_user(session_id, now).await)
     }
     async fn delete_session(&self, session_id: &str) -> StoreResult<()> {
@@ -205,7 +209,7 @@ impl Store for Watched {
     async fn create_channel(&self, channel: NewChannel) -> StoreResult<(Channel, Vec<Event>)> {
         self.write(self.inner.create_channel(channel).await)
     }
-    async fn memberships(&self, user_id: &str) -> StoreResult<Vec<(Id, i64)>> {
+    async fn memberships(&self, user_id: &str) -> StoreResult<Vec<(ChannelId, i64)>> {
         self.read(self.inner.memberships(user_id).await)
     }
     async fn channel(&self, id: &str) -> StoreResult<Option<Channel>> {
@@ -248,7 +252,7 @@ impl Store for Watched {
         message_id: &str,
         author_id: &str,
         text: &str,
-        mentions: &[Id],
+        mentions: &[UserId],
         at: OffsetDateTime,
     ) -> StoreResult<Event> {
         self.write(

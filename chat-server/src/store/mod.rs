@@ -23,7 +23,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::model::{Channel, ChannelKind, Event, Id, Member, Message, Reaction, Role, User};
+use crate::model::{
+    Channel, ChannelId, ChannelKind, Event, Member, Message, MessageId, Reaction, Role, SessionId,
+    User, UserId,
+};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -43,9 +46,16 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A stored event that does not decode is corrupt data, not something to paper over.
+impl From<crate::model::PayloadError> for StoreError {
+    fn from(e: crate::model::PayloadError) -> Self {
+        StoreError::Internal(format!("stored event: {e}"))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewUser {
-    pub id: Id,
+    pub id: UserId,
     pub username: String,
     pub display_name: String,
     pub password_hash: String,
@@ -54,35 +64,35 @@ pub struct NewUser {
 
 #[derive(Debug, Clone)]
 pub struct Session {
-    pub id: Id,
-    pub user_id: Id,
+    pub id: SessionId,
+    pub user_id: UserId,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
 }
 
 #[derive(Debug, Clone)]
 pub struct NewChannel {
-    pub id: Id,
+    pub id: ChannelId,
     pub kind: ChannelKind,
     pub name: String,
     pub topic: String,
-    pub created_by: Id,
+    pub created_by: UserId,
     pub created_at: OffsetDateTime,
     /// Members besides the creator (who becomes owner).
-    pub member_ids: Vec<Id>,
+    pub member_ids: Vec<UserId>,
     /// For 1:1 and self DMs: a key that makes creation idempotent.
     pub dm_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct NewMessage {
-    pub id: Id,
-    pub channel_id: Id,
-    pub author_id: Id,
+    pub id: MessageId,
+    pub channel_id: ChannelId,
+    pub author_id: UserId,
     pub client_id: String,
     pub text: String,
-    pub thread_root: Option<Id>,
-    pub mentions: Vec<Id>,
+    pub thread_root: Option<MessageId>,
+    pub mentions: Vec<UserId>,
     pub created_at: OffsetDateTime,
 }
 
@@ -116,19 +126,23 @@ pub trait Store: Send + Sync + 'static {
     async fn user(&self, id: &str) -> StoreResult<Option<User>>;
     async fn users(&self) -> StoreResult<Vec<User>>;
     /// The users among `ids` that exist, in any order, in one round trip.
-    async fn users_by_ids(&self, ids: &[Id]) -> StoreResult<Vec<User>>;
+    async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<User>>;
     async fn set_last_seen(&self, user_id: &str, at: OffsetDateTime) -> StoreResult<()>;
 
     async fn create_session(&self, session: Session) -> StoreResult<()>;
     /// The session's user if the session exists and has not expired.
-    async fn session_user(&self, session_id: &str, now: OffsetDateTime) -> StoreResult<Option<Id>>;
+    async fn session_user(
+        &self,
+        session_id: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<UserId>>;
     async fn delete_session(&self, session_id: &str) -> StoreResult<()>;
 
     /// Creates the channel with its members (or returns the existing one with the same
     /// `dm_key`, and no events).
     async fn create_channel(&self, channel: NewChannel) -> StoreResult<(Channel, Vec<Event>)>;
     /// The user's channels and each one's current sequence (cheap: used at every connect).
-    async fn memberships(&self, user_id: &str) -> StoreResult<Vec<(Id, i64)>>;
+    async fn memberships(&self, user_id: &str) -> StoreResult<Vec<(ChannelId, i64)>>;
     async fn channel(&self, id: &str) -> StoreResult<Option<Channel>>;
     /// The user's channels with `read_seq` and `unread`.
     async fn channels_for_user(&self, user_id: &str) -> StoreResult<Vec<Channel>>;
@@ -158,7 +172,7 @@ pub trait Store: Send + Sync + 'static {
         message_id: &str,
         author_id: &str,
         text: &str,
-        mentions: &[Id],
+        mentions: &[UserId],
         at: OffsetDateTime,
     ) -> StoreResult<Event>;
     /// Turns `author_id`'s message into a tombstone; the same checks as `edit_message`.
@@ -247,13 +261,13 @@ pub async fn open(url: &str, data_dir: &std::path::Path) -> StoreResult<DynStore
 pub fn toggle_reaction(reactions: &mut Vec<Reaction>, emoji: &str, user: &str, add: bool) -> bool {
     let changed = match (reactions.iter_mut().find(|r| r.emoji == emoji), add) {
         (Some(r), true) if !r.user_ids.iter().any(|u| u == user) => {
-            r.user_ids.push(user.to_string());
+            r.user_ids.push(user.into());
             true
         }
         (None, true) => {
             reactions.push(Reaction {
                 emoji: emoji.to_string(),
-                user_ids: vec![user.to_string()],
+                user_ids: vec![user.into()],
             });
             true
         }

@@ -40,7 +40,6 @@ use mongodb::{
     options::{Acknowledgment, ClientOptions, IndexOptions, ReturnDocument, WriteConcern},
     Client, ClientSession, Collection, Cursor, Database, IndexModel,
 };
-use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{
@@ -48,7 +47,9 @@ use super::{
     StoreResult, Watermark,
 };
 use crate::model::{
-    Channel, ChannelKind, Event, EventKind, Id, Member, Message, Presence, Reaction, Role, User,
+    Channel, ChannelId, ChannelKind, DeleteData, EditData, Event, EventPayload, Member,
+    MemberJoinedData, MemberLeftData, Message, Presence, Reaction, ReactionData, ReceiptData, Role,
+    User, UserId,
 };
 
 /// How long to look for a usable server before answering `Unavailable`.
@@ -78,7 +79,7 @@ pub struct MongoStore {
     /// One lock per channel: writes of one node to one channel queue here instead of aborting
     /// each other's transactions with write conflicts (those remain only between nodes, and
     /// are retried).
-    channel_locks: dashmap::DashMap<Id, Arc<tokio::sync::Mutex<()>>>,
+    channel_locks: dashmap::DashMap<ChannelId, Arc<tokio::sync::Mutex<()>>>,
 }
 
 // ---- errors -------------------------------------------------------------------------------
@@ -170,10 +171,6 @@ fn classify(e: MongoError) -> StoreError {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(e.to_string())
-}
-
 // ---- document mapping ---------------------------------------------------------------------
 
 fn ms(t: OffsetDateTime) -> i64 {
@@ -189,12 +186,12 @@ fn from_bdt(d: BsonDateTime) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn get_s(d: &Document, k: &str) -> String {
-    d.get_str(k).unwrap_or_default().to_string()
+fn get_s<T: From<String>>(d: &Document, k: &str) -> T {
+    T::from(d.get_str(k).unwrap_or_default().to_string())
 }
 
-fn get_opt_s(d: &Document, k: &str) -> Option<String> {
-    d.get_str(k).ok().map(str::to_string)
+fn get_opt_s<T: From<String>>(d: &Document, k: &str) -> Option<T> {
+    d.get_str(k).ok().map(|v| T::from(v.to_string()))
 }
 
 fn get_i(d: &Document, k: &str) -> i64 {
@@ -216,18 +213,22 @@ fn get_opt_t(d: &Document, k: &str) -> Option<OffsetDateTime> {
     d.get_datetime(k).ok().map(|v| from_bdt(*v))
 }
 
-fn get_strs(d: &Document, k: &str) -> Vec<String> {
+fn get_strs<T: From<String>>(d: &Document, k: &str) -> Vec<T> {
     d.get_array(k)
         .map(|a| {
             a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
+                .filter_map(|v| v.as_str().map(|v| T::from(v.to_string())))
                 .collect()
         })
         .unwrap_or_default()
 }
 
-fn strs(v: &[String]) -> Bson {
-    Bson::Array(v.iter().cloned().map(Bson::String).collect())
+fn strs<T: AsRef<str>>(v: &[T]) -> Bson {
+    Bson::Array(
+        v.iter()
+            .map(|s| Bson::String(s.as_ref().to_string()))
+            .collect(),
+    )
 }
 
 fn reactions_bson(rs: &[Reaction]) -> Bson {
@@ -336,10 +337,10 @@ fn doc_message(d: &Document) -> Message {
 
 fn message_doc(m: &Message) -> Document {
     doc! {
-        "_id": &m.id,
-        "channel_id": &m.channel_id,
+        "_id": m.id.as_str(),
+        "channel_id": m.channel_id.as_str(),
         "seq": m.seq,
-        "author_id": &m.author_id,
+        "author_id": m.author_id.as_str(),
         "client_id": &m.client_id,
         "text": &m.text,
         "thread_root": m.thread_root.as_deref().map_or(Bson::Null, |r| Bson::String(r.to_string())),
@@ -352,26 +353,27 @@ fn message_doc(m: &Message) -> Document {
     }
 }
 
-fn doc_event(d: &Document) -> Event {
-    Event {
+/// A stored event; one whose kind or payload does not decode is an error, never a default.
+fn doc_event(d: &Document) -> StoreResult<Event> {
+    Ok(Event {
         channel: get_s(d, "channel_id"),
         seq: get_i(d, "seq"),
-        kind: EventKind::parse(d.get_str("kind").unwrap_or_default())
-            .unwrap_or(EventKind::ChannelUpdated),
         at: get_t(d, "at"),
         // The payload is stored as JSON text: it round-trips exactly (numbers stay numbers).
-        data: serde_json::from_str(d.get_str("data").unwrap_or("null"))
-            .unwrap_or(serde_json::Value::Null),
-    }
+        payload: EventPayload::decode_stored(
+            d.get_str("kind").unwrap_or_default(),
+            d.get_str("data").unwrap_or_default(),
+        )?,
+    })
 }
 
 fn event_doc(e: &Event) -> Document {
     doc! {
-        "channel_id": &e.channel,
+        "channel_id": e.channel.as_str(),
         "seq": e.seq,
-        "kind": e.kind.as_str(),
+        "kind": e.kind().as_str(),
         "at": bdt(e.at),
-        "data": e.data.to_string(),
+        "data": e.payload.to_stored(),
     }
 }
 
@@ -617,7 +619,7 @@ impl MongoStore {
     async fn lock_channel(&self, channel_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = self
             .channel_locks
-            .entry(channel_id.to_string())
+            .entry(channel_id.into())
             .or_default()
             .clone();
         lock.lock_owned().await
@@ -658,17 +660,15 @@ impl MongoStore {
         &self,
         s: &mut ClientSession,
         channel_id: &str,
-        kind: EventKind,
         at: OffsetDateTime,
-        data: serde_json::Value,
+        payload: EventPayload,
     ) -> Result<Event, Fail> {
         let seq = self.next_seq(s, channel_id, false).await?;
         let event = Event {
-            channel: channel_id.to_string(),
+            channel: channel_id.into(),
             seq,
-            kind,
             at,
-            data,
+            payload,
         };
         self.events
             .insert_one(event_doc(&event))
@@ -724,7 +724,7 @@ impl MongoStore {
             .ok_or(Fail::Store(StoreError::NotMember))
     }
 
-    async fn member_ids(&self, channel_id: &str) -> StoreResult<Vec<Id>> {
+    async fn member_ids(&self, channel_id: &str) -> StoreResult<Vec<UserId>> {
         let docs = all_docs(
             self.members
                 .find(doc! {"channel_id": channel_id})
@@ -803,7 +803,7 @@ impl Store for MongoStore {
 
     async fn create_user(&self, u: NewUser) -> StoreResult<User> {
         let d = doc! {
-            "_id": &u.id,
+            "_id": u.id.as_str(),
             "username": &u.username,
             "username_key": u.username.to_lowercase(),
             "display_name": &u.display_name,
@@ -852,7 +852,7 @@ impl Store for MongoStore {
         Ok(docs.iter().map(doc_user).collect())
     }
 
-    async fn users_by_ids(&self, ids: &[Id]) -> StoreResult<Vec<User>> {
+    async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -876,8 +876,8 @@ impl Store for MongoStore {
     async fn create_session(&self, s: Session) -> StoreResult<()> {
         self.sessions
             .insert_one(doc! {
-                "_id": &s.id,
-                "user_id": &s.user_id,
+                "_id": s.id.as_str(),
+                "user_id": s.user_id.as_str(),
                 "created_at": bdt(s.created_at),
                 "expires_at": bdt(s.expires_at),
             })
@@ -891,7 +891,11 @@ impl Store for MongoStore {
         Ok(())
     }
 
-    async fn session_user(&self, session_id: &str, now: OffsetDateTime) -> StoreResult<Option<Id>> {
+    async fn session_user(
+        &self,
+        session_id: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<UserId>> {
         Ok(self
             .sessions
             .find_one(doc! {"_id": session_id, "expires_at": {"$gt": bdt(now)}})
@@ -916,7 +920,7 @@ impl Store for MongoStore {
                 .await
                 .map_err(classify)?
             {
-                let id = get_s(&d, "_id");
+                let id: String = get_s(&d, "_id");
                 let ch = self
                     .get_channel(&id)
                     .await?
@@ -926,7 +930,7 @@ impl Store for MongoStore {
         }
         let named = matches!(nc.kind, ChannelKind::Public | ChannelKind::Private);
         // Creator first (owner), then each other member once.
-        let mut member_ids: Vec<Id> = vec![nc.created_by.clone()];
+        let mut member_ids: Vec<UserId> = vec![nc.created_by.clone()];
         for m in &nc.member_ids {
             if !member_ids.contains(m) {
                 member_ids.push(m.clone());
@@ -938,17 +942,19 @@ impl Store for MongoStore {
             .map(|(i, m)| Event {
                 channel: nc.id.clone(),
                 seq: i as i64 + 1,
-                kind: EventKind::MemberJoined,
                 at: nc.created_at,
-                data: json!({"user_id": m, "by": nc.created_by}),
+                payload: EventPayload::MemberJoined(MemberJoinedData {
+                    user_id: m.clone(),
+                    by: nc.created_by.clone(),
+                }),
             })
             .collect();
         let mut channel_doc = doc! {
-            "_id": &nc.id,
+            "_id": nc.id.as_str(),
             "kind": nc.kind.as_str(),
             "name": &nc.name,
             "topic": &nc.topic,
-            "created_by": &nc.created_by,
+            "created_by": nc.created_by.as_str(),
             "created_at": bdt(nc.created_at),
             "last_seq": events.len() as i64,
             "last_message_seq": 0i64,
@@ -986,7 +992,7 @@ impl Store for MongoStore {
                         .map_err(classify)?
                     {
                         let ch = self
-                            .get_channel(&get_s(&d, "_id"))
+                            .get_channel(&get_s::<String>(&d, "_id"))
                             .await?
                             .ok_or(StoreError::NotFound("channel"))?;
                         return Ok((ch, Vec::new()));
@@ -1014,7 +1020,7 @@ impl Store for MongoStore {
         Ok((channel, events))
     }
 
-    async fn memberships(&self, user_id: &str) -> StoreResult<Vec<(Id, i64)>> {
+    async fn memberships(&self, user_id: &str) -> StoreResult<Vec<(ChannelId, i64)>> {
         let ids = self.member_channel_ids(user_id).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -1041,7 +1047,7 @@ impl Store for MongoStore {
         if memberships.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<Id> = memberships.iter().map(|d| get_s(d, "channel_id")).collect();
+        let ids: Vec<ChannelId> = memberships.iter().map(|d| get_s(d, "channel_id")).collect();
         let docs = all_docs(
             self.channels
                 .find(doc! {"_id": {"$in": strs(&ids)}})
@@ -1053,13 +1059,13 @@ impl Store for MongoStore {
             let mut ch = doc_channel(d);
             let read_seq = memberships
                 .iter()
-                .find(|m| get_s(m, "channel_id") == ch.id)
+                .find(|m| get_s::<ChannelId>(m, "channel_id") == ch.id)
                 .map(|m| get_i(m, "read_seq"))
                 .unwrap_or(0);
             let unread = self
                 .messages
                 .count_documents(doc! {
-                    "channel_id": &ch.id,
+                    "channel_id": ch.id.as_str(),
                     "thread_root": Bson::Null,
                     "seq": {"$gt": read_seq},
                     "deleted": false,
@@ -1143,9 +1149,11 @@ impl Store for MongoStore {
                 .append_event(
                     &mut s,
                     channel_id,
-                    EventKind::MemberJoined,
                     at,
-                    json!({"user_id": user_id, "by": by}),
+                    EventPayload::MemberJoined(MemberJoinedData {
+                        user_id: user_id.into(),
+                        by: by.into(),
+                    }),
                 )
                 .await?;
             Ok(Some(ev))
@@ -1172,9 +1180,10 @@ impl Store for MongoStore {
                 .append_event(
                     &mut s,
                     channel_id,
-                    EventKind::MemberLeft,
                     crate::model::now(),
-                    json!({"user_id": user_id}),
+                    EventPayload::MemberLeft(MemberLeftData {
+                        user_id: user_id.into(),
+                    }),
                 )
                 .await?;
             Ok(Some(ev))
@@ -1197,8 +1206,8 @@ impl Store for MongoStore {
                     .messages
                     .update_one(
                         doc! {
-                            "_id": root,
-                            "channel_id": &m.channel_id,
+                            "_id": root.as_str(),
+                            "channel_id": m.channel_id.as_str(),
                             "thread_root": Bson::Null,
                             "deleted": false,
                         },
@@ -1231,13 +1240,11 @@ impl Store for MongoStore {
                 .insert_one(message_doc(&msg))
                 .session(&mut s)
                 .await?;
-            let data = serde_json::to_value(&msg).map_err(internal)?;
             let event = Event {
                 channel: msg.channel_id.clone(),
                 seq,
-                kind: EventKind::Message,
                 at: msg.created_at,
-                data,
+                payload: EventPayload::Message(msg.clone()),
             };
             self.events
                 .insert_one(event_doc(&event))
@@ -1246,7 +1253,7 @@ impl Store for MongoStore {
             // The author has obviously seen its own message.
             self.members
                 .update_one(
-                    doc! {"channel_id": &msg.channel_id, "user_id": &msg.author_id},
+                    doc! {"channel_id": msg.channel_id.as_str(), "user_id": msg.author_id.as_str()},
                     doc! {"$max": {"read_seq": seq, "delivered_seq": seq}},
                 )
                 .session(&mut s)
@@ -1274,12 +1281,9 @@ impl Store for MongoStore {
         message_id: &str,
         author_id: &str,
         text: &str,
-        mentions: &[Id],
+        mentions: &[UserId],
         at: OffsetDateTime,
     ) -> StoreResult<Event> {
-        let edited_at = at
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(internal)?;
         let _guard = self.lock_channel(channel_id).await;
         write_txn!(self, s => {
             self.require_member(&mut s, channel_id, author_id).await?;
@@ -1297,9 +1301,13 @@ impl Store for MongoStore {
             self.append_event(
                 &mut s,
                 channel_id,
-                EventKind::Edit,
                 at,
-                json!({"message_id": message_id, "text": text, "edited_at": edited_at, "mentions": mentions}),
+                EventPayload::Edit(EditData {
+                    message_id: message_id.into(),
+                    text: text.to_string(),
+                    edited_at: at,
+                    mentions: mentions.to_vec(),
+                }),
             )
             .await
         })
@@ -1330,9 +1338,10 @@ impl Store for MongoStore {
             self.append_event(
                 &mut s,
                 channel_id,
-                EventKind::Delete,
                 at,
-                json!({"message_id": message_id}),
+                EventPayload::Delete(DeleteData {
+                    message_id: message_id.into(),
+                }),
             )
             .await
         })
@@ -1385,9 +1394,13 @@ impl Store for MongoStore {
                     .append_event(
                         &mut s,
                         channel_id,
-                        EventKind::Reaction,
                         at,
-                        json!({"message_id": message_id, "emoji": emoji, "user_id": user, "added": add}),
+                        EventPayload::Reaction(ReactionData {
+                            message_id: message_id.into(),
+                            emoji: emoji.to_string(),
+                            user_id: user.as_str().into(),
+                            added: add,
+                        }),
                     )
                     .await?;
                 return Ok(Some(ev));
@@ -1456,7 +1469,7 @@ impl Store for MongoStore {
                 .limit(limit as i64),
         )
         .await?;
-        Ok(docs.iter().map(doc_event).collect())
+        docs.iter().map(doc_event).collect()
     }
 
     async fn advance_watermark(
@@ -1510,9 +1523,12 @@ impl Store for MongoStore {
                 .append_event(
                     &mut s,
                     channel_id,
-                    EventKind::Receipt,
                     at,
-                    json!({"user_id": user_id, "delivered_seq": new_delivered, "read_seq": new_read}),
+                    EventPayload::Receipt(ReceiptData {
+                        user_id: user_id.into(),
+                        delivered_seq: new_delivered,
+                        read_seq: new_read,
+                    }),
                 )
                 .await?;
             Ok(Some(ev))
@@ -1574,7 +1590,7 @@ impl Store for MongoStore {
 }
 
 impl MongoStore {
-    async fn member_channel_ids(&self, user_id: &str) -> StoreResult<Vec<Id>> {
+    async fn member_channel_ids(&self, user_id: &str) -> StoreResult<Vec<ChannelId>> {
         let docs = all_docs(
             self.members
                 .find(doc! {"user_id": user_id})

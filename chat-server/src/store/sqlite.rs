@@ -16,7 +16,6 @@ use std::{
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
-use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,7 +24,9 @@ use super::{
     StoreResult, Watermark,
 };
 use crate::model::{
-    Channel, ChannelKind, Event, EventKind, Id, Member, Message, Presence, Role, User,
+    Channel, ChannelId, ChannelKind, DeleteData, EditData, Event, EventPayload, Member,
+    MemberJoinedData, MemberLeftData, Message, Presence, ReactionData, ReceiptData, Role, User,
+    UserId,
 };
 
 const READERS: usize = 4;
@@ -304,7 +305,7 @@ const USER_COLS: &str = "id, username, display_name, created_at, last_seen";
 
 fn row_user(r: &Row) -> rusqlite::Result<User> {
     Ok(User {
-        id: r.get(0)?,
+        id: id_col(r, 0)?,
         username: r.get(1)?,
         display_name: r.get(2)?,
         created_at: from_ms(r.get(3)?),
@@ -318,11 +319,11 @@ const CHANNEL_COLS: &str = "id, kind, name, topic, created_by, created_at, last_
 fn row_channel(r: &Row) -> rusqlite::Result<Channel> {
     let kind: String = r.get(1)?;
     Ok(Channel {
-        id: r.get(0)?,
+        id: id_col(r, 0)?,
         kind: ChannelKind::parse(&kind).unwrap_or(ChannelKind::Private),
         name: r.get(2)?,
         topic: r.get(3)?,
-        created_by: r.get(4)?,
+        created_by: id_col(r, 4)?,
         created_at: from_ms(r.get(5)?),
         last_seq: r.get(6)?,
         member_ids: Vec::new(),
@@ -338,13 +339,13 @@ fn row_message(r: &Row) -> rusqlite::Result<Message> {
     let mentions: String = r.get(11)?;
     let reactions: String = r.get(12)?;
     Ok(Message {
-        id: r.get(0)?,
-        channel_id: r.get(1)?,
+        id: id_col(r, 0)?,
+        channel_id: id_col(r, 1)?,
         seq: r.get(2)?,
-        author_id: r.get(3)?,
+        author_id: id_col(r, 3)?,
         client_id: r.get(4)?,
         text: r.get(5)?,
-        thread_root: r.get(6)?,
+        thread_root: r.get::<_, Option<String>>(6)?.map(Into::into),
         reply_count: r.get(7)?,
         created_at: from_ms(r.get(8)?),
         edited_at: r.get::<_, Option<i64>>(9)?.map(from_ms),
@@ -357,7 +358,7 @@ fn row_message(r: &Row) -> rusqlite::Result<Message> {
 fn row_member(r: &Row) -> rusqlite::Result<Member> {
     let role: String = r.get(1)?;
     Ok(Member {
-        user_id: r.get(0)?,
+        user_id: id_col(r, 0)?,
         role: if role == "owner" {
             Role::Owner
         } else {
@@ -369,15 +370,23 @@ fn row_member(r: &Row) -> rusqlite::Result<Member> {
     })
 }
 
+/// An id column, typed by what it holds.
+fn id_col<T: From<String>>(r: &Row, column: usize) -> rusqlite::Result<T> {
+    r.get::<_, String>(column).map(T::from)
+}
+
+/// A stored event; one whose kind or payload does not decode is an error, never a default.
 fn row_event(r: &Row) -> rusqlite::Result<Event> {
     let kind: String = r.get(2)?;
     let data: String = r.get(4)?;
+    let payload = EventPayload::decode_stored(&kind, &data).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+    })?;
     Ok(Event {
-        channel: r.get(0)?,
+        channel: r.get::<_, String>(0)?.into(),
         seq: r.get(1)?,
-        kind: EventKind::parse(&kind).unwrap_or(EventKind::ChannelUpdated),
         at: from_ms(r.get(3)?),
-        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+        payload,
     })
 }
 
@@ -397,9 +406,8 @@ fn require_member(conn: &Connection, channel_id: &str, user_id: &str) -> StoreRe
 fn append_event(
     conn: &Connection,
     channel_id: &str,
-    kind: EventKind,
     at: OffsetDateTime,
-    data: serde_json::Value,
+    payload: EventPayload,
 ) -> StoreResult<Event> {
     let seq: i64 = conn
         .query_row(
@@ -411,14 +419,19 @@ fn append_event(
         .ok_or(StoreError::NotFound("channel"))?;
     conn.execute(
         "INSERT INTO events (channel_id, seq, kind, at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![channel_id, seq, kind.as_str(), ms(at), data.to_string()],
+        params![
+            channel_id,
+            seq,
+            payload.kind().as_str(),
+            ms(at),
+            payload.to_stored()
+        ],
     )?;
     Ok(Event {
-        channel: channel_id.to_string(),
+        channel: channel_id.into(),
         seq,
-        kind,
         at,
-        data,
+        payload,
     })
 }
 
@@ -436,13 +449,13 @@ fn get_message(
         .optional()?)
 }
 
-fn member_ids(conn: &Connection, channel_id: &str) -> StoreResult<Vec<Id>> {
+fn member_ids(conn: &Connection, channel_id: &str) -> StoreResult<Vec<UserId>> {
     let mut stmt = conn.prepare_cached(
         "SELECT user_id FROM members WHERE channel_id = ?1 ORDER BY joined_at, user_id",
     )?;
     let ids = stmt
-        .query_map([channel_id], |r| r.get(0))?
-        .collect::<Result<Vec<Id>, _>>()?;
+        .query_map([channel_id], |r| id_col(r, 0))?
+        .collect::<Result<Vec<UserId>, _>>()?;
     Ok(ids)
 }
 
@@ -523,7 +536,7 @@ impl Store for SqliteStore {
             let n = c.execute(
                 "INSERT OR IGNORE INTO users (id, username, username_key, display_name, password_hash, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![u.id, u.username, key, u.display_name, u.password_hash, ms(u.created_at)],
+                params![u.id.as_str(), u.username, key, u.display_name, u.password_hash, ms(u.created_at)],
             )?;
             if n == 0 {
                 return Err(StoreError::Conflict(format!("username {:?} is taken", u.username)));
@@ -579,7 +592,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn users_by_ids(&self, ids: &[Id]) -> StoreResult<Vec<User>> {
+    async fn users_by_ids(&self, ids: &[UserId]) -> StoreResult<Vec<User>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -613,7 +626,7 @@ impl Store for SqliteStore {
         self.write(move |c| {
             c.execute(
                 "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![s.id, s.user_id, ms(s.created_at), ms(s.expires_at)],
+                params![s.id.as_str(), s.user_id.as_str(), ms(s.created_at), ms(s.expires_at)],
             )?;
             // Expired sessions are dead weight: sweep them while we are here.
             c.execute("DELETE FROM sessions WHERE expires_at < ?1", [ms(s.created_at)])?;
@@ -622,13 +635,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn session_user(&self, session_id: &str, now: OffsetDateTime) -> StoreResult<Option<Id>> {
+    async fn session_user(
+        &self,
+        session_id: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<UserId>> {
         let id = session_id.to_string();
         self.read(move |c| {
             Ok(c.query_row(
                 "SELECT user_id FROM sessions WHERE id = ?1 AND expires_at > ?2",
                 params![id, ms(now)],
-                |r| r.get(0),
+                |r| id_col(r, 0),
             )
             .optional()?)
         })
@@ -644,13 +661,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn memberships(&self, user_id: &str) -> StoreResult<Vec<(Id, i64)>> {
+    async fn memberships(&self, user_id: &str) -> StoreResult<Vec<(ChannelId, i64)>> {
         let uid = user_id.to_string();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT c.id, c.last_seq FROM members m JOIN channels c ON c.id = m.channel_id WHERE m.user_id = ?1",
             )?;
-            let rows = stmt.query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+            let rows = stmt.query_map([uid], |r| Ok((id_col(r, 0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await
@@ -679,24 +696,28 @@ impl Store for SqliteStore {
             }
             c.execute(
                 "INSERT INTO channels (id, kind, name, topic, created_by, created_at, dm_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![nc.id, nc.kind.as_str(), nc.name, nc.topic, nc.created_by, ms(nc.created_at), nc.dm_key],
+                params![nc.id.as_str(), nc.kind.as_str(), nc.name, nc.topic, nc.created_by.as_str(), ms(nc.created_at), nc.dm_key],
             )?;
             insert_member(c, &nc.id, &nc.created_by, Role::Owner, nc.created_at)?;
             let mut events = vec![append_event(
                 c,
                 &nc.id,
-                EventKind::MemberJoined,
                 nc.created_at,
-                json!({"user_id": nc.created_by, "by": nc.created_by}),
+                EventPayload::MemberJoined(MemberJoinedData {
+                    user_id: nc.created_by.clone(),
+                    by: nc.created_by.clone(),
+                }),
             )?];
             for m in &nc.member_ids {
                 if insert_member(c, &nc.id, m, Role::Member, nc.created_at)? {
                     events.push(append_event(
                         c,
                         &nc.id,
-                        EventKind::MemberJoined,
                         nc.created_at,
-                        json!({"user_id": m, "by": nc.created_by}),
+                        EventPayload::MemberJoined(MemberJoinedData {
+                            user_id: m.clone(),
+                            by: nc.created_by.clone(),
+                        }),
                     )?);
                 }
             }
@@ -726,7 +747,7 @@ impl Store for SqliteStore {
             )?;
             let mut out = Vec::with_capacity(rows.len());
             for (mut ch, read_seq) in rows {
-                ch.unread = Some(unread_stmt.query_row(params![ch.id, read_seq, uid], |r| r.get(0))?);
+                ch.unread = Some(unread_stmt.query_row(params![ch.id.as_str(), read_seq, uid], |r| r.get(0))?);
                 ch.read_seq = Some(read_seq);
                 ch.member_ids = member_ids(c, &ch.id)?;
                 out.push(ch);
@@ -793,9 +814,11 @@ impl Store for SqliteStore {
             Ok(Some(append_event(
                 c,
                 &ch,
-                EventKind::MemberJoined,
                 at,
-                json!({"user_id": u, "by": by}),
+                EventPayload::MemberJoined(MemberJoinedData {
+                    user_id: u.into(),
+                    by: by.into(),
+                }),
             )?))
         })
         .await
@@ -814,9 +837,8 @@ impl Store for SqliteStore {
             Ok(Some(append_event(
                 c,
                 &ch,
-                EventKind::MemberLeft,
                 crate::model::now(),
-                json!({"user_id": u}),
+                EventPayload::MemberLeft(MemberLeftData { user_id: u.into() }),
             )?))
         })
         .await
@@ -827,7 +849,7 @@ impl Store for SqliteStore {
             let existing = c
                 .query_row(
                     &format!("SELECT {MESSAGE_COLS} FROM messages WHERE author_id = ?1 AND client_id = ?2"),
-                    [&m.author_id, &m.client_id],
+                    [m.author_id.as_str(), &m.client_id],
                     row_message,
                 )
                 .optional()?;
@@ -839,7 +861,7 @@ impl Store for SqliteStore {
                 let n = c.execute(
                     "UPDATE messages SET reply_count = reply_count + 1
                      WHERE id = ?1 AND channel_id = ?2 AND thread_root IS NULL AND deleted = 0",
-                    [root, &m.channel_id],
+                    [root.as_str(), m.channel_id.as_str()],
                 )?;
                 if n == 0 {
                     return Err(StoreError::NotFound("thread root message"));
@@ -864,7 +886,7 @@ impl Store for SqliteStore {
             let seq: i64 = c
                 .query_row(
                     "UPDATE channels SET last_seq = last_seq + 1, last_message_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-                    [&msg.channel_id],
+                    [msg.channel_id.as_str()],
                     |r| r.get(0),
                 )
                 .optional()?
@@ -875,26 +897,26 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
-                msg.id,
-                msg.channel_id,
+                msg.id.as_str(),
+                msg.channel_id.as_str(),
                 seq,
-                msg.author_id,
+                msg.author_id.as_str(),
                 msg.client_id,
                 msg.text,
-                msg.thread_root,
+                msg.thread_root.as_deref(),
                 ms(msg.created_at),
                 serde_json::to_string(&msg.mentions).map_err(internal)?
             ])?;
-            let data = serde_json::to_value(&msg).map_err(internal)?;
-            c.prepare_cached("INSERT INTO events (channel_id, seq, kind, at, data) VALUES (?1, ?2, 'message', ?3, ?4)")?
-                .execute(params![msg.channel_id, seq, ms(msg.created_at), data.to_string()])?;
+            let payload = EventPayload::Message(msg.clone());
+            c.prepare_cached("INSERT INTO events (channel_id, seq, kind, at, data) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![msg.channel_id.as_str(), seq, payload.kind().as_str(), ms(msg.created_at), payload.to_stored()])?;
             // The author has obviously seen its own message.
             c.prepare_cached(
                 "UPDATE members SET read_seq = MAX(read_seq, ?3), delivered_seq = MAX(delivered_seq, ?3)
                  WHERE channel_id = ?1 AND user_id = ?2",
             )?
-            .execute(params![msg.channel_id, msg.author_id, seq])?;
-            let event = Event { channel: msg.channel_id.clone(), seq, kind: EventKind::Message, at: msg.created_at, data };
+            .execute(params![msg.channel_id.as_str(), msg.author_id.as_str(), seq])?;
+            let event = Event { channel: msg.channel_id.clone(), seq, at: msg.created_at, payload };
             Ok((msg, Some(event)))
         })
         .await
@@ -906,7 +928,7 @@ impl Store for SqliteStore {
         message_id: &str,
         author_id: &str,
         text: &str,
-        mentions: &[Id],
+        mentions: &[UserId],
         at: OffsetDateTime,
     ) -> StoreResult<Event> {
         let (ch, id, author, text, mentions) = (
@@ -921,13 +943,29 @@ impl Store for SqliteStore {
             let n = c.execute(
                 "UPDATE messages SET text = ?3, mentions = ?4, edited_at = ?5
                  WHERE id = ?1 AND channel_id = ?2 AND author_id = ?6 AND deleted = 0",
-                params![id, ch, text, serde_json::to_string(&mentions).map_err(internal)?, ms(at), author],
+                params![
+                    id,
+                    ch,
+                    text,
+                    serde_json::to_string(&mentions).map_err(internal)?,
+                    ms(at),
+                    author
+                ],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound("message"));
             }
-            let edited_at = at.format(&time::format_description::well_known::Rfc3339).map_err(internal)?;
-            append_event(c, &ch, EventKind::Edit, at, json!({"message_id": id, "text": text, "edited_at": edited_at, "mentions": mentions}))
+            append_event(
+                c,
+                &ch,
+                at,
+                EventPayload::Edit(EditData {
+                    message_id: id.into(),
+                    text,
+                    edited_at: at,
+                    mentions,
+                }),
+            )
         })
         .await
     }
@@ -954,7 +992,14 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Err(StoreError::NotFound("message"));
             }
-            append_event(c, &ch, EventKind::Delete, at, json!({"message_id": id}))
+            append_event(
+                c,
+                &ch,
+                at,
+                EventPayload::Delete(DeleteData {
+                    message_id: id.into(),
+                }),
+            )
         })
         .await
     }
@@ -991,9 +1036,13 @@ impl Store for SqliteStore {
             Ok(Some(append_event(
                 c,
                 &ch,
-                EventKind::Reaction,
                 at,
-                json!({"message_id": id, "emoji": emoji, "user_id": user, "added": add}),
+                EventPayload::Reaction(ReactionData {
+                    message_id: id.into(),
+                    emoji,
+                    user_id: user.into(),
+                    added: add,
+                }),
             )?))
         })
         .await
@@ -1102,9 +1151,12 @@ impl Store for SqliteStore {
             Ok(Some(append_event(
                 c,
                 &ch,
-                EventKind::Receipt,
                 at,
-                json!({"user_id": u, "delivered_seq": new_delivered, "read_seq": new_read}),
+                EventPayload::Receipt(ReceiptData {
+                    user_id: u.into(),
+                    delivered_seq: new_delivered,
+                    read_seq: new_read,
+                }),
             )?))
         })
         .await

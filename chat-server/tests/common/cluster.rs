@@ -4,15 +4,10 @@
 //! own free port, and killed when dropped; a failing test prints the nodes' logs. Clients reach a node through [`Node::server`] and the helpers of `common`.
 #![allow(dead_code)]
 
-use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
 
-use nix::{sys::signal::Signal, unistd::Pid};
+use fullslack_test_support::{server::spawn_chat_server, ProcessGuard};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use super::{
@@ -94,7 +89,7 @@ pub struct Node {
     pub name: String,
     pub base: String,
     pub addr: std::net::SocketAddr,
-    child: Option<Child>,
+    process: ProcessGuard,
     dir: Arc<tempfile::TempDir>,
     log: PathBuf,
 }
@@ -104,50 +99,16 @@ impl Node {
     pub async fn start(name: &str, config: &NodeConfig) -> Node {
         let dir = super::tempdir();
         let log = dir.path().join(format!("{name}.log"));
-        let log_file = std::fs::File::create(&log).expect("node log");
-        let mut child = config
-            .command(&dir.path().join("data"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn fullslack-chat");
-        let stdout = child.stdout.take().unwrap();
-        // Blocking read on a thread: the URL line, then the rest is drained so the process
-        // never blocks on a full pipe.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = tokio::time::timeout(START_TIMEOUT, rx).await;
-        let base = match line {
-            Ok(Ok(l)) => l
-                .trim()
-                .strip_prefix("fullslack-chat listening on ")
-                .map(str::to_string),
-            _ => None,
+        let command = config.command(&dir.path().join("data"));
+        let server = match spawn_chat_server(command, &log, START_TIMEOUT).await {
+            Ok(server) => server,
+            Err(log) => panic!("node {name} did not start; its log:\n{log}"),
         };
-        let Some(base) = base else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "node {name} did not start; its log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        let addr = base
-            .trim_start_matches("http://")
-            .parse()
-            .expect("URL is http://IP:PORT");
         Node {
             name: name.to_string(),
-            base,
-            addr,
-            child: Some(child),
+            base: server.base,
+            addr: server.addr,
+            process: server.process,
             dir,
             log,
         }
@@ -160,22 +121,21 @@ impl Node {
 
     /// Kills the process without warning (a crash: no close frames, no cleanup).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
     /// SIGTERM and waits for a clean exit (sockets closed with 1012).
     pub async fn terminate(&mut self) {
-        let Some(mut c) = self.child.take() else {
+        if self.process.reaped() {
             return;
-        };
-        nix::sys::signal::kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM).unwrap();
-        let status = tokio::task::spawn_blocking(move || c.wait().unwrap())
-            .await
-            .unwrap();
-        assert!(status.success(), "node {} exited with {status}", self.name);
+        }
+        self.process.signal(Signal::SIGTERM);
+        let status = self.process.wait_exit(Duration::from_secs(60)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "node {} exited with {status:?}",
+            self.name
+        );
     }
 
     /// What the node logged so far (stderr), for failure messages.
@@ -245,12 +205,6 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

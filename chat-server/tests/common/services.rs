@@ -13,7 +13,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Arc,
@@ -35,14 +35,9 @@ pub fn test_runtime() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.test-runtime"))
 }
 
-/// A port that was free a moment ago. Another process can take it before the service binds
-/// it, so starts retry with a new port when the service exits early.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a loopback port")
-        .port()
-}
+/// A port that was free a moment ago (starts retry with a new port when the service exits
+/// early: another process can take it first).
+pub use fullslack_test_support::free_port;
 
 /// Why a service did not come up.
 #[derive(Debug)]
