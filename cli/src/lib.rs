@@ -14,7 +14,7 @@
 //!   lock and probe command lines with exact shell quoting.
 //! - [`runner`]: the [`runner::Runner`] trait and its local (`sh -c`), SSH (openssh mux) and
 //!   recording (`--dry-run`) implementations.
-//! - [`nginx`]: site and main configs rendered from `nginx/*.j2` (minijinja).
+//! - [`nginx`]: site and main configs rendered from `cli/nginx/*.j2` (minijinja).
 //! - [`image`]: `build` and `push` of the chat server's container image through the Docker
 //!   Engine API (bollard): `.dockerignore`-aware contexts, the offline FROM-scratch image,
 //!   tags and OCI labels, retries and classified push errors.

@@ -583,12 +583,12 @@ fn offline_build_without_the_binary_says_how_to_build_it() {
 }
 
 /// The workspace context honours the repository's .dockerignore; the multi-stage
-/// `templates/Dockerfile` itself runs only where its base images exist locally (this
+/// `cli/templates/Dockerfile` itself runs only where its base images exist locally (this
 /// machine's engine cannot pull them).
 #[test]
 fn multi_stage_template_context_and_build_where_base_images_exist() {
     let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    let ctx = fullslack::image::context::from_dir(&root, "templates/Dockerfile")
+    let ctx = fullslack::image::context::from_dir(&root, "cli/templates/Dockerfile")
         .expect("workspace context")
         .finish()
         .unwrap();
@@ -597,7 +597,7 @@ fn multi_stage_template_context_and_build_where_base_images_exist() {
         names.push(e.unwrap().path().unwrap().display().to_string());
     }
     for must in [
-        "templates/Dockerfile",
+        "cli/templates/Dockerfile",
         "Cargo.lock",
         "chat-server/Cargo.toml",
         "cli/src/image/healthcheck.rs",

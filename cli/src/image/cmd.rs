@@ -46,7 +46,7 @@ pub struct BuildArgs {
     #[arg(long, default_value = ".", value_name = "DIR")]
     pub context: PathBuf,
     /// Dockerfile, relative to the context (multi-stage build; ignored with --offline).
-    #[arg(long, short = 'f', default_value = "templates/Dockerfile")]
+    #[arg(long, short = 'f', default_value = "cli/templates/Dockerfile")]
     pub file: String,
     /// Repository to tag, `[REGISTRY/]NAME` [default: the stack's [image], else fullslack/chat].
     #[arg(long, value_name = "NAME")]

@@ -12,7 +12,7 @@ pub use model::*;
 use crate::secret::SecretRef;
 
 /// The commented stack file `fullslack init` writes.
-pub const INIT_TEMPLATE: &str = include_str!("../../../templates/stack.init.toml");
+pub const INIT_TEMPLATE: &str = include_str!("../../templates/stack.init.toml");
 
 /// One problem in a stack file, at a place in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
