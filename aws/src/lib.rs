@@ -20,7 +20,7 @@
 //! - [`ssm`]: SecureString secrets under `/<stack>/<NAME>`.
 //! - [`lock`]: the per-stack lock (`/fullslack/<stack>/lock` in SSM, create-only) that
 //!   `apply`, `destroy` and deploys take: acquire (with a wait), release, break.
-//! - [`secret`]: [`SecretString`], redacting Display/Debug.
+//! - [`secret`]: [`SecretString`] (the workspace's one secret string, `secrecy`'s), redacted Debug.
 //! - [`sdk`]: the SDK crates re-exported, for callers that need their types (tests).
 //!
 //! Everything created carries the tags `fullslack:stack=<stack>` and
@@ -55,7 +55,7 @@ pub mod sdk {
 pub use config::Aws;
 pub use error::{AwsError, ErrorKind};
 pub use plan::{Action, Change, Kind, Plan, Resource};
-pub use secret::SecretString;
+pub use secret::{ExposeSecret, SecretString};
 pub use spec::{Ec2Spec, EcsSpec, StackSpec, TargetSpec};
 
 /// Tag naming the stack a resource belongs to.

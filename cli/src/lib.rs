@@ -9,8 +9,8 @@
 //!   with line/column diagnostics and fixes, and the `init` template.
 //! - [`state`]: what the CLI remembers per stack beside the stack file (`.fullslack/STACK/`):
 //!   the last build, for `push --stack` and deploy.
-//! - [`secret`]: [`secret::Secret`] (redacting Display/Debug) and secret references
-//!   (environment variable, SSM parameter).
+//! - [`secret`]: secret values ([`secret::SecretString`], the workspace's one, `secrecy`'s:
+//!   redacted Debug, no Display) and secret references (environment variable, SSM parameter).
 //! - [`commands`]: commands as data: pure functions building `docker`, `nginx`, file-write,
 //!   lock and probe command lines with exact shell quoting.
 //! - [`runner`]: the [`runner::Runner`] trait and its local (`sh -c`), SSH (openssh mux) and

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use fullslack_aws::{Aws, Kind};
+use fullslack_aws::{Aws, ExposeSecret, Kind};
 use moto::Moto;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -144,7 +144,7 @@ fn secrets_round_trip_and_values_never_shown() {
     let got = rt
         .block_on(fullslack_aws::ssm::get(&aws, "/sec-stack/jwt-secret"))
         .expect("get parameter");
-    assert_eq!(got.expose(), value);
+    assert_eq!(got.expose_secret(), value);
     let desc = rt
         .block_on(
             aws.ssm()
@@ -554,9 +554,9 @@ fn ecr_repository_and_fresh_registry_credentials() {
         "{}",
         a.server
     );
-    assert!(!a.password.expose().is_empty());
+    assert!(!a.password.expose_secret().is_empty());
     let shown = format!("{a:?}");
-    assert!(!shown.contains(a.password.expose()), "{shown}");
+    assert!(!shown.contains(a.password.expose_secret()), "{shown}");
     assert!(shown.contains("[redacted]"), "{shown}");
     // Fetched again each time (tokens expire after 12 h): a second call answers too.
     let b = rt
@@ -1162,7 +1162,7 @@ fn secret_prompt_on_a_terminal_does_not_echo_and_plan_json_has_no_values() {
     let got = rt
         .block_on(fullslack_aws::ssm::get(&aws, "/tty-test/typed"))
         .expect("get");
-    assert_eq!(got.expose(), value);
+    assert_eq!(got.expose_secret(), value);
 
     // `plan --json`: the plan as JSON on stdout, exit 2, parseable, no value inside.
     let plan = fullslack(&moto, &["--json", "plan", "--stack", s(&stack)], None);

@@ -7,7 +7,7 @@ pub mod services;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use fullslack_chat::{auth::Secret, config::Settings, App, AppState};
+use fullslack_chat::{auth::SecretString, config::Settings, App, AppState};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::{net::TcpStream, sync::oneshot, task::JoinHandle};
@@ -25,7 +25,7 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
     };
-    s.auth.jwt_secret = Some(Secret::new(SECRET.into()));
+    s.auth.jwt_secret = Some(SecretString::from(SECRET));
     s.rate_limit.send_per_sec = 1000;
     s.rate_limit.send_burst = 1000;
     s.rate_limit.auth_per_min = 10_000;

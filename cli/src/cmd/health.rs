@@ -8,7 +8,7 @@ use crate::args::HealthArgs;
 use crate::error::CliError;
 use crate::health::HealthOptions;
 use crate::output::Reporter;
-use crate::secret::Secret;
+use crate::secret::SecretString;
 use crate::stack::Stack;
 
 /// Runs the probes.
@@ -24,7 +24,7 @@ pub async fn run(a: &HealthArgs, r: &Reporter) -> Result<(), CliError> {
         std::env::var(var)
             .ok()
             .filter(|v| !v.is_empty())
-            .map(Secret::new)
+            .map(SecretString::from)
     };
     let o = HealthOptions {
         url,

@@ -14,7 +14,7 @@ use crate::image::push::{push, RegistryAuth, Retry};
 use crate::image::tag::{check_tag, split_reference, Repository};
 use crate::image::{stack_repository, FailureKind, ImageError};
 use crate::output::Reporter;
-use crate::secret::{Secret, SecretRef};
+use crate::secret::{SecretRef, SecretString};
 use crate::stack::Stack;
 
 /// Pushes the image under every name it should carry.
@@ -142,7 +142,7 @@ fn registry_auth(
             .filter(|v| !v.is_empty()),
         stack.and_then(|s| s.image.password.as_ref()),
     ) {
-        (Some(p), _) => Some(Secret::new(p)),
+        (Some(p), _) => Some(SecretString::from(p)),
         (None, Some(sref)) => Some(resolve_secret(sref)?),
         (None, None) => None,
     };
@@ -170,12 +170,12 @@ fn registry_auth(
     }
 }
 
-fn resolve_secret(s: &SecretRef) -> Result<Secret, CliError> {
+fn resolve_secret(s: &SecretRef) -> Result<SecretString, CliError> {
     match s {
         SecretRef::Env(var) => std::env::var(var)
             .ok()
             .filter(|v| !v.is_empty())
-            .map(Secret::new)
+            .map(SecretString::from)
             .ok_or_else(|| {
                 usage(
                     format!("the registry password variable {var} is not set"),
@@ -194,12 +194,7 @@ fn resolve_secret(s: &SecretRef) -> Result<Secret, CliError> {
 async fn ecr_target(stack: &Stack) -> Result<(Repository, RegistryAuth), CliError> {
     let ecr = crate::aws_spec::ecr_auth(stack).await?;
     let repo = Repository::parse(&format!("{}/{}", ecr.server, stack.image.name))?;
-    let auth = RegistryAuth {
-        server: ecr.server.clone(),
-        username: ecr.username.clone(),
-        password: Secret::new(ecr.password.expose()),
-    };
-    Ok((repo, auth))
+    Ok((repo, ecr))
 }
 
 /// Pushes each reference; on a failure, removes the tags this run added.

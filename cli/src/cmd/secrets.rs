@@ -27,7 +27,7 @@ fn read_secret_value(name: &str) -> Result<SecretString, CliError> {
             .strip_suffix('\n')
             .map(|v| v.strip_suffix('\r').unwrap_or(v))
             .unwrap_or(&v);
-        return Ok(SecretString::new(v));
+        return Ok(SecretString::from(v));
     }
     eprint!("Value for {name} (not shown): ");
     let _ = std::io::stderr().flush();
@@ -47,7 +47,7 @@ fn read_secret_value(name: &str) -> Result<SecretString, CliError> {
     }
     eprintln!();
     read.map_err(io_err)?;
-    Ok(SecretString::new(line.trim_end_matches(['\n', '\r'])))
+    Ok(SecretString::from(line.trim_end_matches(['\n', '\r'])))
 }
 
 /// `fullslack secrets …`.

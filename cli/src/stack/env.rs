@@ -5,7 +5,7 @@
 use super::diagnostics::closest;
 use super::validate::{problem, Problem};
 use super::{ServiceMode, Stack, Target};
-use crate::secret::SecretRef;
+use crate::secret::{ExposeSecret, SecretRef, SecretString};
 
 /// Every environment variable the chat server reads (kept next to its settings).
 pub const SERVER_ENV_NAMES: &str = include_str!("../../../chat-server/env-names.txt");
@@ -85,13 +85,13 @@ pub(super) fn env_problems(s: &Stack) -> Vec<Problem> {
 
 /// The environment a chat container of a stack gets on top of the image's own
 /// ([`crate::image::offline::IMAGE_ENV`]: production mode, listen address, data directory).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ContainerEnv {
     /// Plain variables (`app.env`, the listen port, `FULLSLACK_MODE=local` for `local`).
     pub plain: Vec<(String, String)>,
     /// Secrets (`[secrets]`, external Redis/MongoDB URLs), resolved; written to an env file
     /// on the host, never on a command line.
-    pub secrets: Vec<(String, crate::secret::Secret)>,
+    pub secrets: Vec<(String, SecretString)>,
 }
 
 impl ContainerEnv {
@@ -105,7 +105,7 @@ impl ContainerEnv {
         for (k, v) in self.plain.iter().cloned().chain(
             self.secrets
                 .iter()
-                .map(|(k, v)| (k.clone(), v.expose().to_string())),
+                .map(|(k, v)| (k.clone(), v.expose_secret().to_string())),
         ) {
             out.retain(|(o, _)| *o != k);
             out.push((k, v));
@@ -119,7 +119,7 @@ impl Stack {
     /// with `resolve` (the environment for `{ env = … }`, SSM for `{ ssm = … }`).
     pub fn container_env<E>(
         &self,
-        mut resolve: impl FnMut(&SecretRef) -> Result<crate::secret::Secret, E>,
+        mut resolve: impl FnMut(&SecretRef) -> Result<SecretString, E>,
     ) -> Result<ContainerEnv, E> {
         let mut plain = Vec::new();
         if !self.app.env.contains_key("FULLSLACK_LISTEN") {

@@ -32,7 +32,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use fullslack::image::push::RegistryAuth;
-use fullslack::secret::Secret;
+use fullslack::secret::SecretString;
 use registry::{start_registry, Registry};
 
 fn rt() -> tokio::runtime::Runtime {

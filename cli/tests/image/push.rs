@@ -95,7 +95,7 @@ fn offline_image_runs_pushes_to_an_auth_registry_and_pulls_back() {
     let auth = RegistryAuth {
         server: reg.addr.clone(),
         username: "ci-user".into(),
-        password: Secret::new("ci-pass-1234"),
+        password: SecretString::from("ci-pass-1234"),
     };
     rt.block_on(fullslack::image::push::pull(&docker, &image, Some(&auth)))
         .expect("pull back");
