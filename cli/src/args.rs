@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands::lock;
 use crate::nginx::Color;
+use crate::stack::{Stack, StackError};
 
 /// Environment variable naming the stack file, for every command (CI sets it once).
 pub const STACK_ENV: &str = "FULLSLACK_STACK";
@@ -32,6 +33,13 @@ pub struct StackOpt {
     /// Stack file (TOML).
     #[arg(long, short = 's', env = STACK_ENV, value_name = "FILE")]
     pub stack: Option<PathBuf>,
+}
+
+impl StackOpt {
+    /// The stack, loaded and validated, when one was given.
+    pub fn load(&self) -> Result<Option<Stack>, StackError> {
+        self.stack.as_deref().map(crate::stack::load).transpose()
+    }
 }
 
 /// Deploy and operate fullslack chat stacks.

@@ -3,7 +3,7 @@
 
 use fullslack_aws::Aws;
 
-use super::aws_run::{locked, read_plan, show_and_run};
+use super::aws_run::{locked, read_plan, show_and_run, Prompt};
 use crate::args::{ApplyArgs, DEFAULT_STACK};
 use crate::aws_spec::spec_of;
 use crate::error::CliError;
@@ -22,7 +22,7 @@ pub async fn run(a: &ApplyArgs, r: &Reporter) -> Result<(), CliError> {
             let stack = plan.stack.clone();
             // apply re-reads AWS under the lock: a plan another run made stale is refused.
             locked(&aws, &stack, "apply", &a.lock, r, || async {
-                show_and_run(&aws, &plan, r, false).await
+                show_and_run(&aws, &plan, r, prompt(false)).await
             })
             .await
         }
@@ -38,9 +38,17 @@ pub async fn run(a: &ApplyArgs, r: &Reporter) -> Result<(), CliError> {
             // Plan under the lock: a second apply waits, then plans what the first left.
             locked(&aws, &spec.name, "apply", &a.lock, r, || async {
                 let plan = fullslack_aws::plan(&aws, &spec).await?;
-                show_and_run(&aws, &plan, r, !a.yes).await
+                show_and_run(&aws, &plan, r, prompt(!a.yes)).await
             })
             .await
         }
+    }
+}
+
+fn prompt(ask: bool) -> Prompt {
+    Prompt {
+        what: "apply",
+        question: ask.then(|| "Apply these changes?".to_string()),
+        nothing: "Nothing to do.".to_string(),
     }
 }

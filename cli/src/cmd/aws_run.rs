@@ -165,7 +165,7 @@ where
     }
 }
 
-pub(super) fn cancelled(what: &str) -> CliError {
+fn cancelled(what: &str) -> CliError {
     AwsError::invalid(
         format!("{what} cancelled"),
         "nothing was changed; only `yes` confirms",
@@ -173,11 +173,22 @@ pub(super) fn cancelled(what: &str) -> CliError {
     .into()
 }
 
+/// What `apply` and `destroy` say around the plan they run.
+pub(super) struct Prompt {
+    /// The command, for "… cancelled".
+    pub what: &'static str,
+    /// The question asked before running the plan; `None`: do not ask (`--yes`, a saved plan).
+    pub question: Option<String>,
+    /// The line printed when the plan is empty.
+    pub nothing: String,
+}
+
+/// Shows the plan, asks if the prompt says so, and runs it.
 pub(super) async fn show_and_run(
     aws: &Aws,
     plan: &Plan,
     r: &Reporter,
-    ask: bool,
+    prompt: Prompt,
 ) -> Result<(), CliError> {
     if !r.json {
         print!("{}", plan.render());
@@ -187,12 +198,14 @@ pub(super) async fn show_and_run(
         if r.json {
             r.print_json(&serde_json::json!({"applied": 0, "outputs": []}));
         } else {
-            println!("Nothing to do.");
+            println!("{}", prompt.nothing);
         }
         return Ok(());
     }
-    if ask && !confirm("Apply these changes?")? {
-        return Err(cancelled("apply"));
+    if let Some(question) = &prompt.question {
+        if !confirm(question)? {
+            return Err(cancelled(prompt.what));
+        }
     }
     run_plan(aws, plan, r).await
 }

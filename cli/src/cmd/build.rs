@@ -21,12 +21,7 @@ use crate::stack::Stack;
 /// Builds, tags, and records the build for the stack.
 pub async fn run(a: &BuildArgs, r: &Reporter) -> Result<(), CliError> {
     let started = Instant::now();
-    let stack = a
-        .stack
-        .stack
-        .as_deref()
-        .map(crate::stack::load)
-        .transpose()?;
+    let stack = a.stack.load()?;
     let repo = match (&a.image, &stack) {
         (Some(name), _) => Repository::parse(name)?,
         (None, Some(s)) => stack_repository(s)?,

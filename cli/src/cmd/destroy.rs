@@ -3,7 +3,7 @@
 
 use fullslack_aws::Aws;
 
-use super::aws_run::{cancelled, confirm, locked, run_plan};
+use super::aws_run::{locked, show_and_run, Prompt};
 use crate::args::DestroyArgs;
 use crate::aws_spec::spec_of;
 use crate::error::CliError;
@@ -16,30 +16,16 @@ pub async fn run(a: &DestroyArgs, r: &Reporter) -> Result<(), CliError> {
     let aws = Aws::connect(&spec.region).await?;
     locked(&aws, &spec.name, "destroy", &a.lock, r, || async {
         let plan = fullslack_aws::plan_destroy(&aws, &spec).await?;
-        if !r.json {
-            print!("{}", plan.render());
-            println!();
-        }
-        if plan.is_empty() {
-            if r.json {
-                r.print_json(&serde_json::json!({"applied": 0, "outputs": []}));
-            } else {
-                println!(
-                    "Nothing to destroy: no resource is tagged fullslack:stack={}.",
-                    s.name
-                );
-            }
-            return Ok(());
-        }
-        if !a.yes
-            && !confirm(&format!(
-                "Destroy everything of stack `{}` listed above?",
+        let prompt = Prompt {
+            what: "destroy",
+            question: (!a.yes)
+                .then(|| format!("Destroy everything of stack `{}` listed above?", s.name)),
+            nothing: format!(
+                "Nothing to destroy: no resource is tagged fullslack:stack={}.",
                 s.name
-            ))?
-        {
-            return Err(cancelled("destroy"));
-        }
-        run_plan(&aws, &plan, r).await
+            ),
+        };
+        show_and_run(&aws, &plan, r, prompt).await
     })
     .await
 }

@@ -13,12 +13,7 @@ use crate::stack::Stack;
 
 /// Runs the probes.
 pub async fn run(a: &HealthArgs, r: &Reporter) -> Result<(), CliError> {
-    let stack = a
-        .stack
-        .stack
-        .as_deref()
-        .map(crate::stack::load)
-        .transpose()?;
+    let stack = a.stack.load()?;
     let url = probe_url(a, stack.as_ref())?;
     let from_env = |var: &str| {
         std::env::var(var)

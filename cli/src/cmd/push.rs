@@ -19,12 +19,7 @@ use crate::stack::Stack;
 
 /// Pushes the image under every name it should carry.
 pub async fn run(a: &PushArgs, r: &Reporter) -> Result<(), CliError> {
-    let stack = a
-        .stack
-        .stack
-        .as_deref()
-        .map(crate::stack::load)
-        .transpose()?;
+    let stack = a.stack.load()?;
     let image = image_to_push(a, stack.as_ref())?;
     let (name, tag) = split_reference(&image);
     let tag = tag.unwrap_or("latest");
