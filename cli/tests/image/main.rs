@@ -190,6 +190,26 @@ async fn run_and_probe(docker: &Docker, image: &str, cleanup: &mut Cleanup) {
         env.iter().any(|e| e == "FULLSLACK_MODE=production"),
         "image env: {env:?}"
     );
+    let (name, port) = start_container(docker, image, cleanup).await;
+    wait_for_healthz(docker, &name, port).await;
+    wait_for_healthcheck(docker, &name).await;
+    docker
+        .remove_container(
+            &name,
+            Some(RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("remove container");
+    cleanup.containers.retain(|c| *c != name);
+}
+
+/// Creates and starts a container of the image with port 8080 published on a free loopback
+/// port; returns its name and that port.
+async fn start_container(docker: &Docker, image: &str, cleanup: &mut Cleanup) -> (String, u16) {
     let name = unique("run");
     let port = common::free_port();
     let body = ContainerCreateBody {
@@ -224,8 +244,13 @@ async fn run_and_probe(docker: &Docker, image: &str, cleanup: &mut Cleanup) {
         .start_container(&name, None)
         .await
         .expect("start container");
+    (name, port)
+}
+
+/// Waits up to 30 s for `/healthz` on the published port or the bridge address.
+async fn wait_for_healthz(docker: &Docker, name: &str, port: u16) {
     let info = docker
-        .inspect_container(&name, None)
+        .inspect_container(name, None)
         .await
         .expect("inspect container");
     let ip = info
@@ -255,7 +280,7 @@ async fn run_and_probe(docker: &Docker, image: &str, cleanup: &mut Cleanup) {
             }
         }
         if start.elapsed() > Duration::from_secs(30) {
-            let state = docker.inspect_container(&name, None).await.ok();
+            let state = docker.inspect_container(name, None).await.ok();
             panic!(
                 "no /healthz answer from {urls:?} after 30 s; container state: {:?}",
                 state.and_then(|s| s.state)
@@ -263,11 +288,15 @@ async fn run_and_probe(docker: &Docker, image: &str, cleanup: &mut Cleanup) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The HEALTHCHECK probe inside the image (first run after its 5 s interval).
+}
+
+/// Waits up to 40 s for the image's own HEALTHCHECK to report healthy.
+async fn wait_for_healthcheck(docker: &Docker, name: &str) {
+    // The probe's first run comes after its 5 s interval.
     let start = Instant::now();
     loop {
         let s = docker
-            .inspect_container(&name, None)
+            .inspect_container(name, None)
             .await
             .expect("inspect container");
         let health = s.state.and_then(|st| st.health);
@@ -281,18 +310,6 @@ async fn run_and_probe(docker: &Docker, image: &str, cleanup: &mut Cleanup) {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    docker
-        .remove_container(
-            &name,
-            Some(RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .expect("remove container");
-    cleanup.containers.retain(|c| *c != name);
 }
 
 fn tags_in_registry(reg: &Registry, repo_path: &str) -> Vec<String> {
