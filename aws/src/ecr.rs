@@ -11,7 +11,7 @@ use crate::{Aws, AwsError, SecretString, TAG_RESOURCE, TAG_STACK};
 
 /// Credentials for `docker login` / the Engine API's `X-Registry-Auth`: the one registry
 /// credential type of the workspace (the CLI's `push` uses it for every registry, not only ECR).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RegistryAuth {
     /// Registry host (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`, `127.0.0.1:5000`), or Docker
     /// Hub's `https://index.docker.io/v1/`.
@@ -20,6 +20,18 @@ pub struct RegistryAuth {
     pub username: String,
     /// Password, or the ECR token's password part (redacted in Debug).
     pub password: SecretString,
+}
+
+// The password as `[redacted]`, the word every listing of the CLI uses for a secret
+// (secrecy's own Debug says `[REDACTED]` with the type name).
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .finish()
+    }
 }
 
 /// A fresh authorization token for the account's registry in this region.
