@@ -11,6 +11,7 @@ use crate::args::LockOpts;
 use crate::error::CliError;
 use crate::output::Reporter;
 
+/// The plan as text, or as JSON with `--json`.
 pub(super) fn print_plan(plan: &Plan, r: &Reporter) {
     if r.json {
         r.print_json(plan);
@@ -19,6 +20,7 @@ pub(super) fn print_plan(plan: &Plan, r: &Reporter) {
     }
 }
 
+/// Saves a plan for `fullslack apply PLAN` (JSON: names and references, never secret values).
 pub(super) fn write_plan(plan: &Plan, path: &Path) -> Result<(), CliError> {
     let json = serde_json::to_string_pretty(plan).map_err(|e| {
         AwsError::invalid(format!("cannot encode the plan: {e}"), "report this bug")
@@ -30,6 +32,7 @@ pub(super) fn write_plan(plan: &Plan, path: &Path) -> Result<(), CliError> {
     })
 }
 
+/// Reads a plan saved by `fullslack plan --out`.
 pub(super) fn read_plan(path: &Path) -> Result<Plan, CliError> {
     let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
         action: "cannot read",
@@ -45,7 +48,8 @@ pub(super) fn read_plan(path: &Path) -> Result<Plan, CliError> {
     })
 }
 
-pub(super) fn confirm(question: &str) -> Result<bool, CliError> {
+/// Asks on the terminal; only `yes` confirms. Refuses without a terminal (CI must say --yes).
+fn confirm(question: &str) -> Result<bool, CliError> {
     if !std::io::stdin().is_terminal() {
         return Err(CliError::Usage {
             message: "refusing to change AWS without confirmation (standard input is not a terminal)".into(),
@@ -65,7 +69,8 @@ pub(super) fn confirm(question: &str) -> Result<bool, CliError> {
     Ok(line.trim() == "yes")
 }
 
-pub(super) async fn run_plan(aws: &Aws, plan: &Plan, r: &Reporter) -> Result<(), CliError> {
+/// Applies the plan, then prints the addresses to point DNS at (Elastic IPs, the ALB's name).
+async fn run_plan(aws: &Aws, plan: &Plan, r: &Reporter) -> Result<(), CliError> {
     let json = r.json;
     let say = move |line: String| {
         if json {
@@ -165,6 +170,7 @@ where
     }
 }
 
+/// The error of a declined prompt: nothing changed.
 fn cancelled(what: &str) -> CliError {
     AwsError::invalid(
         format!("{what} cancelled"),
