@@ -10,15 +10,29 @@ use crate::plan::{Action, Change};
 use crate::resource::{Kind, Resource};
 use crate::{Aws, AwsError, SecretString, TAG_RESOURCE, TAG_STACK};
 
-/// Credentials for `docker login` / the Engine API's `X-Registry-Auth`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Credentials for `docker login` / the Engine API's `X-Registry-Auth`: the one registry
+/// credential type of the workspace (the CLI's `push` uses it for every registry, not only ECR).
+#[derive(Clone)]
 pub struct RegistryAuth {
-    /// Registry host (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`), without scheme.
+    /// Registry host (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`, `127.0.0.1:5000`), or Docker
+    /// Hub's `https://index.docker.io/v1/`.
     pub server: String,
-    /// Always `AWS` for ECR.
+    /// User name (always `AWS` for ECR).
     pub username: String,
-    /// The token's password part (redacted in Display/Debug).
+    /// Password, or the ECR token's password part (redacted in Debug).
     pub password: SecretString,
+}
+
+// The password as `[redacted]`, the word every listing of the CLI uses for a secret
+// (secrecy's own Debug says `[REDACTED]` with the type name).
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .finish()
+    }
 }
 
 /// A fresh authorization token for the account's registry in this region.
@@ -61,7 +75,7 @@ pub async fn registry_auth(aws: &Aws) -> Result<RegistryAuth, AwsError> {
     Ok(RegistryAuth {
         server,
         username: username.to_string(),
-        password: SecretString::new(password),
+        password: SecretString::from(password),
     })
 }
 

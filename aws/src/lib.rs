@@ -31,7 +31,7 @@
 //! - [`ssm`]: SecureString secrets under `/<stack>/<NAME>`.
 //! - [`lock`]: the per-stack lock (`/fullslack/<stack>/lock` in SSM, create-only) that
 //!   `apply`, `destroy` and deploys take: acquire (with a wait), release, break.
-//! - [`secret`]: [`SecretString`], redacting Display/Debug.
+//! - [`secret`]: [`SecretString`] (the workspace's one secret string, `secrecy`'s), redacted Debug.
 //! - [`sdk`]: the SDK crates re-exported, for callers that need their types (tests).
 //!
 //! Everything created carries the tags `fullslack:stack=<stack>` and
@@ -69,5 +69,5 @@ pub use family::{TAG_RESOURCE, TAG_STACK};
 pub use orchestrate::{apply, plan, plan_destroy, read_actual};
 pub use plan::{Action, Change, Plan};
 pub use resource::{Kind, Resource};
-pub use secret::SecretString;
+pub use secret::{ExposeSecret, SecretString};
 pub use spec::{Ec2Spec, EcsSpec, Lookup, StackSpec, TargetSpec};

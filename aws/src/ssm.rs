@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ssm::types::{ParameterType, ResourceTypeForTagging, Tag};
 
-use crate::{Aws, AwsError, SecretString, TAG_STACK};
+use crate::{Aws, AwsError, ExposeSecret, SecretString, TAG_STACK};
 
 /// What `secrets list` shows: never the value.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -45,7 +45,7 @@ pub async fn put(
     value: &SecretString,
 ) -> Result<i64, AwsError> {
     let param = parameter_name(stack, name)?;
-    if value.expose().is_empty() {
+    if value.expose_secret().is_empty() {
         return Err(AwsError::invalid(
             "the secret value is empty",
             "pipe the value on standard input or type it at the prompt",
@@ -55,7 +55,7 @@ pub async fn put(
     let out = ssm
         .put_parameter()
         .name(&param)
-        .value(value.expose())
+        .value(value.expose_secret())
         .r#type(ParameterType::SecureString)
         .overwrite(true)
         .send()
@@ -140,7 +140,7 @@ pub async fn get(aws: &Aws, parameter: &str) -> Result<SecretString, AwsError> {
         .send()
         .await
         .map_err(|e| AwsError::from_sdk("ssm:GetParameter", e))?;
-    Ok(SecretString::new(
+    Ok(SecretString::from(
         out.parameter()
             .and_then(|p| p.value())
             .unwrap_or_default()

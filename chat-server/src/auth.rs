@@ -7,7 +7,6 @@
 //! memory for every hash it computes.
 
 use std::{
-    fmt,
     panic::AssertUnwindSafe,
     sync::{mpsc, Arc, Mutex},
     time::Duration,
@@ -37,31 +36,10 @@ use crate::{
 
 pub const COOKIE_NAME: &str = "fullslack_token";
 
-/// A secret value: its Debug and Display never show it, so it cannot leak into logs.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Secret {
-        Secret(s)
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+/// Secrets (the JWT signing key, a Redis URL with its password) are the workspace's one
+/// secret string, `secrecy`'s: redacted `Debug`, no `Display`, zeroed on drop, revealed only by
+/// `expose_secret()`, so they cannot leak into logs.
+pub use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -94,7 +72,7 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(
-        secret: &Secret,
+        secret: &SecretString,
         token_ttl: Duration,
         session_ttl: Duration,
         cookie_secure: bool,
@@ -103,8 +81,8 @@ impl Auth {
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Arc::new(Auth {
-            encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
-            decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
+            encoding: EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+            decoding: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
             validation,
             token_ttl,
             session_ttl,
@@ -418,7 +396,7 @@ mod tests {
 
     fn auth() -> Arc<Auth> {
         Auth::new(
-            &Secret::new("x".repeat(40)),
+            &SecretString::from("x".repeat(40)),
             Duration::from_secs(60),
             Duration::from_secs(600),
             true,
@@ -427,8 +405,8 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = Secret::new("hunter2hunter2".into());
-        assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
+        let s = SecretString::from("hunter2hunter2");
+        assert!(!format!("{s:?} {s:#?}").contains("hunter2"));
     }
 
     #[test]
@@ -442,7 +420,7 @@ mod tests {
         bad.push(if t.ends_with('A') { 'B' } else { 'A' });
         assert!(a.verify(&bad).is_err());
         let other = Auth::new(
-            &Secret::new("y".repeat(40)),
+            &SecretString::from("y".repeat(40)),
             Duration::from_secs(60),
             Duration::from_secs(600),
             true,

@@ -48,7 +48,7 @@ use tokio::{
 };
 
 use crate::{
-    auth::Secret,
+    auth::{ExposeSecret, SecretString},
     config::Settings,
     error::{ApiError, ApiResult},
     hub::Published,
@@ -299,14 +299,14 @@ impl Cluster {
     /// Checks the URL and prepares the (lazy) connections; connects nothing yet, so a node
     /// starts even while Redis is down. Returns the sender the hub reports interest with.
     pub fn new(
-        url: &Secret,
+        url: &SecretString,
         settings: &Settings,
         node_id: String,
         metrics: Arc<Metrics>,
     ) -> Result<(Cluster, mpsc::UnboundedSender<Interest>), ClusterError> {
         // The redis crate's parse errors do not repeat the URL (it may hold a password).
-        let client =
-            redis::Client::open(url.expose()).map_err(|e| ClusterError::Url(e.to_string()))?;
+        let client = redis::Client::open(url.expose_secret())
+            .map_err(|e| ClusterError::Url(e.to_string()))?;
         let addr = client.get_connection_info().addr().to_string();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -1135,7 +1135,7 @@ mod tests {
     #[test]
     fn bad_urls_are_refused_without_echoing_them() {
         let settings = Settings::default();
-        let url = Secret::new("http://user:hunter2@host:1".into());
+        let url = SecretString::from("http://user:hunter2@host:1");
         let err = Cluster::new(&url, &settings, "n".into(), Arc::new(Metrics::new()))
             .err()
             .expect("not a redis URL");

@@ -9,7 +9,10 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{auth::Secret, proxy::TrustedProxies};
+use crate::{
+    auth::{ExposeSecret, SecretString},
+    proxy::TrustedProxies,
+};
 
 /// Local mode generates what it lacks (a JWT secret kept on disk); production mode refuses to
 /// start without it and marks cookies `Secure`.
@@ -40,7 +43,9 @@ pub struct Settings {
     pub store_url: String,
     /// `redis://[:password@]host:port[/db]`: several nodes share fan-out, presence and rate
     /// limits through it. Unset: a single node. Redacted in Debug output (it may hold a password).
-    pub redis_url: Option<Secret>,
+    // Never serialized: secrecy's strings have no Serialize (the default is None anyway).
+    #[serde(skip_serializing)]
+    pub redis_url: Option<SecretString>,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client; from
     /// anyone else the header is ignored. Empty: the TCP peer is the client.
     pub trusted_proxies: TrustedProxies,
@@ -53,8 +58,9 @@ pub struct Settings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
-    /// HS256 signing key. Never logged (see [`Secret`]).
-    pub jwt_secret: Option<Secret>,
+    /// HS256 signing key. Never logged (see [`SecretString`]).
+    #[serde(skip_serializing)]
+    pub jwt_secret: Option<SecretString>,
     pub token_ttl_secs: u64,
     pub session_ttl_secs: u64,
     /// `None`: Secure cookies in production mode only.
@@ -257,7 +263,7 @@ impl Settings {
             });
         }
         if let Some(url) = &self.redis_url {
-            let u = url.expose();
+            let u = url.expose_secret();
             // TLS (rediss://) is not compiled in: refuse it here rather than at first use.
             if !["redis://", "unix://", "redis+unix://"]
                 .iter()
@@ -283,9 +289,9 @@ impl Settings {
     }
 
     /// Returns the JWT secret, generating one into the data directory in local mode.
-    pub fn resolve_jwt_secret(&self) -> Result<Secret, ConfigError> {
+    pub fn resolve_jwt_secret(&self) -> Result<SecretString, ConfigError> {
         if let Some(secret) = &self.auth.jwt_secret {
-            if secret.expose().len() < 32 {
+            if secret.expose_secret().len() < 32 {
                 return Err(ConfigError::WeakSecret);
             }
             return Ok(secret.clone());
@@ -299,7 +305,7 @@ impl Settings {
             source,
         };
         match std::fs::read_to_string(&path) {
-            Ok(s) if s.trim().len() >= 32 => return Ok(Secret::new(s.trim().to_string())),
+            Ok(s) if s.trim().len() >= 32 => return Ok(SecretString::from(s.trim().to_string())),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(e)),
@@ -309,7 +315,7 @@ impl Settings {
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         std::fs::create_dir_all(&self.data_dir).map_err(io)?;
         write_private(&path, &hex).map_err(io)?;
-        Ok(Secret::new(hex))
+        Ok(SecretString::from(hex))
     }
 }
 
@@ -379,7 +385,7 @@ mod tests {
             let mut s = Settings::load(None).expect("loads");
             s.validate().expect("valid");
             assert_eq!(
-                s.redis_url.as_ref().map(Secret::expose),
+                s.redis_url.as_ref().map(ExposeSecret::expose_secret),
                 Some("redis://:hunter2@127.0.0.1:6390/0")
             );
             assert_eq!(s.realtime.presence_ttl_secs, 3);
@@ -391,7 +397,7 @@ mod tests {
             let err = s.validate().unwrap_err().to_string();
             assert!(err.contains("presence_ttl_secs"), "{err}");
             s.realtime.presence_ttl_secs = 3;
-            s.redis_url = Some(Secret::new("http://127.0.0.1:6390".into()));
+            s.redis_url = Some(SecretString::from("http://127.0.0.1:6390"));
             let err = s.validate().unwrap_err().to_string();
             assert!(err.contains("redis_url"), "{err}");
             Ok(())
@@ -442,8 +448,8 @@ mod tests {
         };
         let a = s.resolve_jwt_secret().unwrap();
         let b = s.resolve_jwt_secret().unwrap();
-        assert_eq!(a.expose(), b.expose());
-        assert_eq!(a.expose().len(), 64);
+        assert_eq!(a.expose_secret(), b.expose_secret());
+        assert_eq!(a.expose_secret().len(), 64);
         s.mode = Mode::Production;
         assert!(matches!(
             s.resolve_jwt_secret(),

@@ -115,7 +115,7 @@ impl App {
     pub fn with_store(
         settings: Settings,
         store: DynStore,
-        secret: &auth::Secret,
+        secret: &auth::SecretString,
     ) -> Result<AppState, StartError> {
         let metrics = Arc::new(Metrics::new());
         let store_health = Arc::new(store::health::StoreHealth::default());

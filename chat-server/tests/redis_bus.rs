@@ -11,7 +11,7 @@ use common::{
     services::{MongoServer, RedisServer},
     tempdir, Client, TestServer, Ws,
 };
-use fullslack_chat::{auth::Secret, config::Settings};
+use fullslack_chat::{auth::SecretString, config::Settings};
 use serde_json::{json, Value};
 
 const TTL_SECS: u64 = 3;
@@ -30,7 +30,7 @@ async fn pair(tweak: impl Fn(&mut Settings) + Copy) -> Pair {
     let db = format!("redis_bus_{}", std::process::id());
     let configure = |s: &mut Settings| {
         s.store_url = mongo.url(&db);
-        s.redis_url = Some(Secret::new(redis.url()));
+        s.redis_url = Some(SecretString::from(redis.url()));
         s.realtime.presence_ttl_secs = TTL_SECS;
         tweak(s);
     };

@@ -1,10 +1,16 @@
-//! Command-line arguments shared by several commands, declared once so that they behave the
-//! same everywhere: `--stack FILE` / `-s FILE` / `FULLSLACK_STACK` on every command that reads
-//! a stack file.
+//! Every command-line type (clap `Parser`/`Args`/`Subcommand`) of `fullslack`, in one place:
+//! the whole command line can be read here, and a flag shared by several commands
+//! (`--stack FILE` / `-s FILE` / `FULLSLACK_STACK`) is declared once so that it behaves the same
+//! everywhere. What each command does with its arguments is in [`crate::cmd`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands::lock;
+use crate::nginx::Color;
+use crate::stack::{Stack, StackError};
 
 /// Environment variable naming the stack file, for every command (CI sets it once).
 pub const STACK_ENV: &str = "FULLSLACK_STACK";
@@ -27,4 +33,448 @@ pub struct StackOpt {
     /// Stack file (TOML).
     #[arg(long, short = 's', env = STACK_ENV, value_name = "FILE")]
     pub stack: Option<PathBuf>,
+}
+
+impl StackOpt {
+    /// The stack, loaded and validated, when one was given.
+    pub fn load(&self) -> Result<Option<Stack>, StackError> {
+        self.stack.as_deref().map(crate::stack::load).transpose()
+    }
+}
+
+/// Deploy and operate fullslack chat stacks.
+#[derive(Debug, Parser)]
+#[command(name = "fullslack", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Print machine-readable JSON on stdout instead of text (for CI).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented stack file to start from.
+    Init(InitArgs),
+    /// Stack file operations.
+    #[command(subcommand)]
+    Stack(StackCommand),
+    /// Nginx configuration.
+    #[command(subcommand)]
+    Nginx(NginxCommand),
+    /// Probe a running server: /healthz, /readyz, a WebSocket round trip, the certificate.
+    Health(HealthArgs),
+    /// Check DNS, ports, CAA, SSH, Docker, AWS credentials, certificate and clock for a stack.
+    Doctor(DoctorArgs),
+    /// The deploy lock on a stack's hosts.
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// Build the chat server image through the Docker Engine API (multi-stage or --offline).
+    Build(BuildArgs),
+    /// Push an image to a registry (username/password; retries transient failures).
+    Push(PushArgs),
+    /// Show what `apply` would change in AWS (exit 0: nothing, 2: changes, 1: error).
+    Plan(PlanArgs),
+    /// Apply a saved plan exactly, or plan a stack file and apply after asking.
+    Apply(ApplyArgs),
+    /// Remove everything a stack created in AWS (found by its tags), after showing the plan.
+    Destroy(DestroyArgs),
+    /// Secrets in AWS SSM Parameter Store (SecureString under /<stack>/<NAME>).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Print shell completions.
+    Completions(CompletionsArgs),
+}
+
+/// `init` arguments.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the stack file.
+    #[arg(default_value = "fullslack.toml")]
+    pub path: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `stack` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Parse and validate a stack file; errors point at the line and key with the fix.
+    Check(StackArg),
+}
+
+/// `nginx` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NginxCommand {
+    /// Render the Nginx site config for a stack.
+    Render(RenderArgs),
+}
+
+/// `nginx render` arguments.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub stack: StackArg,
+    /// Which blue/green upstream receives traffic.
+    #[arg(long, value_enum, default_value = "blue")]
+    pub active: Color,
+    /// Directory holding fullchain.pem and privkey.pem [default: /etc/fullslack/certs/STACK].
+    #[arg(long)]
+    pub cert_dir: Option<String>,
+    /// Webroot for ACME HTTP-01 challenge files.
+    #[arg(long, default_value = "/var/lib/fullslack/acme")]
+    pub acme_root: String,
+    /// Plain HTTP port.
+    #[arg(long, default_value_t = 80)]
+    pub http_port: u16,
+    /// HTTPS port.
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
+    /// Listen on this IPv4 address only [default: every address].
+    #[arg(long, value_name = "ADDR")]
+    pub listen_v4: Option<std::net::Ipv4Addr>,
+    /// Listen on this IPv6 address [default: every address, `::`].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_ipv6")]
+    pub listen_v6: Option<std::net::Ipv6Addr>,
+    /// Do not listen on IPv6 (the host has no IPv6 address).
+    #[arg(long)]
+    pub no_ipv6: bool,
+    /// Override the blue upstream servers (repeat; `HOST:PORT`).
+    #[arg(long = "blue", value_name = "HOST:PORT")]
+    pub blue: Vec<String>,
+    /// Override the green upstream servers (repeat; `HOST:PORT`).
+    #[arg(long = "green", value_name = "HOST:PORT")]
+    pub green: Vec<String>,
+    /// Also write a self-contained main nginx.conf with everything under this prefix
+    /// (requires --output); the site file is included from it.
+    #[arg(long, value_name = "DIR")]
+    pub main_prefix: Option<PathBuf>,
+    /// Write the site config to this file instead of stdout.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+}
+
+/// `health` arguments.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Base URL of the server (https://chat.example.com). Default: the stack's first domain.
+    pub url: Option<String>,
+    /// Take the URL and health settings from this stack file.
+    #[command(flatten)]
+    pub stack: StackOpt,
+    /// User name of the probe account (signs in; never registered unless --register-probe).
+    #[arg(long, default_value = "fullslack-probe")]
+    pub probe_user: String,
+    /// Environment variable holding the probe account's password.
+    #[arg(long, default_value = "FULLSLACK_PROBE_PASSWORD")]
+    pub probe_password_env: String,
+    /// Environment variable holding a token of the probe identity (used as is: no sign-in).
+    #[arg(long, default_value = "FULLSLACK_PROBE_TOKEN")]
+    pub probe_token_env: String,
+    /// Register the probe account first (once, when setting up monitoring).
+    #[arg(long)]
+    pub register_probe: bool,
+    /// Skip the WebSocket round trip.
+    #[arg(long)]
+    pub no_websocket: bool,
+    /// Seconds each step may take.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// Extra CA certificate(s) to trust, PEM (private CA, test CA).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Fail when the certificate has fewer days left.
+    #[arg(long, default_value_t = 14)]
+    pub cert_min_days: i64,
+}
+
+/// `doctor` arguments.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub stack: StackArg,
+    /// DNS server to query (IP:PORT) instead of the system resolvers.
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// HTTP port to probe on each published address.
+    #[arg(long, default_value_t = 80)]
+    pub http_port: u16,
+    /// HTTPS port to probe on each published address.
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
+    /// Skip a group of checks (repeat): dns, reach, caa, tls, clock, ssh, docker, aws.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::doctor::CHECK_GROUPS))]
+    pub skip: Vec<String>,
+    /// Seconds each network step may take.
+    #[arg(long, default_value_t = 3)]
+    pub timeout: u64,
+    /// Extra CA certificate(s) to trust for the certificate check, PEM.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Fail when the certificate has fewer days left.
+    #[arg(long, default_value_t = 14)]
+    pub cert_min_days: i64,
+}
+
+/// Where lock commands run.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    #[command(flatten)]
+    pub stack: StackArg,
+    /// Print the commands instead of running them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Known-hosts file for SSH (strict host key checking).
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// Lock directory on the host.
+    #[arg(long, default_value = lock::LOCK_ROOT)]
+    pub lock_root: String,
+}
+
+/// `lock` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Take the deploy lock on every host (fails if someone holds it).
+    Acquire {
+        #[command(flatten)]
+        args: LockArgs,
+        /// Why (shown to whoever finds the lock taken).
+        #[arg(long, short = 'm', default_value = "manual lock")]
+        message: String,
+    },
+    /// Release the deploy lock on every host.
+    Release {
+        #[command(flatten)]
+        args: LockArgs,
+    },
+    /// Show who holds the deploy lock.
+    Status {
+        #[command(flatten)]
+        args: LockArgs,
+    },
+}
+
+/// `completions` arguments.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to generate completions for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Options shared by `plan`, `apply` and `destroy`.
+#[derive(Debug, Args, Clone)]
+pub struct AwsOpts {
+    /// Open SSH (22) to the whole internet when `ec2.ssh_cidr` says `0.0.0.0/0`.
+    #[arg(long)]
+    pub allow_ssh_from_anywhere: bool,
+    /// Seconds to wait for instances to run and ECS services to become stable [default: 600,
+    /// or what the saved plan says].
+    #[arg(long, value_name = "SECS")]
+    pub wait_timeout: Option<u64>,
+}
+
+/// The stack lock's options of `apply` and `destroy`.
+#[derive(Debug, Args, Clone)]
+pub struct LockOpts {
+    /// While another apply/destroy/deploy holds the stack's lock, wait this long for it
+    /// (`90`, `30s`, `10m`, `1h`) instead of failing at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0")]
+    pub lock_wait: Duration,
+    /// Remove the stack's lock first, whoever holds it (for a run that died; says who held it).
+    #[arg(long)]
+    pub break_lock: bool,
+}
+
+/// `90` (seconds), `30s`, `10m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: write e.g. 90, 30s, 10m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => {
+            return Err(format!(
+                "`{s}` is not a duration: write e.g. 90, 30s, 10m or 1h"
+            ))
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// `plan` arguments.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub stack: StackArg,
+    /// Save the plan (JSON, no secret values) for `fullslack apply PLAN`.
+    #[arg(long, value_name = "PLAN")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub opts: AwsOpts,
+}
+
+/// `apply` arguments.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved by `fullslack plan --out PLAN`: applied exactly, without asking.
+    #[arg(value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
+    /// Without PLAN: plan this stack file now (default fullslack.toml), show the plan and
+    /// ask before applying it. Ignored with PLAN (a saved plan names its stack).
+    #[command(flatten)]
+    pub stack: StackOpt,
+    /// Do not ask (with --stack).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    #[command(flatten)]
+    pub opts: AwsOpts,
+    #[command(flatten)]
+    pub lock: LockOpts,
+}
+
+/// `destroy` arguments.
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    #[command(flatten)]
+    pub stack: StackArg,
+    /// Do not ask.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    #[command(flatten)]
+    pub opts: AwsOpts,
+    #[command(flatten)]
+    pub lock: LockOpts,
+}
+
+/// `secrets` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Store a secret as an SSM SecureString `/<stack>/<NAME>`; the value comes from standard
+    /// input (piped) or a silent prompt, never from the command line.
+    Set {
+        /// Secret name (letters, digits, `_ - .`).
+        name: String,
+        #[command(flatten)]
+        stack: StackArg,
+    },
+    /// List the stack's secrets (names and versions, never values).
+    List {
+        #[command(flatten)]
+        stack: StackArg,
+    },
+    /// Delete a secret.
+    Rm {
+        /// Secret name.
+        name: String,
+        #[command(flatten)]
+        stack: StackArg,
+    },
+}
+
+/// `build` arguments.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Pack a prebuilt binary into an image FROM scratch (no base image, no network): the
+    /// binary, the shared libraries `ldd` reports, the loader and the health-check probe.
+    #[arg(long)]
+    pub offline: bool,
+    /// The server binary to pack (--offline) [default: CARGO_TARGET_DIR or
+    /// CONTEXT/target, then release/fullslack-chat].
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// The HEALTHCHECK probe to pack (--offline) [default: fullslack-healthcheck next to
+    /// this program].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_healthcheck")]
+    pub healthcheck_binary: Option<PathBuf>,
+    /// Build without a HEALTHCHECK (--offline); leave health checks to the orchestrator.
+    #[arg(long)]
+    pub no_healthcheck: bool,
+    /// Drop the binary's symbol table before packing it (--offline; needs binutils `strip`):
+    /// ~4 MB smaller, but backtraces lose function names.
+    #[arg(long)]
+    pub strip: bool,
+    /// Build context: the workspace, filtered by its .dockerignore.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub context: PathBuf,
+    /// Dockerfile, relative to the context (multi-stage build; ignored with --offline).
+    #[arg(long, short = 'f', default_value = "cli/templates/Dockerfile")]
+    pub file: String,
+    /// Repository to tag, `[REGISTRY/]NAME` [default: the stack's [image], else fullslack/chat].
+    #[arg(long, value_name = "NAME")]
+    pub image: Option<String>,
+    /// Take the repository (and the tag to deploy) from this stack file's [image] section,
+    /// and record the build for `push --stack` and `deploy`.
+    #[command(flatten)]
+    pub stack: StackOpt,
+    /// Tag (repeat) [default: <git short sha>-<UTC timestamp>].
+    #[arg(long, short = 't', value_name = "TAG")]
+    pub tag: Vec<String>,
+    /// Also tag `latest`.
+    #[arg(long)]
+    pub latest: bool,
+    /// Build argument `KEY=VALUE` (repeat).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_arg: Vec<String>,
+    /// Do not reuse the engine's layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Always pull newer base images (multi-stage build).
+    #[arg(long)]
+    pub pull: bool,
+    /// Source URL for the org.opencontainers.image.source label [default: git remote
+    /// `origin`, else the context's file:// URL].
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+}
+
+/// `push` arguments.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Local image to push, `NAME:TAG` [default with --stack: the stack's last build].
+    pub image: Option<String>,
+    /// Push it as `REGISTRY/REPOSITORY` (same tag; tagged locally first) instead of its own
+    /// name.
+    #[arg(long, value_name = "REGISTRY/REPOSITORY")]
+    pub to: Option<String>,
+    /// Also push it as `latest`.
+    #[arg(long)]
+    pub latest: bool,
+    /// Registry user name [default: the stack's image.username].
+    #[arg(long, env = "FULLSLACK_REGISTRY_USERNAME")]
+    pub username: Option<String>,
+    /// Environment variable holding the registry password (never pass it as a flag).
+    #[arg(
+        long,
+        default_value = "FULLSLACK_REGISTRY_PASSWORD",
+        value_name = "VAR"
+    )]
+    pub password_env: String,
+    /// Take registry credentials (and `--to`) from this stack file's [image] section; without
+    /// IMAGE, push the stack's last build (`fullslack build --stack`).
+    #[command(flatten)]
+    pub stack: StackOpt,
+    /// Attempts in all for transient failures (network, 5xx).
+    #[arg(long, default_value_t = 4)]
+    pub attempts: u32,
+    /// First wait between attempts in milliseconds; doubles each time (max 30 s).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub retry_delay_ms: u64,
 }

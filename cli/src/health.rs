@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::check::{Check, Report};
-use crate::secret::Secret;
+use crate::secret::{ExposeSecret, SecretString};
 
 /// What to probe and how.
 #[derive(Debug, Clone)]
@@ -25,9 +25,9 @@ pub struct HealthOptions {
     /// Probe user name.
     pub probe_user: String,
     /// Probe password (signs in, never registers unless `register_probe`).
-    pub probe_password: Option<Secret>,
+    pub probe_password: Option<SecretString>,
     /// A token of the probe identity: used as is, no sign-in at all.
-    pub probe_token: Option<Secret>,
+    pub probe_token: Option<SecretString>,
     /// Register the probe account first (once, when setting up monitoring).
     pub register_probe: bool,
     /// Per-step timeout.
@@ -206,12 +206,12 @@ async fn http_check(client: &reqwest::Client, o: &HealthOptions, path: &str, nam
 async fn sign_in(
     client: &reqwest::Client,
     o: &HealthOptions,
-    pw: &Secret,
+    pw: &SecretString,
 ) -> Result<String, StepError> {
     if o.register_probe {
         let body = Credentials {
             username: o.probe_user.clone(),
-            password: pw.expose().to_string(),
+            password: pw.expose_secret().to_string(),
             display_name: Some("fullslack health probe".into()),
         };
         let resp = client
@@ -234,7 +234,7 @@ async fn sign_in(
         .post(join(&o.url, "/api/auth/login"))
         .json(&Credentials {
             username: o.probe_user.clone(),
-            password: pw.expose().to_string(),
+            password: pw.expose_secret().to_string(),
             display_name: None,
         })
         .send()
@@ -279,7 +279,7 @@ async fn ws_round_trip(
     o: &HealthOptions,
 ) -> Result<(Duration, String), StepError> {
     let (token, signed_in) = match (&o.probe_token, &o.probe_password) {
-        (Some(t), _) => (t.expose().to_string(), false),
+        (Some(t), _) => (t.expose_secret().to_string(), false),
         (None, Some(pw)) => (sign_in(client, o, pw).await?, true),
         (None, None) => return Err(StepError::Protocol("no probe identity".into())),
     };

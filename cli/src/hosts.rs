@@ -4,15 +4,15 @@
 //! here, so "the stack lists no hosts" cannot happen after an apply.
 
 use crate::error::CliError;
-use crate::stack::{Host, Stack, Target};
+use crate::stack::{Host, Stack, TargetSettings};
 
 /// Fills `stack.hosts` from AWS for an `ec2` stack that lists none; any other stack is left
 /// as written. Returns how the hosts were found, for messages (`stack file`, `EC2 tags`).
 pub async fn resolve(stack: &mut Stack) -> Result<&'static str, CliError> {
-    if stack.target != Target::Ec2 || !stack.hosts.is_empty() {
+    if !stack.hosts.is_empty() {
         return Ok("stack file");
     }
-    let Some(ec2) = &stack.ec2 else {
+    let TargetSettings::Ec2(Some(ec2)) = stack.target_settings() else {
         return Ok("stack file");
     };
     let aws = fullslack_aws::Aws::connect(&ec2.region).await?;

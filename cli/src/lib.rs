@@ -1,25 +1,26 @@
 //! `fullslack`: the deploy tool and operator for the fullslack chat server.
 //!
 //! Module map:
-//! - [`args`]: arguments several commands share (`--stack`), declared once.
-//! - [`cli`]: argument parsing (clap) and dispatch of every subcommand; the binary's
-//!   `main.rs` only calls [`cli::main`].
+//! - [`cli`]: the entry point ([`cli::main`], all `main.rs` calls): parsing, logging, error
+//!   printing and exit codes.
+//! - [`args`]: every clap type (the whole command line), `--stack` declared once.
+//! - [`cmd`]: one handler per subcommand (`cmd/<command>.rs`), called by [`cmd::dispatch`].
 //! - [`stack`]: stack files (TOML): the model, parsing with unknown keys refused, validation
 //!   with line/column diagnostics and fixes, and the `init` template.
 //! - [`state`]: what the CLI remembers per stack beside the stack file (`.fullslack/STACK/`):
 //!   the last build, for `push --stack` and deploy.
-//! - [`secret`]: [`secret::Secret`] (redacting Display/Debug) and secret references
-//!   (environment variable, SSM parameter).
+//! - [`secret`]: secret values ([`secret::SecretString`], the workspace's one, `secrecy`'s:
+//!   redacted Debug, no Display) and secret references (environment variable, SSM parameter).
 //! - [`commands`]: commands as data: pure functions building `docker`, `nginx`, file-write,
 //!   lock and probe command lines with exact shell quoting.
 //! - [`runner`]: the [`runner::Runner`] trait and its local (`sh -c`), SSH (openssh mux) and
 //!   recording (`--dry-run`) implementations.
-//! - [`nginx`]: site and main configs rendered from `nginx/*.j2` (minijinja).
+//! - [`nginx`]: site and main configs rendered from `cli/nginx/*.j2` (minijinja).
 //! - [`image`]: `build` and `push` of the chat server's container image through the Docker
 //!   Engine API (bollard): `.dockerignore`-aware contexts, the offline FROM-scratch image,
 //!   tags and OCI labels, retries and classified push errors.
-//! - [`aws_cmd`]: `plan`, `apply`, `destroy` and `secrets set|list|rm`: stack file → the
-//!   `fullslack-aws` crate's spec, plan printing, confirmation, secret values from stdin.
+//! - [`aws_spec`]: a stack file as the `fullslack-aws` crate's input (`plan`, `apply`,
+//!   `destroy`), the stack's region and ECR credentials.
 //! - [`health`]: `/healthz`, `/readyz`, a WebSocket round trip as a probe user, certificate.
 //! - [`hosts`]: the hosts commands connect to: `[[hosts]]`, or an `ec2` stack's instances
 //!   found by its tags.
@@ -31,9 +32,10 @@
 //! - [`error`]: [`error::CliError`], each variant with the hint that tells the fix.
 
 pub mod args;
-pub mod aws_cmd;
+pub mod aws_spec;
 pub mod check;
 pub mod cli;
+pub mod cmd;
 pub mod commands;
 pub mod doctor;
 pub mod error;

@@ -1,11 +1,11 @@
-//! Nginx site configs rendered from the templates in `nginx/` (minijinja).
+//! Nginx site configs rendered from the templates in `cli/nginx/` (minijinja).
 
 use serde::Serialize;
 
 use crate::stack::{Stack, Target};
 
-const SITE_TEMPLATE: &str = include_str!("../../nginx/site.conf.j2");
-const MAIN_TEMPLATE: &str = include_str!("../../nginx/nginx.conf.j2");
+const SITE_TEMPLATE: &str = include_str!("../nginx/site.conf.j2");
+const MAIN_TEMPLATE: &str = include_str!("../nginx/nginx.conf.j2");
 
 /// The chat server's WebSocket ping interval (docs/protocol.md: `heartbeat_ms` 25000).
 pub const SERVER_PING_SECS: u64 = 25;
@@ -13,7 +13,7 @@ pub const SERVER_PING_SECS: u64 = 25;
 /// Errors of the rendering boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    /// The template failed (a bug in `nginx/`).
+    /// The template failed (a bug in `cli/nginx/`).
     #[error("nginx template error: {0}")]
     Template(#[from] minijinja::Error),
     /// The stack does not use Nginx.
@@ -26,7 +26,7 @@ impl RenderError {
     pub fn hint(&self) -> &'static str {
         match self {
             RenderError::Template(_) => {
-                "this is a bug in the templates under nginx/: please report it"
+                "this is a bug in the templates under cli/nginx/: please report it"
             }
             RenderError::NoNginx(_) => {
                 "ECS stacks route through the ALB; render Nginx only for ec2, ssh or local stacks"

@@ -1,37 +1,14 @@
 //! Secrets: values that must never reach a log line, a `--dry-run` listing or an error message.
+//! A value is the workspace's one secret string, [`SecretString`] (`secrecy`'s, re-exported by
+//! the AWS crate too): redacted `Debug`, no `Display`, zeroed on drop, and revealed only through
+//! `expose_secret()`, so every place that reveals it is greppable. A stack file names where a
+//! secret comes from, never its value: [`SecretRef`].
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A secret value. `Display` and `Debug` print `[redacted]`; the value is only reachable
-/// through [`Secret::expose`], so every place that reveals it is greppable.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The real value. Only for the few places that must hand it to a program.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use secrecy::{ExposeSecret, SecretString};
 
 /// Where a secret comes from: a stack file names the source, never the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,11 +34,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_and_debug_redact() {
-        let s = Secret::new("hunter2-very-secret");
-        assert_eq!(s.to_string(), "[redacted]");
-        assert_eq!(format!("{s:?}"), "Secret([redacted])");
-        assert!(!format!("{s} {s:?} {s:#?}").contains("hunter2"));
-        assert_eq!(s.expose(), "hunter2-very-secret");
+    fn debug_redacts() {
+        let s = SecretString::from("hunter2-very-secret");
+        assert!(!format!("{s:?} {s:#?}").contains("hunter2"));
+        assert_eq!(s.expose_secret(), "hunter2-very-secret");
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use clap::CommandFactory;
-use fullslack::cli::Cli;
+use fullslack::args::Cli;
 
 fn all_commands(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
     out.push((path.clone(), cmd.clone()));

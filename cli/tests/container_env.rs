@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use fullslack::secret::{Secret, SecretRef};
+use fullslack::secret::{SecretRef, SecretString};
 use fullslack::stack;
 
 const SECRET: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0-stack-jwt-secret";
@@ -28,7 +28,7 @@ fn node_env(
     let env = s
         .container_env(|r| match r {
             SecretRef::Env(var) if var == stack::JWT_SECRET_ENV => {
-                Ok::<_, String>(Secret::new(SECRET))
+                Ok::<_, String>(SecretString::from(SECRET))
             }
             other => Err(format!("unexpected secret reference {other}")),
         })
@@ -128,7 +128,7 @@ fn every_deployed_example_carries_the_jwt_secret_and_local_runs_in_local_mode() 
     }
     let local = example("local");
     let env = local
-        .container_env(|_| Err::<Secret, ()>(()))
+        .container_env(|_| Err::<SecretString, ()>(()))
         .expect("local stack has no secrets");
     assert!(env
         .effective()

@@ -7,7 +7,7 @@ pub mod services;
 
 use std::{sync::Arc, time::Duration};
 
-use fullslack_chat::{auth::Secret, config::Settings, App, AppState};
+use fullslack_chat::{auth::SecretString, config::Settings, App, AppState};
 // Each test binary includes this module and uses part of it.
 #[allow(unused_imports)]
 pub use fullslack_test_support::{seqs, Client, RemoteServer, ServerAddr, Ws, WAIT};
@@ -21,7 +21,7 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
     };
-    s.auth.jwt_secret = Some(Secret::new(SECRET.into()));
+    s.auth.jwt_secret = Some(SecretString::from(SECRET));
     s.rate_limit.send_per_sec = 1000;
     s.rate_limit.send_burst = 1000;
     s.rate_limit.auth_per_min = 10_000;

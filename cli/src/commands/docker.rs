@@ -1,7 +1,7 @@
 //! `docker` command lines.
 
 use super::{Cmd, StdinData};
-use crate::secret::Secret;
+use crate::secret::SecretString;
 
 /// Settings of one chat container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub fn pull(image: &str) -> Cmd {
 }
 
 /// `docker login REGISTRY --username USER --password-stdin`: the password goes on stdin.
-pub fn login(registry: &str, username: &str, password: Secret) -> Cmd {
+pub fn login(registry: &str, username: &str, password: SecretString) -> Cmd {
     Cmd::new("docker")
         .args([
             "login",
@@ -186,7 +186,11 @@ mod tests {
 
     #[test]
     fn login_keeps_password_off_the_command_line() {
-        let c = login("registry.example.com", "deploy", Secret::new("s3cr'et"));
+        let c = login(
+            "registry.example.com",
+            "deploy",
+            SecretString::from("s3cr'et"),
+        );
         assert_eq!(
             c.to_shell(),
             "docker login registry.example.com --username deploy --password-stdin"

@@ -13,15 +13,15 @@ pub mod nginx;
 
 use std::fmt;
 
-use crate::secret::Secret;
+use crate::secret::{ExposeSecret, SecretString};
 
 /// One argument of a command.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Arg {
     /// Printed and passed as is (quoted).
     Plain(String),
     /// Passed quoted, printed as `[redacted]`.
-    Secret(Secret),
+    Secret(SecretString),
     /// Shell syntax inserted unquoted (`&&`, `>`, `||`): only from constants in this module.
     Raw(&'static str),
 }
@@ -46,20 +46,47 @@ pub struct Cmd {
 }
 
 /// Standard input of a command: plain or secret.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, Debug)]
 pub enum StdinData {
     /// Plain content (a config file).
     Plain(String),
     /// A secret (a registry password).
-    Secret(Secret),
+    Secret(SecretString),
 }
 
+// Equality by value, secrets included (tests compare whole commands); `SecretString` itself
+// has no `PartialEq`, so that comparing secrets is always written out like this.
+impl PartialEq for Arg {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Arg::Plain(a), Arg::Plain(b)) => a == b,
+            (Arg::Secret(a), Arg::Secret(b)) => a.expose_secret() == b.expose_secret(),
+            (Arg::Raw(a), Arg::Raw(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Arg {}
+
+impl PartialEq for StdinData {
+    fn eq(&self, other: &Self) -> bool {
+        self.is_secret() == other.is_secret() && self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for StdinData {}
+
 impl StdinData {
+    fn is_secret(&self) -> bool {
+        matches!(self, StdinData::Secret(_))
+    }
+
     /// The bytes to write.
     pub fn bytes(&self) -> &[u8] {
         match self {
             StdinData::Plain(s) => s.as_bytes(),
-            StdinData::Secret(s) => s.expose().as_bytes(),
+            StdinData::Secret(s) => s.expose_secret().as_bytes(),
         }
     }
 }
@@ -91,7 +118,7 @@ impl Cmd {
     }
 
     /// Adds a secret argument.
-    pub fn secret_arg(mut self, s: Secret) -> Self {
+    pub fn secret_arg(mut self, s: SecretString) -> Self {
         self.args.push(Arg::Secret(s));
         self
     }
@@ -140,7 +167,7 @@ impl Cmd {
             match a {
                 Arg::Plain(s) => out.push_str(&quote(s)),
                 Arg::Secret(s) if redact => out.push_str("[redacted]"),
-                Arg::Secret(s) => out.push_str(&quote(s.expose())),
+                Arg::Secret(s) => out.push_str(&quote(s.expose_secret())),
                 Arg::Raw(r) => out.push_str(r),
             }
         }
@@ -223,7 +250,7 @@ mod tests {
     fn display_redacts_secrets_but_shell_has_them() {
         let c = Cmd::new("echo")
             .arg("user")
-            .secret_arg(Secret::new("p@ss word"));
+            .secret_arg(SecretString::from("p@ss word"));
         assert_eq!(c.to_shell(), "echo user 'p@ss word'");
         assert_eq!(c.to_string(), "echo user [redacted]");
         assert!(!format!("{c:?}").contains("p@ss"));

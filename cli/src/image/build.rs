@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 
+use bollard::models::BuildInfo;
 use bollard::query_parameters::{BuildImageOptions, TagImageOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
+use indicatif::ProgressBar;
 use serde_json::json;
 
 use super::events::Events;
@@ -86,79 +88,119 @@ pub async fn build(docker: &Docker, req: BuildRequest, ev: &Events) -> Result<Bu
         )),
     );
     let bar = ev.step_bar();
-    let mut stream = docker.build_image(
+    let stream = docker.build_image(
         options,
         None,
         Some(bollard::body_full(bytes::Bytes::from(req.context))),
     );
-    let mut step_line = String::from("the first step");
-    let mut steps = 0;
-    let mut cached = 0;
-    let mut id = None;
+    let progress = follow(stream, &bar, ev).await;
+    bar.finish_and_clear();
+    let progress = progress?;
+    let inspect = docker
+        .inspect_image(&first)
+        .await
+        .map_err(|e| ImageError::Engine(format!("inspect {first}: {e}")))?;
+    let id = inspect.id.clone().or(progress.id).unwrap_or_default();
+    tag_extra(docker, &id, &req.tags[1..]).await?;
+    let built = Built {
+        id,
+        tags: req.tags,
+        size: inspect.size.unwrap_or_default(),
+        steps: progress.steps,
+        cached_steps: progress.cached,
+    };
+    Ok(built)
+}
+
+/// What the engine's output told so far.
+#[derive(Default)]
+struct Progress {
+    /// The step running: a failure names it.
+    step_line: String,
+    /// Steps run.
+    steps: u32,
+    /// Steps answered from the cache.
+    cached: u32,
+    /// The image id, once the engine sent it.
+    id: Option<String>,
+}
+
+impl Progress {
+    /// Shows each output line (a `Step n/m` moves the bar) and counts steps and cache hits.
+    fn on_output(&mut self, text: &str, bar: &ProgressBar, ev: &Events) {
+        for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+            if let Some((n, m)) = parse_step(line) {
+                self.steps = n;
+                self.step_line = line.to_string();
+                bar.set_length(u64::from(m));
+                bar.set_position(u64::from(n));
+                bar.set_message(line.to_string());
+                ev.emit(
+                    "build.step",
+                    json!({"step": n, "of": m, "text": line}),
+                    (!ev.is_json() && bar.is_hidden()).then_some(line),
+                );
+            } else {
+                if line.trim() == "---> Using cache" {
+                    self.cached += 1;
+                }
+                ev.emit("build.output", json!({"text": line}), Some(line));
+            }
+        }
+    }
+}
+
+/// Follows the build's output stream to its end; a failing step becomes the error.
+async fn follow(
+    mut stream: impl futures_util::Stream<Item = Result<BuildInfo, bollard::errors::Error>> + Unpin,
+    bar: &ProgressBar,
+    ev: &Events,
+) -> Result<Progress, ImageError> {
+    let mut progress = Progress {
+        step_line: String::from("the first step"),
+        ..Progress::default()
+    };
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
                 if let Some(aux) = info.aux.and_then(|a| a.id) {
-                    id = Some(aux);
+                    progress.id = Some(aux);
                 }
-                let Some(text) = info.stream else { continue };
-                for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
-                    if let Some((n, m)) = parse_step(line) {
-                        steps = n;
-                        step_line = line.to_string();
-                        bar.set_length(u64::from(m));
-                        bar.set_position(u64::from(n));
-                        bar.set_message(line.to_string());
-                        ev.emit(
-                            "build.step",
-                            json!({"step": n, "of": m, "text": line}),
-                            (!ev.is_json() && bar.is_hidden()).then_some(line),
-                        );
-                    } else {
-                        if line.trim() == "---> Using cache" {
-                            cached += 1;
-                        }
-                        ev.emit("build.output", json!({"text": line}), Some(line));
-                    }
+                if let Some(text) = info.stream {
+                    progress.on_output(&text, bar, ev);
                 }
             }
             Err(bollard::errors::Error::DockerStreamError { error }) => {
                 bar.finish_and_clear();
                 ev.emit(
                     "build.failed",
-                    json!({"step": step_line, "error": error}),
+                    json!({"step": progress.step_line, "error": error}),
                     None,
                 );
                 return Err(ImageError::BuildFailed {
-                    step: step_line,
+                    step: progress.step_line,
                     message: error,
                 });
             }
-            Err(e) => {
-                bar.finish_and_clear();
-                return Err(match e {
-                    bollard::errors::Error::DockerResponseServerError { message, .. } => {
-                        ImageError::BuildFailed {
-                            step: step_line,
-                            message,
-                        }
-                    }
-                    other => ImageError::Engine(other.to_string()),
-                });
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                return Err(ImageError::BuildFailed {
+                    step: progress.step_line,
+                    message,
+                })
             }
+            Err(other) => return Err(ImageError::Engine(other.to_string())),
         }
     }
-    bar.finish_and_clear();
-    let inspect = docker
-        .inspect_image(&first)
-        .await
-        .map_err(|e| ImageError::Engine(format!("inspect {first}: {e}")))?;
-    let id = inspect.id.clone().or(id).unwrap_or_default();
-    for extra in req.tags.iter().skip(1) {
+    Ok(progress)
+}
+
+/// Tags the built image with the references after the first (which the build itself set).
+async fn tag_extra(docker: &Docker, id: &str, tags: &[String]) -> Result<(), ImageError> {
+    for extra in tags {
         let (repo, tag) = split_reference(extra);
         docker
             .tag_image(
-                &id,
+                id,
                 Some(TagImageOptions {
                     repo: Some(repo.to_string()),
                     tag: tag.map(str::to_string),
@@ -167,14 +209,7 @@ pub async fn build(docker: &Docker, req: BuildRequest, ev: &Events) -> Result<Bu
             .await
             .map_err(|e| ImageError::Engine(format!("tag {extra}: {e}")))?;
     }
-    let built = Built {
-        id,
-        tags: req.tags,
-        size: inspect.size.unwrap_or_default(),
-        steps,
-        cached_steps: cached,
-    };
-    Ok(built)
+    Ok(())
 }
 
 #[cfg(test)]

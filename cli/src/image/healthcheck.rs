@@ -3,7 +3,7 @@
 //! An image built FROM scratch has no shell and no curl, and `fullslack-chat` has no probe
 //! subcommand, so the image carries this tiny program: it sends `GET /healthz` to the server
 //! in the same container and exits 0 on `200`, 1 otherwise. It uses only `std` (no crates) so
-//! the multi-stage `templates/Dockerfile` compiles it with a bare `rustc`, and it needs no
+//! the multi-stage `cli/templates/Dockerfile` compiles it with a bare `rustc`, and it needs no
 //! shared library the server does not already need.
 //!
 //! The port comes from `FULLSLACK_LISTEN` (the server's own variable, set in the image), or

@@ -8,13 +8,14 @@
 //! - [`build`]: `POST /build` with step progress; a failing step is named in the error.
 //! - [`push`]: `POST /images/{name}/push` with [`push::RegistryAuth`], retries on transient
 //!   errors, failures classified as auth / name / network.
-//! - [`cmd`]: the `fullslack build` / `fullslack push` flags and their runs.
 //! - [`events`]: progress bars on a terminal, one JSON object per line with `--json`.
+//!
+//! The `fullslack build` / `fullslack push` commands that drive these are in
+//! [`crate::cmd::build`] and [`crate::cmd::push`].
 //!
 //! The `fullslack-healthcheck` binary (`healthcheck.rs` here) is the image's HEALTHCHECK.
 
 pub mod build;
-pub mod cmd;
 pub mod context;
 pub mod events;
 pub mod offline;
@@ -22,6 +23,21 @@ pub mod push;
 pub mod tag;
 
 use bollard::Docker;
+
+use crate::stack::Stack;
+use tag::Repository;
+
+/// Default repository of built images.
+pub const DEFAULT_IMAGE: &str = "fullslack/chat";
+
+/// The stack's repository. For `registry = "ecr"` the build tags the plain name (the
+/// account's registry host is only known from AWS); `push` adds the host.
+pub fn stack_repository(stack: &Stack) -> Result<Repository, ImageError> {
+    match stack.image.registry.as_deref() {
+        Some("ecr") | None => Repository::parse(&stack.image.name),
+        Some(r) => Repository::parse(&format!("{r}/{}", stack.image.name)),
+    }
+}
 
 /// Why a push (or pull) failed: decides the hint and whether a retry can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ pub const PROBE_PATH: &str = "/usr/local/bin/fullslack-healthcheck";
 pub const UID: u32 = 10001;
 /// Port the server listens on inside the container.
 pub const PORT: u16 = 8080;
-/// The environment every chat-server image carries (both build paths; `templates/Dockerfile`
+/// The environment every chat-server image carries (both build paths; `cli/templates/Dockerfile`
 /// spells the same line, a unit test keeps them equal). A deployed image runs in production
 /// mode: it refuses to start without `FULLSLACK_AUTH__JWT_SECRET` instead of signing with a
 /// secret of its own, so every node and every release accept each other's tokens. Only a
@@ -275,12 +275,12 @@ mod tests {
 
     #[test]
     fn both_build_paths_set_the_same_environment_with_production_mode() {
-        let multi_stage = include_str!("../../../templates/Dockerfile");
+        let multi_stage = include_str!("../../templates/Dockerfile");
         let line = env_instruction();
         assert!(line.contains("FULLSLACK_MODE=production"), "{line}");
         assert!(
             multi_stage.lines().any(|l| l == line),
-            "templates/Dockerfile must carry `{line}`"
+            "cli/templates/Dockerfile must carry `{line}`"
         );
         assert!(dockerfile(true, &BTreeMap::new())
             .lines()

@@ -22,28 +22,19 @@ use serde_json::json;
 use super::events::Events;
 use super::tag::split_reference;
 use super::{classify, FailureKind, ImageError};
-use crate::secret::Secret;
+use crate::secret::ExposeSecret;
 
-/// Credentials for one registry.
-#[derive(Debug, Clone)]
-pub struct RegistryAuth {
-    /// Registry host (`127.0.0.1:5000`, `123456789012.dkr.ecr.us-east-1.amazonaws.com`).
-    pub server: String,
-    /// User name (`AWS` for ECR).
-    pub username: String,
-    /// Password or token; redacted in every Display/Debug.
-    pub password: Secret,
-}
+/// Registry credentials: the workspace's one type, the AWS crate's (ECR hands out the same
+/// shape), re-exported for the callers of [`push`] and [`pull`].
+pub use fullslack_aws::ecr::RegistryAuth;
 
-impl RegistryAuth {
-    /// The engine's credential header. The only place the password leaves its [`Secret`].
-    fn credentials(&self) -> DockerCredentials {
-        DockerCredentials {
-            username: Some(self.username.clone()),
-            password: Some(self.password.expose().to_string()),
-            serveraddress: Some(self.server.clone()),
-            ..Default::default()
-        }
+/// The engine's credential header. The only place the password leaves its [`SecretString`].
+fn credentials(auth: &RegistryAuth) -> DockerCredentials {
+    DockerCredentials {
+        username: Some(auth.username.clone()),
+        password: Some(auth.password.expose_secret().to_string()),
+        serveraddress: Some(auth.server.clone()),
+        ..Default::default()
     }
 }
 
@@ -108,7 +99,7 @@ async fn push_once(
         tag: Some(tag.unwrap_or("latest").to_string()),
         ..Default::default()
     };
-    let mut stream = docker.push_image(name, Some(options), auth.map(RegistryAuth::credentials));
+    let mut stream = docker.push_image(name, Some(options), auth.map(credentials));
     let mut pushed = 0;
     let mut existing = 0;
     let mut digest = None;
@@ -245,7 +236,7 @@ pub async fn pull(
         tag: Some(tag.unwrap_or("latest").to_string()),
         ..Default::default()
     };
-    let mut stream = docker.create_image(Some(options), None, auth.map(RegistryAuth::credentials));
+    let mut stream = docker.create_image(Some(options), None, auth.map(credentials));
     while let Some(item) = stream.next().await {
         let message = match item {
             Ok(info) => match info.error_detail.and_then(|d| d.message) {
@@ -268,6 +259,7 @@ pub async fn pull(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::SecretString;
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
@@ -288,7 +280,7 @@ mod tests {
         let a = RegistryAuth {
             server: "127.0.0.1:5000".into(),
             username: "u".into(),
-            password: Secret::new("s3cr3t-pass"),
+            password: SecretString::from("s3cr3t-pass"),
         };
         assert!(!format!("{a:?}").contains("s3cr3t"));
     }

@@ -74,6 +74,43 @@ impl Target {
     }
 }
 
+/// The target with its own settings, as the code should read them: `Ec2` and `Ecs` carry
+/// their table. The file keeps `target = "…"` and the `[ec2]`/`[ecs]` tables apart (the stack
+/// file format users write and every example uses); [`Stack::target_settings`] joins them.
+/// `None` in `Ec2`/`Ecs`: the table is missing (validation reports it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TargetSettings<'a> {
+    /// `target = "ec2"` and its `[ec2]` table.
+    Ec2(Option<&'a Ec2>),
+    /// `target = "ecs"` and its `[ecs]` table.
+    Ecs(Option<&'a Ecs>),
+    /// `target = "ssh"`: the `[[hosts]]` and `[ssh]` of the stack.
+    Ssh,
+    /// `target = "local"`.
+    Local,
+}
+
+impl Stack {
+    /// The target with the settings of its own table (a table of another target is ignored).
+    pub fn target_settings(&self) -> TargetSettings<'_> {
+        match self.target {
+            Target::Ec2 => TargetSettings::Ec2(self.ec2.as_ref()),
+            Target::Ecs => TargetSettings::Ecs(self.ecs.as_ref()),
+            Target::Ssh => TargetSettings::Ssh,
+            Target::Local => TargetSettings::Local,
+        }
+    }
+
+    /// The AWS region of an `ec2` or `ecs` stack (`None`: not an AWS target, or no table).
+    pub fn aws_region(&self) -> Option<&str> {
+        match self.target_settings() {
+            TargetSettings::Ec2(Some(e)) => Some(&e.region),
+            TargetSettings::Ecs(Some(e)) => Some(&e.region),
+            _ => None,
+        }
+    }
+}
+
 /// An existing host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,7 @@
 //! The stack's ECR repository and fresh registry credentials.
 
 use super::*;
+use fullslack_aws::ExposeSecret;
 
 #[test]
 fn ecr_repository_and_fresh_registry_credentials() {
@@ -17,9 +18,9 @@ fn ecr_repository_and_fresh_registry_credentials() {
         "{}",
         a.server
     );
-    assert!(!a.password.expose().is_empty());
+    assert!(!a.password.expose_secret().is_empty());
     let shown = format!("{a:?}");
-    assert!(!shown.contains(a.password.expose()), "{shown}");
+    assert!(!shown.contains(a.password.expose_secret()), "{shown}");
     assert!(shown.contains("[redacted]"), "{shown}");
     // Fetched again each time (tokens expire after 12 h): a second call answers too.
     let b = rt

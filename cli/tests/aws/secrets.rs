@@ -2,6 +2,7 @@
 //! or in a plan.
 
 use super::*;
+use fullslack_aws::ExposeSecret;
 
 #[test]
 fn secrets_round_trip_and_values_never_shown() {
@@ -28,7 +29,7 @@ fn secrets_round_trip_and_values_never_shown() {
     let got = rt
         .block_on(fullslack_aws::ssm::get(&aws, "/sec-stack/jwt-secret"))
         .expect("get parameter");
-    assert_eq!(got.expose(), value);
+    assert_eq!(got.expose_secret(), value);
     let desc = rt
         .block_on(
             aws.ssm()
@@ -168,7 +169,7 @@ fn secret_prompt_on_a_terminal_does_not_echo_and_plan_json_has_no_values() {
     let got = rt
         .block_on(fullslack_aws::ssm::get(&aws, "/tty-test/typed"))
         .expect("get");
-    assert_eq!(got.expose(), value);
+    assert_eq!(got.expose_secret(), value);
 
     // `plan --json`: the plan as JSON on stdout, exit 2, parseable, no value inside.
     let plan = fullslack(&moto, &["--json", "plan", "--stack", s(&stack)], None);

@@ -1,0 +1,79 @@
+//! One handler per subcommand (`cmd/<command>.rs`): each turns its parsed arguments
+//! ([`crate::args`]) into calls of the library modules (stack, nginx, health, doctor, image,
+//! runner, the AWS crate) and prints the outcome, text or `--json`. [`crate::cli`] parses and
+//! calls [`dispatch`]; nothing here parses the command line.
+
+pub mod apply;
+mod aws_run;
+pub mod build;
+pub mod completions;
+pub mod destroy;
+pub mod doctor;
+pub mod health;
+pub mod init;
+pub mod lock;
+pub mod nginx;
+pub mod plan;
+pub mod push;
+pub mod secrets;
+pub mod stack;
+
+use std::path::Path;
+
+use crate::args::{Cli, Command, NginxCommand, StackCommand};
+use crate::check::{Outcome, Report};
+use crate::error::CliError;
+use crate::output::Reporter;
+
+/// Runs the parsed command.
+pub async fn dispatch(cli: Cli, r: Reporter) -> Result<(), CliError> {
+    match cli.command {
+        Command::Init(a) => init::run(&a, &r),
+        Command::Stack(StackCommand::Check(a)) => stack::check(&a, &r),
+        Command::Nginx(NginxCommand::Render(a)) => nginx::render(&a),
+        Command::Health(a) => health::run(&a, &r).await,
+        Command::Doctor(a) => doctor::run(&a, &r).await,
+        Command::Lock(c) => lock::run(c, &r).await,
+        Command::Build(a) => build::run(&a, &r).await,
+        Command::Push(a) => push::run(&a, &r).await,
+        Command::Plan(a) => plan::run(&a, &r).await,
+        Command::Apply(a) => apply::run(&a, &r).await,
+        Command::Destroy(a) => destroy::run(&a, &r).await,
+        Command::Secrets(c) => secrets::run(&c, &r).await,
+        Command::Completions(a) => {
+            completions::run(&a);
+            Ok(())
+        }
+    }
+}
+
+/// Writes a file a command produces, with the path in the error.
+fn write_file(path: &Path, content: &str) -> Result<(), CliError> {
+    std::fs::write(path, content).map_err(|source| CliError::Io {
+        action: "cannot write",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `health` and `doctor` exit 1 when any check failed (the report is already printed).
+fn checks_result(report: &Report) -> Result<(), CliError> {
+    let failed = report
+        .checks
+        .iter()
+        .filter(|c| c.outcome == Outcome::Fail)
+        .count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(CliError::ChecksFailed(failed))
+    }
+}
+
+/// A usage error: what is wrong on the command line, and the fix.
+fn usage(message: impl Into<String>, hint: impl Into<String>) -> CliError {
+    CliError::Usage {
+        message: message.into(),
+        hint: hint.into(),
+    }
+}
