@@ -403,10 +403,6 @@ function onEvent(f) {
       ch.member_ids = ch.member_ids.filter((x) => x !== d.user_id);
       if (ch.members) ch.members.delete(d.user_id);
       break;
-    case 'channel_updated':
-      if (d.name !== undefined) ch.name = d.name;
-      if (d.topic !== undefined) ch.topic = d.topic;
-      break;
     default: break;
   }
   scheduleRender(ch);
