@@ -254,7 +254,10 @@ async fn update(step: &Step<'_>, ch: &Change) -> Result<(), AwsError> {
     let cluster = r.text("cluster").to_string();
     let td = step.id_of(Kind::TaskDefinition, &r.name)?;
     let tg = step.id_of(Kind::TargetGroup, r.text("target_group"))?;
-    let had = ch.before.as_ref().map_or("", |b| b.input("target_group_arn"));
+    let had = ch
+        .before
+        .as_ref()
+        .map_or("", |b| b.input("target_group_arn"));
     let moved = (tg != had).then(|| load_balancer(r, tg));
     step.aws
         .ecs()
