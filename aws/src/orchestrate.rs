@@ -156,5 +156,6 @@ pub async fn apply(aws: &Aws, plan: &Plan, say: &(dyn Fn(String) + Sync)) -> Res
             _ => ecs::apply(&mut step, ch).await?,
         }
     }
+    ecs::target_group::retire_replaced(&step).await?;
     ec2::retire_all(&step).await
 }

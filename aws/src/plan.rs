@@ -190,6 +190,12 @@ fn render_change(out: &mut String, ch: &Change) {
                 "        DATA LOSS: the old instance and its root volume are deleted: data on it (the embedded store, uploaded files) is lost. The new instance starts first; the Elastic IP moves to it before the old one is terminated."
             );
         }
+        (Kind::TargetGroup, Action::Replace) => {
+            let _ = writeln!(
+                out,
+                "        create before destroy: the new target group is created first (under another name), the listeners and the ECS service move to it, and the old one is deleted once the service is stable"
+            );
+        }
         (Kind::Instance, Action::Update) if ch.changed.iter().any(|k| k == "instance_type") => {
             let _ = writeln!(
                 out,

@@ -9,7 +9,8 @@
 //! One module per resource family, each with its desired / actual / apply:
 //! - [`cluster`]: the cluster, and the refusal to destroy one others' services run in.
 //! - [`task_definition`]: the container, its attributes and their fingerprint.
-//! - [`target_group`]: the tasks behind the load balancer, and their health check.
+//! - [`target_group`]: the tasks behind the load balancer, and their health check; replaced
+//!   create-before-destroy (a new port or VPC), the old group deleted after every other step.
 //! - [`load_balancer`]: the ALB, its security group and its listeners.
 //! - [`service`]: the tasks' security group, the service, and the wait until it is stable.
 //!

@@ -147,7 +147,14 @@ fn service_of(
         .attr("security_groups", group_refs(sg_names, groups))
         .attr("target_group", tg)
         .extra("running_count", s.running_count().to_string())
-        .extra("task_definition_arn", td_arn);
+        .extra("task_definition_arn", td_arn)
+        .extra(
+            "target_group_arn",
+            s.load_balancers()
+                .first()
+                .and_then(|l| l.target_group_arn())
+                .unwrap_or_default(),
+        );
     if let Some(cb) = cb {
         r = r.attr("circuit_breaker", cb);
     }
@@ -186,13 +193,23 @@ pub(crate) async fn apply(step: &Step<'_>, ch: &Change) -> Result<(), AwsError> 
     let r = ch.resource();
     match ch.action {
         Action::Create | Action::Replace => create(step, ch).await,
-        Action::Update => update(step, r).await,
+        Action::Update => update(step, ch).await,
         Action::Delete => {
             delete_service(step.aws, r.text("cluster"), &r.name).await?;
             step.say(format!("deleted ECS service {}", r.name));
             Ok(())
         }
     }
+}
+
+/// The service's place behind the load balancer: the stack's target group, to the
+/// container's port.
+fn load_balancer(r: &Resource, target_group_arn: String) -> EcsLoadBalancer {
+    EcsLoadBalancer::builder()
+        .target_group_arn(target_group_arn)
+        .container_name(CONTAINER)
+        .container_port(r.input("port").parse().unwrap_or(8080))
+        .build()
 }
 
 async fn create(step: &Step<'_>, ch: &Change) -> Result<(), AwsError> {
@@ -203,7 +220,6 @@ async fn create(step: &Step<'_>, ch: &Change) -> Result<(), AwsError> {
     }
     let td = step.id_of(Kind::TaskDefinition, &r.name)?;
     let tg = step.id_of(Kind::TargetGroup, r.text("target_group"))?;
-    let port: i32 = r.input("port").parse().unwrap_or(8080);
     step.aws
         .ecs()
         .create_service()
@@ -213,13 +229,7 @@ async fn create(step: &Step<'_>, ch: &Change) -> Result<(), AwsError> {
         .desired_count(r.text("desired_count").parse().unwrap_or(1))
         .launch_type(LaunchType::Fargate)
         .network_configuration(network(r, &step.ids)?)
-        .load_balancers(
-            EcsLoadBalancer::builder()
-                .target_group_arn(tg)
-                .container_name(CONTAINER)
-                .container_port(port)
-                .build(),
-        )
+        .load_balancers(load_balancer(r, tg))
         .health_check_grace_period_seconds(60)
         .deployment_configuration(deployment())
         .set_tags(Some(ecs_tags(step.stack, &r.name)))
@@ -235,9 +245,20 @@ async fn create(step: &Step<'_>, ch: &Change) -> Result<(), AwsError> {
     Ok(())
 }
 
-async fn update(step: &Step<'_>, r: &Resource) -> Result<(), AwsError> {
+/// Updates the service in place. When this apply replaced the target group (its port or VPC
+/// changed), the service moves to the new group in the same call as the new revision (ECS
+/// takes `loadBalancers` in an update for services with the ECS deployment controller), so
+/// that the old group is free to go once the service is stable.
+async fn update(step: &Step<'_>, ch: &Change) -> Result<(), AwsError> {
+    let r = ch.resource();
     let cluster = r.text("cluster").to_string();
     let td = step.id_of(Kind::TaskDefinition, &r.name)?;
+    let tg = step.id_of(Kind::TargetGroup, r.text("target_group"))?;
+    let had = ch
+        .before
+        .as_ref()
+        .map_or("", |b| b.input("target_group_arn"));
+    let moved = (tg != had).then(|| load_balancer(r, tg));
     step.aws
         .ecs()
         .update_service()
@@ -246,6 +267,7 @@ async fn update(step: &Step<'_>, r: &Resource) -> Result<(), AwsError> {
         .task_definition(&td)
         .desired_count(r.text("desired_count").parse().unwrap_or(1))
         .network_configuration(network(r, &step.ids)?)
+        .set_load_balancers(moved.map(|lb| vec![lb]))
         .deployment_configuration(deployment())
         .send()
         .await

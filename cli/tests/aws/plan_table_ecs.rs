@@ -15,13 +15,10 @@ const EXCLUDED: &[(&str, &str, &str)] = &[
     ("ecs_service", "target_group", "always the stack's own target group; nothing in the stack names another"),
     ("ecs_service", "circuit_breaker", "moto does not store deploymentConfiguration, so it is never read back (the ECS end-to-end test checks it in the plan)"),
     ("task_definition", "log_group", "named after the stack; no setting of the stack changes it"),
-    ("task_definition", "port", "follows app.port, which also replaces the target group: see target_group.port"),
-    ("task_definition", "health_check", "follows app.port, which also replaces the target group: see target_group.port"),
-    ("target_group", "port", "apply cannot carry this out yet: a new port replaces the target group, whose old one the listener and the service still use (AWS refuses to delete a target group in use)"),
     ("target_group", "protocol", "always HTTP; AWS cannot change an existing target group's protocol"),
     ("target_group", "target_type", "always ip; AWS cannot change an existing target group's target type"),
-    ("target_group", "vpc", "follows the subnets' VPC: another VPC replaces the target group, the gap of target_group.port"),
-    ("security_group", "vpc", "follows the subnets' VPC: another VPC replaces the target group, the gap of target_group.port"),
+    ("target_group", "vpc", "follows the subnets' VPC, and so does the load balancer, which has no in-place move to another VPC (SetSubnets takes subnets of its own VPC only) and no compared vpc attribute to plan its replacement by"),
+    ("security_group", "vpc", "follows the subnets' VPC: see target_group.vpc"),
     ("load_balancer", "scheme", "always internet-facing; AWS cannot change a load balancer's scheme"),
     ("listener", "port", "a listener's name is its protocol and port: another port is another listener"),
     ("listener", "protocol", "a listener's name is its protocol and port: another protocol is another listener"),
@@ -301,6 +298,25 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
                     .unwrap()
                     .to_string();
                 *t = t.replace(&format!("\"{}\"", lb[1]), &format!("\"{other}\""));
+            }),
+        ),
+        (
+            "another app port: a new revision, the target group replaced before the old one goes",
+            vec![
+                ("target_group", "port"),
+                ("task_definition", "port"),
+                ("task_definition", "health_check"),
+            ],
+            vec![
+                "-/+ target_group tab",
+                "port: 8080 → 9090   (forces replacement",
+                "create before destroy",
+                "~ task_definition tab",
+                "~ security_group tab-tasks",
+                "~ ecs_service tab",
+            ],
+            change(|t: &mut String| {
+                *t = t.replace("[app]\n", "[app]\nport = 9090\n");
             }),
         ),
         (
