@@ -43,7 +43,7 @@ use mongodb::{
 use time::OffsetDateTime;
 
 use super::{
-    toggle_reaction, NewChannel, NewMessage, NewUser, Page, Session, Store, StoreError,
+    rules::toggle_reaction, NewChannel, NewMessage, NewUser, Page, Session, Store, StoreError,
     StoreResult, Watermark,
 };
 use crate::model::{
