@@ -8,7 +8,7 @@
 //! | module | what it is |
 //! | --- | --- |
 //! | [`sqlite`] | embedded driver: `schema` (migrations), `writer` (group commit), `rows` (row ↔ type), `writes`, `search` |
-//! | [`mongo`] | MongoDB driver: `documents` (typed collection documents), `schema` (indexes), `txn` (transactions, errors), `writes`, `reads`, `search` |
+//! | [`mongo`] | MongoDB driver: `documents` (typed collection documents), `schema` (indexes), `errors`, `txn` (transactions), `writes`, `reads`, `search` |
 //! | [`rules`] | the rules both drivers share |
 //! | [`health`] | the health-tracking wrapper the node uses |
 //!
@@ -55,13 +55,6 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// A stored event that does not decode is corrupt data, not something to paper over.
-impl From<crate::model::PayloadError> for StoreError {
-    fn from(e: crate::model::PayloadError) -> Self {
-        StoreError::Internal(format!("stored event: {e}"))
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct NewUser {

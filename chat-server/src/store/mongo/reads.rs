@@ -11,7 +11,9 @@ use mongodb::{
 use serde::de::DeserializeOwned;
 
 use super::{
-    documents::{ChannelDoc, ChannelSeqDoc, MemberChannelDoc, MemberDoc, MemberUserDoc},
+    documents::{
+        ChannelDoc, ChannelSeqDoc, MemberChannelDoc, MemberDoc, MemberUserDoc, MessageDoc,
+    },
     errors::read_error,
     MongoStore,
 };
@@ -103,7 +105,7 @@ impl MongoStore {
         let docs = all("messages", find).await?;
         Ok(docs
             .into_iter()
-            .map(|d| d.into_message())
+            .map(MessageDoc::into_message)
             .collect::<Result<_, _>>()?)
     }
 
@@ -117,7 +119,7 @@ impl MongoStore {
             .find_one(doc! {"author_id": author_id, "client_id": client_id})
             .await
             .map_err(read_error("messages"))?;
-        Ok(found.map(|d| d.into_message()).transpose()?)
+        Ok(found.map(MessageDoc::into_message).transpose()?)
     }
 
     pub(super) async fn channel_seqs(&self, user_id: &str) -> StoreResult<Vec<(ChannelId, i64)>> {
@@ -125,7 +127,7 @@ impl MongoStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+        let ids: Vec<&str> = ids.iter().map(ChannelId::as_str).collect();
         let docs = all(
             "channels",
             self.channels

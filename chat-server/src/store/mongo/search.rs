@@ -7,7 +7,7 @@
 use mongodb::bson::{doc, Bson};
 
 use super::{documents::ChannelIdDoc, reads::all, MongoStore};
-use crate::model::Message;
+use crate::model::{ChannelId, Message};
 use crate::store::{rules, StoreResult};
 
 /// The search words of `query` ([`rules::search_words`], as the SQLite driver's FTS query):
@@ -77,7 +77,7 @@ impl MongoStore {
             .into_iter()
             .map(|p| Bson::Document(doc! {"text": {"$regex": p, "$options": "i"}}))
             .collect();
-        let readable: Vec<&str> = readable.iter().map(|id| id.as_str()).collect();
+        let readable: Vec<&str> = readable.iter().map(ChannelId::as_str).collect();
         // Ids are UUIDv7 strings: newest first is descending `_id`.
         self.find_messages(
             doc! {

@@ -5,8 +5,9 @@
 use rusqlite::{types::Type, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
-use crate::model::Presence;
-use crate::model::{Channel, ChannelKind, Event, EventPayload, Member, Message, User, UserId};
+use crate::model::{
+    Channel, ChannelKind, Event, EventPayload, Member, Message, Presence, User, UserId,
+};
 use crate::store::{
     rules::{self, undecodable},
     StoreError, StoreResult,
