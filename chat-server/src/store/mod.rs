@@ -2,6 +2,15 @@
 //! channel's replay log. Drivers: [`sqlite`] (embedded default) and [`mongo`]
 //! (`mongodb://…`); `tests/store_contract.rs` is the contract both must pass. [`health`]
 //! wraps the driver the node uses: readiness while writes fail, and a rate-limited outage log.
+//! [`rules`] holds what both drivers compute (message and event construction, watermark
+//! arithmetic, reactions, stored encodings, undecodable-row errors), so they cannot drift.
+//!
+//! | module | what it is |
+//! | --- | --- |
+//! | [`sqlite`] | embedded driver: `schema` (migrations), `writer` (group commit), `rows` (row ↔ type), `writes`, `search` |
+//! | [`mongo`] | MongoDB driver: `documents` (typed collection documents), `schema` (indexes), `errors`, `txn` (transactions), `writes`, `reads`, `search` |
+//! | [`rules`] | the rules both drivers share |
+//! | [`health`] | the health-tracking wrapper the node uses |
 //!
 //! Rules every driver keeps:
 //! - each visible change to a channel appends one [`Event`] with the channel's next sequence
@@ -16,6 +25,7 @@
 
 pub mod health;
 pub mod mongo;
+pub mod rules;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -24,8 +34,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::model::{
-    Channel, ChannelId, ChannelKind, Event, Member, Message, MessageId, Reaction, Role, SessionId,
-    User, UserId,
+    Channel, ChannelId, ChannelKind, Event, Member, Message, MessageId, Role, SessionId, User,
+    UserId,
 };
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,13 +55,6 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// A stored event that does not decode is corrupt data, not something to paper over.
-impl From<crate::model::PayloadError> for StoreError {
-    fn from(e: crate::model::PayloadError) -> Self {
-        StoreError::Internal(format!("stored event: {e}"))
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -252,56 +255,5 @@ pub async fn open(url: &str, data_dir: &std::path::Path) -> StoreResult<DynStore
         other => Err(StoreError::Internal(format!(
             "unsupported store URL {other:?}: use `sqlite`, `sqlite:PATH` or `mongodb://…`"
         ))),
-    }
-}
-
-/// Adds (`add`) or removes `user`'s `emoji` reaction in `reactions`, dropping reactions left
-/// with no users; false when nothing changed (already there, or not there to remove). Both
-/// drivers store the list this computes.
-pub fn toggle_reaction(reactions: &mut Vec<Reaction>, emoji: &str, user: &str, add: bool) -> bool {
-    let changed = match (reactions.iter_mut().find(|r| r.emoji == emoji), add) {
-        (Some(r), true) if !r.user_ids.iter().any(|u| u == user) => {
-            r.user_ids.push(user.into());
-            true
-        }
-        (None, true) => {
-            reactions.push(Reaction {
-                emoji: emoji.to_string(),
-                user_ids: vec![user.into()],
-            });
-            true
-        }
-        (Some(r), false) if r.user_ids.iter().any(|u| u == user) => {
-            r.user_ids.retain(|u| u != user);
-            true
-        }
-        _ => false,
-    };
-    reactions.retain(|r| !r.user_ids.is_empty());
-    changed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reactions_toggle_and_empty_ones_go() {
-        let mut r = Vec::new();
-        assert!(toggle_reaction(&mut r, "🎉", "a", true));
-        assert!(!toggle_reaction(&mut r, "🎉", "a", true), "already there");
-        assert!(toggle_reaction(&mut r, "🎉", "b", true));
-        assert!(toggle_reaction(&mut r, "👍", "a", true));
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[0].user_ids, vec!["a".to_string(), "b".to_string()]);
-        assert!(
-            !toggle_reaction(&mut r, "👍", "b", false),
-            "not there to remove"
-        );
-        assert!(toggle_reaction(&mut r, "🎉", "a", false));
-        assert_eq!(r[0].user_ids, vec!["b".to_string()]);
-        assert!(toggle_reaction(&mut r, "👍", "a", false));
-        assert_eq!(r.len(), 1, "a reaction nobody holds is dropped");
-        assert!(!toggle_reaction(&mut r, "❤️", "a", false));
     }
 }

@@ -1,0 +1,99 @@
+//! The write path: one writer thread commits whatever is queued in one transaction (group
+//! commit: one fsync for many sends), each job inside its own savepoint so a failing job does
+//! not take its neighbours down; a job's answer is released only after COMMIT returned. Reads
+//! run on a small pool of read connections on the blocking thread pool.
+
+use std::sync::atomic::Ordering;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::SqliteStore;
+use crate::store::{StoreError, StoreResult};
+
+const MAX_BATCH: usize = 512;
+
+pub(super) type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+pub(super) type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+impl SqliteStore {
+    /// Runs `f` in the writer's current transaction (inside a savepoint); answers after commit.
+    pub(super) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+        let job: WriteJob = Box::new(move |conn: &Connection| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |committed: Result<(), StoreError>| {
+                let _ = tx.send(committed.and(result));
+            })
+        });
+        self.writer
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the write could not be committed".into()))?
+    }
+
+    pub(super) async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[i]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&conn)
+        })
+        .await
+        .map_err(super::rows::internal)?
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+pub(super) fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteJob>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Nothing ran; dropping the jobs answers every caller with `Unavailable`.
+            tracing::error!(error = %e, jobs = batch.len(), "store: cannot begin a write transaction");
+            drop(batch);
+            continue;
+        }
+        let completions: Vec<Completion> = batch.into_iter().map(|job| job(&conn)).collect();
+        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for c in completions {
+            c(committed.clone());
+        }
+    }
+}
