@@ -55,7 +55,8 @@ cargo build --workspace --all-targets
 echo "==> store contract on MongoDB (SecantusDB)"
 trap 'scripts/secantus.sh stop' EXIT
 MONGO_URL="$(scripts/secantus.sh start)"
-FULLSLACK_TEST_STORE_URL="$MONGO_URL" cargo nextest run -p fullslack-chat --test store_contract
+# (A workspace run with a filter, not `-p`: `-p` resolves features anew and rebuilds dependencies.)
+FULLSLACK_TEST_STORE_URL="$MONGO_URL" cargo nextest run --workspace -E 'binary(store_contract)'
 scripts/secantus.sh stop
 # The venv stays installed: the workspace run's two-node tests (chat-server/tests/cluster.rs)
 # start a SecantusDB of their own per test from $FULLSLACK_TEST_RUNTIME/venv-secantus.

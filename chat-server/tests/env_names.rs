@@ -1,4 +1,4 @@
-//! `chat-server/env-names.txt` (read by the deploy tool to refuse misspelt settings in stack
+//! `protocol/env-names.txt` (read by the deploy tool to refuse misspelt settings in stack
 //! files) names exactly the environment variables the settings accept.
 
 use std::collections::BTreeSet;
@@ -27,16 +27,13 @@ fn env_names_file_matches_the_settings() {
     names_of("FULLSLACK_", &settings, &mut expected);
     // Flags of the binary that only exist as variables (main.rs).
     expected.insert("FULLSLACK_CONFIG".to_string());
-    let listed: BTreeSet<String> = include_str!("../env-names.txt")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    let listed: BTreeSet<String> = fullslack_protocol::settings::server_env_names()
         .map(str::to_string)
         .collect();
     let missing: Vec<_> = expected.difference(&listed).collect();
     let extra: Vec<_> = listed.difference(&expected).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "update chat-server/env-names.txt: missing {missing:?}, not settings {extra:?}"
+        "update protocol/env-names.txt: missing {missing:?}, not settings {extra:?}"
     );
 }

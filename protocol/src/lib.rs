@@ -12,12 +12,14 @@
 //! | [`event`] | a channel's replay log entry [`Event`] and its typed [`EventPayload`], one variant per kind |
 //! | [`frames`] | WebSocket frames: [`ClientFrame`] (with its two-step parse) and [`ServerFrame`] |
 //! | [`rest`] | REST request and answer bodies, query strings and the error body |
+//! | [`settings`] | the environment variable names the server reads its settings from (for the deploy tool) |
 
 pub mod event;
 pub mod frames;
 pub mod ids;
 pub mod model;
 pub mod rest;
+pub mod settings;
 
 pub use event::{
     DeleteData, EditData, Event, EventKind, EventPayload, MemberJoinedData, MemberLeftData,

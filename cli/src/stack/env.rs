@@ -1,4 +1,4 @@
-//! Environment variables: the names the chat server reads (`chat-server/env-names.txt`), so a
+//! Environment variables: the names the chat server reads (`protocol/env-names.txt`), so a
 //! misspelt `FULLSLACK_*` name in a stack is refused instead of silently ignored, and the
 //! environment a stack's chat containers get (plain values and resolved secrets).
 
@@ -7,16 +7,13 @@ use super::validate::{problem, Problem};
 use super::{ServiceMode, Stack, Target};
 use crate::secret::{ExposeSecret, SecretRef, SecretString};
 
-/// Every environment variable the chat server reads (kept next to its settings).
-pub const SERVER_ENV_NAMES: &str = include_str!("../../../chat-server/env-names.txt");
+/// Every environment variable the chat server reads (the protocol crate's list, which the
+/// server's tests keep equal to its settings).
+pub use fullslack_protocol::settings::SERVER_ENV_NAMES;
 
 /// The server's environment variable names.
 pub fn server_env_names() -> Vec<&'static str> {
-    SERVER_ENV_NAMES
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect()
+    fullslack_protocol::settings::server_env_names().collect()
 }
 
 /// The name of the JWT secret the server reads.
@@ -57,8 +54,8 @@ pub(super) fn env_problems(s: &Stack) -> Vec<Problem> {
             key,
             format!("the chat server does not read `{name}`: it would be ignored"),
             match meant(name, &known) {
-                Some(k) => format!("did you mean `{k}`? (server settings: chat-server/env-names.txt)"),
-                None => "use a name from chat-server/env-names.txt, or drop the FULLSLACK_ prefix for a variable of your own".into(),
+                Some(k) => format!("did you mean `{k}`? (server settings: protocol/env-names.txt)"),
+                None => "use a name from protocol/env-names.txt, or drop the FULLSLACK_ prefix for a variable of your own".into(),
             },
         ));
     }
