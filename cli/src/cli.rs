@@ -12,9 +12,7 @@ use crate::error::CliError;
 use crate::output::Reporter;
 use crate::stack;
 
-/// Exit code of a usage error (BSD `EX_USAGE`): wrong flags, unknown subcommand, a file that
-/// exists. Kept apart from 2, which `plan` uses for "changes present".
-pub const EXIT_USAGE: u8 = 64;
+pub use crate::error::EXIT_USAGE;
 /// Exit code when stdout or stderr is a closed pipe (`fullslack plan | head`): what a process
 /// killed by SIGPIPE reports (128 + 13), without a panic message.
 pub const EXIT_BROKEN_PIPE: i32 = 141;

@@ -2,6 +2,10 @@
 
 use std::path::PathBuf;
 
+/// Exit code of a usage error (BSD `EX_USAGE`): wrong flags, unknown subcommand, a file that
+/// exists. Kept apart from 2, which `plan` uses for "changes present".
+pub const EXIT_USAGE: u8 = 64;
+
 /// Errors surfaced to the user by `fullslack`.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -88,7 +92,7 @@ impl CliError {
     /// present", 1 for every other failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Usage { .. } => i32::from(crate::cli::EXIT_USAGE),
+            CliError::Usage { .. } => i32::from(EXIT_USAGE),
             CliError::PendingChanges => 2,
             _ => 1,
         }

@@ -14,7 +14,7 @@ use crate::error::CliError;
 use crate::image::build::{build, BuildRequest, Built};
 use crate::image::events::Events;
 use crate::image::tag::{check_tag, Provenance, Repository};
-use crate::image::{context, offline, stack_repository, DEFAULT_IMAGE};
+use crate::image::{context, offline, DEFAULT_IMAGE};
 use crate::output::Reporter;
 use crate::stack::Stack;
 
@@ -24,7 +24,7 @@ pub async fn run(a: &BuildArgs, r: &Reporter) -> Result<(), CliError> {
     let stack = a.stack.load()?;
     let repo = match (&a.image, &stack) {
         (Some(name), _) => Repository::parse(name)?,
-        (None, Some(s)) => stack_repository(s)?,
+        (None, Some(s)) => Repository::of_stack_image(s.image.registry.as_deref(), &s.image.name)?,
         (None, None) => Repository::parse(DEFAULT_IMAGE)?,
     };
     let prov = Provenance::detect(&a.context, a.source.as_deref());

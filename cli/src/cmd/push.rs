@@ -12,7 +12,7 @@ use crate::error::CliError;
 use crate::image::events::Events;
 use crate::image::push::{push, RegistryAuth, Retry};
 use crate::image::tag::{check_tag, split_reference, Repository};
-use crate::image::{stack_repository, FailureKind, ImageError};
+use crate::image::{FailureKind, ImageError};
 use crate::output::Reporter;
 use crate::secret::{SecretRef, SecretString};
 use crate::stack::Stack;
@@ -34,7 +34,10 @@ pub async fn run(a: &PushArgs, r: &Reporter) -> Result<(), CliError> {
     let target = match (&a.to, &stack, &ecr) {
         (Some(to), _, _) => Some(Repository::parse(to)?),
         (None, _, Some((repo, _))) => Some(repo.clone()),
-        (None, Some(s), None) => Some(stack_repository(s)?),
+        (None, Some(s), None) => Some(Repository::of_stack_image(
+            s.image.registry.as_deref(),
+            &s.image.name,
+        )?),
         (None, None, None) => None,
     };
     let reference = match &target {

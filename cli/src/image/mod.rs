@@ -24,20 +24,8 @@ pub mod tag;
 
 use bollard::Docker;
 
-use crate::stack::Stack;
-use tag::Repository;
-
 /// Default repository of built images.
 pub const DEFAULT_IMAGE: &str = "fullslack/chat";
-
-/// The stack's repository. For `registry = "ecr"` the build tags the plain name (the
-/// account's registry host is only known from AWS); `push` adds the host.
-pub fn stack_repository(stack: &Stack) -> Result<Repository, ImageError> {
-    match stack.image.registry.as_deref() {
-        Some("ecr") | None => Repository::parse(&stack.image.name),
-        Some(r) => Repository::parse(&format!("{r}/{}", stack.image.name)),
-    }
-}
 
 /// Why a push (or pull) failed: decides the hint and whether a retry can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

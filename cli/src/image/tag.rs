@@ -204,6 +204,17 @@ impl Repository {
         })
     }
 
+    /// The repository of a stack's `[image]` (`registry`, `name`). For `registry = "ecr"` the
+    /// build tags the plain name (the account's registry host is only known from AWS); `push`
+    /// adds the host. (Takes the two fields, not the stack, so that image code does not depend
+    /// on the stack module, which validates names through this one.)
+    pub fn of_stack_image(registry: Option<&str>, name: &str) -> Result<Self, ImageError> {
+        match registry {
+            Some("ecr") | None => Self::parse(name),
+            Some(r) => Self::parse(&format!("{r}/{name}")),
+        }
+    }
+
     /// `registry/path` or `path`.
     pub fn name(&self) -> String {
         match &self.registry {
