@@ -43,8 +43,7 @@ pub struct Settings {
     pub store_url: String,
     /// `redis://[:password@]host:port[/db]`: several nodes share fan-out, presence and rate
     /// limits through it. Unset: a single node. Redacted in Debug output (it may hold a password).
-    // Never serialized: secrecy's strings have no Serialize (the default is None anyway).
-    #[serde(skip_serializing)]
+    #[serde(serialize_with = "redacted")]
     pub redis_url: Option<SecretString>,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client; from
     /// anyone else the header is ignored. Empty: the TCP peer is the client.
@@ -59,7 +58,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// HS256 signing key. Never logged (see [`SecretString`]).
-    #[serde(skip_serializing)]
+    #[serde(serialize_with = "redacted")]
     pub jwt_secret: Option<SecretString>,
     pub token_ttl_secs: u64,
     pub session_ttl_secs: u64,
@@ -335,6 +334,16 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 #[cfg(not(unix))]
 fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
+}
+
+/// Serializes a secret setting as `null` when unset and `"[redacted]"` when set: the key stays
+/// visible (the deploy tool's list of setting names is checked against the serialized
+/// settings), the value never is.
+fn redacted<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("[redacted]"),
+        None => s.serialize_none(),
+    }
 }
 
 #[cfg(test)]

@@ -275,3 +275,23 @@ pub fn locate(text: &str, key: &str) -> (usize, usize) {
     let _ = value;
     line_col(text, best)
 }
+
+/// One thing wrong with a parsed stack: the dotted key, what is wrong, the fix. The rules
+/// (validate, env, placeholders) return these; `load` turns them into located diagnostics.
+pub(super) struct Problem {
+    pub(super) key: String,
+    pub(super) message: String,
+    pub(super) hint: String,
+}
+
+pub(super) fn problem(
+    key: impl Into<String>,
+    message: impl Into<String>,
+    hint: impl Into<String>,
+) -> Problem {
+    Problem {
+        key: key.into(),
+        message: message.into(),
+        hint: hint.into(),
+    }
+}

@@ -2,8 +2,7 @@
 //! misspelt `FULLSLACK_*` name in a stack is refused instead of silently ignored, and the
 //! environment a stack's chat containers get (plain values and resolved secrets).
 
-use super::diagnostics::closest;
-use super::validate::{problem, Problem};
+use super::diagnostics::{closest, problem, Problem};
 use super::{ServiceMode, Stack, Target};
 use crate::secret::{ExposeSecret, SecretRef, SecretString};
 

@@ -28,7 +28,7 @@ pub use env::{server_env_names, ContainerEnv, JWT_SECRET_ENV, SERVER_ENV_NAMES};
 pub use model::*;
 pub use validate::warnings;
 
-use validate::Problem;
+use diagnostics::Problem;
 
 /// The commented stack file `fullslack init` writes.
 pub const INIT_TEMPLATE: &str = include_str!("../../templates/stack.init.toml");

@@ -2,7 +2,7 @@
 //! and addresses, RFC 2606/6761/5737/3849): a stack still holding one is not ready to deploy,
 //! so `stack check` refuses it (loading it for a test or a dry run still works).
 
-use super::validate::{problem, Problem};
+use super::diagnostics::{problem, Problem};
 use super::{Stack, Target};
 
 /// Domains reserved for documentation (RFC 2606 / 6761): no CA issues for them.

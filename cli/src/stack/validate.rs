@@ -4,27 +4,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use super::diagnostics::{problem, Problem};
 use super::env::env_problems;
 use super::{aws_names, AcmeDirectory, Ecs, Image, ServiceMode, Stack, Target};
 use crate::secret::SecretRef;
-
-pub(super) struct Problem {
-    pub(super) key: String,
-    pub(super) message: String,
-    pub(super) hint: String,
-}
-
-pub(super) fn problem(
-    key: impl Into<String>,
-    message: impl Into<String>,
-    hint: impl Into<String>,
-) -> Problem {
-    Problem {
-        key: key.into(),
-        message: message.into(),
-        hint: hint.into(),
-    }
-}
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
