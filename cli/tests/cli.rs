@@ -1,7 +1,7 @@
 //! The command line: every flag is explained, `--help` is snapshot-tested, completions and
 //! `init` work.
 
-mod common;
+use fullslack_test_support::{fullslack, paths::tempdir};
 
 use clap::CommandFactory;
 use fullslack::args::Cli;
@@ -46,7 +46,7 @@ fn help_snapshots() {
             continue;
         }
         // The real binary's output (not a terminal: clap wraps at 100 columns).
-        let out = common::fullslack()
+        let out = fullslack!()
             .args(path.split(' ').skip(1))
             .arg("--help")
             .env_remove("FULLSLACK_STACK")
@@ -65,7 +65,7 @@ fn help_snapshots() {
 #[test]
 fn completions_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = common::fullslack()
+        let out = fullslack!()
             .args(["completions", shell])
             .output()
             .expect("run");
@@ -78,13 +78,9 @@ fn completions_for_each_shell() {
 
 #[test]
 fn init_writes_a_valid_stack_and_refuses_to_overwrite() {
-    let dir = common::tempdir();
+    let dir = tempdir();
     let path = dir.path().join("fullslack.toml");
-    let out = common::fullslack()
-        .arg("init")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let out = fullslack!().arg("init").arg(&path).output().expect("run");
     assert!(
         out.status.success(),
         "{}",
@@ -92,7 +88,7 @@ fn init_writes_a_valid_stack_and_refuses_to_overwrite() {
     );
     fullslack::stack::load(&path).expect("written file parses");
     // `stack check` does not pass the template's placeholders as a ready stack…
-    let check = common::fullslack()
+    let check = fullslack!()
         .args(["stack", "check", "--stack"])
         .arg(&path)
         .output()
@@ -110,7 +106,7 @@ fn init_writes_a_valid_stack_and_refuses_to_overwrite() {
         .replace("203.0.113.10", "198.18.7.10")
         .replace("ops@example.com", "ops@fullslack.dev");
     std::fs::write(&path, text).expect("write");
-    let check = common::fullslack()
+    let check = fullslack!()
         .args(["stack", "check", "--stack"])
         .arg(&path)
         .output()
@@ -123,18 +119,14 @@ fn init_writes_a_valid_stack_and_refuses_to_overwrite() {
     );
     assert!(out.contains("warning: tls.directory is `staging`"), "{out}");
 
-    let again = common::fullslack()
-        .arg("init")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let again = fullslack!().arg("init").arg(&path).output().expect("run");
     assert_eq!(again.status.code(), Some(64), "usage errors exit 64");
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(
         err.contains("already exists") && err.contains("hint: pass --force"),
         "{err}"
     );
-    let forced = common::fullslack()
+    let forced = fullslack!()
         .args(["init", "--force"])
         .arg(&path)
         .output()
@@ -144,14 +136,14 @@ fn init_writes_a_valid_stack_and_refuses_to_overwrite() {
 
 #[test]
 fn invalid_stack_exits_1_with_location_and_hint_also_in_json() {
-    let dir = common::tempdir();
+    let dir = tempdir();
     let path = dir.path().join("bad.toml");
     std::fs::write(
         &path,
         "name = \"chat\"\ndomains = [\"chat.example.com\"]\ntarget = \"local\"\n[image]\nname = \"x\"\n[tls]\nenabeld = false\n",
     )
     .expect("write");
-    let out = common::fullslack()
+    let out = fullslack!()
         .args(["stack", "check", "--stack"])
         .arg(&path)
         .output()
@@ -167,7 +159,7 @@ fn invalid_stack_exits_1_with_location_and_hint_also_in_json() {
     );
     assert!(err.contains("did you mean `enabled`"), "{err}");
 
-    let out = common::fullslack()
+    let out = fullslack!()
         .args(["--json", "stack", "check", "--stack"])
         .arg(&path)
         .output()
@@ -194,12 +186,12 @@ fn invalid_stack_exits_1_with_location_and_hint_also_in_json() {
 
 #[test]
 fn usage_errors_exit_64_apart_from_plan_changes_and_in_json_one_line() {
-    let out = common::fullslack()
+    let out = fullslack!()
         .args(["nginx", "render", "--no-such-flag"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(64));
-    let out = common::fullslack()
+    let out = fullslack!()
         .args(["--json", "doctor", "--skip", "dnz"])
         .output()
         .expect("run");
@@ -212,7 +204,7 @@ fn usage_errors_exit_64_apart_from_plan_changes_and_in_json_one_line() {
 
 #[test]
 fn a_planned_command_says_it_is_not_available_instead_of_suggesting_another() {
-    let out = common::fullslack().arg("deploy").output().expect("run");
+    let out = fullslack!().arg("deploy").output().expect("run");
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -220,14 +212,14 @@ fn a_planned_command_says_it_is_not_available_instead_of_suggesting_another() {
         "{err}"
     );
     assert!(!err.contains("destroy"), "must not suggest destroy: {err}");
-    let out = common::fullslack().arg("certs").output().expect("run");
+    let out = fullslack!().arg("certs").output().expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("not available yet") && err.contains("fullchain.pem"),
         "{err}"
     );
     // A typo of a real command still gets clap's suggestion.
-    let out = common::fullslack().arg("secret").output().expect("run");
+    let out = fullslack!().arg("secret").output().expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("secrets"), "{err}");
     assert!(!err.contains("not available"), "{err}");
@@ -243,7 +235,7 @@ fn a_closed_pipe_ends_the_command_quietly() {
         // The reading end is closed before the command starts: its first write fails.
         let (reader, writer) = std::io::pipe().expect("pipe");
         drop(reader);
-        let out = common::fullslack()
+        let out = fullslack!()
             .args(&args)
             .stdout(writer)
             .output()

@@ -2,9 +2,9 @@
 //! processes: every node signs with the stack's one secret in production mode, so a token from
 //! one node is accepted by another (and by the next release).
 
-mod common;
-
 use std::path::PathBuf;
+
+use fullslack_test_support::{chat_binary::spawn_chat_server_with_env, paths::tempdir};
 
 use fullslack::secret::{SecretRef, SecretString};
 use fullslack::stack;
@@ -49,7 +49,7 @@ fn node_env(
 #[test]
 fn two_nodes_started_from_a_stack_accept_each_others_tokens() {
     let s = example("ssh-host");
-    let dir = common::tempdir();
+    let dir = tempdir();
     let store = dir.path().join("shared.db");
     let env_a = node_env(&s, &dir.path().join("a"), &store);
     assert!(
@@ -58,8 +58,8 @@ fn two_nodes_started_from_a_stack_accept_each_others_tokens() {
         env_a.iter().map(|(k, _)| k).collect::<Vec<_>>()
     );
     assert!(env_a.contains(&(stack::JWT_SECRET_ENV.into(), SECRET.into())));
-    let a = common::spawn_chat_server_with_env(&env_a).unwrap_or_else(|e| panic!("node a: {e}"));
-    let b = common::spawn_chat_server_with_env(&node_env(&s, &dir.path().join("b"), &store))
+    let a = spawn_chat_server_with_env(&env_a).unwrap_or_else(|e| panic!("node a: {e}"));
+    let b = spawn_chat_server_with_env(&node_env(&s, &dir.path().join("b"), &store))
         .unwrap_or_else(|e| panic!("node b: {e}"));
 
     let client = reqwest::blocking::Client::new();
@@ -90,12 +90,12 @@ fn two_nodes_started_from_a_stack_accept_each_others_tokens() {
 #[test]
 fn a_node_without_the_stack_secret_refuses_to_start_instead_of_making_its_own() {
     let s = example("ssh-host");
-    let dir = common::tempdir();
+    let dir = tempdir();
     let mut env = node_env(&s, &dir.path().join("a"), &dir.path().join("x.db"));
     // The name the examples used to carry: the server does not read it.
     env.retain(|(k, _)| k != stack::JWT_SECRET_ENV);
     env.push(("FULLSLACK_JWT_SECRET".into(), SECRET.into()));
-    let Err(err) = common::spawn_chat_server_with_env(&env) else {
+    let Err(err) = spawn_chat_server_with_env(&env) else {
         panic!("production mode started without FULLSLACK_AUTH__JWT_SECRET")
     };
     assert!(err.contains("FULLSLACK_AUTH__JWT_SECRET"), "{err}");

@@ -1,19 +1,23 @@
 //! `fullslack doctor` against a real DNS server on loopback (pebble-challtestsrv, records added
 //! through its management API) and real listeners.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, program, tempdir, wait_for_port, Proc};
+use fullslack_test_support::{
+    certs::make_certs,
+    free_port, fullslack,
+    paths::{program, tempdir},
+    wait_for_port, ProcessGuard,
+};
+
 use serde_json::{json, Value};
 
 struct Dns {
-    _proc: Proc,
+    _proc: ProcessGuard,
     dns_port: u16,
     mgmt_port: u16,
 }
@@ -23,7 +27,7 @@ impl Dns {
         let bin = program("/usr/bin/pebble-challtestsrv");
         let dns_port = free_port();
         let mgmt_port = free_port();
-        let proc = Proc::spawn(
+        let proc = ProcessGuard::spawn(
             "pebble-challtestsrv",
             Command::new(bin)
                 .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
@@ -112,7 +116,7 @@ fn doctor_with(
     json_out: bool,
     extra: &[&str],
 ) -> (i32, String) {
-    let mut c = common::fullslack();
+    let mut c = fullslack!();
     c.arg("doctor")
         .arg("--stack")
         .arg(stack)
@@ -204,10 +208,10 @@ fn skipping_dns_still_checks_reach_and_clock_on_the_stack_addresses() {
 
 /// Replaces the plain 443 listener by a real TLS server (`openssl s_server`) with a
 /// certificate for `domain` from a test CA; returns the CA file.
-fn serve_tls(web: &mut Web, domain: &str, dir: &Path) -> (Proc, PathBuf) {
-    common::make_certs(dir, &[domain]);
+fn serve_tls(web: &mut Web, domain: &str, dir: &Path) -> (ProcessGuard, PathBuf) {
+    make_certs(dir, &[domain]);
     let port = free_port();
-    let server = Proc::spawn(
+    let server = ProcessGuard::spawn(
         "openssl s_server",
         Command::new("openssl")
             .args(["s_server", "-quiet", "-www", "-accept"])

@@ -1,12 +1,17 @@
 //! `fullslack health` against a real chat server (and certificate checks against a real TLS
 //! server).
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, make_certs, tempdir, wait_for_port, Proc};
+use fullslack_test_support::{
+    certs::make_certs,
+    chat_binary::{spawn_chat_server_with_env, start_chat_server},
+    free_port, fullslack,
+    paths::tempdir,
+    wait_for_port, ProcessGuard,
+};
+
 use serde_json::Value;
 
 fn health(args: &[&str], password: Option<&str>) -> (std::process::ExitStatus, String, String) {
@@ -17,7 +22,7 @@ fn health_env(
     args: &[&str],
     var: Option<(&str, &str)>,
 ) -> (std::process::ExitStatus, String, String) {
-    let mut c = common::fullslack();
+    let mut c = fullslack!();
     c.arg("health")
         .args(args)
         .env_remove("FULLSLACK_PROBE_PASSWORD")
@@ -52,7 +57,7 @@ fn login(base: &str, user: &str, password: &str) -> reqwest::blocking::Response 
 
 #[test]
 fn round_trip_signs_in_pings_and_writes_nothing() {
-    let chat = common::start_chat_server();
+    let chat = start_chat_server();
     let pw = "correct horse battery";
     // Without --register-probe no account is created: the round trip fails and says how.
     let (status, stdout, _) = health(&["--json", &chat.base], Some(pw));
@@ -116,7 +121,7 @@ fn round_trip_signs_in_pings_and_writes_nothing() {
 
 #[test]
 fn human_output_and_wrong_password() {
-    let chat = common::start_chat_server();
+    let chat = start_chat_server();
     let (status, stdout, _) = health(&["--register-probe", &chat.base], Some("first-password-1"));
     assert!(status.success(), "{stdout}");
     assert!(stdout.contains("ws.round_trip"), "{stdout}");
@@ -135,7 +140,7 @@ fn human_output_and_wrong_password() {
 
 #[test]
 fn without_a_probe_identity_the_round_trip_is_skipped_and_not_called_a_pass() {
-    let chat = common::start_chat_server();
+    let chat = start_chat_server();
     let (status, stdout, _) = health(&["--json", &chat.base], None);
     let report: Value = serde_json::from_str(&stdout).expect("json");
     assert!(status.success(), "{report:#}");
@@ -157,7 +162,7 @@ fn a_rate_limited_sign_in_is_not_blamed_on_the_proxy() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let chat = common::spawn_chat_server_with_env(&env).expect("server starts");
+    let chat = spawn_chat_server_with_env(&env).expect("server starts");
     // One sign-in a minute: within a few runs one is refused with 429, whatever the speed.
     let mut seen = None;
     for _ in 0..5 {
@@ -224,7 +229,7 @@ async fn certificate_validity_and_trust_against_a_real_tls_server() {
     let dir = tempdir();
     make_certs(dir.path(), &["chat.example.test"]);
     let port = free_port();
-    let _server = Proc::spawn(
+    let _server = ProcessGuard::spawn(
         "openssl s_server",
         Command::new("openssl")
             .args(["s_server", "-quiet", "-www", "-accept"])

@@ -1,13 +1,18 @@
 //! Nginx rendering: snapshots of each variant, a real `nginx -t` of every variant, and real
 //! Nginx in front of a real chat server passing HTTP, the ACME path and WebSocket traffic.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, make_certs, program, tempdir, wait_for_port, Proc};
+use fullslack_test_support::{
+    certs::make_certs,
+    chat_binary::{start_chat_server, start_chat_server_with},
+    free_port, fullslack,
+    paths::{program, tempdir},
+    wait_for_port, ProcessGuard,
+};
+
 use fullslack::nginx::{render_main, render_site, Color, SiteParams};
 use fullslack::stack;
 
@@ -194,7 +199,7 @@ fn cli_render_writes_site_and_main_config() {
     let prefix = Prefix::new();
     let site = prefix.path().join("site.conf");
     let stack_file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../stacks/ssh-host.toml");
-    let out = common::fullslack()
+    let out = fullslack!()
         .args(["nginx", "render", "--stack"])
         .arg(&stack_file)
         .arg("--cert-dir")
@@ -224,7 +229,7 @@ fn cli_render_writes_site_and_main_config() {
 
 #[tokio::test]
 async fn real_nginx_proxies_http_acme_and_websocket_to_the_chat_server() {
-    let chat = common::start_chat_server();
+    let chat = start_chat_server();
     let prefix = Prefix::new();
     let mut p = stack_params("ssh-host");
     prefix.adapt(&mut p);
@@ -238,7 +243,7 @@ async fn real_nginx_proxies_http_acme_and_websocket_to_the_chat_server() {
     prefix.write(&p);
     let t = prefix.test();
     assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
-    let _nginx = Proc::spawn(
+    let _nginx = ProcessGuard::spawn(
         "nginx",
         prefix
             .nginx()
@@ -260,9 +265,23 @@ async fn real_nginx_proxies_http_acme_and_websocket_to_the_chat_server() {
         .build()
         .expect("client");
 
-    // Plain HTTP redirects to HTTPS…
+    http_redirects_except_the_acme_challenge(&client, &prefix, p.http_port, p.https_port).await;
+    let https = format!("https://chat.example.test:{}", p.https_port);
+    https_reaches_the_app_with_its_headers_once(&client, &https, &chat.base).await;
+    metrics_answer_the_host_only(&https, &ca, p.https_port).await;
+    health_through_nginx_passes(&prefix, p.https_port);
+}
+
+/// Plain HTTP redirects to HTTPS (keeping a port other than 443), except the ACME HTTP-01
+/// challenge, served from the webroot.
+async fn http_redirects_except_the_acme_challenge(
+    client: &reqwest::Client,
+    prefix: &Prefix,
+    http_port: u16,
+    https_port: u16,
+) {
     let r = client
-        .get(format!("http://127.0.0.1:{}/api/me", p.http_port))
+        .get(format!("http://127.0.0.1:{}/api/me", http_port))
         .header("host", "chat.example.test")
         .send()
         .await
@@ -271,7 +290,7 @@ async fn real_nginx_proxies_http_acme_and_websocket_to_the_chat_server() {
     // The HTTPS port is not 443 here: the redirect keeps it.
     assert_eq!(
         r.headers()["location"].to_str().expect("location"),
-        format!("https://chat.example.test:{}/api/me", p.https_port)
+        format!("https://chat.example.test:{}/api/me", https_port)
     );
     // …except the ACME HTTP-01 challenge, served from the webroot.
     std::fs::write(
@@ -284,16 +303,22 @@ async fn real_nginx_proxies_http_acme_and_websocket_to_the_chat_server() {
     let r = client
         .get(format!(
             "http://127.0.0.1:{}/.well-known/acme-challenge/tok-123",
-            p.http_port
+            http_port
         ))
         .send()
         .await
         .expect("acme");
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body"), "tok-123.thumbprint");
+}
 
-    // HTTPS reaches the chat server, with HSTS and security headers.
-    let https = format!("https://chat.example.test:{}", p.https_port);
+/// HTTPS reaches the chat server (`direct`), with HSTS and security headers; the web
+/// client's security headers come once each, with the app's own values.
+async fn https_reaches_the_app_with_its_headers_once(
+    client: &reqwest::Client,
+    https: &str,
+    direct: &str,
+) {
     let r = client
         .get(format!("{https}/healthz"))
         .send()
@@ -309,9 +334,7 @@ async fn real_nginx_proxies_http_acme_and_websocket_to_the_chat_server() {
     assert_eq!(body["status"], "ok");
 
     // The web client's security headers come once each, with the app's own values.
-    let direct = reqwest::get(format!("{}/", chat.base))
-        .await
-        .expect("direct /");
+    let direct = reqwest::get(format!("{direct}/")).await.expect("direct /");
     let proxied = client
         .get(format!("{https}/"))
         .send()
@@ -341,16 +364,15 @@ async fn real_nginx_proxies_http_acme_and_websocket_to_the_chat_server() {
             .count(),
         1
     );
+}
 
-    // /metrics answers the host itself only.
+/// /metrics answers the host itself only.
+async fn metrics_answer_the_host_only(https: &str, ca: &[u8], port: u16) {
     let metrics = |from: &str| {
         let from: std::net::IpAddr = from.parse().expect("ip");
-        let https = https.clone();
-        let ca = ca.clone();
-        let port = p.https_port;
         async move {
             reqwest::Client::builder()
-                .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
+                .add_root_certificate(reqwest::Certificate::from_pem(ca).expect("pem"))
                 .resolve(
                     "chat.example.test",
                     format!("127.0.0.1:{port}").parse().expect("addr"),
@@ -371,13 +393,15 @@ async fn real_nginx_proxies_http_acme_and_websocket_to_the_chat_server() {
         403,
         "metrics from another address"
     );
+}
 
-    // The full health check through Nginx: HTTP, a WebSocket round trip over wss, and the
-    // certificate (trusted through the test CA).
-    let out = common::fullslack()
+/// The full health check through Nginx: HTTP, a WebSocket round trip over wss, and the
+/// certificate (trusted through the test CA).
+fn health_through_nginx_passes(prefix: &Prefix, https_port: u16) {
+    let out = fullslack!()
         .args(["health", "--json", "--ca-file"])
         .arg(prefix.path().join("certs/ca.pem"))
-        .arg(format!("https://localhost:{}", p.https_port))
+        .arg(format!("https://localhost:{}", https_port))
         .arg("--register-probe")
         .env("FULLSLACK_PROBE_PASSWORD", "probe-password-123")
         .output()
@@ -417,7 +441,7 @@ fn cli_render_refuses_host_ports_that_overflow_or_point_at_nginx() {
         )
         .expect("write");
         for args in [vec!["nginx", "render"], vec!["stack", "check"]] {
-            let out = common::fullslack()
+            let out = fullslack!()
                 .args(&args)
                 .arg("--stack")
                 .arg(&path)
@@ -439,7 +463,7 @@ fn cli_render_creates_the_main_prefix_directory() {
     let dir = tempdir();
     let prefix = dir.path().join("new/nginx-prefix");
     let site = dir.path().join("site.conf");
-    let out = common::fullslack()
+    let out = fullslack!()
         .args(["nginx", "render", "--stack"])
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../stacks/local.toml"))
         .arg("--output")
@@ -462,7 +486,7 @@ fn cli_render_creates_the_main_prefix_directory() {
 /// 127.0.0.3) get separate budgets, and a client's own `X-Forwarded-For` buys it nothing.
 #[tokio::test]
 async fn behind_the_rendered_nginx_each_client_has_its_own_sign_in_budget() {
-    let chat = common::start_chat_server_with(&[
+    let chat = start_chat_server_with(&[
         ("FULLSLACK_TRUSTED_PROXIES", "127.0.0.1"),
         // One token a minute: nothing here races a refill.
         ("FULLSLACK_RATE_LIMIT__AUTH_ADDR_PER_MIN", "1"),
@@ -480,7 +504,7 @@ async fn behind_the_rendered_nginx_each_client_has_its_own_sign_in_budget() {
     prefix.write(&p);
     let t = prefix.test();
     assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
-    let _nginx = Proc::spawn(
+    let _nginx = ProcessGuard::spawn(
         "nginx",
         prefix
             .nginx()

@@ -1,18 +1,21 @@
 //! Commands run over SSH through a real sshd on loopback (own host key, own authorized key,
 //! test-owned known_hosts).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, program, short_tempdir, wait_for_port, Proc};
+use fullslack_test_support::{
+    free_port, fullslack,
+    paths::{program, short_tempdir},
+    wait_for_port, ProcessGuard,
+};
+
 use fullslack::commands::{files, lock, Cmd};
 use fullslack::runner::{RunError, Runner, SshRunner, SshTarget};
 
 struct Sshd {
-    _proc: Proc,
+    _proc: ProcessGuard,
     port: u16,
     dir: PathBuf,
     user: String,
@@ -47,7 +50,7 @@ fn start_sshd(dir: &Path) -> Sshd {
         ),
     )
     .expect("write sshd_config");
-    let proc = Proc::spawn(
+    let proc = ProcessGuard::spawn(
         "sshd",
         Command::new(sshd)
             .args(["-D", "-e", "-f"])
@@ -201,7 +204,7 @@ fn lock_cli_over_ssh() {
     .expect("stack");
     let root = dir.path().join("locks");
     let run = |args: &[&str]| {
-        common::fullslack()
+        fullslack!()
             .env_remove("USER")
             .env_remove("LOGNAME")
             .env_remove("HOSTNAME")
@@ -224,17 +227,8 @@ fn lock_cli_over_ssh() {
     assert!(root.join("chat.lock/details").exists());
     // The holder is this user at this machine, even where USER/LOGNAME/HOSTNAME are unset.
     let details = std::fs::read_to_string(root.join("chat.lock/details")).expect("details");
-    let user = String::from_utf8(
-        Command::new("id")
-            .arg("-un")
-            .output()
-            .expect("id -un")
-            .stdout,
-    )
-    .expect("utf-8");
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     assert!(
-        details.contains(&format!("who={}@{}\n", user.trim(), host.trim())),
+        details.contains(&format!("who={}\n", this_user_at_this_host())),
         "{details}"
     );
     let out = run(&["lock", "acquire"]);
@@ -263,6 +257,20 @@ fn lock_cli_over_ssh() {
     assert!(!root.join("chat.lock").exists());
 }
 
+/// `user@host` of this process, from the system (not from USER, LOGNAME or HOSTNAME).
+fn this_user_at_this_host() -> String {
+    let user = String::from_utf8(
+        Command::new("id")
+            .arg("-un")
+            .output()
+            .expect("id -un")
+            .stdout,
+    )
+    .expect("utf-8");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    format!("{}@{}", user.trim(), host.trim())
+}
+
 #[test]
 fn a_failed_multi_host_acquire_gives_back_what_it_took() {
     let dir = short_tempdir();
@@ -287,7 +295,7 @@ fn a_failed_multi_host_acquire_gives_back_what_it_took() {
     )
     .expect("stack");
     let root = dir.path().join("locks");
-    let out = common::fullslack()
+    let out = fullslack!()
         .args(["lock", "acquire", "--stack"])
         .arg(&stack)
         .arg("--known-hosts")
@@ -336,7 +344,7 @@ fn doctor_logs_in_over_real_ssh_and_reports_an_unknown_host_key() {
         stack
     };
     let doctor = |stack: &Path| {
-        let out = common::fullslack()
+        let out = fullslack!()
             .args(["doctor", "--json", "--timeout", "5", "--stack"])
             .arg(stack)
             .args([

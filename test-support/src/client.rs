@@ -132,6 +132,24 @@ impl Client {
         v
     }
 
+    /// Every event of `channel`, in order: the replay log over REST, page by page.
+    pub async fn all_events(&self, channel: &str) -> Vec<Value> {
+        let mut events: Vec<Value> = Vec::new();
+        loop {
+            let after = events.last().map_or(0, |e| e["seq"].as_i64().unwrap());
+            let page = self
+                .ok_get(&format!(
+                    "/api/channels/{channel}/events?after={after}&limit=1000"
+                ))
+                .await;
+            let page = page["events"].as_array().unwrap().clone();
+            if page.is_empty() {
+                return events;
+            }
+            events.extend(page);
+        }
+    }
+
     pub async fn create_channel(&self, name: &str, kind: &str, members: &[&str]) -> String {
         let body = NewChannelBody {
             name: name.into(),

@@ -10,3 +10,16 @@ pub fn free_port() -> u16 {
         .expect("bind a loopback port")
         .port()
 }
+
+/// Waits until something accepts TCP connections on `127.0.0.1:port`; panics after `timeout`
+/// naming the port (for servers whose readiness is their listening socket: nginx, sshd…).
+pub fn wait_for_port(port: u16, timeout: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+}

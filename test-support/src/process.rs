@@ -2,7 +2,7 @@
 //! failing assertion never leaves a server running.
 
 use std::{
-    process::{Child, ExitStatus},
+    process::{Child, Command, ExitStatus},
     time::Duration,
 };
 
@@ -15,6 +15,21 @@ pub struct ProcessGuard {
 impl ProcessGuard {
     pub fn new(child: Child) -> ProcessGuard {
         ProcessGuard { child: Some(child) }
+    }
+
+    /// Starts `cmd`; panics naming the program (`name`) when it cannot be started.
+    pub fn spawn(name: &str, cmd: &mut Command) -> ProcessGuard {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        ProcessGuard::new(child)
+    }
+
+    /// Blocks until the process exits, and reaps it; `None` if it was reaped already.
+    pub fn wait(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.wait().ok();
+        self.child = None;
+        status
     }
 
     /// True once the process was reaped (it exited and was waited for, or was killed).

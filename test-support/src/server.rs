@@ -14,6 +14,12 @@ use crate::process::ProcessGuard;
 /// What the binary prints first (then the URL).
 const LISTENING: &str = "fullslack-chat listening on ";
 
+/// The base URL (`http://IP:PORT`, no trailing slash) in the line the binary prints first.
+pub fn base_url(first_line: &str) -> Option<String> {
+    let url = first_line.trim().strip_prefix(LISTENING)?;
+    Some(url.trim_end_matches('/').to_string())
+}
+
 /// A running `fullslack-chat`.
 pub struct SpawnedServer {
     /// `http://IP:PORT`.
@@ -48,7 +54,7 @@ pub async fn spawn_chat_server(
         let _ = std::io::copy(&mut reader, &mut std::io::sink());
     });
     let base = match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(line)) => line.trim().strip_prefix(LISTENING).map(str::to_string),
+        Ok(Ok(line)) => base_url(&line),
         _ => None,
     };
     let Some(base) = base else {

@@ -29,11 +29,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The directory test tools are installed in and scratch files go to; `scripts/test.sh` sets
 /// `FULLSLACK_TEST_RUNTIME`, a direct `cargo nextest run` falls back to the same default.
-pub fn test_runtime() -> PathBuf {
-    std::env::var_os("FULLSLACK_TEST_RUNTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.test-runtime"))
-}
+pub use fullslack_test_support::paths::test_runtime;
 
 /// A port that was free a moment ago (starts retry with a new port when the service exits
 /// early: another process can take it first).

@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn ec2_plan_apply_noop_drift_stale_plan_destroy() {
     let moto = Moto::start(None);
-    let dir = common::tempdir();
+    let dir = tempdir();
     let stack = ec2_stack(dir.path(), "ec2-test", Some("203.0.113.7/32"));
     moto.env_here();
     let rt = rt();
@@ -26,11 +26,41 @@ fn ec2_plan_apply_noop_drift_stale_plan_destroy() {
         .unwrap()
         .to_string();
 
-    // First plan: everything to create, with a labelled cost estimate; exit 2.
     let plan_path = dir.path().join("plan.json");
-    let first = fullslack(
+    first_plan_creates_everything(&moto, &stack, &plan_path);
+    // Apply exactly that plan.
+    let applied = ok(&fullslack(&moto, &["apply", s(&plan_path)], None));
+    assert!(applied.contains("is running"), "{applied}");
+    assert!(applied.contains("Applied: 5 change(s)"), "{applied}");
+
+    let have = applied_resources_are_as_planned(&rt, &aws);
+    // Second plan: nothing to do (exit 0); a second apply is a no-op.
+    let again = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(text(&again).contains("No changes"), "{}", text(&again));
+    let noop = ok(&fullslack(
         &moto,
-        &["plan", "--stack", s(&stack), "--out", s(&plan_path)],
+        &["apply", "--stack", s(&stack), "--yes"],
+        None,
+    ));
+    assert!(noop.contains("Nothing to do"), "{noop}");
+
+    let stack2 = stale_plan_refused_after_drift(&moto, dir.path(), &stack, &rt, &aws, &have[1]);
+
+    // Without --yes and without a terminal, apply refuses to change anything.
+    let replace = fullslack(&moto, &["apply", "--stack", s(&stack2)], None);
+    assert_eq!(replace.status.code(), Some(64), "{}", text(&replace));
+    assert!(text(&replace).contains("--yes"), "{}", text(&replace));
+
+    destroy_removes_only_what_is_ours(&moto, &stack, &rt, &aws, &foreign);
+}
+
+/// First plan: everything to create, with a labelled cost estimate; exit 2. Saved to
+/// `plan_path`.
+fn first_plan_creates_everything(moto: &Moto, stack: &Path, plan_path: &Path) {
+    let first = fullslack(
+        moto,
+        &["plan", "--stack", s(stack), "--out", s(plan_path)],
         None,
     );
     assert_eq!(first.status.code(), Some(2), "{}", text(&first));
@@ -50,16 +80,17 @@ fn ec2_plan_apply_noop_drift_stale_plan_destroy() {
     ] {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");
     }
+}
 
-    // Apply exactly that plan.
-    let applied = ok(&fullslack(&moto, &["apply", s(&plan_path)], None));
-    assert!(applied.contains("is running"), "{applied}");
-    assert!(applied.contains("Applied: 5 change(s)"), "{applied}");
-
-    // What exists now, read back with the SDK.
+/// What exists after the first apply, read back with the SDK: the five resources, the
+/// instance running, tagged, with its key and user data. Returns them.
+fn applied_resources_are_as_planned(
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+) -> Vec<fullslack_aws::Resource> {
     let have = rt
         .block_on(fullslack_aws::read_actual(
-            &aws,
+            aws,
             "ec2-test",
             "ec2",
             &fullslack_aws::Lookup {
@@ -116,29 +147,30 @@ fn ec2_plan_apply_noop_drift_stale_plan_destroy() {
         ud.contains("systemctl enable --now docker") && ud.contains("nginx"),
         "{ud}"
     );
+    have
+}
 
-    // Second plan: nothing to do (exit 0); a second apply is a no-op.
-    let again = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
-    assert!(text(&again).contains("No changes"), "{}", text(&again));
-    let noop = ok(&fullslack(
-        &moto,
-        &["apply", "--stack", s(&stack), "--yes"],
-        None,
-    ));
-    assert!(noop.contains("Nothing to do"), "{noop}");
-
-    // Drift: a rule added out of band shows up, and a plan saved before that is refused.
-    let stale_path = dir.path().join("stale.json");
-    let sg_id = have[1].id.clone().unwrap();
+/// Drift: a rule added out of band shows up, and a plan saved before that (an instance type
+/// change, `sg` untouched) is refused; applying the stack reverts the drift. Returns the
+/// edited stack file of that stale plan.
+fn stale_plan_refused_after_drift(
+    moto: &Moto,
+    dir: &Path,
+    stack: &Path,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+    sg: &fullslack_aws::Resource,
+) -> PathBuf {
+    let stale_path = dir.join("stale.json");
+    let sg_id = sg.id.clone().unwrap();
     // A plan made while the stack still matched… (an instance type change: replace)
-    let edited = std::fs::read_to_string(&stack)
+    let edited = std::fs::read_to_string(stack)
         .unwrap()
         .replace("t3.small", "t3.medium");
-    let stack2 = dir.path().join("stack2.toml");
+    let stack2 = dir.join("stack2.toml");
     std::fs::write(&stack2, edited).unwrap();
     let p = fullslack(
-        &moto,
+        moto,
         &["plan", "--stack", s(&stack2), "--out", s(&stale_path)],
         None,
     );
@@ -154,10 +186,97 @@ fn ec2_plan_apply_noop_drift_stale_plan_destroy() {
         "{}",
         text(&p)
     );
+    open_mysql_out_of_band(rt, aws, &sg_id);
+    let drift = fullslack(moto, &["plan", "--stack", s(stack)], None);
+    assert_eq!(drift.status.code(), Some(2), "{}", text(&drift));
+    let d = text(&drift);
+    assert!(d.contains("~ security_group ec2-test"), "{d}");
+    assert!(
+        d.contains("ingress: - tcp/3306 from 0.0.0.0/0   (not in the stack: drift)"),
+        "{d}"
+    );
+    // …no longer matches reality: refused, nothing changed.
+    let refused = fullslack(moto, &["apply", s(&stale_path)], None);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("no longer matches"),
+        "{}",
+        text(&refused)
+    );
+    assert!(
+        text(&refused).contains("hint: make a new plan"),
+        "{}",
+        text(&refused)
+    );
+    // Applying the stack reverts the drift.
+    let fixed = ok(&fullslack(
+        moto,
+        &["apply", "--stack", s(stack), "--yes"],
+        None,
+    ));
+    assert!(
+        fixed.contains("removed `tcp/3306 from 0.0.0.0/0`"),
+        "{fixed}"
+    );
+    let clean = fullslack(moto, &["plan", "--stack", s(stack)], None);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+    stack2
+}
+
+/// Destroy removes exactly what is tagged for the stack (the `foreign` group stays), and a
+/// second destroy has nothing to do.
+fn destroy_removes_only_what_is_ours(
+    moto: &Moto,
+    stack: &Path,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+    foreign: &str,
+) {
+    let gone = ok(&fullslack(
+        moto,
+        &["destroy", "--stack", s(stack), "--yes"],
+        None,
+    ));
+    assert!(gone.contains("Destroy plan"), "{gone}");
+    assert!(
+        gone.contains("5 to delete") || gone.contains("6 to delete"),
+        "{gone}"
+    );
+    let after = rt
+        .block_on(fullslack_aws::read_actual(
+            aws,
+            "ec2-test",
+            "ec2",
+            &fullslack_aws::Lookup {
+                ecr_repository: Some("ec2-test/chat".into()),
+                cluster: None,
+            },
+        ))
+        .expect("read actual");
+    assert!(after.is_empty(), "{after:#?}");
+    let still = rt
+        .block_on(
+            aws.ec2()
+                .describe_security_groups()
+                .group_ids(foreign)
+                .send(),
+        )
+        .expect("foreign sg still there");
+    assert_eq!(still.security_groups().len(), 1);
+    let nothing = ok(&fullslack(
+        moto,
+        &["destroy", "--stack", s(stack), "--yes"],
+        None,
+    ));
+    assert!(nothing.contains("Nothing to destroy"), "{nothing}");
+}
+
+/// A rule (tcp/3306 from anywhere) added to security group `sg_id` behind the stack's back.
+fn open_mysql_out_of_band(rt: &tokio::runtime::Runtime, aws: &Aws, sg_id: &str) {
     rt.block_on(
         aws.ec2()
             .authorize_security_group_ingress()
-            .group_id(&sg_id)
+            .group_id(sg_id)
             .ip_permissions(
                 fullslack_aws::sdk::ec2::types::IpPermission::builder()
                     .ip_protocol("tcp")
@@ -173,83 +292,6 @@ fn ec2_plan_apply_noop_drift_stale_plan_destroy() {
             .send(),
     )
     .expect("out-of-band rule");
-    let drift = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
-    assert_eq!(drift.status.code(), Some(2), "{}", text(&drift));
-    let d = text(&drift);
-    assert!(d.contains("~ security_group ec2-test"), "{d}");
-    assert!(
-        d.contains("ingress: - tcp/3306 from 0.0.0.0/0   (not in the stack: drift)"),
-        "{d}"
-    );
-    // …no longer matches reality: refused, nothing changed.
-    let refused = fullslack(&moto, &["apply", s(&stale_path)], None);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
-    assert!(
-        text(&refused).contains("no longer matches"),
-        "{}",
-        text(&refused)
-    );
-    assert!(
-        text(&refused).contains("hint: make a new plan"),
-        "{}",
-        text(&refused)
-    );
-    // Applying the stack reverts the drift.
-    let fixed = ok(&fullslack(
-        &moto,
-        &["apply", "--stack", s(&stack), "--yes"],
-        None,
-    ));
-    assert!(
-        fixed.contains("removed `tcp/3306 from 0.0.0.0/0`"),
-        "{fixed}"
-    );
-    let clean = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
-    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
-
-    // Without --yes and without a terminal, apply refuses to change anything.
-    let replace = fullslack(&moto, &["apply", "--stack", s(&stack2)], None);
-    assert_eq!(replace.status.code(), Some(64), "{}", text(&replace));
-    assert!(text(&replace).contains("--yes"), "{}", text(&replace));
-
-    // Destroy removes exactly what is tagged for the stack.
-    let gone = ok(&fullslack(
-        &moto,
-        &["destroy", "--stack", s(&stack), "--yes"],
-        None,
-    ));
-    assert!(gone.contains("Destroy plan"), "{gone}");
-    assert!(
-        gone.contains("5 to delete") || gone.contains("6 to delete"),
-        "{gone}"
-    );
-    let after = rt
-        .block_on(fullslack_aws::read_actual(
-            &aws,
-            "ec2-test",
-            "ec2",
-            &fullslack_aws::Lookup {
-                ecr_repository: Some("ec2-test/chat".into()),
-                cluster: None,
-            },
-        ))
-        .expect("read actual");
-    assert!(after.is_empty(), "{after:#?}");
-    let still = rt
-        .block_on(
-            aws.ec2()
-                .describe_security_groups()
-                .group_ids(&foreign)
-                .send(),
-        )
-        .expect("foreign sg still there");
-    assert_eq!(still.security_groups().len(), 1);
-    let nothing = ok(&fullslack(
-        &moto,
-        &["destroy", "--stack", s(&stack), "--yes"],
-        None,
-    ));
-    assert!(nothing.contains("Nothing to destroy"), "{nothing}");
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -262,7 +304,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 #[test]
 fn ssh_is_never_open_to_the_world_without_the_flag_and_closed_without_ssh_cidr() {
     let moto = Moto::start(None);
-    let dir = common::tempdir();
+    let dir = tempdir();
     let stack = ec2_stack(dir.path(), "ssh-test", Some("0.0.0.0/0"));
     let refused = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
@@ -285,7 +327,7 @@ fn ssh_is_never_open_to_the_world_without_the_flag_and_closed_without_ssh_cidr()
 
     // No ssh_cidr: port 22 stays closed, and the plan says so. The plan is a function of the
     // stack file and AWS alone (no what-is-my-IP service), so a colleague's plan is the same.
-    let dir2 = common::tempdir();
+    let dir2 = tempdir();
     let stack2 = ec2_stack(dir2.path(), "ssh-none", None);
     let closed = fullslack(&moto, &["plan", "--stack", s(&stack2)], None);
     assert_eq!(closed.status.code(), Some(2), "{}", text(&closed));
@@ -300,7 +342,7 @@ fn ssh_is_never_open_to_the_world_without_the_flag_and_closed_without_ssh_cidr()
 #[test]
 fn ec2_count_change_adds_and_removes_instances_with_their_addresses() {
     let moto = Moto::start(None);
-    let dir = common::tempdir();
+    let dir = tempdir();
     // More than one node needs MongoDB and Redis (run on the hosts here).
     let base = ec2_stack(dir.path(), "scale-test", Some("203.0.113.7/32"));
     let stack = dir.path().join("one.toml");

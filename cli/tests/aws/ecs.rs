@@ -7,24 +7,58 @@ use super::*;
 fn ecs_plan_apply_noop_drift_new_image_destroy() {
     let moto = Moto::start(Some(1));
     moto.env_here();
-    let dir = common::tempdir();
+    let dir = tempdir();
     let rt = rt();
     let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
     let cert = acm_certificate(&moto);
     let stack = ecs_stack(dir.path(), &rt, &aws, "ecs-test", 1, "v1", Some(&cert));
 
-    // A certificate of another region (or not an ACM ARN) is refused at plan time, before
-    // apply could create the redirect listener and fail on the HTTPS one.
+    a_certificate_of_another_region_is_refused(&moto, dir.path(), &rt, &aws);
+    secrets_first_then_the_plan_shows_everything(&moto, &stack);
+    let applied = ok(&fullslack(
+        &moto,
+        &[
+            "apply",
+            "--stack",
+            s(&stack),
+            "--yes",
+            "--wait-timeout",
+            "60",
+        ],
+        None,
+    ));
+    assert!(applied.contains("service ecs-test is stable"), "{applied}");
+    assert!(applied.contains("load_balancer ecs-test"), "{applied}");
+    applied_as_asked(&rt, &aws);
+
+    // Second plan: no changes.
+    let again = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+
+    drift_is_planned_and_reverted(&moto, &stack, &rt, &aws);
+    let v2 = ecs_stack(dir.path(), &rt, &aws, "ecs-test", 1, "v2", Some(&cert));
+    a_new_image_moves_the_service(&moto, &v2, &rt, &aws);
+    destroy_leaves_the_tasks_group(&moto, &v2, &rt, &aws);
+}
+
+/// A certificate of another region (or not an ACM ARN) is refused at plan time, before
+/// apply could create the redirect listener and fail on the HTTPS one.
+fn a_certificate_of_another_region_is_refused(
+    moto: &Moto,
+    dir: &Path,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+) {
     let wrong = ecs_stack(
-        dir.path(),
-        &rt,
-        &aws,
+        dir,
+        rt,
+        aws,
         "ecs-test",
         1,
         "v0",
         Some("arn:aws:acm:eu-west-1:123456789012:certificate/abc"),
     );
-    let refused = fullslack(&moto, &["plan", "--stack", s(&wrong)], None);
+    let refused = fullslack(moto, &["plan", "--stack", s(&wrong)], None);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     assert!(
         text(&refused)
@@ -32,9 +66,12 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
         "{}",
         text(&refused)
     );
+}
 
-    // The secret the task definition references must exist first: the plan says how.
-    let missing = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+/// The secret the task definition references must exist first: the plan says how; with
+/// the secrets set, the first plan shows every resource (and no secret value).
+fn secrets_first_then_the_plan_shows_everything(moto: &Moto, stack: &Path) {
+    let missing = fullslack(moto, &["plan", "--stack", s(stack)], None);
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
     assert!(
         text(&missing).contains("fullslack secrets set"),
@@ -42,8 +79,8 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
         text(&missing)
     );
     ok(&fullslack(
-        &moto,
-        &["secrets", "set", "jwt-secret", "--stack", s(&stack)],
+        moto,
+        &["secrets", "set", "jwt-secret", "--stack", s(stack)],
         Some("jwt-value-never-shown-0123456789abcdef"),
     ));
     for (name, value) in [
@@ -54,13 +91,13 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
         ),
     ] {
         ok(&fullslack(
-            &moto,
-            &["secrets", "set", name, "--stack", s(&stack)],
+            moto,
+            &["secrets", "set", name, "--stack", s(stack)],
             Some(value),
         ));
     }
 
-    let first = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    let first = fullslack(moto, &["plan", "--stack", s(stack)], None);
     assert_eq!(first.status.code(), Some(2), "{}", text(&first));
     let out = text(&first);
     for want in [
@@ -89,23 +126,10 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");
     }
     assert!(!out.contains("never-shown"), "{out}");
+}
 
-    let applied = ok(&fullslack(
-        &moto,
-        &[
-            "apply",
-            "--stack",
-            s(&stack),
-            "--yes",
-            "--wait-timeout",
-            "60",
-        ],
-        None,
-    ));
-    assert!(applied.contains("service ecs-test is stable"), "{applied}");
-    assert!(applied.contains("load_balancer ecs-test"), "{applied}");
-
-    // What exists: the task definition and service as asked.
+/// What exists after the apply: the task definition, service and target group as asked.
+fn applied_as_asked(rt: &tokio::runtime::Runtime, aws: &Aws) {
     let td = rt
         .block_on(
             aws.ecs()
@@ -152,12 +176,15 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
         )
         .expect("target group");
     assert_eq!(tgs.target_groups()[0].health_check_path(), Some("/readyz"));
+}
 
-    // Second plan: no changes.
-    let again = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
-
-    // Drift: desired count changed out of band.
+/// Drift: the desired count changed out of band is planned back and applied.
+fn drift_is_planned_and_reverted(
+    moto: &Moto,
+    stack: &Path,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+) {
     rt.block_on(
         aws.ecs()
             .update_service()
@@ -167,7 +194,7 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
             .send(),
     )
     .expect("out-of-band scale");
-    let drift = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    let drift = fullslack(moto, &["plan", "--stack", s(stack)], None);
     assert_eq!(drift.status.code(), Some(2), "{}", text(&drift));
     assert!(
         text(&drift).contains("~ ecs_service ecs-test"),
@@ -180,29 +207,31 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
         text(&drift)
     );
     ok(&fullslack(
-        &moto,
+        moto,
         &[
             "apply",
             "--stack",
-            s(&stack),
+            s(stack),
             "--yes",
             "--wait-timeout",
             "60",
         ],
         None,
     ));
-    let clean = fullslack(&moto, &["plan", "--stack", s(&stack)], None);
+    let clean = fullslack(moto, &["plan", "--stack", s(stack)], None);
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+}
 
-    // A new image: a new task definition revision, the service moves to it and is waited for.
-    let v2 = ecs_stack(dir.path(), &rt, &aws, "ecs-test", 1, "v2", Some(&cert));
-    let p = fullslack(&moto, &["plan", "--stack", s(&v2)], None);
+/// A new image (stack file `v2`): a new task definition revision, the service moves to it
+/// and is waited for.
+fn a_new_image_moves_the_service(moto: &Moto, v2: &Path, rt: &tokio::runtime::Runtime, aws: &Aws) {
+    let p = fullslack(moto, &["plan", "--stack", s(v2)], None);
     assert_eq!(p.status.code(), Some(2), "{}", text(&p));
     assert!(text(&p).contains("image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/ecs-test/chat:v1 → 123456789012.dkr.ecr.us-east-1.amazonaws.com/ecs-test/chat:v2"), "{}", text(&p));
     assert!(text(&p).contains("~ ecs_service ecs-test"), "{}", text(&p));
     let up = ok(&fullslack(
-        &moto,
-        &["apply", "--stack", s(&v2), "--yes", "--wait-timeout", "60"],
+        moto,
+        &["apply", "--stack", s(v2), "--yes", "--wait-timeout", "60"],
         None,
     ));
     assert!(up.contains("ecs-test:2"), "{up}");
@@ -219,26 +248,21 @@ fn ecs_plan_apply_noop_drift_new_image_destroy() {
         .task_definition()
         .unwrap()
         .ends_with("ecs-test:2"));
-    let clean = fullslack(&moto, &["plan", "--stack", s(&v2)], None);
+    let clean = fullslack(moto, &["plan", "--stack", s(v2)], None);
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+}
 
-    // Destroy: everything of the stack goes; the tasks' security group (not ours) stays.
+/// Destroy: everything of the stack goes; the tasks' security group (not ours) stays.
+fn destroy_leaves_the_tasks_group(moto: &Moto, v2: &Path, rt: &tokio::runtime::Runtime, aws: &Aws) {
     let gone = ok(&fullslack(
-        &moto,
-        &[
-            "destroy",
-            "--stack",
-            s(&v2),
-            "--yes",
-            "--wait-timeout",
-            "60",
-        ],
+        moto,
+        &["destroy", "--stack", s(v2), "--yes", "--wait-timeout", "60"],
         None,
     ));
     assert!(gone.contains("deleted ECS service ecs-test"), "{gone}");
     let after = rt
         .block_on(fullslack_aws::read_actual(
-            &aws,
+            aws,
             "ecs-test",
             "ecs",
             &fullslack_aws::Lookup {
@@ -264,7 +288,7 @@ fn ecs_wait_for_stable_times_out_with_a_clear_failure() {
     // moto reports one running task per service: a service that wants two never settles.
     let moto = Moto::start(Some(1));
     moto.env_here();
-    let dir = common::tempdir();
+    let dir = tempdir();
     let rt = rt();
     let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
     let stack = ecs_stack(dir.path(), &rt, &aws, "ecs-slow", 2, "v1", None);
@@ -307,30 +331,10 @@ fn ecs_wait_for_stable_times_out_with_a_clear_failure() {
 fn a_shared_ecs_cluster_is_used_but_never_deleted_under_another_stacks_service() {
     let moto = Moto::start(Some(1));
     moto.env_here();
-    let dir = common::tempdir();
+    let dir = tempdir();
     let rt = rt();
     let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
-    let stack = |name: &str, cluster: Option<&str>| {
-        let d = dir.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        let p = ecs_stack(&d, &rt, &aws, name, 1, "v1", None);
-        let t = std::fs::read_to_string(&p).unwrap();
-        let line = format!("cluster = \"{name}-cluster\"\n");
-        let t = match cluster {
-            Some(c) => t.replace(&line, &format!("cluster = \"{c}\"\n")),
-            None => t.replace(&line, ""),
-        };
-        std::fs::write(&p, t).unwrap();
-        for secret in ["jwt-secret", "redis-url", "mongodb-url"] {
-            ok(&fullslack(
-                &moto,
-                &["secrets", "set", secret, "--stack", s(&p)],
-                Some("x-secret-value"),
-            ));
-        }
-        p
-    };
-    let a = stack("ecs-a", None);
+    let a = stack_in_cluster(&moto, dir.path(), &rt, &aws, "ecs-a", None);
     let p = fullslack(&moto, &["plan", "--stack", s(&a)], None);
     assert!(
         text(&p).contains("+ ecs_cluster fullslack-ecs-a: create"),
@@ -344,7 +348,14 @@ fn a_shared_ecs_cluster_is_used_but_never_deleted_under_another_stacks_service()
     ));
 
     // B runs its service in A's cluster: used, not managed.
-    let b = stack("ecs-b", Some("fullslack-ecs-a"));
+    let b = stack_in_cluster(
+        &moto,
+        dir.path(),
+        &rt,
+        &aws,
+        "ecs-b",
+        Some("fullslack-ecs-a"),
+    );
     let p = fullslack(&moto, &["plan", "--stack", s(&b)], None);
     assert_eq!(p.status.code(), Some(2), "{}", text(&p));
     let t = text(&p);
@@ -389,4 +400,34 @@ fn a_shared_ecs_cluster_is_used_but_never_deleted_under_another_stacks_service()
         gone.contains("deleted ECS cluster fullslack-ecs-a"),
         "{gone}"
     );
+}
+
+/// An ECS stack `name` (in its own directory under `dir`, its secrets set) that runs in
+/// `cluster`, or in the default cluster name when `None` (no `cluster` line).
+fn stack_in_cluster(
+    moto: &Moto,
+    dir: &Path,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+    name: &str,
+    cluster: Option<&str>,
+) -> PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let p = ecs_stack(&d, rt, aws, name, 1, "v1", None);
+    let t = std::fs::read_to_string(&p).unwrap();
+    let line = format!("cluster = \"{name}-cluster\"\n");
+    let t = match cluster {
+        Some(c) => t.replace(&line, &format!("cluster = \"{c}\"\n")),
+        None => t.replace(&line, ""),
+    };
+    std::fs::write(&p, t).unwrap();
+    for secret in ["jwt-secret", "redis-url", "mongodb-url"] {
+        ok(&fullslack(
+            moto,
+            &["secrets", "set", secret, "--stack", s(&p)],
+            Some("x-secret-value"),
+        ));
+    }
+    p
 }

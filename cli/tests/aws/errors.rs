@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn aws_errors_say_what_to_do() {
     let moto = Moto::start(None);
-    let dir = common::tempdir();
+    let dir = tempdir();
     let stack = ec2_stack(dir.path(), "err-test", Some("203.0.113.7/32"));
 
     // No credentials anywhere.
@@ -56,15 +56,19 @@ fn aws_errors_say_what_to_do() {
     );
     assert!(text(&out).contains("public_key_file"), "{}", text(&out));
 
-    // An AWS error is one short sentence with the call, AWS's code and message, and the hint;
-    // the SDK's dump only with -vv.
-    let bad_subnet = std::fs::read_to_string(&stack).unwrap().replace(
+    an_aws_error_is_one_sentence_and_a_hint(&moto, dir.path(), &stack);
+}
+
+/// An AWS error is one short sentence with the call, AWS's code and message, and the hint;
+/// the SDK's dump only with -vv.
+fn an_aws_error_is_one_sentence_and_a_hint(moto: &Moto, dir: &Path, stack: &Path) {
+    let bad_subnet = std::fs::read_to_string(stack).unwrap().replace(
         "count = 1\n",
         "count = 1\nsubnet_id = \"subnet-0doesnotexist\"\n",
     );
-    let bad_subnet_path = dir.path().join("badsubnet.toml");
+    let bad_subnet_path = dir.join("badsubnet.toml");
     std::fs::write(&bad_subnet_path, bad_subnet).unwrap();
-    let out = fullslack(&moto, &["plan", "--stack", s(&bad_subnet_path)], None);
+    let out = fullslack(moto, &["plan", "--stack", s(&bad_subnet_path)], None);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     let lines: Vec<&str> = err.lines().collect();
@@ -75,11 +79,7 @@ fn aws_errors_say_what_to_do() {
     );
     assert!(lines[0].len() < 200, "{err}");
     assert!(lines[1].starts_with("hint: "), "{err}");
-    let verbose = fullslack(
-        &moto,
-        &["-vv", "plan", "--stack", s(&bad_subnet_path)],
-        None,
-    );
+    let verbose = fullslack(moto, &["-vv", "plan", "--stack", s(&bad_subnet_path)], None);
     let verr = String::from_utf8_lossy(&verbose.stderr).to_string();
     assert!(
         verr.len() > err.len() + 200,
@@ -90,7 +90,7 @@ fn aws_errors_say_what_to_do() {
 #[test]
 fn declining_the_apply_prompt_exits_1_and_changes_nothing() {
     let moto = Moto::start(None);
-    let dir = common::tempdir();
+    let dir = tempdir();
     let stack = ec2_stack(dir.path(), "no-test", Some("203.0.113.7/32"));
     // `script` gives apply a terminal; we answer once the prompt is on the screen.
     let bin = env!("CARGO_BIN_EXE_fullslack");
@@ -180,7 +180,7 @@ fn refused_credentials_and_missing_permissions_get_their_own_hints() {
         xml_value(&key, "AccessKeyId"),
         xml_value(&key, "SecretAccessKey"),
     );
-    let dir = common::tempdir();
+    let dir = tempdir();
     let stack = ec2_stack(dir.path(), "iam-test", Some("203.0.113.7/32"));
 
     // A user without any policy: permission denied, with the IAM hint.

@@ -6,9 +6,8 @@ use super::*;
 /// stack's tags (as `plan` does), and before any apply they say to run it.
 #[test]
 fn ec2_hosts_are_found_by_the_stack_tags_after_apply() {
-    use fullslack_aws::sdk::ec2::types as t;
     let moto = Moto::start(None);
-    let dir = common::tempdir();
+    let dir = tempdir();
     let name = "hosts-test";
     let stack = ec2_stack(dir.path(), name, Some("203.0.113.7/32"));
 
@@ -40,23 +39,7 @@ fn ec2_hosts_are_found_by_the_stack_tags_after_apply() {
     moto.env_here();
     let rt = rt();
     let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
-    let addrs = rt
-        .block_on(
-            aws.ec2()
-                .describe_addresses()
-                .filters(
-                    t::Filter::builder()
-                        .name("tag:fullslack:stack")
-                        .values(name)
-                        .build(),
-                )
-                .send(),
-        )
-        .expect("describe addresses");
-    let eip = addrs.addresses()[0]
-        .public_ip()
-        .expect("the stack's Elastic IP")
-        .to_string();
+    let eip = stack_elastic_ip(&rt, &aws, name);
 
     // The host found is the instance behind the stack's Elastic IP.
     let found = rt
@@ -85,4 +68,26 @@ fn ec2_hosts_are_found_by_the_stack_tags_after_apply() {
         None,
     );
     ok(&dry);
+}
+
+/// The public address of stack `name`'s Elastic IP (found by its tag).
+fn stack_elastic_ip(rt: &tokio::runtime::Runtime, aws: &Aws, name: &str) -> String {
+    use fullslack_aws::sdk::ec2::types as t;
+    let addrs = rt
+        .block_on(
+            aws.ec2()
+                .describe_addresses()
+                .filters(
+                    t::Filter::builder()
+                        .name("tag:fullslack:stack")
+                        .values(name)
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("describe addresses");
+    addrs.addresses()[0]
+        .public_ip()
+        .expect("the stack's Elastic IP")
+        .to_string()
 }

@@ -44,22 +44,10 @@ fn finish(
 #[test]
 fn applies_of_one_stack_take_turns_under_its_lock() {
     let moto = Moto::start(None);
-    let dir = common::tempdir();
+    let dir = tempdir();
     let name = "lock-test";
     let base = ec2_stack(dir.path(), name, Some("203.0.113.7/32"));
-    let with_count = |n: u32| {
-        let p = dir.path().join(format!("count-{n}.toml"));
-        std::fs::write(
-            &p,
-            std::fs::read_to_string(&base)
-                .unwrap()
-                .replace("count = 1", &format!("count = {n}"))
-                + "\n[redis]\nmode = \"managed\"\n\n[mongodb]\nmode = \"managed\"\n",
-        )
-        .unwrap();
-        p
-    };
-    let (one, two, three) = (with_count(1), with_count(2), with_count(3));
+    let [one, two, three] = [1, 2, 3].map(|n| stack_with_count(dir.path(), &base, n));
     ok(&fullslack(
         &moto,
         &["apply", "--stack", s(&one), "--yes"],
@@ -82,70 +70,9 @@ fn applies_of_one_stack_take_turns_under_its_lock() {
         ))
         .expect("take the lock");
     let me = fullslack_aws::lock::whoami();
-    let refused = fullslack(&moto, &["apply", "--stack", s(&two), "--yes"], None);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
-    let t = text(&refused);
-    assert!(
-        t.contains(&format!("stack `{name}` is locked by {me} since")) && t.contains("(deploy)"),
-        "{t}"
-    );
-    assert!(
-        t.contains("--lock-wait") && t.contains("--break-lock"),
-        "{t}"
-    );
-    assert_eq!(count(), 1);
-    // destroy takes the same lock.
-    let refused = fullslack(&moto, &["destroy", "--stack", s(&one), "--yes"], None);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
-    assert!(
-        text(&refused).contains("is locked by"),
-        "{}",
-        text(&refused)
-    );
-
-    // --lock-wait: it waits, and goes on once the holder releases.
-    let (child, rx) = spawn_fullslack(
-        &moto,
-        &["apply", "--stack", s(&two), "--yes", "--lock-wait", "2m"],
-    );
-    let waiting = rx
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("a line while waiting");
-    assert!(waiting.contains("waiting up to 120 s"), "{waiting}");
-    assert_eq!(count(), 1, "nothing launched while the lock is held");
-    rt.block_on(fullslack_aws::lock::release(&aws, &held))
-        .expect("release");
-    let (code, out) = finish(child, rx);
-    assert_eq!(code, Some(0), "{out}");
-    assert_eq!(count(), 2);
-
-    // Two applies at once: one applies, the other waits and then finds nothing to do.
-    let a = spawn_fullslack(
-        &moto,
-        &["apply", "--stack", s(&three), "--yes", "--lock-wait", "2m"],
-    );
-    let b = spawn_fullslack(
-        &moto,
-        &["apply", "--stack", s(&three), "--yes", "--lock-wait", "2m"],
-    );
-    let (ca, oa) = finish(a.0, a.1);
-    let (cb, ob) = finish(b.0, b.1);
-    assert_eq!((ca, cb), (Some(0), Some(0)), "{oa}\n=====\n{ob}");
-    assert_eq!(count(), 3, "exactly one third instance:\n{oa}\n=====\n{ob}");
-    let applied = [&oa, &ob]
-        .iter()
-        .filter(|o| o.contains("Applied: 2 change(s)"))
-        .count();
-    let nothing = [&oa, &ob]
-        .iter()
-        .filter(|o| o.contains("Nothing to do"))
-        .count();
-    assert_eq!((applied, nothing), (1, 1), "{oa}\n=====\n{ob}");
-    assert!(rt
-        .block_on(fullslack_aws::lock::holder(&aws, name))
-        .unwrap()
-        .is_none());
-
+    a_held_lock_refuses_apply_and_destroy(&moto, [&one, &two], name, &me, &count);
+    lock_wait_goes_on_once_released(&moto, &two, &rt, &aws, &held, &count);
+    two_applies_at_once_take_turns(&moto, &three, &rt, &aws, name, &count);
     // A lock left by a run that died: --break-lock says whose it was and goes on.
     rt.block_on(fullslack_aws::lock::acquire(
         &aws,
@@ -165,4 +92,110 @@ fn applies_of_one_stack_take_turns_under_its_lock() {
         "{broke}"
     );
     assert_eq!(count(), 0);
+}
+
+/// Someone holds the lock: apply (of stack file `two`) fails at once naming the holder (`me`),
+/// and launches nothing; destroy (of `one`) takes the same lock.
+fn a_held_lock_refuses_apply_and_destroy(
+    moto: &Moto,
+    [one, two]: [&Path; 2],
+    name: &str,
+    me: &str,
+    count: &dyn Fn() -> usize,
+) {
+    let refused = fullslack(moto, &["apply", "--stack", s(two), "--yes"], None);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let t = text(&refused);
+    assert!(
+        t.contains(&format!("stack `{name}` is locked by {me} since")) && t.contains("(deploy)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("--lock-wait") && t.contains("--break-lock"),
+        "{t}"
+    );
+    assert_eq!(count(), 1);
+    // destroy takes the same lock.
+    let refused = fullslack(moto, &["destroy", "--stack", s(one), "--yes"], None);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("is locked by"),
+        "{}",
+        text(&refused)
+    );
+}
+
+/// --lock-wait: it waits, and goes on once the holder releases `held`.
+fn lock_wait_goes_on_once_released(
+    moto: &Moto,
+    two: &Path,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+    held: &fullslack_aws::lock::Lock,
+    count: &dyn Fn() -> usize,
+) {
+    let (child, rx) = spawn_fullslack(
+        moto,
+        &["apply", "--stack", s(two), "--yes", "--lock-wait", "2m"],
+    );
+    let waiting = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a line while waiting");
+    assert!(waiting.contains("waiting up to 120 s"), "{waiting}");
+    assert_eq!(count(), 1, "nothing launched while the lock is held");
+    rt.block_on(fullslack_aws::lock::release(aws, held))
+        .expect("release");
+    let (code, out) = finish(child, rx);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(count(), 2);
+}
+
+/// Two applies at once: one applies, the other waits and then finds nothing to do.
+fn two_applies_at_once_take_turns(
+    moto: &Moto,
+    three: &Path,
+    rt: &tokio::runtime::Runtime,
+    aws: &Aws,
+    name: &str,
+    count: &dyn Fn() -> usize,
+) {
+    let a = spawn_fullslack(
+        moto,
+        &["apply", "--stack", s(three), "--yes", "--lock-wait", "2m"],
+    );
+    let b = spawn_fullslack(
+        moto,
+        &["apply", "--stack", s(three), "--yes", "--lock-wait", "2m"],
+    );
+    let (ca, oa) = finish(a.0, a.1);
+    let (cb, ob) = finish(b.0, b.1);
+    assert_eq!((ca, cb), (Some(0), Some(0)), "{oa}\n=====\n{ob}");
+    assert_eq!(count(), 3, "exactly one third instance:\n{oa}\n=====\n{ob}");
+    let applied = [&oa, &ob]
+        .iter()
+        .filter(|o| o.contains("Applied: 2 change(s)"))
+        .count();
+    let nothing = [&oa, &ob]
+        .iter()
+        .filter(|o| o.contains("Nothing to do"))
+        .count();
+    assert_eq!((applied, nothing), (1, 1), "{oa}\n=====\n{ob}");
+    assert!(rt
+        .block_on(fullslack_aws::lock::holder(aws, name))
+        .unwrap()
+        .is_none());
+}
+
+/// The stack file `base` with `n` instances and managed Redis and MongoDB, written to `dir`.
+fn stack_with_count(dir: &Path, base: &Path, n: u32) -> PathBuf {
+    let p = dir.join(format!("count-{n}.toml"));
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(base)
+            .unwrap()
+            .replace("count = 1", &format!("count = {n}"))
+            + "\n[redis]\nmode = \"managed\"\n\n[mongodb]\nmode = \"managed\"\n",
+    )
+    .unwrap();
+    p
 }

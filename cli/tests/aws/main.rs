@@ -2,11 +2,6 @@
 //! a free loopback port): the `fullslack` binary does the work, the tests check what exists
 //! through the same SDK. One test binary; a module per subject, the shared helpers here.
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../common/moto.rs"]
-mod moto;
-
 mod ec2;
 mod ecr;
 mod ecs;
@@ -23,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use fullslack_aws::{Aws, Kind};
-use moto::Moto;
+use fullslack_test_support::{moto::Moto, paths::tempdir};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -163,48 +158,8 @@ fn ecs_stack(
     tag: &str,
     cert: Option<&str>,
 ) -> PathBuf {
-    let subnets = rt
-        .block_on(
-            aws.ec2()
-                .describe_subnets()
-                .filters(
-                    fullslack_aws::sdk::ec2::types::Filter::builder()
-                        .name("default-for-az")
-                        .values("true")
-                        .build(),
-                )
-                .send(),
-        )
-        .expect("subnets");
-    let subnets: Vec<String> = subnets
-        .subnets()
-        .iter()
-        .take(2)
-        .map(|s| format!("\"{}\"", s.subnet_id().unwrap()))
-        .collect();
-    assert_eq!(subnets.len(), 2);
-    let sg = match rt.block_on(
-        aws.ec2()
-            .describe_security_groups()
-            .group_names(format!("{name}-tasks"))
-            .send(),
-    ) {
-        Ok(o) if !o.security_groups().is_empty() => {
-            o.security_groups()[0].group_id().unwrap().to_string()
-        }
-        _ => rt
-            .block_on(
-                aws.ec2()
-                    .create_security_group()
-                    .group_name(format!("{name}-tasks"))
-                    .description("tasks")
-                    .send(),
-            )
-            .expect("sg")
-            .group_id()
-            .unwrap()
-            .to_string(),
-    };
+    let subnets = two_default_subnets(rt, aws);
+    let sg = tasks_security_group(rt, aws, name);
     // TLS on ECS needs the ALB's certificate: without one the service is plain HTTP.
     let tls = cert.is_some();
     let cert = cert
@@ -254,6 +209,58 @@ FULLSLACK_AUTH__JWT_SECRET = {{ ssm = "/{name}/jwt-secret" }}
     let path = dir.join(format!("stack-{tag}-{replicas}.toml"));
     std::fs::write(&path, text).expect("write stack");
     path
+}
+
+/// Two of moto's default subnets, quoted for a TOML array.
+fn two_default_subnets(rt: &tokio::runtime::Runtime, aws: &Aws) -> Vec<String> {
+    let subnets = rt
+        .block_on(
+            aws.ec2()
+                .describe_subnets()
+                .filters(
+                    fullslack_aws::sdk::ec2::types::Filter::builder()
+                        .name("default-for-az")
+                        .values("true")
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("subnets");
+    let subnets: Vec<String> = subnets
+        .subnets()
+        .iter()
+        .take(2)
+        .map(|s| format!("\"{}\"", s.subnet_id().unwrap()))
+        .collect();
+    assert_eq!(subnets.len(), 2);
+    subnets
+}
+
+/// The id of security group `NAME-tasks` (the stack's tasks' group, which is not the
+/// stack's own), made when missing.
+fn tasks_security_group(rt: &tokio::runtime::Runtime, aws: &Aws, name: &str) -> String {
+    match rt.block_on(
+        aws.ec2()
+            .describe_security_groups()
+            .group_names(format!("{name}-tasks"))
+            .send(),
+    ) {
+        Ok(o) if !o.security_groups().is_empty() => {
+            o.security_groups()[0].group_id().unwrap().to_string()
+        }
+        _ => rt
+            .block_on(
+                aws.ec2()
+                    .create_security_group()
+                    .group_name(format!("{name}-tasks"))
+                    .description("tasks")
+                    .send(),
+            )
+            .expect("sg")
+            .group_id()
+            .unwrap()
+            .to_string(),
+    }
 }
 
 fn instances_of(

@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn names_are_per_stack_and_a_taken_name_is_refused_at_plan_time() {
     let moto = Moto::start(None);
-    let dir = common::tempdir();
+    let dir = tempdir();
     let a = ec2_stack(dir.path(), "names-a", Some("203.0.113.7/32"));
     ok(&fullslack(
         &moto,
@@ -76,7 +76,7 @@ fn names_are_per_stack_and_a_taken_name_is_refused_at_plan_time() {
 #[test]
 fn the_stack_file_is_named_the_same_way_on_every_command() {
     let moto = Moto::start(None);
-    let dir = common::tempdir();
+    let dir = tempdir();
     let stack = ec2_stack(dir.path(), "flag-test", Some("203.0.113.7/32"));
     let env = [("FULLSLACK_STACK", s(&stack))];
     let plan_path = dir.path().join("p.json");

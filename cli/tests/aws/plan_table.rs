@@ -41,15 +41,13 @@ pub(super) fn planned_attrs(plan: &serde_json::Value) -> Vec<(String, String, St
 /// have must have been covered by a case.
 #[test]
 fn every_planned_change_applies_and_the_next_plan_is_empty() {
-    use fullslack_aws::sdk::ec2::types as t;
     let moto = Moto::start(None);
-    let dir = common::tempdir();
+    let dir = tempdir();
     let name = "conv";
     let stack = ec2_stack(dir.path(), name, Some("203.0.113.7/32"));
     moto.env_here();
     let rt = rt();
     let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
-    let ec2 = aws.ec2();
 
     let plan_path = dir.path().join("first.json");
     let first = fullslack(
@@ -63,63 +61,139 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
     let all = compared_attrs(&first);
     ok(&fullslack(&moto, &["apply", s(&plan_path)], None));
 
-    // Safer defaults: IMDSv2 required, the root volume encrypted.
-    let inst = &instances_of(&rt, &aws, name)[0];
-    let d = rt
-        .block_on(
-            ec2.describe_instances()
-                .instance_ids(inst.id.clone().unwrap())
-                .send(),
-        )
-        .unwrap();
-    let i = &d.reservations()[0].instances()[0];
-    assert_eq!(
-        i.metadata_options().and_then(|m| m.http_tokens()),
-        Some(&t::HttpTokensState::Required)
-    );
-    let vols = rt
-        .block_on(
-            ec2.describe_volumes()
-                .filters(
-                    t::Filter::builder()
-                        .name("attachment.instance-id")
-                        .values(inst.id.clone().unwrap())
-                        .build(),
-                )
-                .send(),
-        )
-        .unwrap();
-    assert_eq!(vols.volumes()[0].encrypted(), Some(true));
-    assert_eq!(vols.volumes()[0].size(), Some(20));
-
-    // A group of someone else's in the same VPC, and subnets to move to.
-    let foreign_sg = |rt: &tokio::runtime::Runtime, vpc: &str, n: &str| -> String {
-        rt.block_on(
-            ec2.create_security_group()
-                .group_name(n)
-                .description("not ours")
-                .vpc_id(vpc)
-                .send(),
-        )
-        .unwrap()
-        .group_id()
-        .unwrap()
-        .to_string()
+    let env = Ec2Env {
+        ec2: aws.ec2(),
+        rt,
+        aws,
+        name,
+        other_key: ssh_keygen(&{
+            let d = dir.path().join("k2");
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        }),
     };
-    let instance = |rt: &tokio::runtime::Runtime| instances_of(rt, &aws, name).remove(0);
-    let other_key = ssh_keygen(&{
-        let d = dir.path().join("k2");
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    });
-
+    env.safer_defaults_hold();
     let mut text_now = std::fs::read_to_string(&stack).unwrap();
-    let cases: Vec<Case<'_>> = vec![
+    let cases = ec2_cases(&env);
+    let covered = run_ec2_cases(&env, &moto, dir.path(), &stack, &mut text_now, &cases);
+    let missing: Vec<_> = all.iter().filter(|a| !covered.contains(a)).collect();
+    assert!(
+        missing.is_empty(),
+        "attributes no case changes: {missing:?}"
+    );
+}
+
+/// What the EC2 cases act on: the runtime, the AWS clients, the stack's name, and a second
+/// public key to change the key pair's material to.
+struct Ec2Env {
+    rt: tokio::runtime::Runtime,
+    aws: Aws,
+    ec2: fullslack_aws::sdk::ec2::Client,
+    name: &'static str,
+    other_key: PathBuf,
+}
+
+impl Ec2Env {
+    /// A security group of someone else's, named `n`, in VPC `vpc`.
+    fn foreign_sg(&self, vpc: &str, n: &str) -> String {
+        self.rt
+            .block_on(
+                self.ec2
+                    .create_security_group()
+                    .group_name(n)
+                    .description("not ours")
+                    .vpc_id(vpc)
+                    .send(),
+            )
+            .unwrap()
+            .group_id()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The stack's instance, as read now.
+    fn instance(&self) -> fullslack_aws::Resource {
+        instances_of(&self.rt, &self.aws, self.name).remove(0)
+    }
+
+    /// Safer defaults: IMDSv2 required, the root volume encrypted (and 20 GB).
+    fn safer_defaults_hold(&self) {
+        use fullslack_aws::sdk::ec2::types as t;
+        let inst = &self.instance();
+        let d = self
+            .rt
+            .block_on(
+                self.ec2
+                    .describe_instances()
+                    .instance_ids(inst.id.clone().unwrap())
+                    .send(),
+            )
+            .unwrap();
+        let i = &d.reservations()[0].instances()[0];
+        assert_eq!(
+            i.metadata_options().and_then(|m| m.http_tokens()),
+            Some(&t::HttpTokensState::Required)
+        );
+        let vols = self
+            .rt
+            .block_on(
+                self.ec2
+                    .describe_volumes()
+                    .filters(
+                        t::Filter::builder()
+                            .name("attachment.instance-id")
+                            .values(inst.id.clone().unwrap())
+                            .build(),
+                    )
+                    .send(),
+            )
+            .unwrap();
+        assert_eq!(vols.volumes()[0].encrypted(), Some(true));
+        assert_eq!(vols.volumes()[0].size(), Some(20));
+    }
+}
+
+/// Runs every case in order (see [`run_case`]); an Elastic IP must follow a replaced
+/// instance before the old one is terminated, a resize must show. Returns the covered
+/// (kind, attribute) pairs.
+fn run_ec2_cases(
+    env: &Ec2Env,
+    moto: &Moto,
+    dir: &Path,
+    stack: &Path,
+    text_now: &mut String,
+    cases: &[Case<'_>],
+) -> Vec<(String, String)> {
+    let mut covered: Vec<(String, String)> = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let what = case.0;
+        let (shown, applied) = run_case(moto, dir, stack, text_now, i, case, &mut covered);
+        // An Elastic IP follows a replaced instance before the old one is terminated.
+        if shown.contains("-/+ instance") {
+            let out = applied;
+            let moved = out.find("Elastic IP conv-1 →").expect("address moved");
+            let gone = out
+                .find("terminated the replaced instance")
+                .expect("old terminated");
+            assert!(moved < gone, "case `{what}`: {out}");
+        }
+        if shown.contains("~ instance") && shown.contains("instance_type") {
+            assert_eq!(env.instance().text("instance_type"), "t3.medium");
+        }
+    }
+    covered
+}
+
+/// The table: every attribute a plan can show as changed, one row each (some rows change it
+/// in the stack file, the others behind the stack's back in AWS).
+fn ec2_cases(env: &Ec2Env) -> Vec<Case<'_>> {
+    use fullslack_aws::sdk::ec2::types as t;
+    vec![
         (
             "root volume grows in place",
             vec![("instance", "volume_gb")],
             vec!["~ instance conv-1", "volume_gb: 20 → 30"],
-            change(|t: &mut String| *t = t.replace("count = 1\n", "count = 1\nvolume_gb = 30\n")),
+            change(move |t: &mut String| *t = t.replace("count = 1\n", "count = 1\nvolume_gb = 30\n")),
         ),
         (
             "root volume cannot shrink: replaced",
@@ -129,7 +203,7 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
                 "volume_gb: 30 → 25   (forces replacement: an EBS volume cannot shrink)",
                 "DATA LOSS",
             ],
-            change(|t: &mut String| *t = t.replace("volume_gb = 30", "volume_gb = 25")),
+            change(move |t: &mut String| *t = t.replace("volume_gb = 30", "volume_gb = 25")),
         ),
         (
             "instance type resized in place",
@@ -139,7 +213,7 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
                 "instance_type: t3.small → t3.medium",
                 "resized in place",
             ],
-            change(|t: &mut String| *t = t.replace("t3.small", "t3.medium")),
+            change(move |t: &mut String| *t = t.replace("t3.small", "t3.medium")),
         ),
         (
             "image: replaced",
@@ -149,7 +223,7 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
                 "image: al2023 → ami-04681a1dbd79675a5   (forces replacement: the image is chosen only at launch)",
                 "~ elastic_ip conv-1",
             ],
-            change(|t: &mut String| {
+            change(move |t: &mut String| {
                 *t = t.replace("ami = \"al2023\"", "ami = \"ami-04681a1dbd79675a5\"");
             }),
         ),
@@ -162,15 +236,15 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
                 "key_name: conv-key → conv-key2",
                 "- key_pair conv-key (",
             ],
-            change(|t: &mut String| *t = t.replace("conv-key", "conv-key2")),
+            change(move |t: &mut String| *t = t.replace("conv-key", "conv-key2")),
         ),
         (
             "key material: key pair replaced",
             vec![("key_pair", "public_key_sha256")],
             vec!["-/+ key_pair conv-key2", "public_key_sha256:"],
-            change(|t: &mut String| {
+            change(move |t: &mut String| {
                 let line = t.lines().find(|l| l.starts_with("public_key_file")).unwrap().to_string();
-                *t = t.replace(&line, &format!("public_key_file = \"{}\"", other_key.display()));
+                *t = t.replace(&line, &format!("public_key_file = \"{}\"", env.other_key.display()));
             }),
         ),
         (
@@ -182,14 +256,14 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
                 "ingress: - tcp/8080 from ::/0   (not in the stack: drift)",
                 "ingress: - tcp/5432 from sg-",
             ],
-            change(|_: &mut String| {
-                let sg = rt
-                    .block_on(fullslack_aws::read_actual(&aws, name, "ec2", &Default::default()))
+            change(move |_: &mut String| {
+                let sg = env.rt
+                    .block_on(fullslack_aws::read_actual(&env.aws, env.name, "ec2", &Default::default()))
                     .unwrap()
                     .into_iter()
                     .find(|r| r.kind == Kind::SecurityGroup)
                     .unwrap();
-                let other = foreign_sg(&rt, sg.text("vpc"), "db-clients");
+                let other = env.foreign_sg(sg.text("vpc"), "db-clients");
                 let perms = [
                     t::IpPermission::builder()
                         .ip_protocol("-1")
@@ -209,8 +283,8 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
                         .build(),
                 ];
                 for p in perms {
-                    rt.block_on(
-                        ec2.authorize_security_group_ingress()
+                    env.rt.block_on(
+                        env.ec2.authorize_security_group_ingress()
                             .group_id(sg.id.clone().unwrap())
                             .ip_permissions(p)
                             .send(),
@@ -223,16 +297,16 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
             "security groups of the instance edited by hand: set back in place",
             vec![("instance", "security_group")],
             vec!["~ instance conv-1", "security_group: - sg-"],
-            change(|_: &mut String| {
-                let i = instance(&rt);
-                let d = rt
-                    .block_on(ec2.describe_instances().instance_ids(i.id.clone().unwrap()).send())
+            change(move |_: &mut String| {
+                let i = env.instance();
+                let d = env.rt
+                    .block_on(env.ec2.describe_instances().instance_ids(i.id.clone().unwrap()).send())
                     .unwrap();
                 let inst = &d.reservations()[0].instances()[0];
                 let ours = inst.security_groups()[0].group_id().unwrap().to_string();
-                let other = foreign_sg(&rt, inst.vpc_id().unwrap(), "hand-made");
-                rt.block_on(
-                    ec2.modify_instance_attribute()
+                let other = env.foreign_sg(inst.vpc_id().unwrap(), "hand-made");
+                env.rt.block_on(
+                    env.ec2.modify_instance_attribute()
                         .instance_id(i.id.clone().unwrap())
                         .groups(ours)
                         .groups(other)
@@ -245,10 +319,10 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
             "IMDSv1 allowed by hand: IMDSv2 required again in place",
             vec![("instance", "metadata_tokens")],
             vec!["~ instance conv-1", "metadata_tokens: optional → required"],
-            change(|_: &mut String| {
-                rt.block_on(
-                    ec2.modify_instance_metadata_options()
-                        .instance_id(instance(&rt).id.unwrap())
+            change(move |_: &mut String| {
+                env.rt.block_on(
+                    env.ec2.modify_instance_metadata_options()
+                        .instance_id(env.instance().id.unwrap())
                         .http_tokens(t::HttpTokensState::Optional)
                         .send(),
                 )
@@ -262,10 +336,10 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
                 "-/+ instance conv-1",
                 "forces replacement: user data runs only on an instance's first boot",
             ],
-            change(|_: &mut String| {
-                rt.block_on(
-                    ec2.create_tags()
-                        .resources(instance(&rt).id.unwrap())
+            change(move |_: &mut String| {
+                env.rt.block_on(
+                    env.ec2.create_tags()
+                        .resources(env.instance().id.unwrap())
                         .tags(
                             t::Tag::builder()
                                 .key("fullslack:user-data-sha256")
@@ -281,21 +355,21 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
             "Elastic IP detached by hand: attached again",
             vec![("elastic_ip", "instance")],
             vec!["~ elastic_ip conv-1", "instance: (none) → conv-1"],
-            change(|_: &mut String| {
-                let a = rt
+            change(move |_: &mut String| {
+                let a = env.rt
                     .block_on(
-                        ec2.describe_addresses()
+                        env.ec2.describe_addresses()
                             .filters(
                                 t::Filter::builder()
                                     .name("tag:fullslack:stack")
-                                    .values(name)
+                                    .values(env.name)
                                     .build(),
                             )
                             .send(),
                     )
                     .unwrap();
                 let assoc = a.addresses()[0].association_id().unwrap().to_string();
-                rt.block_on(ec2.disassociate_address().association_id(assoc).send())
+                env.rt.block_on(env.ec2.disassociate_address().association_id(assoc).send())
                     .expect("out-of-band disassociate");
             }),
         ),
@@ -303,9 +377,9 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
             "ECR tags made immutable by hand: mutable again",
             vec![("ecr_repository", "tag_mutability")],
             vec!["~ ecr_repository conv/chat", "tag_mutability: IMMUTABLE → MUTABLE"],
-            change(|_: &mut String| {
-                rt.block_on(
-                    aws.ecr()
+            change(move |_: &mut String| {
+                env.rt.block_on(
+                    env.aws.ecr()
                         .put_image_tag_mutability()
                         .repository_name("conv/chat")
                         .image_tag_mutability(
@@ -320,11 +394,11 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
             "subnet: replaced",
             vec![("instance", "subnet")],
             vec!["-/+ instance conv-1", "forces replacement: an instance cannot move to another subnet"],
-            change(|t: &mut String| {
-                let now = instance(&rt).text("subnet").to_string();
-                let subnets = rt
+            change(move |t: &mut String| {
+                let now = env.instance().text("subnet").to_string();
+                let subnets = env.rt
                     .block_on(
-                        ec2.describe_subnets()
+                        env.ec2.describe_subnets()
                             .filters(t::Filter::builder().name("default-for-az").values("true").build())
                             .send(),
                     )
@@ -347,18 +421,18 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
                 "forces replacement: a security group cannot move to another VPC",
                 "-/+ instance conv-1",
             ],
-            change(|t: &mut String| {
-                let vpc = rt
-                    .block_on(ec2.create_vpc().cidr_block("10.9.0.0/16").send())
+            change(move |t: &mut String| {
+                let vpc = env.rt
+                    .block_on(env.ec2.create_vpc().cidr_block("10.9.0.0/16").send())
                     .unwrap()
                     .vpc()
                     .unwrap()
                     .vpc_id()
                     .unwrap()
                     .to_string();
-                let subnet = rt
+                let subnet = env.rt
                     .block_on(
-                        ec2.create_subnet()
+                        env.ec2.create_subnet()
                             .vpc_id(&vpc)
                             .cidr_block("10.9.1.0/24")
                             .send(),
@@ -373,38 +447,7 @@ fn every_planned_change_applies_and_the_next_plan_is_empty() {
                 *t = t.replace(&line, &format!("subnet_id = \"{subnet}\""));
             }),
         ),
-    ];
-
-    let mut covered: Vec<(String, String)> = Vec::new();
-    for (i, case) in cases.iter().enumerate() {
-        let what = case.0;
-        let (shown, applied) = run_case(
-            &moto,
-            dir.path(),
-            &stack,
-            &mut text_now,
-            i,
-            case,
-            &mut covered,
-        );
-        // An Elastic IP follows a replaced instance before the old one is terminated.
-        if shown.contains("-/+ instance") {
-            let out = applied;
-            let moved = out.find("Elastic IP conv-1 →").expect("address moved");
-            let gone = out
-                .find("terminated the replaced instance")
-                .expect("old terminated");
-            assert!(moved < gone, "case `{what}`: {out}");
-        }
-        if shown.contains("~ instance") && shown.contains("instance_type") {
-            assert_eq!(instance(&rt).text("instance_type"), "t3.medium");
-        }
-    }
-    let missing: Vec<_> = all.iter().filter(|a| !covered.contains(a)).collect();
-    assert!(
-        missing.is_empty(),
-        "attributes no case changes: {missing:?}"
-    );
+    ]
 }
 
 /// Every (kind, attribute) the resources of a first plan (all creates) are compared on.

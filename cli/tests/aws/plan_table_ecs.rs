@@ -46,10 +46,9 @@ fn resource(
 /// Every attribute of an ECS stack's resources, changed one at a time: see the module doc.
 #[test]
 fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
-    use fullslack_aws::sdk::ec2::types as t;
     let moto = Moto::start(Some(1));
     moto.env_here();
-    let dir = common::tempdir();
+    let dir = tempdir();
     let rt = rt();
     let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
     let name = "tab";
@@ -83,39 +82,105 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
         None,
     ));
 
-    let ec2 = aws.ec2();
-    let elb = aws.elb();
-    let now = |kind: Kind, n: &str| resource(&rt, &aws, name, kind, n);
-    let hand_made_group = |group: &str| {
-        let vpc = now(Kind::SecurityGroup, "tab-alb").text("vpc").to_string();
-        rt.block_on(
-            ec2.create_security_group()
-                .group_name(group)
-                .description("not ours")
-                .vpc_id(vpc)
-                .send(),
-        )
-        .expect("hand-made group")
-        .group_id()
-        .unwrap()
-        .to_string()
-    };
     let second_cert = acm_certificate(&moto);
     assert_ne!(second_cert, cert);
+    let env = EcsEnv {
+        ec2: aws.ec2(),
+        elb: aws.elb(),
+        rt,
+        aws,
+        name,
+        cert,
+        second_cert,
+    };
 
     let mut text_now = std::fs::read_to_string(&stack).unwrap();
-    let cases: Vec<Case<'_>> = vec![
+    let cases = ecs_cases(&env);
+
+    let mut covered: Vec<(String, String)> = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        run_case(
+            &moto,
+            dir.path(),
+            &stack,
+            &mut text_now,
+            i,
+            case,
+            &mut covered,
+        );
+    }
+    let excluded: Vec<(String, String)> = EXCLUDED
+        .iter()
+        .map(|(k, a, _)| ((*k).to_string(), (*a).to_string()))
+        .collect();
+    let stale: Vec<_> = excluded.iter().filter(|e| !all.contains(e)).collect();
+    assert!(stale.is_empty(), "excluded but not an attribute: {stale:?}");
+    let missing: Vec<_> = all
+        .iter()
+        .filter(|a| !covered.contains(a) && !excluded.contains(a))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "attributes no case changes and none excluded: {missing:?}"
+    );
+}
+
+/// What the ECS cases act on: the runtime, the AWS clients, the stack's name, and two ACM
+/// certificates to move the HTTPS listener between.
+struct EcsEnv {
+    rt: tokio::runtime::Runtime,
+    aws: Aws,
+    ec2: fullslack_aws::sdk::ec2::Client,
+    elb: fullslack_aws::sdk::elbv2::Client,
+    name: &'static str,
+    cert: String,
+    second_cert: String,
+}
+
+impl EcsEnv {
+    /// The stack's resource of `kind` named `n`, as read now.
+    fn now(&self, kind: Kind, n: &str) -> fullslack_aws::Resource {
+        resource(&self.rt, &self.aws, self.name, kind, n)
+    }
+
+    /// A security group of someone else's, named `group`, in the load balancer's VPC.
+    fn hand_made_group(&self, group: &str) -> String {
+        let vpc = self
+            .now(Kind::SecurityGroup, "tab-alb")
+            .text("vpc")
+            .to_string();
+        self.rt
+            .block_on(
+                self.ec2
+                    .create_security_group()
+                    .group_name(group)
+                    .description("not ours")
+                    .vpc_id(vpc)
+                    .send(),
+            )
+            .expect("hand-made group")
+            .group_id()
+            .unwrap()
+            .to_string()
+    }
+}
+
+/// The table: every attribute of the ECS stack's resources that a case changes, one row
+/// each (in the stack file, or behind the stack's back in AWS).
+fn ecs_cases(env: &EcsEnv) -> Vec<Case<'_>> {
+    use fullslack_aws::sdk::ec2::types as t;
+    vec![
         (
             "new image tag: a new revision, the service follows",
             vec![("task_definition", "image"), ("ecs_service", "task_definition")],
             vec!["~ task_definition tab", "/tab/chat:v1 → ", "~ ecs_service tab"],
-            change(|t: &mut String| *t = t.replace("tag = \"v1\"", "tag = \"v2\"")),
+            change(move |t: &mut String| *t = t.replace("tag = \"v1\"", "tag = \"v2\"")),
         ),
         (
             "cpu and memory: a new revision",
             vec![("task_definition", "cpu"), ("task_definition", "memory")],
             vec!["cpu: 1024 → 512", "memory: 2048 → 1024"],
-            change(|t: &mut String| {
+            change(move |t: &mut String| {
                 *t = t.replace("cpu = 1024\nmemory = 2048", "cpu = 512\nmemory = 1024");
             }),
         ),
@@ -123,19 +188,19 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
             "environment: a new revision",
             vec![("task_definition", "env")],
             vec!["env: - RUST_LOG=info", "env: + RUST_LOG=debug"],
-            change(|t: &mut String| *t = t.replace("RUST_LOG = \"info\"", "RUST_LOG = \"debug\"")),
+            change(move |t: &mut String| *t = t.replace("RUST_LOG = \"info\"", "RUST_LOG = \"debug\"")),
         ),
         (
             "execution role: a new revision",
             vec![("task_definition", "execution_role")],
             vec!["execution_role: arn:aws:iam::123456789012:role/ecsTaskExecutionRole → arn:aws:iam::123456789012:role/fullslackTasks"],
-            change(|t: &mut String| *t = t.replace("role/ecsTaskExecutionRole", "role/fullslackTasks")),
+            change(move |t: &mut String| *t = t.replace("role/ecsTaskExecutionRole", "role/fullslackTasks")),
         ),
         (
             "a secret read from another parameter: a new revision",
             vec![("task_definition", "secrets")],
             vec!["secrets: + FULLSLACK_AUTH__JWT_SECRET from arn:aws:ssm:us-east-1:123456789012:parameter/tab/jwt-secret-2"],
-            change(|t: &mut String| *t = t.replace("\"/tab/jwt-secret\"", "\"/tab/jwt-secret-2\"")),
+            change(move |t: &mut String| *t = t.replace("\"/tab/jwt-secret\"", "\"/tab/jwt-secret-2\"")),
         ),
         (
             "the load balancer's group opened by hand: the rule revoked",
@@ -144,16 +209,16 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
                 "~ security_group tab-alb",
                 "ingress: - tcp/8443 from 10.0.0.0/8   (not in the stack: drift)",
             ],
-            change(|_: &mut String| {
-                let sg = now(Kind::SecurityGroup, "tab-alb");
+            change(move |_: &mut String| {
+                let sg = env.now(Kind::SecurityGroup, "tab-alb");
                 let rule = t::IpPermission::builder()
                     .ip_protocol("tcp")
                     .from_port(8443)
                     .to_port(8443)
                     .ip_ranges(t::IpRange::builder().cidr_ip("10.0.0.0/8").build())
                     .build();
-                rt.block_on(
-                    ec2.authorize_security_group_ingress()
+                env.rt.block_on(
+                    env.ec2.authorize_security_group_ingress()
                         .group_id(sg.id.unwrap())
                         .ip_permissions(rule)
                         .send(),
@@ -169,10 +234,10 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
                 "health_path: /healthz → /readyz",
                 "matcher: 200-299 → 200",
             ],
-            change(|_: &mut String| {
-                rt.block_on(
-                    elb.modify_target_group()
-                        .target_group_arn(now(Kind::TargetGroup, name).id.unwrap())
+            change(move |_: &mut String| {
+                env.rt.block_on(
+                    env.elb.modify_target_group()
+                        .target_group_arn(env.now(Kind::TargetGroup, env.name).id.unwrap())
                         .health_check_path("/healthz")
                         .matcher(
                             fullslack_aws::sdk::elbv2::types::Matcher::builder()
@@ -188,13 +253,13 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
             "the load balancer's groups edited by hand: set back in place",
             vec![("load_balancer", "security_groups")],
             vec!["~ load_balancer tab", "security_groups: - sg-"],
-            change(|_: &mut String| {
-                let alb_sg = now(Kind::SecurityGroup, "tab-alb").id.unwrap();
-                rt.block_on(
-                    elb.set_security_groups()
-                        .load_balancer_arn(now(Kind::LoadBalancer, name).id.unwrap())
+            change(move |_: &mut String| {
+                let alb_sg = env.now(Kind::SecurityGroup, "tab-alb").id.unwrap();
+                env.rt.block_on(
+                    env.elb.set_security_groups()
+                        .load_balancer_arn(env.now(Kind::LoadBalancer, env.name).id.unwrap())
                         .security_groups(alb_sg)
-                        .security_groups(hand_made_group("hand-made-alb"))
+                        .security_groups(env.hand_made_group("hand-made-alb"))
                         .send(),
                 )
                 .expect("out-of-band load balancer groups");
@@ -204,12 +269,12 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
             "service scaled by hand: set back in place",
             vec![("ecs_service", "desired_count")],
             vec!["~ ecs_service tab", "desired_count: 3 → 1"],
-            change(|_: &mut String| {
-                rt.block_on(
-                    aws.ecs()
+            change(move |_: &mut String| {
+                env.rt.block_on(
+                    env.aws.ecs()
                         .update_service()
                         .cluster("tab-cluster")
-                        .service(name)
+                        .service(env.name)
                         .desired_count(3)
                         .send(),
                 )
@@ -220,13 +285,13 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
             "service's network edited by hand: set back in place",
             vec![("ecs_service", "subnets"), ("ecs_service", "security_groups")],
             vec!["~ ecs_service tab", "subnets: - ", "security_groups: + group:tab-tasks"],
-            change(|_: &mut String| {
+            change(move |_: &mut String| {
                 use fullslack_aws::sdk::ecs::types as e;
-                let svc = now(Kind::EcsService, name);
+                let svc = env.now(Kind::EcsService, env.name);
                 let subnet = svc.list("subnets").remove(0);
-                let other = rt
+                let other = env.rt
                     .block_on(
-                        ec2.describe_subnets()
+                        env.ec2.describe_subnets()
                             .filters(t::Filter::builder().name("default-for-az").values("true").build())
                             .send(),
                     )
@@ -242,16 +307,16 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
                         e::AwsVpcConfiguration::builder()
                             .subnets(subnet)
                             .subnets(other)
-                            .security_groups(hand_made_group("hand-made-tasks"))
+                            .security_groups(env.hand_made_group("hand-made-tasks"))
                             .build()
                             .unwrap(),
                     )
                     .build();
-                rt.block_on(
-                    aws.ecs()
+                env.rt.block_on(
+                    env.aws.ecs()
                         .update_service()
                         .cluster("tab-cluster")
-                        .service(name)
+                        .service(env.name)
                         .network_configuration(net)
                         .send(),
                 )
@@ -262,7 +327,7 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
             "another certificate: the HTTPS listener changed in place",
             vec![("listener", "certificate")],
             vec!["~ listener https-443", "certificate: "],
-            change(|t: &mut String| *t = t.replace(&cert, &second_cert)),
+            change(move |t: &mut String| *t = t.replace(&env.cert, &env.second_cert)),
         ),
         (
             "no certificate: HTTP forwards, the HTTPS listener goes",
@@ -272,9 +337,9 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
                 "action: redirect to https → forward to tab",
                 "- listener https-443",
             ],
-            change(|t: &mut String| {
+            change(move |t: &mut String| {
                 *t = t
-                    .replace(&format!("certificate_arn = \"{second_cert}\"\n"), "")
+                    .replace(&format!("certificate_arn = \"{}\"\n", env.second_cert), "")
                     .replace("enabled = true", "enabled = false");
             }),
         ),
@@ -282,11 +347,11 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
             "another subnet: the load balancer and the service move in place",
             vec![("load_balancer", "subnets"), ("ecs_service", "subnets")],
             vec!["~ load_balancer tab", "~ ecs_service tab", "subnets: + "],
-            change(|t: &mut String| {
-                let lb = now(Kind::LoadBalancer, name).list("subnets");
-                let other = rt
+            change(move |t: &mut String| {
+                let lb = env.now(Kind::LoadBalancer, env.name).list("subnets");
+                let other = env.rt
                     .block_on(
-                        ec2.describe_subnets()
+                        env.ec2.describe_subnets()
                             .filters(t::Filter::builder().name("default-for-az").values("true").build())
                             .send(),
                     )
@@ -315,7 +380,7 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
                 "~ security_group tab-tasks",
                 "~ ecs_service tab",
             ],
-            change(|t: &mut String| {
+            change(move |t: &mut String| {
                 *t = t.replace("[app]\n", "[app]\nport = 9090\n");
             }),
         ),
@@ -323,9 +388,9 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
             "ECR tags made immutable by hand: mutable again",
             vec![("ecr_repository", "tag_mutability")],
             vec!["~ ecr_repository tab/chat", "tag_mutability: IMMUTABLE → MUTABLE"],
-            change(|_: &mut String| {
-                rt.block_on(
-                    aws.ecr()
+            change(move |_: &mut String| {
+                env.rt.block_on(
+                    env.aws.ecr()
                         .put_image_tag_mutability()
                         .repository_name("tab/chat")
                         .image_tag_mutability(
@@ -336,32 +401,5 @@ fn every_planned_ecs_change_applies_and_the_next_plan_is_empty() {
                 .expect("out-of-band mutability");
             }),
         ),
-    ];
-
-    let mut covered: Vec<(String, String)> = Vec::new();
-    for (i, case) in cases.iter().enumerate() {
-        run_case(
-            &moto,
-            dir.path(),
-            &stack,
-            &mut text_now,
-            i,
-            case,
-            &mut covered,
-        );
-    }
-    let excluded: Vec<(String, String)> = EXCLUDED
-        .iter()
-        .map(|(k, a, _)| ((*k).to_string(), (*a).to_string()))
-        .collect();
-    let stale: Vec<_> = excluded.iter().filter(|e| !all.contains(e)).collect();
-    assert!(stale.is_empty(), "excluded but not an attribute: {stale:?}");
-    let missing: Vec<_> = all
-        .iter()
-        .filter(|a| !covered.contains(a) && !excluded.contains(a))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "attributes no case changes and none excluded: {missing:?}"
-    );
+    ]
 }

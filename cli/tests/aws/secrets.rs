@@ -7,7 +7,7 @@ use fullslack_aws::ExposeSecret;
 #[test]
 fn secrets_round_trip_and_values_never_shown() {
     let moto = Moto::start(None);
-    let dir = common::tempdir();
+    let dir = tempdir();
     let stack = ec2_stack(dir.path(), "sec-stack", Some("203.0.113.7/32"));
     let value = "s3cr3t-VALUE-that-must-never-print-4f2a";
 
@@ -22,8 +22,25 @@ fn secrets_round_trip_and_values_never_shown() {
     assert!(out.contains("version 1"), "{out}");
     assert!(!out.contains(value), "the value leaked:\n{out}");
 
-    // SSM holds it as a SecureString with exactly that value (no trailing newline).
     moto.env_here();
+    ssm_holds_a_secure_string(value);
+    overwrite_then_list_names_and_versions(&moto, &stack, value);
+    // A plan of a stack that references the secret never contains its value either.
+    let plan_path = dir.path().join("plan.json");
+    let plan = fullslack(
+        &moto,
+        &["-vv", "plan", "--stack", s(&stack), "--out", s(&plan_path)],
+        None,
+    );
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    let saved = std::fs::read_to_string(&plan_path).expect("plan file");
+    assert!(!saved.contains("another-value-xyz") && !text(&plan).contains("another-value-xyz"));
+
+    bad_values_refused_and_rm(&moto, &stack);
+}
+
+/// SSM holds the secret as a SecureString with exactly `value` (no trailing newline).
+fn ssm_holds_a_secure_string(value: &str) {
     let rt = rt();
     let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
     let got = rt
@@ -44,21 +61,23 @@ fn secrets_round_trip_and_values_never_shown() {
             .map(fullslack_aws::sdk::ssm::types::ParameterType::as_str),
         Some("SecureString")
     );
+}
 
-    // Overwrite bumps the version; list shows names and versions, never values (also --json).
+/// Overwrite bumps the version; list shows names and versions, never values (also --json).
+fn overwrite_then_list_names_and_versions(moto: &Moto, stack: &Path, value: &str) {
     ok(&fullslack(
-        &moto,
-        &["secrets", "set", "jwt-secret", "--stack", s(&stack)],
+        moto,
+        &["secrets", "set", "jwt-secret", "--stack", s(stack)],
         Some("another-value-xyz"),
     ));
     ok(&fullslack(
-        &moto,
-        &["secrets", "set", "smtp-password", "--stack", s(&stack)],
+        moto,
+        &["secrets", "set", "smtp-password", "--stack", s(stack)],
         Some("smtp-pass-123"),
     ));
     let list = ok(&fullslack(
-        &moto,
-        &["-vvv", "secrets", "list", "--stack", s(&stack)],
+        moto,
+        &["-vvv", "secrets", "list", "--stack", s(stack)],
         None,
     ));
     assert!(
@@ -70,47 +89,38 @@ fn secrets_round_trip_and_values_never_shown() {
         assert!(!list.contains(v), "a value leaked in list:\n{list}");
     }
     let json = fullslack(
-        &moto,
-        &["--json", "secrets", "list", "--stack", s(&stack)],
+        moto,
+        &["--json", "secrets", "list", "--stack", s(stack)],
         None,
     );
     let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json list");
     assert_eq!(parsed.as_array().map(Vec::len), Some(2), "{}", text(&json));
     assert!(!text(&json).contains("another-value-xyz"));
+}
 
-    // A plan of a stack that references the secret never contains its value either.
-    let plan_path = dir.path().join("plan.json");
-    let plan = fullslack(
-        &moto,
-        &["-vv", "plan", "--stack", s(&stack), "--out", s(&plan_path)],
-        None,
-    );
-    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
-    let saved = std::fs::read_to_string(&plan_path).expect("plan file");
-    assert!(!saved.contains("another-value-xyz") && !text(&plan).contains("another-value-xyz"));
-
-    // An empty value and a bad name are refused; rm removes; rm of a missing one says so.
+/// An empty value and a bad name are refused; rm removes; rm of a missing one says so.
+fn bad_values_refused_and_rm(moto: &Moto, stack: &Path) {
     let empty = fullslack(
-        &moto,
-        &["secrets", "set", "empty", "--stack", s(&stack)],
+        moto,
+        &["secrets", "set", "empty", "--stack", s(stack)],
         Some(""),
     );
     assert_eq!(empty.status.code(), Some(1), "{}", text(&empty));
     assert!(text(&empty).contains("empty"), "{}", text(&empty));
     let bad = fullslack(
-        &moto,
-        &["secrets", "set", "no/slashes", "--stack", s(&stack)],
+        moto,
+        &["secrets", "set", "no/slashes", "--stack", s(stack)],
         Some("x"),
     );
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     ok(&fullslack(
-        &moto,
-        &["secrets", "rm", "jwt-secret", "--stack", s(&stack)],
+        moto,
+        &["secrets", "rm", "jwt-secret", "--stack", s(stack)],
         None,
     ));
     let list = ok(&fullslack(
-        &moto,
-        &["secrets", "list", "--stack", s(&stack)],
+        moto,
+        &["secrets", "list", "--stack", s(stack)],
         None,
     ));
     assert!(
@@ -118,8 +128,8 @@ fn secrets_round_trip_and_values_never_shown() {
         "{list}"
     );
     let again = fullslack(
-        &moto,
-        &["secrets", "rm", "jwt-secret", "--stack", s(&stack)],
+        moto,
+        &["secrets", "rm", "jwt-secret", "--stack", s(stack)],
         None,
     );
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
@@ -133,7 +143,7 @@ fn secrets_round_trip_and_values_never_shown() {
 #[test]
 fn secret_prompt_on_a_terminal_does_not_echo_and_plan_json_has_no_values() {
     let moto = Moto::start(None);
-    let dir = common::tempdir();
+    let dir = tempdir();
     let stack = ec2_stack(dir.path(), "tty-test", Some("203.0.113.7/32"));
     let value = "typed-at-the-prompt-9c1e";
     // `script` gives the command a real terminal; what it prints (and what the terminal

@@ -5,7 +5,7 @@ use super::*;
 
 #[test]
 fn a_failing_dockerfile_names_the_failing_step() {
-    let dir = common::tempdir();
+    let dir = tempdir();
     std::fs::write(dir.path().join("present.txt"), "here\n").unwrap();
     std::fs::write(dir.path().join("secret.txt"), "ignored\n").unwrap();
     std::fs::write(dir.path().join(".dockerignore"), "secret.txt\n").unwrap();

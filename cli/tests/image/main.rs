@@ -10,13 +10,6 @@
 //! [`build`] the builds' failures and the multi-stage context, [`stack`] `--stack` builds and
 //! pushes (ECR included).
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../common/moto.rs"]
-mod moto;
-#[path = "../common/registry.rs"]
-mod registry;
-
 mod build;
 mod push;
 mod stack;
@@ -33,7 +26,9 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use fullslack::image::push::RegistryAuth;
 use fullslack::secret::SecretString;
-use registry::{start_registry, Registry};
+use fullslack_test_support::moto;
+use fullslack_test_support::registry::{start_registry, Registry};
+use fullslack_test_support::{free_port, fullslack, paths::tempdir};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -119,7 +114,7 @@ impl Drop for Cleanup {
 }
 
 fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = common::fullslack();
+    let mut cmd = fullslack!();
     cmd.args(args);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("FULLSLACK_REGISTRY") {
@@ -211,7 +206,7 @@ async fn run_and_probe(docker: &Docker, image: &str, cleanup: &mut Cleanup) {
 /// port; returns its name and that port.
 async fn start_container(docker: &Docker, image: &str, cleanup: &mut Cleanup) -> (String, u16) {
     let name = unique("run");
-    let port = common::free_port();
+    let port = free_port();
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         env: Some(vec![

@@ -25,47 +25,8 @@ fn offline_image_runs_pushes_to_an_auth_registry_and_pulls_back() {
 
     let rt = rt();
     let docker = rt.block_on(fullslack::image::connect()).expect("engine");
-    let inspect = rt.block_on(docker.inspect_image(&image)).expect("inspect");
-    let config = inspect.config.expect("image config");
-    assert_eq!(config.user.as_deref(), Some("10001:10001"), "non-root user");
-    let labels = config.labels.unwrap_or_default();
-    for l in [
-        "org.opencontainers.image.source",
-        "org.opencontainers.image.revision",
-        "org.opencontainers.image.created",
-    ] {
-        assert!(
-            labels.get(l).is_some_and(|v| !v.is_empty()),
-            "label {l} missing: {labels:?}"
-        );
-    }
-    let hc = config.healthcheck.expect("HEALTHCHECK");
-    assert_eq!(
-        hc.test.unwrap_or_default(),
-        ["CMD", "/usr/local/bin/fullslack-healthcheck"]
-    );
-
-    // A second build of the same inputs is answered from the engine's cache: same layers
-    // (only the `created` label, and so the image id, differ).
-    let again = build_offline(&repo, "t1", &[]);
-    let again = again.iter().find(|e| e["event"] == "built").unwrap();
-    cleanup
-        .images
-        .push(built["id"].as_str().unwrap().to_string());
-    assert!(again["cached_steps"].as_u64().unwrap() >= 2, "{again}");
-    let layers = |id: &str| {
-        rt.block_on(docker.inspect_image(id))
-            .expect("inspect")
-            .root_fs
-            .and_then(|r| r.layers)
-            .expect("layers")
-    };
-    assert_eq!(
-        layers(built["id"].as_str().unwrap()),
-        layers(again["id"].as_str().unwrap()),
-        "same inputs, same layers"
-    );
-
+    the_image_is_hardened_and_labelled(&rt, &docker, &image);
+    a_second_build_is_cached(&rt, &docker, &repo, built, &mut cleanup);
     rt.block_on(run_and_probe(&docker, &image, &mut cleanup));
 
     let out = run_cli(
@@ -100,6 +61,58 @@ fn offline_image_runs_pushes_to_an_auth_registry_and_pulls_back() {
     rt.block_on(fullslack::image::push::pull(&docker, &image, Some(&auth)))
         .expect("pull back");
     rt.block_on(run_and_probe(&docker, &image, &mut cleanup));
+}
+
+/// The image runs as a non-root user, carries its OCI labels and a HEALTHCHECK.
+fn the_image_is_hardened_and_labelled(rt: &tokio::runtime::Runtime, docker: &Docker, image: &str) {
+    let inspect = rt.block_on(docker.inspect_image(image)).expect("inspect");
+    let config = inspect.config.expect("image config");
+    assert_eq!(config.user.as_deref(), Some("10001:10001"), "non-root user");
+    let labels = config.labels.unwrap_or_default();
+    for l in [
+        "org.opencontainers.image.source",
+        "org.opencontainers.image.revision",
+        "org.opencontainers.image.created",
+    ] {
+        assert!(
+            labels.get(l).is_some_and(|v| !v.is_empty()),
+            "label {l} missing: {labels:?}"
+        );
+    }
+    let hc = config.healthcheck.expect("HEALTHCHECK");
+    assert_eq!(
+        hc.test.unwrap_or_default(),
+        ["CMD", "/usr/local/bin/fullslack-healthcheck"]
+    );
+}
+
+/// A second build of the same inputs (as `built`) is answered from the engine's cache: same
+/// layers (only the `created` label, and so the image id, differ).
+fn a_second_build_is_cached(
+    rt: &tokio::runtime::Runtime,
+    docker: &Docker,
+    repo: &str,
+    built: &serde_json::Value,
+    cleanup: &mut Cleanup,
+) {
+    let again = build_offline(repo, "t1", &[]);
+    let again = again.iter().find(|e| e["event"] == "built").unwrap();
+    cleanup
+        .images
+        .push(built["id"].as_str().unwrap().to_string());
+    assert!(again["cached_steps"].as_u64().unwrap() >= 2, "{again}");
+    let layers = |id: &str| {
+        rt.block_on(docker.inspect_image(id))
+            .expect("inspect")
+            .root_fs
+            .and_then(|r| r.layers)
+            .expect("layers")
+    };
+    assert_eq!(
+        layers(built["id"].as_str().unwrap()),
+        layers(again["id"].as_str().unwrap()),
+        "same inputs, same layers"
+    );
 }
 
 #[test]
@@ -170,7 +183,7 @@ fn wrong_credentials_fail_with_an_auth_error_and_no_retry() {
 
 #[test]
 fn unreachable_registry_is_a_network_error_after_retries() {
-    let port = common::free_port();
+    let port = free_port();
     let repo = format!("127.0.0.1:{port}/{}/chat", unique("net"));
     let image = format!("{repo}:t1");
     let mut cleanup = Cleanup::default();
@@ -197,7 +210,7 @@ fn a_failed_push_under_another_name_leaves_no_tag_behind() {
     let mut cleanup = Cleanup::default();
     cleanup.images.push(image.clone());
     build_offline(&repo, "t1", &["--no-healthcheck"]);
-    let port = common::free_port();
+    let port = free_port();
     let to = format!("127.0.0.1:{port}/{}/chat", unique("gone"));
     cleanup.images.push(format!("{to}:t1"));
     let out = run_cli(&["push", &image, "--to", &to, "--attempts", "1"], &[]);

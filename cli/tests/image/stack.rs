@@ -15,8 +15,8 @@ fn ecr_stack_push_takes_credentials_from_ecr() {
     let mut cleanup = Cleanup::default();
     cleanup.images.push(local.clone());
     build_offline("fullslack/chat", &tag, &["--no-healthcheck"]);
-    let stack = moto::workspace().join("stacks/ecs-fargate.toml");
-    let mut cmd = common::fullslack();
+    let stack = fullslack_test_support::paths::workspace().join("stacks/ecs-fargate.toml");
+    let mut cmd = fullslack!();
     moto.env(&mut cmd);
     let out = cmd
         .args([
@@ -45,7 +45,7 @@ fn ecr_stack_push_takes_credentials_from_ecr() {
 fn a_stack_build_is_recorded_and_push_stack_pushes_it() {
     let reg = start_registry(None);
     let path = format!("{}/chat", unique("stack"));
-    let dir = common::tempdir();
+    let dir = tempdir();
     let stack_name = "recorded";
     let stack = dir.path().join("stack.toml");
     std::fs::write(

@@ -2,35 +2,27 @@
 //! tests running in parallel (nextest runs each in its own process) never see each other's
 //! resources. moto lives in a venv that `scripts/moto.sh install` creates (scripts/test.sh
 //! runs it; this helper runs it too, under a file lock, when the venv is missing).
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, Proc};
-
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-fn runtime() -> PathBuf {
-    std::env::var_os("FULLSLACK_TEST_RUNTIME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".test-runtime"))
-}
+use crate::{
+    paths::{test_runtime, workspace},
+    ports::free_port,
+    process::ProcessGuard,
+};
 
 fn moto_server_bin() -> PathBuf {
-    let bin = runtime().join("venv-moto/bin/moto_server");
+    let bin = test_runtime().join("venv-moto/bin/moto_server");
     if !bin.exists() {
-        std::fs::create_dir_all(runtime()).expect("create runtime dir");
+        std::fs::create_dir_all(test_runtime()).expect("create runtime dir");
         // flock: parallel tests must not build the venv at the same time.
         let status = Command::new("flock")
-            .arg(runtime().join("moto-install.lock"))
+            .arg(test_runtime().join("moto-install.lock"))
             .arg(workspace().join("scripts/moto.sh"))
             .arg("install")
-            .env("FULLSLACK_TEST_RUNTIME", runtime())
+            .env("FULLSLACK_TEST_RUNTIME", test_runtime())
             .status()
             .expect("run scripts/moto.sh install");
         assert!(status.success(), "scripts/moto.sh install failed");
@@ -40,7 +32,7 @@ fn moto_server_bin() -> PathBuf {
 
 /// A running moto server.
 pub struct Moto {
-    pub proc: Proc,
+    pub proc: ProcessGuard,
     pub url: String,
     pub port: u16,
 }
@@ -67,7 +59,7 @@ impl Moto {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let proc = Proc::spawn("moto_server", &mut cmd);
+        let proc = ProcessGuard::spawn("moto_server", &mut cmd);
         let url = format!("http://127.0.0.1:{port}");
         let start = Instant::now();
         loop {

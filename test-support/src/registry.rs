@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, program, tempdir, Proc};
+use crate::{
+    paths::{program, tempdir},
+    ports::free_port,
+    process::ProcessGuard,
+};
 
 /// A running registry.
 pub struct Registry {
@@ -15,7 +19,7 @@ pub struct Registry {
     pub addr: String,
     /// `(user, password)` when htpasswd auth is on.
     pub credentials: Option<(String, String)>,
-    _proc: Proc,
+    _proc: ProcessGuard,
     _dir: tempfile::TempDir,
 }
 
@@ -44,7 +48,7 @@ pub fn start_registry(auth: Option<(&str, &str)>) -> Registry {
     }
     let conf = dir.path().join("config.yml");
     std::fs::write(&conf, config).expect("write registry config");
-    let proc = Proc::spawn(
+    let proc = ProcessGuard::spawn(
         "docker-registry",
         Command::new(bin)
             .arg("serve")
