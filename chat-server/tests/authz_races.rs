@@ -9,24 +9,6 @@ use serde_json::{json, Value};
 
 const TRIALS: usize = 200;
 
-/// Every event of the channel, in order (the replay log, page by page).
-async fn all_events(client: &Client, channel: &str) -> Vec<Value> {
-    let mut events: Vec<Value> = Vec::new();
-    loop {
-        let after = events.last().map_or(0, |e| e["seq"].as_i64().unwrap());
-        let page = client
-            .ok_get(&format!(
-                "/api/channels/{channel}/events?after={after}&limit=1000"
-            ))
-            .await;
-        let page = page["events"].as_array().unwrap().clone();
-        if page.is_empty() {
-            return events;
-        }
-        events.extend(page);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_send_racing_its_authors_leave_is_never_stored_after_the_leave() {
     let server = TestServer::start().await;
@@ -84,28 +66,7 @@ async fn a_send_racing_its_authors_leave_is_never_stored_after_the_leave() {
     }
 
     // Walk the log: bob's membership as the log tells it, and everything bob wrote.
-    let events = all_events(&alice, &channel).await;
-    let mut member = false;
-    let mut violations = Vec::new();
-    let mut stored = Vec::new();
-    for e in &events {
-        let data = &e["data"];
-        match e["kind"].as_str().unwrap() {
-            "member_joined" if data["user_id"] == bob.id => member = true,
-            "member_left" if data["user_id"] == bob.id => member = false,
-            "message" if data["author_id"] == bob.id => {
-                stored.push((
-                    data["client_id"].as_str().unwrap().to_string(),
-                    e["seq"].as_i64().unwrap(),
-                ));
-                if !member {
-                    violations.push(e.clone());
-                }
-            }
-            "receipt" if data["user_id"] == bob.id && !member => violations.push(e.clone()),
-            _ => {}
-        }
-    }
+    let (stored, violations) = walk_the_log(&alice.all_events(&channel).await, &bob.id);
     assert!(
         violations.is_empty(),
         "{} of {TRIALS} trials stored something from bob after his member_left (acked {}, refused {refused}): {:?}",
@@ -118,4 +79,31 @@ async fn a_send_racing_its_authors_leave_is_never_stored_after_the_leave() {
     assert_eq!(acked.len() + refused, TRIALS);
     ws.close().await;
     server.stop().await;
+}
+
+/// Everything `user` wrote in `events` (client id and seq of each message), and the events
+/// of theirs stored while the log says they were not a member.
+fn walk_the_log(events: &[Value], user: &str) -> (Vec<(String, i64)>, Vec<Value>) {
+    let mut member = false;
+    let mut violations = Vec::new();
+    let mut stored = Vec::new();
+    for e in events {
+        let data = &e["data"];
+        match e["kind"].as_str().unwrap() {
+            "member_joined" if data["user_id"] == user => member = true,
+            "member_left" if data["user_id"] == user => member = false,
+            "message" if data["author_id"] == user => {
+                stored.push((
+                    data["client_id"].as_str().unwrap().to_string(),
+                    e["seq"].as_i64().unwrap(),
+                ));
+                if !member {
+                    violations.push(e.clone());
+                }
+            }
+            "receipt" if data["user_id"] == user && !member => violations.push(e.clone()),
+            _ => {}
+        }
+    }
+    (stored, violations)
 }

@@ -253,38 +253,9 @@ async fn a_stalled_socket_applies_leave_and_join() {
         .await;
     assert_eq!(status, 201, "{v}");
 
-    let events_of = |ch: String| {
-        let alice = &alice;
-        async move {
-            let mut all: Vec<Value> = Vec::new();
-            loop {
-                let after = all.last().map_or(0, |e| e["seq"].as_i64().unwrap());
-                let page = alice
-                    .ok_get(&format!(
-                        "/api/channels/{ch}/events?after={after}&limit=1000"
-                    ))
-                    .await["events"]
-                    .as_array()
-                    .unwrap()
-                    .clone();
-                if page.is_empty() {
-                    return all;
-                }
-                all.extend(page);
-            }
-        }
-    };
-    let member_event = |events: &[Value], kind: &str| {
-        events
-            .iter()
-            .find(|e| e["kind"] == kind && e["data"]["user_id"] == bob.id.as_str())
-            .unwrap_or_else(|| panic!("no {kind} for bob"))["seq"]
-            .as_i64()
-            .unwrap()
-    };
-    let left_seq = member_event(&events_of(secret.clone()).await, "member_left");
-    let later_events = events_of(later.clone()).await;
-    let joined_seq = member_event(&later_events, "member_joined");
+    let left_seq = member_event(&alice.all_events(&secret).await, "member_left", &bob.id);
+    let later_events = alice.all_events(&later).await;
+    let joined_seq = member_event(&later_events, "member_joined", &bob.id);
     let later_last = later_events.last().unwrap()["seq"].as_i64().unwrap();
 
     let (frames, end) = read_until(&mut stalled.stream, |f| {
@@ -293,19 +264,36 @@ async fn a_stalled_socket_applies_leave_and_join() {
     .await;
     assert_eq!(end, End::Closed(None), "the socket stays open: {end:?}");
 
+    nothing_after_the_leave(&frames, &secret, left_seq);
+    everything_after_the_join(&frames, &later, joined_seq, later_last);
+    drop(stalled);
+    server.stop().await;
+}
+
+/// The seq of the `kind` event (`member_left`, `member_joined`) about `user` in `events`.
+fn member_event(events: &[Value], kind: &str, user: &str) -> i64 {
+    events
+        .iter()
+        .find(|e| e["kind"] == kind && e["data"]["user_id"] == user)
+        .unwrap_or_else(|| panic!("no {kind} for {user}"))["seq"]
+        .as_i64()
+        .unwrap()
+}
+
+/// The stalled socket's `frames`: `channel_removed` for `secret`, and nothing of it after
+/// that or past its `member_left` (`left_seq`).
+fn nothing_after_the_leave(frames: &[Value], secret: &str, left_seq: i64) {
     let removed = frames
         .iter()
-        .position(|f| f["type"] == "channel_removed" && f["channel_id"] == secret.as_str())
+        .position(|f| f["type"] == "channel_removed" && f["channel_id"] == secret)
         .expect("channel_removed for the channel left");
     assert!(
-        !frames[removed..]
-            .iter()
-            .any(|f| f["channel"] == secret.as_str()),
+        !frames[removed..].iter().any(|f| f["channel"] == secret),
         "an event of the channel followed its channel_removed"
     );
     let past_leave: Vec<i64> = frames
         .iter()
-        .filter(|f| f["type"] == "event" && f["channel"] == secret.as_str())
+        .filter(|f| f["type"] == "event" && f["channel"] == secret)
         .filter_map(|f| f["seq"].as_i64())
         .filter(|s| *s > left_seq)
         .collect();
@@ -313,14 +301,18 @@ async fn a_stalled_socket_applies_leave_and_join() {
         past_leave.is_empty(),
         "events after member_left {left_seq}: {past_leave:?}"
     );
+}
 
+/// The stalled socket's `frames`: `channel_added` for `later`, then every event after the
+/// join (`joined_seq`) up to `later_last`.
+fn everything_after_the_join(frames: &[Value], later: &str, joined_seq: i64, later_last: i64) {
     let added = frames
         .iter()
-        .position(|f| f["type"] == "channel_added" && f["channel"]["id"] == later.as_str())
+        .position(|f| f["type"] == "channel_added" && f["channel"]["id"] == later)
         .expect("channel_added for the channel joined");
     let got: BTreeSet<i64> = frames[added..]
         .iter()
-        .filter(|f| f["type"] == "event" && f["channel"] == later.as_str())
+        .filter(|f| f["type"] == "event" && f["channel"] == later)
         .filter_map(|f| f["seq"].as_i64())
         .collect();
     let missing: Vec<i64> = (joined_seq + 1..=later_last)
@@ -330,8 +322,6 @@ async fn a_stalled_socket_applies_leave_and_join() {
         missing.is_empty(),
         "events after the join never arrived: {missing:?}"
     );
-    drop(stalled);
-    server.stop().await;
 }
 
 /// Item 2: a message sent while someone joins is never withheld from the joiner.
