@@ -10,13 +10,15 @@
 //! - [`target`]: the server under test: `--url` checks, `--spawn` with raised limits, stop.
 //! - [`setup`]: REST setup: users (cached with their tokens between runs), channels, members.
 //! - [`client`]: one lean WebSocket client (source-address binding, resume, send/receive loop).
-//! - [`run`]: scenario → plan, connect, warm-up, measurement window, drain, collect.
+//! - [`plan`]: scenario → plan (sockets, users, channels, senders, rate; who sits where).
+//! - [`run`]: set-up, connect, warm-up, measurement window, drain, collect.
 //! - [`stats`]: clock, counters, window, per-thread HDR histograms, frame scanning, math.
 //! - [`procfs`]: VmRSS and CPU time from /proc, RLIMIT_NOFILE.
 //! - [`report`]: the result as a table or JSON.
 
 mod cli;
 mod client;
+mod plan;
 mod procfs;
 mod report;
 mod run;

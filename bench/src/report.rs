@@ -92,7 +92,15 @@ fn lat(p: &Percentiles) -> String {
 impl Report {
     pub fn table(&self) -> String {
         let mut o = String::new();
-        let w = &mut o;
+        self.write_setup(&mut o);
+        self.write_traffic(&mut o);
+        self.write_latency_and_errors(&mut o);
+        self.write_resources(&mut o);
+        o
+    }
+
+    /// What ran where, the notes, the setup and the connects.
+    fn write_setup(&self, w: &mut String) {
         let _ = writeln!(w, "bench {}  —  {}", self.scenario, self.command);
         let _ = writeln!(w, "machine           {}", self.machine);
         for n in &self.notes {
@@ -111,6 +119,10 @@ impl Report {
         for (e, n) in &self.connect_errors {
             let _ = writeln!(w, "  connect error   {n} × {e}");
         }
+    }
+
+    /// How the senders sent, and what was sent, acknowledged and delivered.
+    fn write_traffic(&self, w: &mut String) {
         let mode = if self.inflight > 0 {
             format!("closed loop, {} in flight per sender", self.inflight)
         } else if self.senders > 0 {
@@ -150,6 +162,10 @@ impl Report {
                 self.skipped_sends
             );
         }
+    }
+
+    /// Latency percentiles and errors.
+    fn write_latency_and_errors(&self, w: &mut String) {
         let _ = writeln!(w, "send→deliver ms   {}", lat(&self.latency_deliver));
         if let Some(x) = &self.latency_deliver_cross_node {
             let _ = writeln!(w, "  cross-node ms   {}", lat(x));
@@ -160,6 +176,10 @@ impl Report {
             "errors            {} error frames {:?}, {} sockets closed unexpectedly",
             self.error_frames, self.errors, self.closed_unexpectedly
         );
+    }
+
+    /// Memory and CPU of each server and of the load tool.
+    fn write_resources(&self, w: &mut String) {
         for s in &self.servers {
             let _ = writeln!(
                 w,
@@ -193,6 +213,5 @@ impl Report {
                 .unwrap_or_else(|| "n/a".into()),
             mb(self.bench_rss_kib)
         );
-        o
     }
 }

@@ -1,6 +1,8 @@
-//! A run: turn a scenario into a plan (sockets, users, channels, senders, rate), set it up over
-//! REST, connect every socket, warm up, measure one window, drain, and collect the report.
+//! A run: set the plan up over REST, connect every socket, warm up, measure one window,
+//! drain, and collect the report. Each phase is a function here; [`run_on`] calls them in
+//! order.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,116 +11,16 @@ use anyhow::{bail, Result};
 use fullslack_protocol::ChannelId;
 use futures_util::stream::{self, StreamExt};
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
 
-use crate::cli::{Cli, Scenario};
+use crate::cli::{Cli, Common};
 use crate::client::{self, Phase, SendMode, Shared, Spec};
+use crate::plan::Plan;
 use crate::procfs;
 use crate::report::{Report, ServerFigures};
 use crate::setup::{self, Rest};
 use crate::stats::{self, counters};
-use crate::target::Target;
-
-/// What a scenario asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    pub scenario: &'static str,
-    pub sockets: usize,
-    /// Socket `i` belongs to user `i % users`.
-    pub users: usize,
-    /// User `u` is a member of channel `u % channels` (0: no channels).
-    pub channels: usize,
-    /// Sockets `0..senders` send.
-    pub senders: usize,
-    /// Aggregate messages/s (open loop); 0 with `inflight > 0` is the closed loop.
-    pub rate: f64,
-    pub inflight: usize,
-}
-
-impl Plan {
-    pub fn from(s: &Scenario) -> Result<Plan> {
-        let p = match *s {
-            Scenario::Idle { clients, users } => Plan {
-                scenario: "idle",
-                sockets: clients,
-                users: users.unwrap_or(clients).clamp(1, clients.max(1)),
-                channels: 0,
-                senders: 0,
-                rate: 0.0,
-                inflight: 0,
-            },
-            Scenario::Fanout {
-                members,
-                senders,
-                rate,
-                users,
-            } => Plan {
-                scenario: "fanout",
-                sockets: members,
-                users: users.unwrap_or(members).clamp(1, members.max(1)),
-                channels: 1,
-                senders: senders.min(members),
-                rate,
-                inflight: 0,
-            },
-            Scenario::Latency {
-                clients,
-                channels,
-                rate,
-            } => Plan {
-                scenario: "latency",
-                sockets: clients,
-                users: clients,
-                channels: channels.min(clients),
-                senders: clients,
-                rate,
-                inflight: 0,
-            },
-            Scenario::Ingest {
-                senders,
-                channels,
-                inflight,
-                rate,
-            } => Plan {
-                scenario: "ingest",
-                sockets: senders,
-                users: senders,
-                channels: channels.unwrap_or(senders).clamp(1, senders.max(1)),
-                senders,
-                rate,
-                inflight: if rate > 0.0 { 0 } else { inflight.max(1) },
-            },
-        };
-        if p.sockets == 0 {
-            bail!("need at least one client");
-        }
-        if p.senders > 0 && p.rate <= 0.0 && p.inflight == 0 {
-            bail!("--rate must be > 0");
-        }
-        Ok(p)
-    }
-
-    pub fn channel_of_socket(&self, i: usize) -> Option<usize> {
-        (self.channels > 0).then(|| (i % self.users) % self.channels)
-    }
-
-    /// Node socket `i` connects to. Members of one channel are spread over the nodes (the k-th
-    /// member of a channel goes to node k mod n), so with several nodes most deliveries cross
-    /// from the sender's node to another one, which is what a cluster benchmark is about.
-    pub fn node_of_socket(&self, i: usize, nodes: usize) -> usize {
-        let nodes = nodes.max(1);
-        match (i % self.users).checked_div(self.channels) {
-            Some(member) => (member + i / self.users) % nodes,
-            None => i % nodes,
-        }
-    }
-
-    /// Connected sockets receiving each message of channel `c`.
-    pub fn fanout(&self, c: usize) -> u64 {
-        (0..self.sockets)
-            .filter(|&i| self.channel_of_socket(i) == Some(c))
-            .count() as u64
-    }
-}
+use crate::target::{Node, Target};
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -155,28 +57,123 @@ pub async fn run(cli: &Cli, nofile: u64) -> Result<Report> {
         );
     }
     let mut target = Target::resolve(c).await?;
-    let result = run_on(cli, &plan, &target).await;
+    let result = run_on(c, &plan, &target).await;
     target.stop().await;
     let mut report = result?;
     report.notes.splice(0..0, target.notes.clone());
     Ok(report)
 }
 
-async fn run_on(cli: &Cli, plan: &Plan, target: &Target) -> Result<Report> {
-    let c = &cli.common;
+async fn run_on(c: &Common, plan: &Plan, target: &Target) -> Result<Report> {
     let run_id = format!(
         "{:x}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis()
     );
-    let nodes = target.nodes.clone();
+    let nodes = &target.nodes;
     let rest = Rest::new(&nodes[0].base)?;
+    let setup = set_up(c, plan, target, &rest, &run_id).await?;
 
-    // Users (cached across runs) and channels (fresh each run).
+    // Server memory before any socket.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = rss_of(nodes);
+    let mut sockets = connect(c, plan, nodes, &setup, &run_id).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = rss_of(nodes);
+
+    let window = measure(c, plan, nodes, &rest, &mut sockets).await;
+    let k = counters();
+    let hists = stats::merged();
+    let closed = k.closed.load(Relaxed);
+    sockets.tasks.abort_all();
+    let bench_rss = procfs::rss_kib(std::process::id());
+
+    let servers = server_figures(
+        plan,
+        nodes,
+        sockets.connected,
+        [rss_before, rss_after],
+        &window,
+    );
+    let bench_cpu = cpu_between(window.self_cpu);
+    let secs = window.length.as_secs_f64();
+    let expected = k.expected_window.load(Relaxed);
+    let got = k.delivered_of_window.load(Relaxed);
+    Ok(Report {
+        scenario: plan.scenario.into(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine: machine(),
+        notes: fresh_users_note(setup.fresh_users),
+        sockets: plan.sockets,
+        connected: sockets.connected,
+        connect_errors: sockets.connect_errors,
+        connect_secs: sockets.connect_secs,
+        slowest_connect_ms: sockets.slowest.as_secs_f64() * 1e3,
+        users: plan.users,
+        users_registered_now: setup.fresh_users,
+        channels: plan.channels,
+        senders: plan.senders,
+        target_rate: plan.rate,
+        inflight: plan.inflight,
+        setup_secs: setup.secs,
+        window_secs: secs,
+        sent: k.sent_window.load(Relaxed),
+        sent_per_sec: stats::rate(k.sent_window.load(Relaxed), window.length),
+        acks: k.acks_window.load(Relaxed),
+        acks_per_sec: stats::rate(k.acks_window.load(Relaxed), window.length),
+        deliveries: k.delivered_window.load(Relaxed),
+        deliveries_per_sec: stats::rate(k.delivered_window.load(Relaxed), window.length),
+        expected_deliveries: expected,
+        missing_deliveries: expected.saturating_sub(got),
+        skipped_sends: k.skipped.load(Relaxed),
+        latency_deliver: stats::percentiles(&hists.deliver),
+        latency_deliver_cross_node: (nodes.len() > 1)
+            .then(|| stats::percentiles(&hists.deliver_cross_node)),
+        latency_ack: stats::percentiles(&hists.ack),
+        error_frames: k.error_frames.load(Relaxed),
+        errors: stats::error_codes(),
+        closed_unexpectedly: closed,
+        servers,
+        bench_cpu_secs: bench_cpu,
+        bench_cpu_cores: bench_cpu.map(|s| s / secs),
+        bench_rss_kib: bench_rss,
+    })
+}
+
+/// A note when users were registered during the run: their Argon2id work is in the
+/// server's memory baseline.
+fn fresh_users_note(fresh_users: usize) -> Vec<String> {
+    let mut notes = Vec::new();
+    if fresh_users > 0 {
+        notes.push(format!(
+            "{fresh_users} users were registered/logged in during this run: the server's RSS baseline includes Argon2id work; rerun to reuse the cached users"
+        ));
+    }
+    notes
+}
+
+/// What the setup made: the users (with their tokens), how many of them were registered or
+/// logged in now, the channels, and how long it took.
+struct Setup {
+    users: Vec<setup::User>,
+    fresh_users: usize,
+    channel_ids: Vec<ChannelId>,
+    secs: f64,
+}
+
+/// Users (cached across runs) and channels (fresh each run).
+async fn set_up(
+    c: &Common,
+    plan: &Plan,
+    target: &Target,
+    rest: &Rest,
+    run_id: &str,
+) -> Result<Setup> {
     let setup_t = Instant::now();
+    let base = &target.nodes[0].base;
     let users_file = c.users_file.clone().unwrap_or_else(|| {
-        setup::default_users_file(!target.spawned.is_empty(), &c.data_dir, &nodes[0].base)
+        setup::default_users_file(!target.spawned.is_empty(), &c.data_dir, base)
     });
     let need_valid = c.warmup + c.duration + c.drain + Duration::from_secs(900);
     let (users, fresh_users) = rest
@@ -188,54 +185,106 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &Target) -> Result<Report> {
             need_valid,
         )
         .await?;
-    let mut channel_ids: Vec<ChannelId> = Vec::with_capacity(plan.channels);
-    if plan.channels > 0 {
-        eprintln!("setup: creating {} channel(s)...", plan.channels);
-        let specs: Vec<(usize, Vec<&setup::User>)> = (0..plan.channels)
-            .map(|ch| {
-                (
-                    ch,
-                    users
-                        .iter()
-                        .enumerate()
-                        .filter(|(u, _)| u % plan.channels == ch)
-                        .map(|(_, u)| u)
-                        .collect(),
-                )
-            })
-            .collect();
-        let mut results: Vec<(usize, Result<ChannelId>)> = stream::iter(specs)
-            .map(|(ch, members)| {
-                let rest = &rest;
-                let run_id = &run_id;
-                async move {
-                    let name = format!("b{run_id}-{ch}");
-                    (
-                        ch,
-                        rest.create_channel(&name, members[0], &members[1..], c.setup_concurrency)
-                            .await,
-                    )
-                }
-            })
-            .buffer_unordered(c.setup_concurrency.max(1))
-            .collect()
-            .await;
-        // Each channel index answers once: in index order they are the channel ids.
-        results.sort_by_key(|(ch, _)| *ch);
-        channel_ids = results.into_iter().map(|(_, r)| r).collect::<Result<_>>()?;
-    }
-    let setup_secs = setup_t.elapsed().as_secs_f64();
+    let channel_ids = if plan.channels > 0 {
+        create_channels(c, plan, rest, run_id, &users).await?
+    } else {
+        Vec::new()
+    };
+    Ok(Setup {
+        users,
+        fresh_users,
+        channel_ids,
+        secs: setup_t.elapsed().as_secs_f64(),
+    })
+}
 
-    // Server memory before any socket.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_before: Vec<Option<u64>> = nodes
+/// The plan's channels, user `u` a member of channel `u % channels`; their ids in index order.
+async fn create_channels(
+    c: &Common,
+    plan: &Plan,
+    rest: &Rest,
+    run_id: &str,
+    users: &[setup::User],
+) -> Result<Vec<ChannelId>> {
+    eprintln!("setup: creating {} channel(s)...", plan.channels);
+    let specs: Vec<(usize, Vec<&setup::User>)> = (0..plan.channels)
+        .map(|ch| {
+            (
+                ch,
+                users
+                    .iter()
+                    .enumerate()
+                    .filter(|(u, _)| u % plan.channels == ch)
+                    .map(|(_, u)| u)
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut results: Vec<(usize, Result<ChannelId>)> = stream::iter(specs)
+        .map(|(ch, members)| async move {
+            let name = format!("b{run_id}-{ch}");
+            (
+                ch,
+                rest.create_channel(&name, members[0], &members[1..], c.setup_concurrency)
+                    .await,
+            )
+        })
+        .buffer_unordered(c.setup_concurrency.max(1))
+        .collect()
+        .await;
+    // Each channel index answers once: in index order they are the channel ids.
+    results.sort_by_key(|(ch, _)| *ch);
+    results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Each node's resident memory now.
+fn rss_of(nodes: &[Node]) -> Vec<Option<u64>> {
+    nodes
         .iter()
         .map(|n| n.pid.and_then(procfs::rss_kib))
-        .collect();
+        .collect()
+}
 
-    // Connect.
+/// Each node's CPU time so far.
+fn cpu_of(nodes: &[Node]) -> Vec<Option<Duration>> {
+    nodes
+        .iter()
+        .map(|n| n.pid.and_then(procfs::cpu_time))
+        .collect()
+}
+
+/// CPU seconds between two readings, when both were taken.
+fn cpu_between(readings: (Option<Duration>, Option<Duration>)) -> Option<f64> {
+    match readings {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
+        _ => None,
+    }
+}
+
+/// The connected sockets: their tasks, the phase they follow, the open-loop senders' ticks,
+/// and how connecting went.
+struct Sockets {
+    tasks: JoinSet<()>,
+    phase_tx: watch::Sender<Phase>,
+    phase_rx: watch::Receiver<Phase>,
+    ticks: Vec<mpsc::Sender<()>>,
+    connected: usize,
+    connect_errors: BTreeMap<String, u64>,
+    slowest: Duration,
+    connect_secs: f64,
+}
+
+/// Connects every socket of the plan (at most `connect_concurrency` at once) and waits until
+/// each has resumed or failed; fails when none connected.
+async fn connect(
+    c: &Common,
+    plan: &Plan,
+    nodes: &[Node],
+    setup: &Setup,
+    run_id: &str,
+) -> Result<Sockets> {
     let shared = Arc::new(Shared {
-        run: run_id.clone(),
+        run: run_id.to_string(),
         text: "x".repeat(c.text_size.max(1)),
         config: client::ws_config(c.read_buffer, c.write_buffer),
     });
@@ -244,7 +293,7 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &Target) -> Result<Report> {
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
     let mut ticks = Vec::new();
     let fanouts: Vec<u64> = (0..plan.channels).map(|ch| plan.fanout(ch)).collect();
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = JoinSet::new();
     eprintln!(
         "connecting {} sockets over {} node(s)...",
         plan.sockets,
@@ -253,36 +302,7 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &Target) -> Result<Report> {
     let connect_t = Instant::now();
     for i in 0..plan.sockets {
         let permit = sem.clone().acquire_owned().await?;
-        let user = &users[i % plan.users];
-        let channel = plan
-            .channel_of_socket(i)
-            .map(|ch| (channel_ids[ch].clone(), fanouts[ch]));
-        let mode = if i < plan.senders && channel.is_some() {
-            if plan.inflight > 0 {
-                SendMode::Closed(plan.inflight)
-            } else {
-                let (tx, rx) = mpsc::channel(64);
-                ticks.push(tx);
-                SendMode::OpenLoop(rx)
-            }
-        } else {
-            SendMode::None
-        };
-        let node = plan.node_of_socket(i, nodes.len());
-        let spec = Spec {
-            idx: i,
-            node,
-            server: nodes[node].addr,
-            source: std::net::Ipv4Addr::new(
-                127,
-                0,
-                0,
-                2 + (i % c.source_ips.max(1) as usize) as u8,
-            ),
-            token: user.token.clone(),
-            channel,
-            mode,
-        };
+        let spec = spec_of_socket(i, c, plan, nodes, setup, &fanouts, &mut ticks);
         tasks.spawn(client::run(
             spec,
             shared.clone(),
@@ -293,7 +313,7 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &Target) -> Result<Report> {
     }
     drop(ready_tx);
     let mut connected = 0usize;
-    let mut connect_errors: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut connect_errors: BTreeMap<String, u64> = BTreeMap::default();
     let mut slowest = Duration::ZERO;
     while let Some(r) = ready_rx.recv().await {
         match r {
@@ -315,40 +335,95 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &Target) -> Result<Report> {
     if connected == 0 {
         bail!("no socket connected: {connect_errors:?}");
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_after: Vec<Option<u64>> = nodes
-        .iter()
-        .map(|n| n.pid.and_then(procfs::rss_kib))
-        .collect();
+    Ok(Sockets {
+        tasks,
+        phase_tx,
+        phase_rx,
+        ticks,
+        connected,
+        connect_errors,
+        slowest,
+        connect_secs,
+    })
+}
 
-    // Send (warm-up, window), then drain.
-    let _ = phase_tx.send(Phase::Sending);
+/// Socket `i`: its user's token, its node and source address, its channel, and how it sends
+/// (an open-loop sender's tick channel goes to `ticks`).
+fn spec_of_socket(
+    i: usize,
+    c: &Common,
+    plan: &Plan,
+    nodes: &[Node],
+    setup: &Setup,
+    fanouts: &[u64],
+    ticks: &mut Vec<mpsc::Sender<()>>,
+) -> Spec {
+    let user = &setup.users[i % plan.users];
+    let channel = plan
+        .channel_of_socket(i)
+        .map(|ch| (setup.channel_ids[ch].clone(), fanouts[ch]));
+    let mode = if i < plan.senders && channel.is_some() {
+        if plan.inflight > 0 {
+            SendMode::Closed(plan.inflight)
+        } else {
+            let (tx, rx) = mpsc::channel(64);
+            ticks.push(tx);
+            SendMode::OpenLoop(rx)
+        }
+    } else {
+        SendMode::None
+    };
+    let node = plan.node_of_socket(i, nodes.len());
+    Spec {
+        idx: i,
+        node,
+        server: nodes[node].addr,
+        source: std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % c.source_ips.max(1) as usize) as u8),
+        token: user.token.clone(),
+        channel,
+        mode,
+    }
+}
+
+/// The measurement window, as the machine saw it.
+struct Window {
+    length: Duration,
+    /// Each node's CPU time at the window's start and end.
+    server_cpu: (Vec<Option<Duration>>, Vec<Option<Duration>>),
+    /// This process's CPU time at the window's start and end.
+    self_cpu: (Option<Duration>, Option<Duration>),
+    rss_end: Vec<Option<u64>>,
+    metrics_end: Vec<BTreeMap<String, f64>>,
+}
+
+/// Send (warm-up, then the window), then drain until every delivery owed for the window's
+/// sends arrived or the drain time is up.
+async fn measure(
+    c: &Common,
+    plan: &Plan,
+    nodes: &[Node],
+    rest: &Rest,
+    sockets: &mut Sockets,
+) -> Window {
+    let _ = sockets.phase_tx.send(Phase::Sending);
+    let ticks = std::mem::take(&mut sockets.ticks);
     let scheduler = (!ticks.is_empty() && plan.rate > 0.0)
-        .then(|| tokio::spawn(scheduler(ticks, plan.rate, phase_rx.clone())));
+        .then(|| tokio::spawn(scheduler(ticks, plan.rate, sockets.phase_rx.clone())));
     if plan.senders > 0 {
         tokio::time::sleep(c.warmup).await;
     }
-    let cpu0: Vec<Option<Duration>> = nodes
-        .iter()
-        .map(|n| n.pid.and_then(procfs::cpu_time))
-        .collect();
+    let cpu0 = cpu_of(nodes);
     let self0 = procfs::cpu_time(std::process::id());
     let w0 = Instant::now();
     stats::open_window();
     tokio::time::sleep(c.duration).await;
     stats::close_window();
-    let window = w0.elapsed();
-    let cpu1: Vec<Option<Duration>> = nodes
-        .iter()
-        .map(|n| n.pid.and_then(procfs::cpu_time))
-        .collect();
+    let length = w0.elapsed();
+    let cpu1 = cpu_of(nodes);
     let self1 = procfs::cpu_time(std::process::id());
-    let rss_end: Vec<Option<u64>> = nodes
-        .iter()
-        .map(|n| n.pid.and_then(procfs::rss_kib))
-        .collect();
-    let metrics_end = scrape_metrics(&rest.http, &nodes).await;
-    let _ = phase_tx.send(Phase::Draining);
+    let rss_end = rss_of(nodes);
+    let metrics_end = scrape_metrics(&rest.http, nodes).await;
+    let _ = sockets.phase_tx.send(Phase::Draining);
     let k = counters();
     let drain_t = Instant::now();
     while drain_t.elapsed() < c.drain
@@ -356,23 +431,33 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &Target) -> Result<Report> {
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = phase_tx.send(Phase::Done);
+    let _ = sockets.phase_tx.send(Phase::Done);
     if let Some(s) = scheduler {
         s.abort();
     }
-    let hists = stats::merged();
-    let closed = k.closed.load(Relaxed);
-    tasks.abort_all();
-    let bench_rss = procfs::rss_kib(std::process::id());
+    Window {
+        length,
+        server_cpu: (cpu0, cpu1),
+        self_cpu: (self0, self1),
+        rss_end,
+        metrics_end,
+    }
+}
 
-    let servers = nodes
+/// Each node's figures: memory before and after connecting and at the end, per connection,
+/// CPU over the window, and its metrics.
+fn server_figures(
+    plan: &Plan,
+    nodes: &[Node],
+    connected: usize,
+    [rss_before, rss_after]: [Vec<Option<u64>>; 2],
+    window: &Window,
+) -> Vec<ServerFigures> {
+    nodes
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let cpu = match (cpu0[i], cpu1[i]) {
-                (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
-                _ => None,
-            };
+            let cpu = cpu_between((window.server_cpu.0[i], window.server_cpu.1[i]));
             let conns = (0..plan.sockets)
                 .filter(|&s| plan.node_of_socket(s, nodes.len()) == i)
                 .count()
@@ -382,75 +467,21 @@ async fn run_on(cli: &Cli, plan: &Plan, target: &Target) -> Result<Report> {
                 pid: n.pid,
                 rss_before_connect_kib: rss_before[i],
                 rss_after_connect_kib: rss_after[i],
-                rss_end_kib: rss_end[i],
+                rss_end_kib: window.rss_end[i],
                 rss_per_conn_kib: stats::per_conn_kib(rss_before[i], rss_after[i], conns),
                 cpu_secs: cpu,
-                cpu_cores: cpu.map(|s| s / window.as_secs_f64()),
-                metrics: metrics_end[i].clone(),
+                cpu_cores: cpu.map(|s| s / window.length.as_secs_f64()),
+                metrics: window.metrics_end[i].clone(),
             }
         })
-        .collect();
-    let bench_cpu = match (self0, self1) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64()),
-        _ => None,
-    };
-    let expected = k.expected_window.load(Relaxed);
-    let got = k.delivered_of_window.load(Relaxed);
-    let mut notes = Vec::new();
-    if fresh_users > 0 {
-        notes.push(format!(
-            "{fresh_users} users were registered/logged in during this run: the server's RSS baseline includes Argon2id work; rerun to reuse the cached users"
-        ));
-    }
-    Ok(Report {
-        scenario: plan.scenario.into(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        machine: machine(),
-        notes,
-        sockets: plan.sockets,
-        connected,
-        connect_errors,
-        connect_secs,
-        slowest_connect_ms: slowest.as_secs_f64() * 1e3,
-        users: plan.users,
-        users_registered_now: fresh_users,
-        channels: plan.channels,
-        senders: plan.senders,
-        target_rate: plan.rate,
-        inflight: plan.inflight,
-        setup_secs,
-        window_secs: window.as_secs_f64(),
-        sent: k.sent_window.load(Relaxed),
-        sent_per_sec: stats::rate(k.sent_window.load(Relaxed), window),
-        acks: k.acks_window.load(Relaxed),
-        acks_per_sec: stats::rate(k.acks_window.load(Relaxed), window),
-        deliveries: k.delivered_window.load(Relaxed),
-        deliveries_per_sec: stats::rate(k.delivered_window.load(Relaxed), window),
-        expected_deliveries: expected,
-        missing_deliveries: expected.saturating_sub(got),
-        skipped_sends: k.skipped.load(Relaxed),
-        latency_deliver: stats::percentiles(&hists.deliver),
-        latency_deliver_cross_node: (nodes.len() > 1)
-            .then(|| stats::percentiles(&hists.deliver_cross_node)),
-        latency_ack: stats::percentiles(&hists.ack),
-        error_frames: k.error_frames.load(Relaxed),
-        errors: stats::error_codes(),
-        closed_unexpectedly: closed,
-        servers,
-        bench_cpu_secs: bench_cpu,
-        bench_cpu_cores: bench_cpu.map(|s| s / window.as_secs_f64()),
-        bench_rss_kib: bench_rss,
-    })
+        .collect()
 }
 
 /// Selected counters from each node's Prometheus `/metrics` (empty if it does not answer).
-async fn scrape_metrics(
-    http: &reqwest::Client,
-    nodes: &[crate::target::Node],
-) -> Vec<std::collections::BTreeMap<String, f64>> {
+async fn scrape_metrics(http: &reqwest::Client, nodes: &[Node]) -> Vec<BTreeMap<String, f64>> {
     let mut out = Vec::new();
     for n in nodes {
-        let mut m = std::collections::BTreeMap::new();
+        let mut m = BTreeMap::new();
         if let Ok(r) = http.get(format!("{}/metrics", n.base)).send().await {
             if let Ok(text) = r.text().await {
                 for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -505,63 +536,5 @@ async fn scheduler(ticks: Vec<mpsc::Sender<()>>, rate: f64, mut phase: watch::Re
             issued += 1;
             next = (next + 1) % ticks.len();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plans() {
-        let p = Plan::from(&Scenario::Latency {
-            clients: 200,
-            channels: 100,
-            rate: 10000.0,
-        })
-        .unwrap();
-        assert_eq!(
-            (p.sockets, p.users, p.channels, p.senders),
-            (200, 200, 100, 200)
-        );
-        assert_eq!(p.fanout(0), 2);
-        assert_eq!(p.channel_of_socket(101), Some(1));
-        // Two nodes: the two members of every channel sit on different nodes.
-        for ch in 0..100 {
-            assert_ne!(p.node_of_socket(ch, 2), p.node_of_socket(ch + 100, 2));
-        }
-        assert_eq!(p.node_of_socket(7, 1), 0);
-        let f = Plan::from(&Scenario::Fanout {
-            members: 10,
-            senders: 1,
-            rate: 5.0,
-            users: None,
-        })
-        .unwrap();
-        assert_eq!(f.fanout(0), 10);
-        // One channel: sockets alternate between nodes.
-        let on_node1 = (0..10).filter(|&i| f.node_of_socket(i, 2) == 1).count();
-        assert_eq!(on_node1, 5);
-        let i = Plan::from(&Scenario::Ingest {
-            senders: 4,
-            channels: None,
-            inflight: 8,
-            rate: 0.0,
-        })
-        .unwrap();
-        assert_eq!((i.channels, i.inflight, i.fanout(3)), (4, 8, 1));
-        let idle = Plan::from(&Scenario::Idle {
-            clients: 100,
-            users: Some(10),
-        })
-        .unwrap();
-        assert_eq!((idle.users, idle.channel_of_socket(5)), (10, None));
-        assert!(Plan::from(&Scenario::Fanout {
-            members: 10,
-            senders: 1,
-            rate: 0.0,
-            users: None,
-        })
-        .is_err());
     }
 }
