@@ -1,6 +1,7 @@
 //! What every resource family (`ec2::*`, `ecs::*`, `ecr`) shares, in one place so that no
 //! family has to import another's internals: the apply skeleton ([`Step`]: the ids known so
-//! far, the replaced resources to retire last, the wait timeout, the progress lines), the stack
+//! far, the replaced resources to retire last, the wait timeout, the progress lines; and
+//! [`Lifecycle`] with its one dispatcher [`apply_lifecycle`]), the stack
 //! and resource tags in each SDK's shape and reading them back, retrying while AWS still
 //! reports a resource in use, and hashing.
 
@@ -11,6 +12,7 @@ use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_elasticloadbalancingv2::types::Tag as LbTag;
 use sha2::{Digest, Sha256};
 
+use crate::plan::{Action, Change};
 use crate::resource::Kind;
 use crate::{Aws, AwsError};
 
@@ -58,6 +60,40 @@ impl Step<'_> {
     /// Records the id of a resource just made.
     pub fn remember(&mut self, kind: Kind, name: &str, id: String) {
         self.ids.insert((kind, name.to_string()), id);
+    }
+}
+
+/// A family whose changes take one of three paths: create (also for a replacement, whose old
+/// resource the family retires), update in place, or delete. [`apply_lifecycle`] sends a
+/// change down its path.
+pub(crate) trait Lifecycle {
+    /// Makes the resource of `ch`, also when it replaces an old one.
+    fn create(
+        step: &mut Step<'_>,
+        ch: &Change,
+    ) -> impl std::future::Future<Output = Result<(), AwsError>> + Send;
+    /// Changes the resource of `ch` in place.
+    fn update(
+        step: &mut Step<'_>,
+        ch: &Change,
+    ) -> impl std::future::Future<Output = Result<(), AwsError>> + Send;
+    /// Removes the resource of `ch`.
+    fn delete(
+        step: &mut Step<'_>,
+        ch: &Change,
+    ) -> impl std::future::Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Runs one change of a [`Lifecycle`] family: Create and Replace create, Update updates,
+/// Delete deletes.
+pub(crate) async fn apply_lifecycle<F: Lifecycle>(
+    step: &mut Step<'_>,
+    ch: &Change,
+) -> Result<(), AwsError> {
+    match ch.action {
+        Action::Create | Action::Replace => F::create(step, ch).await,
+        Action::Update => F::update(step, ch).await,
+        Action::Delete => F::delete(step, ch).await,
     }
 }
 

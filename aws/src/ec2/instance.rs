@@ -14,7 +14,7 @@ use aws_sdk_ec2::types::{
 use base64::Engine;
 
 use crate::error::SdkResultExt;
-use crate::family::{ec2_tags, stack_filter, tag_of, Step};
+use crate::family::{ec2_tags, stack_filter, tag_of, Lifecycle, Step};
 use crate::plan::{Action, Change};
 use crate::resource::{is_arm, Kind, Resource, Value};
 use crate::spec::Ec2Spec;
@@ -282,18 +282,25 @@ fn sg_name(r: &Resource) -> String {
         .unwrap_or_default()
 }
 
-/// Runs one instance change.
-pub(crate) async fn apply(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsError> {
-    let r = ch.resource();
-    match ch.action {
-        Action::Create | Action::Replace => launch(step, ch).await,
-        Action::Update => update(step, ch).await,
-        Action::Delete => {
-            let id = r.id.clone().unwrap_or_default();
-            terminate(step.aws, &id, step.timeout).await?;
-            step.say(format!("terminated instance {} ({id})", r.name));
-            Ok(())
-        }
+/// Instances: launched and waited for (a replaced one is retired at the end), changed in
+/// place, terminated.
+pub(crate) struct Instances;
+
+impl Lifecycle for Instances {
+    async fn create(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsError> {
+        launch(step, ch).await
+    }
+
+    async fn update(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsError> {
+        update(step, ch).await
+    }
+
+    async fn delete(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsError> {
+        let r = ch.resource();
+        let id = r.id.clone().unwrap_or_default();
+        terminate(step.aws, &id, step.timeout).await?;
+        step.say(format!("terminated instance {} ({id})", r.name));
+        Ok(())
     }
 }
 

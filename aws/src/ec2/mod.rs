@@ -17,7 +17,7 @@ pub mod security_group;
 pub use instance::USER_DATA;
 pub use security_group::ingress_rules;
 
-use crate::family::Step;
+use crate::family::{apply_lifecycle, Step};
 use crate::plan::{Action, Change};
 use crate::resource::{Kind, Resource};
 use crate::spec::{Ec2Spec, StackSpec};
@@ -55,9 +55,9 @@ pub(crate) async fn actual(aws: &Aws, stack: &str) -> Result<Vec<Resource>, AwsE
 /// Runs one EC2 change.
 pub(crate) async fn apply(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsError> {
     match ch.resource().kind {
-        Kind::SecurityGroup => security_group::apply(step, ch).await,
+        Kind::SecurityGroup => apply_lifecycle::<security_group::SecurityGroups>(step, ch).await,
         Kind::KeyPair => key_pair::apply(step, ch).await,
-        Kind::Instance => instance::apply(step, ch).await,
+        Kind::Instance => apply_lifecycle::<instance::Instances>(step, ch).await,
         Kind::ElasticIp => address::apply(step, ch).await,
         kind => Err(cannot_in_place(kind, ch.action)),
     }

@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::{
 };
 
 use crate::error::SdkResultExt;
-use crate::family::{ec2_tags, id_of, stack_filter, tag_of, Ids, Step};
+use crate::family::{ec2_tags, id_of, stack_filter, tag_of, Ids, Lifecycle, Step};
 use crate::plan::{Action, Change};
 use crate::resource::{Kind, Resource, Value};
 use crate::{Aws, AwsError, TAG_RESOURCE};
@@ -212,18 +212,25 @@ fn rules_of(
     rules
 }
 
-/// Runs one security group change.
-pub(crate) async fn apply(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsError> {
-    let r = ch.resource();
-    match ch.action {
-        Action::Create | Action::Replace => create(step, ch).await,
-        Action::Update => update(step, ch).await,
-        Action::Delete => {
-            let id = r.id.clone().unwrap_or_default();
-            delete_group(step.aws, &id, step.timeout).await?;
-            step.say(format!("deleted security group {} ({id})", r.name));
-            Ok(())
-        }
+/// Security groups: made with all their rules (a replaced one is retired at the end), their
+/// rules changed in place, deleted.
+pub(crate) struct SecurityGroups;
+
+impl Lifecycle for SecurityGroups {
+    async fn create(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsError> {
+        create(step, ch).await
+    }
+
+    async fn update(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsError> {
+        update(step, ch).await
+    }
+
+    async fn delete(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsError> {
+        let r = ch.resource();
+        let id = r.id.clone().unwrap_or_default();
+        delete_group(step.aws, &id, step.timeout).await?;
+        step.say(format!("deleted security group {} ({id})", r.name));
+        Ok(())
     }
 }
 

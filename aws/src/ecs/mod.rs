@@ -27,7 +27,7 @@ pub use service::wait_stable;
 pub use task_definition::HEALTHCHECK_BIN;
 
 use crate::error::SdkResultExt;
-use crate::family::{Step, TAG_STACK};
+use crate::family::{apply_lifecycle, Step, TAG_STACK};
 use crate::plan::{Action, Change};
 use crate::resource::{Kind, Resource};
 use crate::spec::{EcsSpec, Lookup, StackSpec};
@@ -157,7 +157,7 @@ pub(crate) async fn apply(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsErr
         Kind::TargetGroup => target_group::apply(step, ch).await,
         Kind::LoadBalancer => load_balancer::apply(step, ch).await,
         Kind::Listener => load_balancer::apply_listener(step, ch).await,
-        Kind::EcsService => service::apply(step, ch).await,
+        Kind::EcsService => apply_lifecycle::<service::Services>(step, ch).await,
         kind => Err(cannot(kind, ch.action)),
     }
 }

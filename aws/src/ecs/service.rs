@@ -15,7 +15,7 @@ use aws_sdk_ecs::types::{
 use super::{bad_build, task_definition, CONTAINER};
 use crate::ec2::security_group::{group_refs, resolve_groups};
 use crate::error::SdkResultExt;
-use crate::family::{ecs_tagged, ecs_tags, Ids, Step};
+use crate::family::{ecs_tagged, ecs_tags, Ids, Lifecycle, Step};
 use crate::plan::{Action, Change};
 use crate::resource::{Kind, Resource, Value};
 use crate::spec::EcsSpec;
@@ -188,17 +188,24 @@ fn deployment() -> DeploymentConfiguration {
         .build()
 }
 
-/// Runs one service change.
-pub(crate) async fn apply(step: &Step<'_>, ch: &Change) -> Result<(), AwsError> {
-    let r = ch.resource();
-    match ch.action {
-        Action::Create | Action::Replace => create(step, ch).await,
-        Action::Update => update(step, ch).await,
-        Action::Delete => {
-            delete_service(step.aws, r.text("cluster"), &r.name).await?;
-            step.say(format!("deleted ECS service {}", r.name));
-            Ok(())
-        }
+/// ECS services: created (or moved over in a replacement), updated in place and waited for,
+/// deleted.
+pub(crate) struct Services;
+
+impl Lifecycle for Services {
+    async fn create(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsError> {
+        create(step, ch).await
+    }
+
+    async fn update(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsError> {
+        update(step, ch).await
+    }
+
+    async fn delete(step: &mut Step<'_>, ch: &Change) -> Result<(), AwsError> {
+        let r = ch.resource();
+        delete_service(step.aws, r.text("cluster"), &r.name).await?;
+        step.say(format!("deleted ECS service {}", r.name));
+        Ok(())
     }
 }
 
