@@ -16,7 +16,7 @@ APT_PACKAGES=(
   chromium         # web client: browser tests
   chromium-driver
   fonts-noto-color-emoji  # web client: emoji render in screenshots
-  redis-server     # chat-server: Redis fan-out/presence/rate-limit tests (tests/redis_bus.rs, tests/cluster.rs)
+  redis-server     # chat-server: Redis fan-out/presence/rate-limit tests (tests/redis_bus.rs, tests/cluster/)
   docker-registry  # cli: image push/pull tests against a real registry on loopback
   apache2-utils    # cli: htpasswd (bcrypt) for the registry's auth
 )
@@ -58,7 +58,7 @@ MONGO_URL="$(scripts/secantus.sh start)"
 # (A workspace run with a filter, not `-p`: `-p` resolves features anew and rebuilds dependencies.)
 FULLSLACK_TEST_STORE_URL="$MONGO_URL" cargo nextest run --workspace -E 'binary(store_contract)'
 scripts/secantus.sh stop
-# The venv stays installed: the workspace run's two-node tests (chat-server/tests/cluster.rs)
+# The venv stays installed: the workspace run's two-node tests (chat-server/tests/cluster/)
 # start a SecantusDB of their own per test from $FULLSLACK_TEST_RUNTIME/venv-secantus.
 
 # The AWS tests (cli/tests/aws/) each start their own moto server (an AWS API emulator) on a
