@@ -281,7 +281,7 @@ async fn http_redirects_except_the_acme_challenge(
     https_port: u16,
 ) {
     let r = client
-        .get(format!("http://127.0.0.1:{}/api/me", http_port))
+        .get(format!("http://127.0.0.1:{http_port}/api/me"))
         .header("host", "chat.example.test")
         .send()
         .await
@@ -290,7 +290,7 @@ async fn http_redirects_except_the_acme_challenge(
     // The HTTPS port is not 443 here: the redirect keeps it.
     assert_eq!(
         r.headers()["location"].to_str().expect("location"),
-        format!("https://chat.example.test:{}/api/me", https_port)
+        format!("https://chat.example.test:{https_port}/api/me")
     );
     // …except the ACME HTTP-01 challenge, served from the webroot.
     std::fs::write(
@@ -302,8 +302,7 @@ async fn http_redirects_except_the_acme_challenge(
     .expect("token");
     let r = client
         .get(format!(
-            "http://127.0.0.1:{}/.well-known/acme-challenge/tok-123",
-            http_port
+            "http://127.0.0.1:{http_port}/.well-known/acme-challenge/tok-123"
         ))
         .send()
         .await
@@ -401,7 +400,7 @@ fn health_through_nginx_passes(prefix: &Prefix, https_port: u16) {
     let out = fullslack!()
         .args(["health", "--json", "--ca-file"])
         .arg(prefix.path().join("certs/ca.pem"))
-        .arg(format!("https://localhost:{}", https_port))
+        .arg(format!("https://localhost:{https_port}"))
         .arg("--register-probe")
         .env("FULLSLACK_PROBE_PASSWORD", "probe-password-123")
         .output()
