@@ -1,85 +1,19 @@
 //! Commands run over SSH through a real sshd on loopback (own host key, own authorized key,
-//! test-owned known_hosts).
+//! test-owned known_hosts: [`fullslack_test_support::Sshd`]).
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, program, short_tempdir, wait_for_port, Proc};
+use common::short_tempdir;
 use fullslack::commands::{files, lock, Cmd};
 use fullslack::runner::{RunError, Runner, SshRunner, SshTarget};
-
-struct Sshd {
-    _proc: Proc,
-    port: u16,
-    dir: PathBuf,
-    user: String,
-}
-
-fn keygen(path: &Path) {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .expect("run ssh-keygen");
-    assert!(st.success(), "ssh-keygen failed");
-}
+use fullslack_test_support::Sshd;
 
 fn start_sshd(dir: &Path) -> Sshd {
-    let sshd = program("/usr/sbin/sshd");
-    std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
-    keygen(&dir.join("host_key"));
-    keygen(&dir.join("client_key"));
-    std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys"))
-        .expect("authorized_keys");
-    let port = free_port();
-    let conf = dir.join("sshd_config");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nUsePAM no\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nStrictModes no\nPermitRootLogin prohibit-password\n\
-             LogLevel ERROR\n",
-            d = dir.display()
-        ),
-    )
-    .expect("write sshd_config");
-    let proc = Proc::spawn(
-        "sshd",
-        Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
-    );
-    wait_for_port(port, Duration::from_secs(10));
-    let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).expect("host key");
-    let mut parts = host_pub.split_whitespace();
-    let (kind, key) = (parts.next().expect("kind"), parts.next().expect("key"));
-    std::fs::write(
-        dir.join("known_hosts"),
-        format!("[127.0.0.1]:{port} {kind} {key}\n"),
-    )
-    .expect("known_hosts");
-    let user = String::from_utf8(
-        Command::new("id")
-            .arg("-un")
-            .output()
-            .expect("id -un")
-            .stdout,
-    )
-    .expect("utf-8")
-    .trim()
-    .to_string();
-    Sshd {
-        _proc: proc,
-        port,
-        dir: dir.to_path_buf(),
-        user,
-    }
+    Sshd::start(dir)
 }
 
 fn target(s: &Sshd) -> SshTarget {
