@@ -96,6 +96,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// The releases each host keeps for rollback, and which one is live.
     Releases(ReleasesArgs),
+    /// Per host: the live release, its container, readiness and WebSocket connections.
+    Status(ReleasesArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
 }
@@ -575,7 +577,7 @@ pub struct RollbackArgs {
     pub switch: SwitchOpts,
 }
 
-/// `releases` arguments.
+/// `releases` and `status` arguments.
 #[derive(Debug, Args)]
 pub struct ReleasesArgs {
     #[command(flatten)]

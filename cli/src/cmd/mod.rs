@@ -19,6 +19,7 @@ pub mod push;
 pub mod releases;
 pub mod secrets;
 pub mod stack;
+pub mod status;
 
 use std::path::Path;
 
@@ -45,6 +46,7 @@ pub async fn dispatch(cli: Cli, r: Reporter) -> Result<(), CliError> {
         Command::Deploy(a) => deploy::run(&a, &r).await,
         Command::Rollback(a) => deploy::rollback(&a, &r).await,
         Command::Releases(a) => releases::run(&a, &r).await,
+        Command::Status(a) => status::run(&a, &r).await,
         Command::Completions(a) => {
             completions::run(&a);
             Ok(())

@@ -130,6 +130,24 @@ fn releases_switch_without_dropping_users_and_a_failing_release_never_gets_traff
         .collect();
     assert_eq!(kept, ["v1", "v2"]);
 
+    // `status`: the live release, its container running, ready.
+    let out = h
+        .cli(&["status", "--json", "--state-dir"])
+        .arg(h.state())
+        .output()
+        .expect("status");
+    assert!(out.status.success(), "{}", text(&out));
+    let v = json_of(&out);
+    assert_eq!(v["hosts"][0]["live"], "v1", "{v:#}");
+    assert_eq!(v["hosts"][0]["color"], "blue", "{v:#}");
+    assert_eq!(v["hosts"][0]["ready"], true, "{v:#}");
+    assert!(
+        v["hosts"][0]["container"]
+            .as_str()
+            .is_some_and(|c| c.contains("running")),
+        "{v:#}"
+    );
+
     // The audit log, on the host and beside the stack file: one line per switch, no secret.
     let host_audit = std::fs::read_to_string(h.state().join(format!("{}/audit.jsonl", h.name)))
         .expect("host audit log");
