@@ -61,17 +61,78 @@ async fn run_plan(
                 "add [[hosts]] to the stack file (EC2 hosts appear after `fullslack apply`)",
             ));
         }
-        for t in ssh_targets(s, o.connect.known_hosts.as_ref()) {
-            let runner = SshRunner::connect(&t).await?;
-            let (entry, res) = host::deploy(&runner, plan).await;
-            let _ = runner.close().await;
-            finish_host(stack_file, s, entry, res, &mut done, r)?;
+        let targets = ssh_targets(s, o.connect.known_hosts.as_ref());
+        for (i, t) in targets.iter().enumerate() {
+            let res = match SshRunner::connect(t).await {
+                Ok(runner) => {
+                    let (entry, res) = host::deploy(&runner, plan).await;
+                    let _ = runner.close().await;
+                    finish_host(stack_file, s, entry, res, &mut done, r)
+                }
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = res {
+                let note = put_back(stack_file, s, plan, &targets[..i], &done).await;
+                return Err(with_note(e, &note));
+            }
         }
     }
     if r.json {
         r.print_json(&serde_json::json!({"action": plan.action, "hosts": done}));
     }
     Ok(())
+}
+
+/// After a host failed: the hosts finished before it go back to the release they had, so the
+/// stack does not stay split between two releases. Says what it did.
+async fn put_back(
+    stack_file: &Path,
+    s: &Stack,
+    plan: &Plan,
+    finished: &[SshTarget],
+    done: &[Outcome],
+) -> String {
+    let mut notes = Vec::new();
+    for (t, o) in finished.iter().zip(done) {
+        let Some(from) = &o.from_version else {
+            notes.push(format!(
+                "{} had no release before: {} stays live there",
+                o.host, o.version
+            ));
+            continue;
+        };
+        let mut back = plan.clone();
+        back.action = "rollback";
+        back.wanted = Wanted::Rollback(Some(from.clone()));
+        back.transfer = Transfer::AlreadyThere;
+        let res = match SshRunner::connect(t).await {
+            Ok(runner) => {
+                let (entry, res) = host::deploy(&runner, &back).await;
+                let _ = runner.close().await;
+                if let Some(e) = entry {
+                    let _ = append_local_audit(stack_file, &s.name, &e);
+                }
+                res.map(|_| ())
+            }
+            Err(e) => Err(e.into()),
+        };
+        notes.push(match res {
+            Ok(()) => format!("{} put back on {from}", o.host),
+            Err(e) => format!("{} could NOT be put back on {from}: {e}", o.host),
+        });
+    }
+    notes.join("; ")
+}
+
+/// The error with what happened to the other hosts appended.
+fn with_note(e: CliError, note: &str) -> CliError {
+    if note.is_empty() {
+        return e;
+    }
+    CliError::Failed {
+        message: format!("{e}\n{note}"),
+        hint: e.hint().unwrap_or_default(),
+    }
 }
 
 /// Records the host's audit line locally and prints its outcome.

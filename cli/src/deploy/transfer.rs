@@ -3,7 +3,7 @@
 //! Without a registry, `docker save` runs here and its tar stream goes over the same SSH
 //! connection into `docker load` on the host: nothing is written to disk in between, and the
 //! bytes are counted for the report. A host that already has the image (same id) is sent
-//! nothing. With a registry, the host logs in (password on stdin) and pulls.
+//! nothing. With a registry, the host logs in (password on stdin) and pulls, always.
 
 use std::process::Stdio;
 
@@ -37,11 +37,14 @@ pub async fn ensure_image<R: Runner>(
     how: &Transfer,
 ) -> Result<Sent, CliError> {
     let there = host_image_id(r, &target.image).await?;
-    let resend = matches!(how, Transfer::Stream { always: true });
-    if there.is_some()
-        && !resend
-        && (there == target.image_id || matches!(how, Transfer::AlreadyThere))
-    {
+    // A registry pull always runs: it is cheap when the host has every layer, and it proves
+    // the host can pull (credentials, network) before the release depends on it.
+    let skip = match how {
+        Transfer::Stream { always } => !always && there.is_some() && there == target.image_id,
+        Transfer::AlreadyThere => there.is_some(),
+        Transfer::Registry { .. } => false,
+    };
+    if skip {
         return Ok(Sent {
             bytes: 0,
             skipped: true,

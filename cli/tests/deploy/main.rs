@@ -9,12 +9,15 @@
 //! One test binary (`deploy`) in modules: this file holds the host fixture (sshd, Nginx, stack
 //! file, images, cleanup) and the CLI runner; [`switch`] the release switch (first deploy,
 //! a second release under WebSocket traffic, a failing release, rollback); [`lock`] concurrent
-//! deploys and a dead deploy's lock.
+//! deploys and a dead deploy's lock; [`pull`] a deploy through a registry on loopback.
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/registry.rs"]
+mod registry;
 
 mod lock;
+mod pull;
 mod switch;
 
 use std::path::{Path, PathBuf};
@@ -80,7 +83,18 @@ struct Host {
 }
 
 impl Host {
+    /// A host whose stack streams images over SSH (no registry).
     fn new() -> Host {
+        Host::create(None)
+    }
+
+    /// A host whose stack pulls from the registry at `addr` as user `deployer`, the password
+    /// in `DEPLOY_TEST_REGISTRY_PW`.
+    fn with_registry(addr: &str) -> Host {
+        Host::create(Some(addr))
+    }
+
+    fn create(registry: Option<&str>) -> Host {
         let dir = common::short_tempdir();
         let name = format!("fsd-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let sshd = Sshd::start(dir.path());
@@ -107,7 +121,17 @@ impl Host {
         wait_for_file(&prefix.join("nginx.pid"));
         let http_port = free_port();
         let app_port = free_port_pair();
-        let repo = format!("{name}/chat");
+        let image_section = match registry {
+            None => format!("[image]\nname = \"{name}/chat\"\n"),
+            Some(addr) => format!(
+                "[image]\nname = \"{name}/chat\"\nregistry = \"{addr}\"\nusername = \"deployer\"\n\
+                 password = {{ env = \"DEPLOY_TEST_REGISTRY_PW\" }}\n"
+            ),
+        };
+        let repo = match registry {
+            None => format!("{name}/chat"),
+            Some(addr) => format!("{addr}/{name}/chat"),
+        };
         let stack = dir.path().join("stack.toml");
         std::fs::write(
             &stack,
@@ -115,7 +139,7 @@ impl Host {
                 "name = \"{name}\"\ndomains = [\"chat.example.test\"]\ntarget = \"ssh\"\n\
                  [ssh]\nuser = \"{user}\"\nport = {port}\nidentity_file = \"{key}\"\nknown_hosts = \"{kh}\"\n\
                  [[hosts]]\naddress = \"127.0.0.1\"\n\
-                 [image]\nname = \"{repo}\"\n\
+                 {image_section}\
                  [app]\nhost_port = {app_port}\n\
                  [app.env]\n{limits}\
                  [tls]\nenabled = false\n\
