@@ -91,6 +91,8 @@ pub enum Command {
     #[command(subcommand)]
     Secrets(SecretsCommand),
     /// Deploy the stack's image to its hosts: blue/green, health-gated, no dropped user.
+    // `--version TAG` names the release here; `fullslack --version` still prints the tool's.
+    #[command(disable_version_flag = true)]
     Deploy(DeployArgs),
     /// Switch back to a release the hosts kept (default: the one before the live one).
     Rollback(RollbackArgs),
@@ -570,7 +572,8 @@ pub struct DeployArgs {
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
     /// The kept version to switch to [default: the one before the live one].
-    pub version: Option<String>,
+    #[arg(value_name = "VERSION")]
+    pub to_version: Option<String>,
     #[command(flatten)]
     pub stack: StackArg,
     #[command(flatten)]

@@ -37,7 +37,7 @@ pub async fn run(a: &DeployArgs, r: &Reporter) -> Result<(), CliError> {
 pub async fn rollback(a: &RollbackArgs, r: &Reporter) -> Result<(), CliError> {
     let mut s = crate::stack::load(&a.stack.stack)?;
     crate::hosts::resolve(&mut s).await?;
-    let wanted = Wanted::Rollback(a.version.clone());
+    let wanted = Wanted::Rollback(a.to_version.clone());
     let plan = plan(&s, &a.switch, "rollback", wanted, Transfer::AlreadyThere).await?;
     run_plan(&a.stack.stack, &s, &a.switch, &plan, r).await
 }
@@ -370,7 +370,7 @@ fn nginx_setup(s: &Stack, o: &SwitchOpts) -> Result<NginxSetup, CliError> {
     let mut site = SiteParams::from_stack(s)?;
     site.http_port = o.http_port;
     site.https_port = o.https_port;
-    site.listen_v4 = o.listen_v4.map(|a| a.to_string());
+    site.listen_v4 = o.listen_v4.as_ref().map(ToString::to_string);
     if o.no_ipv6 {
         site.listen_v6 = None;
     }
