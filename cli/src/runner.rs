@@ -1,11 +1,14 @@
 //! Runners execute [`Cmd`] values: locally through `sh -c`, over SSH (openssh, native mux), or
-//! by recording them (`--dry-run`, tests).
+//! by recording them (`--dry-run`, tests). Besides single commands, a runner streams bytes into a
+//! command (a `docker save` of this machine into `docker load` on the host: no registry) and
+//! makes a port on the host's loopback reachable from here (SSH port forwarding), so that the
+//! deploy's health gate talks to a new release before Nginx sends it any traffic.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use crate::commands::Cmd;
 

@@ -60,7 +60,7 @@ pub async fn run(a: &ReleasesArgs, r: &Reporter) -> Result<(), CliError> {
                 h.container.as_deref().unwrap_or("no container"),
                 if h.ready { "ready" } else { "NOT ready" },
                 h.ws_connections
-                    .map_or_else(|| "?".to_string(), ToString::to_string)
+                    .map_or_else(|| "?".to_string(), |n| format!("{n}"))
             );
         }
     }

@@ -86,7 +86,6 @@ pub async fn wait_healthy<R: Runner>(
         .map_err(|e| format!("probe URL: {e}"))?;
     let websocket = probe.websocket;
     let start = Instant::now();
-    let mut last = String::from("no answer yet");
     loop {
         let state = r
             .run(&docker::state(container))
@@ -105,14 +104,14 @@ pub async fn wait_healthy<R: Runner>(
             probe.websocket = true;
             report = crate::health::run(&probe).await;
         }
-        match report
+        let last = match report
             .checks
             .iter()
             .find(|c| c.outcome == Outcome::Fail || c.outcome == Outcome::Skip)
         {
             None => return Ok(()),
-            Some(c) => last = format!("{}: {}", c.name, c.detail),
-        }
+            Some(c) => format!("{}: {}", c.name, c.detail),
+        };
         if start.elapsed() >= p.gate.deadline {
             return Err(format!(
                 "not healthy after {} s (last: {last})",

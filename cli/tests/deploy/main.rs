@@ -70,7 +70,8 @@ fn text(o: &Output) -> String {
 /// file pointing at both, and a state directory. Removes the stack's containers, volume and
 /// images when dropped.
 struct Host {
-    sshd: Sshd,
+    /// Kept running for the host's lifetime.
+    _sshd: Sshd,
     _nginx: ProcessGuard,
     /// Root of everything (short: the SSH control socket lives under it).
     dir: tempfile::TempDir,
@@ -153,7 +154,7 @@ impl Host {
         )
         .expect("stack file");
         Host {
-            sshd,
+            _sshd: sshd,
             _nginx: nginx,
             dir,
             name,

@@ -8,11 +8,12 @@ use super::{text, Host};
 #[test]
 fn a_registry_deploy_logs_in_with_the_password_on_stdin_and_pulls() {
     let reg = start_registry(Some(("deployer", "registry pass 123")));
+    let (user, pass) = reg.credentials.clone().expect("the registry has auth on");
     let h = Host::with_registry(&reg.addr);
     h.build("v1", None);
     let out = super::common::fullslack()
-        .args(["push", &format!("{}:v1", h.repo), "--username", "deployer"])
-        .env("FULLSLACK_REGISTRY_PASSWORD", "registry pass 123")
+        .args(["push", &format!("{}:v1", h.repo), "--username", &user])
+        .env("FULLSLACK_REGISTRY_PASSWORD", &pass)
         .output()
         .expect("push");
     assert!(out.status.success(), "push: {}", text(&out));
@@ -36,7 +37,7 @@ fn a_registry_deploy_logs_in_with_the_password_on_stdin_and_pulls() {
     let good = {
         let mut c = h.cli(&["deploy", "--json", "--version", "v1"]);
         c.args(h.switch_args())
-            .env("DEPLOY_TEST_REGISTRY_PW", "registry pass 123");
+            .env("DEPLOY_TEST_REGISTRY_PW", &pass);
         c.output().expect("deploy")
     };
     assert!(good.status.success(), "{}", text(&good));
