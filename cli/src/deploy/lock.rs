@@ -95,3 +95,66 @@ pub async fn give_back<R: Runner>(r: &R, root: &str, stack: &str) -> Result<(), 
     r.check(&lock::release(root, stack)).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::LocalRunner;
+
+    fn holder(message: &str) -> Holder {
+        Holder {
+            who: "ci@runner".into(),
+            since: "2026-11-30T03:00:00Z".into(),
+            message: message.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_names_its_holder_and_break_lock_takes_it_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("locks");
+        let root = root.to_str().expect("utf-8");
+        let first = take(
+            &LocalRunner,
+            root,
+            "chat",
+            &holder("deploy v1"),
+            Policy::default(),
+        )
+        .await
+        .expect("free lock");
+        assert_eq!(first, None);
+        let held = take(
+            &LocalRunner,
+            root,
+            "chat",
+            &holder("deploy v2"),
+            Policy::default(),
+        )
+        .await
+        .expect_err("held");
+        let text = held.to_string();
+        assert!(matches!(held, CliError::LockHeld { .. }), "{text}");
+        assert!(
+            text.contains("held by ci@runner") && text.contains("(deploy v1)"),
+            "{text}"
+        );
+        let broken = take(
+            &LocalRunner,
+            root,
+            "chat",
+            &holder("deploy v3"),
+            Policy {
+                wait: Duration::ZERO,
+                break_lock: true,
+            },
+        )
+        .await
+        .expect("broken and taken");
+        assert_eq!(broken, Some(holder("deploy v1")));
+        give_back(&LocalRunner, root, "chat")
+            .await
+            .expect("released");
+        assert!(!dir.path().join("locks/chat.lock").exists());
+    }
+}

@@ -184,3 +184,84 @@ async fn remove_if_there<R: Runner>(r: &R, name: &str) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::nginx::NginxPaths;
+    use crate::deploy::{Gate, Layout, NginxSetup, Transfer, Wanted};
+    use crate::secret::SecretString;
+    use crate::stack::ContainerEnv;
+
+    fn plan() -> Plan {
+        let stack: crate::stack::Stack = toml::from_str(
+            "name = \"chat\"\ndomains = [\"chat.example.com\"]\ntarget = \"ssh\"\n\
+             [[hosts]]\naddress = \"203.0.113.7\"\n[image]\nname = \"chat/chat\"\n\
+             [app]\nhost_port = 8100\n",
+        )
+        .expect("stack");
+        let probe = crate::health::HealthOptions {
+            url: reqwest::Url::parse("http://127.0.0.1/").expect("url"),
+            probe_user: "probe".into(),
+            probe_password: None,
+            probe_token: None,
+            register_probe: false,
+            timeout: std::time::Duration::from_secs(1),
+            ca_file: None,
+            websocket: false,
+            cert_min_days: 0,
+        };
+        Plan {
+            action: "deploy",
+            layout: Layout {
+                root: "/var/lib/fullslack".into(),
+                stack: "chat".into(),
+            },
+            wanted: Wanted::Rollback(None),
+            transfer: Transfer::AlreadyThere,
+            env: ContainerEnv {
+                plain: vec![("RUST_LOG".into(), "info".into())],
+                secrets: vec![(
+                    "FULLSLACK_AUTH__JWT_SECRET".into(),
+                    SecretString::from("never on a command line"),
+                )],
+            },
+            container_port: 8080,
+            nginx: NginxSetup {
+                site_path: "/etc/nginx/conf.d/fullslack-chat.conf".into(),
+                paths: NginxPaths::default(),
+                site: crate::nginx::SiteParams::from_stack(&stack).expect("site"),
+            },
+            gate: Gate {
+                probe,
+                deadline: std::time::Duration::from_secs(5),
+            },
+            keep: 3,
+            drain_secs: 30,
+            lock: super::super::lock::Policy::default(),
+            who: "ci@runner".into(),
+        }
+    }
+
+    #[test]
+    fn a_release_runs_with_its_volume_env_file_labels_and_restart_policy() {
+        let p = plan();
+        let t = Target {
+            image: "chat/chat:v2".into(),
+            version: "v2".into(),
+            image_id: None,
+        };
+        assert_eq!(p.nginx.port(Color::Green), Some(8200));
+        let line = docker::run(&spec(&p, &t, Color::Green, 8200)).to_shell();
+        assert_eq!(
+            line,
+            "docker run --detach --restart unless-stopped --name chat-green \
+             --publish 127.0.0.1:8200:8080 --volume chat-data:/data \
+             --label fullslack.stack=chat --label fullslack.version=v2 \
+             --label fullslack.color=green --env RUST_LOG=info \
+             --env FULLSLACK_TRUSTED_PROXIES=127.0.0.1,::1,172.16.0.0/12,192.168.0.0/16 \
+             --env-file /var/lib/fullslack/chat/env chat/chat:v2"
+        );
+        assert!(!line.contains("never on a command line"));
+    }
+}
