@@ -9,13 +9,15 @@
 //! One test binary (`deploy`) in modules: this file holds the host fixture (sshd, Nginx, stack
 //! file, images, cleanup) and the CLI runner; [`switch`] the release switch (first deploy,
 //! a second release under WebSocket traffic, a failing release, rollback); [`lock`] concurrent
-//! deploys and a dead deploy's lock; [`pull`] a deploy through a registry on loopback.
+//! deploys and a dead deploy's lock; [`pull`] a deploy through a registry on loopback;
+//! [`local`] the `local` target (no SSH).
 
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../common/registry.rs"]
 mod registry;
 
+mod local;
 mod lock;
 mod pull;
 mod switch;
@@ -86,16 +88,21 @@ struct Host {
 impl Host {
     /// A host whose stack streams images over SSH (no registry).
     fn new() -> Host {
-        Host::create(None)
+        Host::create(None, "ssh")
+    }
+
+    /// A `local` stack: this machine's Docker Engine, no SSH.
+    fn local() -> Host {
+        Host::create(None, "local")
     }
 
     /// A host whose stack pulls from the registry at `addr` as user `deployer`, the password
     /// in `DEPLOY_TEST_REGISTRY_PW`.
     fn with_registry(addr: &str) -> Host {
-        Host::create(Some(addr))
+        Host::create(Some(addr), "ssh")
     }
 
-    fn create(registry: Option<&str>) -> Host {
+    fn create(registry: Option<&str>, target: &str) -> Host {
         let dir = common::short_tempdir();
         let name = format!("fsd-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let sshd = Sshd::start(dir.path());
@@ -133,23 +140,28 @@ impl Host {
             None => format!("{name}/chat"),
             Some(addr) => format!("{addr}/{name}/chat"),
         };
-        let stack = dir.path().join("stack.toml");
-        std::fs::write(
-            &stack,
+        let connect = if target == "ssh" {
             format!(
-                "name = \"{name}\"\ndomains = [\"chat.example.test\"]\ntarget = \"ssh\"\n\
-                 [ssh]\nuser = \"{user}\"\nport = {port}\nidentity_file = \"{key}\"\nknown_hosts = \"{kh}\"\n\
-                 [[hosts]]\naddress = \"127.0.0.1\"\n\
-                 {image_section}\
-                 [app]\nhost_port = {app_port}\n\
-                 [app.env]\n{limits}\
-                 [tls]\nenabled = false\n\
-                 [secrets]\nFULLSLACK_AUTH__JWT_SECRET = {{ env = \"DEPLOY_TEST_JWT\" }}\n",
+                "[ssh]\nuser = \"{user}\"\nport = {port}\nidentity_file = \"{key}\"\nknown_hosts = \"{kh}\"\n\
+                 [[hosts]]\naddress = \"127.0.0.1\"\n",
                 user = sshd.user,
                 port = sshd.port,
                 key = sshd.identity_file().display(),
                 kh = sshd.known_hosts().display(),
-                limits = LIMITS,
+            )
+        } else {
+            String::new()
+        };
+        let stack = dir.path().join("stack.toml");
+        std::fs::write(
+            &stack,
+            format!(
+                "name = \"{name}\"\ndomains = [\"chat.example.test\"]\ntarget = \"{target}\"\n\
+                 {connect}{image_section}\
+                 [app]\nhost_port = {app_port}\n\
+                 [app.env]\n{LIMITS}\
+                 [tls]\nenabled = false\n\
+                 [secrets]\nFULLSLACK_AUTH__JWT_SECRET = {{ env = \"DEPLOY_TEST_JWT\" }}\n",
             ),
         )
         .expect("stack file");
