@@ -36,7 +36,19 @@ fn releases_switch_without_dropping_users_and_a_failing_release_never_gets_traff
     h.build("v2", None);
     h.build("v3", Some(std::path::Path::new("/usr/bin/printf")));
 
-    // 1. v1 to a fresh host: the image streamed over SSH, env file 0600, served through Nginx.
+    deploy_v1_to_a_fresh_host(&h);
+    // v2 while users post through Nginx and one reads over a WebSocket.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(switch_under_load(&h));
+
+    a_failing_release_never_gets_traffic(&h);
+    roll_back_to_v1(&h);
+    releases_and_status_show_v1_live(&h);
+    the_audit_log_has_every_switch(&h);
+}
+
+/// v1 to a fresh host: the image streamed over SSH, env file 0600, served through Nginx.
+fn deploy_v1_to_a_fresh_host(h: &Host) {
     let out = h.switch("deploy", Some("v1"), &["--json", "--send-image"]);
     assert!(out.status.success(), "deploy v1: {}", text(&out));
     assert_no_secret(&out);
@@ -73,19 +85,17 @@ fn releases_switch_without_dropping_users_and_a_failing_release_never_gets_traff
         std::fs::read_to_string(&env_file).expect("env"),
         format!("FULLSLACK_AUTH__JWT_SECRET={JWT}\n")
     );
-    let health = health_through_nginx(&h);
+    let health = health_through_nginx(h);
     assert!(
         health.status.success(),
         "health through nginx: {}",
         text(&health)
     );
     assert_eq!(h.containers(), [format!("{}-blue v1", h.name)]);
+}
 
-    // 2. v2 while users post through Nginx and one reads over a WebSocket.
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(switch_under_load(&h));
-
-    // 3. v3 never becomes healthy: v2 keeps serving, exit 1, its log shown, lock released.
+/// v3 never becomes healthy: v2 keeps serving, exit 1, its log shown, lock released.
+fn a_failing_release_never_gets_traffic(h: &Host) {
     let out = h.switch("deploy", Some("v3"), &["--health-deadline", "20"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -96,7 +106,7 @@ fn releases_switch_without_dropping_users_and_a_failing_release_never_gets_traff
         "the failed release's own output is shown: {err}"
     );
     assert_eq!(h.containers(), [format!("{}-green v2", h.name)]);
-    let health = health_through_nginx(&h);
+    let health = health_through_nginx(h);
     assert!(
         health.status.success(),
         "v2 still serves: {}",
@@ -106,8 +116,10 @@ fn releases_switch_without_dropping_users_and_a_failing_release_never_gets_traff
         !h.state().join(format!("locks/{}.lock", h.name)).exists(),
         "the lock was not released after the failure"
     );
+}
 
-    // 4. Rollback to v1 (kept on the host: nothing sent), same switch path.
+/// Rollback to v1 (kept on the host: nothing sent), same switch path.
+fn roll_back_to_v1(h: &Host) {
     let out = h.switch("rollback", Some("v1"), &["--json"]);
     assert!(out.status.success(), "rollback: {}", text(&out));
     let v = json_of(&out);
@@ -115,10 +127,12 @@ fn releases_switch_without_dropping_users_and_a_failing_release_never_gets_traff
     assert_eq!(v["hosts"][0]["from_version"], "v2", "{v:#}");
     assert_eq!(v["hosts"][0]["bytes_sent"], 0, "{v:#}");
     assert_eq!(h.containers(), [format!("{}-blue v1", h.name)]);
-    let health = health_through_nginx(&h);
+    let health = health_through_nginx(h);
     assert!(health.status.success(), "after rollback: {}", text(&health));
+}
 
-    // `releases` lists what the host keeps, the live one first.
+/// `releases` lists what the host keeps, the live one first; `status` shows it running and ready.
+fn releases_and_status_show_v1_live(h: &Host) {
     let out = h
         .cli(&["releases", "--json", "--state-dir"])
         .arg(h.state())
@@ -152,8 +166,10 @@ fn releases_switch_without_dropping_users_and_a_failing_release_never_gets_traff
             .is_some_and(|c| c.contains("running")),
         "{v:#}"
     );
+}
 
-    // The audit log, on the host and beside the stack file: one line per switch, no secret.
+/// The audit log, on the host and beside the stack file: one line per switch, no secret.
+fn the_audit_log_has_every_switch(h: &Host) {
     let host_audit = std::fs::read_to_string(h.state().join(format!("{}/audit.jsonl", h.name)))
         .expect("host audit log");
     let local_audit = std::fs::read_to_string(
