@@ -90,6 +90,16 @@ pub enum Command {
     /// Secrets in AWS SSM Parameter Store (SecureString under /<stack>/<NAME>).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Deploy the stack's image to its hosts: blue/green, health-gated, no dropped user.
+    // `--version TAG` names the release here; `fullslack --version` still prints the tool's.
+    #[command(disable_version_flag = true)]
+    Deploy(DeployArgs),
+    /// Switch back to a release the hosts kept (default: the one before the live one).
+    Rollback(RollbackArgs),
+    /// The releases each host keeps for rollback, and which one is live.
+    Releases(ReleasesArgs),
+    /// Per host: the live release, its container, readiness and WebSocket connections.
+    Status(ReleasesArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
 }
@@ -477,4 +487,104 @@ pub struct PushArgs {
     /// First wait between attempts in milliseconds; doubles each time (max 30 s).
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub retry_delay_ms: u64,
+}
+
+/// How `deploy`, `rollback` and `releases` reach a host and where its deploy state lives.
+#[derive(Debug, Args, Clone)]
+pub struct HostConnect {
+    /// Known-hosts file for SSH (strict host key checking) [default: the stack's
+    /// ssh.known_hosts, else ~/.ssh/known_hosts].
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// Directory of the deploy state on the host: lock, env file, release log, audit log.
+    #[arg(long, default_value = crate::deploy::STATE_ROOT, value_name = "DIR")]
+    pub state_dir: String,
+}
+
+/// The host side of a release switch: Nginx, ports, how many releases to keep, deadlines.
+#[derive(Debug, Args, Clone)]
+pub struct SwitchOpts {
+    #[command(flatten)]
+    pub connect: HostConnect,
+    /// The Nginx site file on the host [default: /etc/nginx/conf.d/fullslack-STACK.conf].
+    #[arg(long, value_name = "PATH")]
+    pub nginx_site: Option<String>,
+    /// The host Nginx's main config (`nginx -c`), when not the system's.
+    #[arg(long, value_name = "PATH")]
+    pub nginx_conf: Option<String>,
+    /// The host Nginx's prefix (`nginx -p`), when not the system's.
+    #[arg(long, value_name = "DIR")]
+    pub nginx_prefix: Option<String>,
+    /// Plain HTTP port Nginx listens on.
+    #[arg(long, default_value_t = 80)]
+    pub http_port: u16,
+    /// HTTPS port Nginx listens on.
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
+    /// Nginx listens on this IPv4 address only [default: every address].
+    #[arg(long, value_name = "ADDR")]
+    pub listen_v4: Option<std::net::Ipv4Addr>,
+    /// Nginx does not listen on IPv6.
+    #[arg(long)]
+    pub no_ipv6: bool,
+    /// Releases whose images each host keeps for rollback (the live one included).
+    #[arg(long, default_value_t = 3)]
+    pub keep: usize,
+    /// Seconds the old release gets after SIGTERM to close its sockets (1012) and exit.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub drain: u32,
+    /// How long a new release may take to pass its health gate (`60`, `90s`, `2m`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60")]
+    pub health_deadline: Duration,
+    /// User name of the probe account of the health gate's WebSocket round trip.
+    #[arg(long, default_value = "fullslack-probe")]
+    pub probe_user: String,
+    /// Environment variable holding the probe account's password.
+    #[arg(long, default_value = "FULLSLACK_PROBE_PASSWORD", value_name = "VAR")]
+    pub probe_password_env: String,
+    /// Environment variable holding a token of the probe identity.
+    #[arg(long, default_value = "FULLSLACK_PROBE_TOKEN", value_name = "VAR")]
+    pub probe_token_env: String,
+    /// Register the probe account on the new release first (a fresh host has none).
+    #[arg(long)]
+    pub register_probe: bool,
+    #[command(flatten)]
+    pub lock: LockOpts,
+}
+
+/// `deploy` arguments.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub stack: StackArg,
+    /// Image tag to deploy [default: the stack's last build, `fullslack build --stack`].
+    #[arg(long, value_name = "TAG")]
+    pub version: Option<String>,
+    /// Stream the image even when a host has one of the same id (a damaged copy; measuring
+    /// the transfer). Registry-free stacks only.
+    #[arg(long)]
+    pub send_image: bool,
+    #[command(flatten)]
+    pub switch: SwitchOpts,
+}
+
+/// `rollback` arguments.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The kept version to switch to [default: the one before the live one].
+    #[arg(value_name = "VERSION")]
+    pub to_version: Option<String>,
+    #[command(flatten)]
+    pub stack: StackArg,
+    #[command(flatten)]
+    pub switch: SwitchOpts,
+}
+
+/// `releases` and `status` arguments.
+#[derive(Debug, Args)]
+pub struct ReleasesArgs {
+    #[command(flatten)]
+    pub stack: StackArg,
+    #[command(flatten)]
+    pub connect: HostConnect,
 }

@@ -21,10 +21,6 @@ pub const EXIT_BROKEN_PIPE: i32 = 141;
 /// different (possibly destructive) command, and says what to do today.
 pub const NOT_YET: &[(&str, &str)] = &[
     (
-        "deploy",
-        "the blue/green deploy is not built yet; its pieces are: `fullslack build`/`push`, `lock acquire`, `nginx render`, `health` (see docs/cli.md, \"Not built yet\")",
-    ),
-    (
         "certs",
         "certificate issuance is not built yet: place fullchain.pem and privkey.pem for the domains in the cert directory (`nginx render --cert-dir`, default /etc/fullslack/certs/STACK), e.g. from certbot, and reload Nginx",
     ),
@@ -35,10 +31,6 @@ pub const NOT_YET: &[(&str, &str)] = &[
     (
         "serve",
         "`fullslack serve` is not built yet: run the server binary `fullslack-chat` (see README)",
-    ),
-    (
-        "rollback",
-        "rollback is not built yet: re-render Nginx with the previous colour (`nginx render --active blue|green`) and reload it",
     ),
 ];
 

@@ -13,6 +13,9 @@
 //!   redacted Debug, no Display) and secret references (environment variable, SSM parameter).
 //! - [`commands`]: commands as data: pure functions building `docker`, `nginx`, file-write,
 //!   lock and probe command lines with exact shell quoting.
+//! - [`deploy`]: one host's release switch (lock, bootstrap, env file, image transfer,
+//!   blue/green with a health gate, Nginx, drain, release log, audit), for `deploy` and
+//!   `rollback`.
 //! - [`runner`]: the [`runner::Runner`] trait and its local (`sh -c`), SSH (openssh mux) and
 //!   recording (`--dry-run`) implementations.
 //! - [`nginx`]: site and main configs rendered from `cli/nginx/*.j2` (minijinja).
@@ -37,6 +40,7 @@ pub mod check;
 pub mod cli;
 pub mod cmd;
 pub mod commands;
+pub mod deploy;
 pub mod doctor;
 pub mod error;
 pub mod health;

@@ -1,6 +1,6 @@
 //! Nginx site configs rendered from the templates in `cli/nginx/` (minijinja).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stack::{Stack, Target};
 
@@ -36,7 +36,7 @@ impl RenderError {
 }
 
 /// Blue/green colour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Color {
     /// Blue.

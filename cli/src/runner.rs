@@ -1,11 +1,14 @@
 //! Runners execute [`Cmd`] values: locally through `sh -c`, over SSH (openssh, native mux), or
-//! by recording them (`--dry-run`, tests).
+//! by recording them (`--dry-run`, tests). Besides single commands, a runner streams bytes into a
+//! command (a `docker save` of this machine into `docker load` on the host: no registry) and
+//! makes a port on the host's loopback reachable from here (SSH port forwarding), so that the
+//! deploy's health gate talks to a new release before Nginx sends it any traffic.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use crate::commands::Cmd;
 
@@ -83,6 +86,18 @@ pub trait Runner: Send + Sync {
     /// Runs one command and returns its output, whatever its exit status.
     fn run(&self, cmd: &Cmd) -> impl std::future::Future<Output = Result<Output, RunError>> + Send;
 
+    /// Runs one command with its standard input streamed from `input` (which may be far larger
+    /// than memory); its output and how many bytes were sent.
+    fn run_streaming<I: AsyncRead + Unpin + Send>(
+        &self,
+        cmd: &Cmd,
+        input: I,
+    ) -> impl std::future::Future<Output = Result<(Output, u64), RunError>> + Send;
+
+    /// A port on this machine's loopback that reaches `port` on the host's loopback (the same
+    /// port locally; an SSH local forward, open until the connection closes, over SSH).
+    fn reach(&self, port: u16) -> impl std::future::Future<Output = Result<u16, RunError>> + Send;
+
     /// Runs one command and fails on a non-zero exit status.
     fn check(
         &self,
@@ -144,6 +159,52 @@ impl Runner for LocalRunner {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }
+
+    async fn run_streaming<I: AsyncRead + Unpin + Send>(
+        &self,
+        cmd: &Cmd,
+        mut input: I,
+    ) -> Result<(Output, u64), RunError> {
+        tracing::debug!(host = "localhost", cmd = %cmd, "run, stdin streamed");
+        let spawn_err = |source| RunError::Spawn {
+            host: "localhost".into(),
+            cmd: cmd.to_string(),
+            source,
+        };
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd.to_shell())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_err)?;
+        let mut stdin = child.stdin.take().ok_or_else(|| spawn_err(no_pipe()))?;
+        let sent = tokio::io::copy(&mut input, &mut stdin)
+            .await
+            .map_err(spawn_err)?;
+        stdin.shutdown().await.map_err(spawn_err)?;
+        drop(stdin);
+        let out = child.wait_with_output().await.map_err(spawn_err)?;
+        Ok((output_of(&out.status, &out.stdout, &out.stderr), sent))
+    }
+
+    async fn reach(&self, port: u16) -> Result<u16, RunError> {
+        Ok(port)
+    }
+}
+
+fn no_pipe() -> std::io::Error {
+    std::io::Error::other("the child has no stdin pipe")
+}
+
+fn output_of(status: &std::process::ExitStatus, stdout: &[u8], stderr: &[u8]) -> Output {
+    Output {
+        status: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(stdout).into_owned(),
+        stderr: String::from_utf8_lossy(stderr).into_owned(),
+    }
 }
 
 /// Records commands instead of running them; every command "succeeds" with empty output.
@@ -186,6 +247,25 @@ impl Runner for RecordingRunner {
             stdout: String::new(),
             stderr: String::new(),
         })
+    }
+
+    async fn run_streaming<I: AsyncRead + Unpin + Send>(
+        &self,
+        cmd: &Cmd,
+        mut input: I,
+    ) -> Result<(Output, u64), RunError> {
+        let sent = tokio::io::copy(&mut input, &mut tokio::io::sink())
+            .await
+            .map_err(|source| RunError::Spawn {
+                host: self.host.clone(),
+                cmd: cmd.to_string(),
+                source,
+            })?;
+        Ok((self.run(cmd).await?, sent))
+    }
+
+    async fn reach(&self, port: u16) -> Result<u16, RunError> {
+        Ok(port)
     }
 }
 
@@ -305,6 +385,60 @@ impl Runner for SshRunner {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
+    }
+
+    async fn run_streaming<I: AsyncRead + Unpin + Send>(
+        &self,
+        cmd: &Cmd,
+        mut input: I,
+    ) -> Result<(Output, u64), RunError> {
+        tracing::debug!(host = %self.label, cmd = %cmd, "run, stdin streamed");
+        let ssh_err = |source| RunError::Ssh {
+            host: self.label.clone(),
+            source,
+        };
+        let io_err = |source| RunError::Spawn {
+            host: self.label.clone(),
+            cmd: cmd.to_string(),
+            source,
+        };
+        let mut c = self.session.raw_command(cmd.to_shell());
+        c.stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped())
+            .stdin(openssh::Stdio::piped());
+        let mut child = c.spawn().await.map_err(ssh_err)?;
+        let mut stdin = child.stdin().take().ok_or_else(|| io_err(no_pipe()))?;
+        let sent = tokio::io::copy(&mut input, &mut stdin)
+            .await
+            .map_err(io_err)?;
+        stdin.shutdown().await.map_err(io_err)?;
+        drop(stdin);
+        let out = child.wait_with_output().await.map_err(ssh_err)?;
+        Ok((output_of(&out.status, &out.stdout, &out.stderr), sent))
+    }
+
+    async fn reach(&self, port: u16) -> Result<u16, RunError> {
+        let local = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|source| RunError::Spawn {
+                host: "localhost".into(),
+                cmd: "bind a free loopback port".into(),
+                source,
+            })?;
+        let lo = std::net::Ipv4Addr::LOCALHOST;
+        self.session
+            .request_port_forward(
+                openssh::ForwardType::Local,
+                std::net::SocketAddr::from((lo, local)),
+                std::net::SocketAddr::from((lo, port)),
+            )
+            .await
+            .map_err(|source| RunError::Ssh {
+                host: self.label.clone(),
+                source,
+            })?;
+        Ok(local)
     }
 }
 

@@ -1,88 +1,16 @@
 //! Commands run over SSH through a real sshd on loopback (own host key, own authorized key,
-//! test-owned known_hosts).
+//! test-owned known_hosts: [`fullslack_test_support::Sshd`]).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
-
-use fullslack_test_support::{
-    free_port, fullslack,
-    paths::{program, short_tempdir},
-    wait_for_port, ProcessGuard,
-};
 
 use fullslack::commands::{files, lock, Cmd};
 use fullslack::runner::{RunError, Runner, SshRunner, SshTarget};
-
-struct Sshd {
-    _proc: ProcessGuard,
-    port: u16,
-    dir: PathBuf,
-    user: String,
-}
-
-fn keygen(path: &Path) {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .expect("run ssh-keygen");
-    assert!(st.success(), "ssh-keygen failed");
-}
+use fullslack_test_support::{fullslack, paths::short_tempdir, Sshd};
 
 fn start_sshd(dir: &Path) -> Sshd {
-    let sshd = program("/usr/sbin/sshd");
-    std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
-    keygen(&dir.join("host_key"));
-    keygen(&dir.join("client_key"));
-    std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys"))
-        .expect("authorized_keys");
-    let port = free_port();
-    let conf = dir.join("sshd_config");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nUsePAM no\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\nStrictModes no\nPermitRootLogin prohibit-password\n\
-             LogLevel ERROR\n",
-            d = dir.display()
-        ),
-    )
-    .expect("write sshd_config");
-    let proc = ProcessGuard::spawn(
-        "sshd",
-        Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
-    );
-    wait_for_port(port, Duration::from_secs(10));
-    let host_pub = std::fs::read_to_string(dir.join("host_key.pub")).expect("host key");
-    let mut parts = host_pub.split_whitespace();
-    let (kind, key) = (parts.next().expect("kind"), parts.next().expect("key"));
-    std::fs::write(
-        dir.join("known_hosts"),
-        format!("[127.0.0.1]:{port} {kind} {key}\n"),
-    )
-    .expect("known_hosts");
-    let user = String::from_utf8(
-        Command::new("id")
-            .arg("-un")
-            .output()
-            .expect("id -un")
-            .stdout,
-    )
-    .expect("utf-8")
-    .trim()
-    .to_string();
-    Sshd {
-        _proc: proc,
-        port,
-        dir: dir.to_path_buf(),
-        user,
-    }
+    Sshd::start(dir)
 }
 
 fn target(s: &Sshd) -> SshTarget {
@@ -227,8 +155,17 @@ fn lock_cli_over_ssh() {
     assert!(root.join("chat.lock/details").exists());
     // The holder is this user at this machine, even where USER/LOGNAME/HOSTNAME are unset.
     let details = std::fs::read_to_string(root.join("chat.lock/details")).expect("details");
+    let user = String::from_utf8(
+        Command::new("id")
+            .arg("-un")
+            .output()
+            .expect("id -un")
+            .stdout,
+    )
+    .expect("utf-8");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     assert!(
-        details.contains(&format!("who={}\n", this_user_at_this_host())),
+        details.contains(&format!("who={}@{}\n", user.trim(), host.trim())),
         "{details}"
     );
     let out = run(&["lock", "acquire"]);
@@ -255,20 +192,6 @@ fn lock_cli_over_ssh() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("sh -c 'mkdir -p "), "{text}");
     assert!(!root.join("chat.lock").exists());
-}
-
-/// `user@host` of this process, from the system (not from USER, LOGNAME or HOSTNAME).
-fn this_user_at_this_host() -> String {
-    let user = String::from_utf8(
-        Command::new("id")
-            .arg("-un")
-            .output()
-            .expect("id -un")
-            .stdout,
-    )
-    .expect("utf-8");
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
-    format!("{}@{}", user.trim(), host.trim())
 }
 
 #[test]

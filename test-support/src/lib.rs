@@ -15,6 +15,7 @@
 //! | [`registry`] | a real container registry (`docker-registry`) on loopback, with or without htpasswd auth |
 //! | [`wire`] | the server's frames read as the protocol's types, for assertions on meaning |
 //! | [`client`] | the one API client: [`client::Client`] (REST) and [`client::Ws`] (WebSocket), requests written with the protocol types, answers kept as raw JSON for the tests' assertions on the wire |
+//! | [`sshd`] | a private sshd on loopback (own host key, authorized client key, known_hosts): the "host" of the CLI's SSH and deploy tests |
 
 pub mod certs;
 pub mod chat_binary;
@@ -25,12 +26,14 @@ pub mod ports;
 pub mod process;
 pub mod registry;
 pub mod server;
+pub mod sshd;
 pub mod wire;
 
 pub use client::{seqs, Client, RemoteServer, ServerAddr, Ws, WAIT};
 pub use ports::free_port;
 pub use ports::wait_for_port;
 pub use process::ProcessGuard;
+pub use sshd::Sshd;
 
 /// `std::process::Command` for the `fullslack` binary under test. A macro, because the
 /// binary's path (`CARGO_BIN_EXE_fullslack`) is known only while compiling the CLI's own tests.

@@ -136,7 +136,7 @@ async fn release_taken(args: &LockArgs, taken: &[&SshTarget], stack: &str) -> St
 }
 
 /// The SSH targets of the stack's hosts (`~/` expanded; `--known-hosts` wins).
-fn ssh_targets(s: &Stack, known_hosts: Option<&PathBuf>) -> Vec<SshTarget> {
+pub(crate) fn ssh_targets(s: &Stack, known_hosts: Option<&PathBuf>) -> Vec<SshTarget> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let expand = |p: &str| match (p.strip_prefix("~/"), &home) {
         (Some(rest), Some(h)) => h.join(rest),

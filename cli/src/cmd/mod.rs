@@ -7,6 +7,7 @@ pub mod apply;
 mod aws_run;
 pub mod build;
 pub mod completions;
+pub mod deploy;
 pub mod destroy;
 pub mod doctor;
 pub mod health;
@@ -15,8 +16,10 @@ pub mod lock;
 pub mod nginx;
 pub mod plan;
 pub mod push;
+pub mod releases;
 pub mod secrets;
 pub mod stack;
+pub mod status;
 
 use std::path::Path;
 
@@ -40,6 +43,10 @@ pub async fn dispatch(cli: Cli, r: Reporter) -> Result<(), CliError> {
         Command::Apply(a) => apply::run(&a, &r).await,
         Command::Destroy(a) => destroy::run(&a, &r).await,
         Command::Secrets(c) => secrets::run(&c, &r).await,
+        Command::Deploy(a) => deploy::run(&a, &r).await,
+        Command::Rollback(a) => deploy::rollback(&a, &r).await,
+        Command::Releases(a) => releases::run(&a, &r).await,
+        Command::Status(a) => status::run(&a, &r).await,
         Command::Completions(a) => {
             completions::run(&a);
             Ok(())

@@ -22,6 +22,12 @@ pub struct RunSpec {
     pub labels: Vec<(String, String)>,
     /// Docker network.
     pub network: Option<String>,
+    /// Named volumes mounted into the container, `(volume, path inside)`: the server's data
+    /// directory lives on one, so it survives every release.
+    pub volumes: Vec<(String, String)>,
+    /// Docker restart policy (`unless-stopped`: restarted on crash and on boot, not after a
+    /// deploy stopped it).
+    pub restart: String,
 }
 
 /// The chat server's `trusted_proxies` for a container behind the host's Nginx, unless the
@@ -39,7 +45,7 @@ pub fn run(spec: &RunSpec) -> Cmd {
         "run",
         "--detach",
         "--restart",
-        "unless-stopped",
+        &spec.restart,
         "--name",
         &spec.name,
         "--publish",
@@ -50,6 +56,9 @@ pub fn run(spec: &RunSpec) -> Cmd {
     ));
     if let Some(net) = &spec.network {
         c = c.args(["--network", net]);
+    }
+    for (volume, path) in &spec.volumes {
+        c = c.arg("--volume").arg(format!("{volume}:{path}"));
     }
     for (k, v) in &spec.labels {
         c = c.arg("--label").arg(format!("{k}={v}"));
@@ -83,6 +92,44 @@ pub fn stop(name: &str, grace_secs: u32) -> Cmd {
 /// `docker rm --force NAME`.
 pub fn rm(name: &str) -> Cmd {
     Cmd::new("docker").args(["rm", "--force", name])
+}
+
+/// `docker volume create NAME` (idempotent: an existing volume is kept as it is).
+pub fn volume_create(name: &str, labels: &[(String, String)]) -> Cmd {
+    let mut c = Cmd::new("docker").args(["volume", "create"]);
+    for (k, v) in labels {
+        c = c.arg("--label").arg(format!("{k}={v}"));
+    }
+    c.arg(name)
+}
+
+/// `docker logs --tail N NAME` (both streams; the deploy shows them when a release fails).
+pub fn logs_tail(name: &str, lines: u32) -> Cmd {
+    Cmd::new("docker")
+        .args(["logs", "--tail"])
+        .arg(lines.to_string())
+        .arg(name)
+}
+
+/// `docker image inspect --format '{{.Id}}' IMAGE`: the image id, or a failure when the host
+/// does not have it.
+pub fn image_id(image: &str) -> Cmd {
+    Cmd::new("docker").args(["image", "inspect", "--format", "{{.Id}}", image])
+}
+
+/// `docker save IMAGE` (the image as a tar stream on stdout).
+pub fn save(image: &str) -> Cmd {
+    Cmd::new("docker").args(["save", image])
+}
+
+/// `docker load` (a tar stream on stdin).
+pub fn load() -> Cmd {
+    Cmd::new("docker").args(["load", "--quiet"])
+}
+
+/// `docker rmi IMAGE` (fails, harmlessly, while a container still uses it).
+pub fn rmi(image: &str) -> Cmd {
+    Cmd::new("docker").args(["rmi", image])
 }
 
 /// `docker pull IMAGE`.
@@ -137,6 +184,8 @@ mod tests {
             env_file: Some("/etc/fullslack/chat/env".into()),
             labels: vec![("fullslack.stack".into(), "chat".into())],
             network: Some("fullslack".into()),
+            volumes: vec![("chat-data".into(), "/data".into())],
+            restart: "unless-stopped".into(),
         }
     }
 
@@ -146,7 +195,7 @@ mod tests {
             run(&spec()).to_shell(),
             "docker run --detach --restart unless-stopped --name chat-blue \
              --publish 127.0.0.1:8100:8080 --network fullslack \
-             --label fullslack.stack=chat --env RUST_LOG=info \
+             --volume chat-data:/data --label fullslack.stack=chat --env RUST_LOG=info \
              --env 'GREETING=it'\\''s $(whoami) `id`' \
              --env FULLSLACK_TRUSTED_PROXIES=127.0.0.1,::1,172.16.0.0/12,192.168.0.0/16 \
              --env-file /etc/fullslack/chat/env registry.example.com/fullslack/chat:v1"
@@ -203,6 +252,25 @@ mod tests {
             c.to_string(),
             "docker login registry.example.com --username deploy --password-stdin <<< [redacted]"
         );
+    }
+
+    #[test]
+    fn volume_logs_image_lines() {
+        assert_eq!(
+            volume_create("chat-data", &[("fullslack.stack".into(), "chat".into())]).to_shell(),
+            "docker volume create --label fullslack.stack=chat chat-data"
+        );
+        assert_eq!(
+            logs_tail("chat-green", 40).to_shell(),
+            "docker logs --tail 40 chat-green"
+        );
+        assert_eq!(
+            image_id("chat:v1").to_shell(),
+            "docker image inspect --format '{{.Id}}' chat:v1"
+        );
+        assert_eq!(save("chat:v1").to_shell(), "docker save chat:v1");
+        assert_eq!(load().to_shell(), "docker load --quiet");
+        assert_eq!(rmi("chat:v0").to_shell(), "docker rmi chat:v0");
     }
 
     #[test]

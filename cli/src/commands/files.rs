@@ -22,6 +22,19 @@ pub fn write(path: &str, content: &str, mode: u32) -> Cmd {
     sh(&script).stdin(StdinData::Plain(content.to_string()))
 }
 
+/// Appends `content` (stdin) to `path`, creating its directory: `mkdir -p DIR && cat >> PATH`.
+/// One small `write` per line: lines of concurrent writers do not interleave.
+pub fn append(path: &str, content: &str) -> Cmd {
+    let dir = path
+        .rsplit_once('/')
+        .map_or(".", |(d, _)| if d.is_empty() { "/" } else { d });
+    let script = Cmd::new("mkdir")
+        .args(["-p", dir])
+        .and(Cmd::new("cat"))
+        .append_to(path);
+    sh(&script).stdin(StdinData::Plain(content.to_string()))
+}
+
 /// `cat PATH`.
 pub fn read(path: &str) -> Cmd {
     Cmd::new("cat").arg(path)
@@ -61,6 +74,12 @@ mod tests {
              && mv -f '\\''/tmp/a b/it'\\''\\'\\'''\\''s.fullslack-tmp'\\'' '\\''/tmp/a b/it'\\''\\'\\'''\\''s'\\'''"
         );
         assert_eq!(read("/x y").to_shell(), "cat '/x y'");
+        let a = append("/var/lib/fullslack/chat/audit.jsonl", "{}\n");
+        assert_eq!(
+            a.to_shell(),
+            "sh -c 'mkdir -p /var/lib/fullslack/chat && cat >> /var/lib/fullslack/chat/audit.jsonl'"
+        );
+        assert_eq!(a.stdin.as_ref().map(StdinData::bytes), Some(&b"{}\n"[..]));
         assert_eq!(remove("/x").to_shell(), "rm -f /x");
     }
 }

@@ -153,6 +153,13 @@ impl Cmd {
         self
     }
 
+    /// Appends standard output to a file (`>> path`).
+    pub fn append_to(mut self, path: &str) -> Self {
+        self.args.push(Arg::Raw(">>"));
+        self.args.push(Arg::Plain(path.to_string()));
+        self
+    }
+
     /// The exact shell line, secrets included: what runners execute.
     pub fn to_shell(&self) -> String {
         self.render(false)

@@ -1,0 +1,393 @@
+//! `fullslack deploy` and `fullslack rollback`: builds the [`Plan`] from the stack file and
+//! the command line (image, resolved secrets, Nginx, health gate, lock policy), then switches
+//! each host in turn through [`crate::deploy::host::deploy`], over SSH or on this machine for
+//! a `local` stack. Hosts go one at a time and the first failure stops the run. Every host's
+//! audit line is also appended to `.fullslack/<stack>/audit.jsonl` beside the stack file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::usage;
+use crate::args::{DeployArgs, RollbackArgs, SwitchOpts};
+use crate::commands::docker;
+use crate::deploy::host::{self, Outcome};
+use crate::deploy::releases::AuditEntry;
+use crate::deploy::{lock, Gate, Layout, NginxSetup, Plan, Target, Transfer, Wanted};
+use crate::error::CliError;
+use crate::health::HealthOptions;
+use crate::nginx::SiteParams;
+use crate::output::Reporter;
+use crate::runner::{LocalRunner, Runner, SshRunner, SshTarget};
+use crate::secret::{SecretRef, SecretString};
+use crate::stack::{Stack, Target as StackTarget};
+use crate::state::LastBuild;
+
+/// `fullslack deploy`.
+pub async fn run(a: &DeployArgs, r: &Reporter) -> Result<(), CliError> {
+    let mut s = crate::stack::load(&a.stack.stack)?;
+    crate::hosts::resolve(&mut s).await?;
+    let target = image_target(&a.stack.stack, &s, a.version.as_deref()).await?;
+    let transfer = transfer_of(&s, a.send_image)?;
+    let plan = plan(&s, &a.switch, "deploy", Wanted::Image(target), transfer).await?;
+    run_plan(&a.stack.stack, &s, &a.switch, &plan, r).await
+}
+
+/// `fullslack rollback [VERSION]`.
+pub async fn rollback(a: &RollbackArgs, r: &Reporter) -> Result<(), CliError> {
+    let mut s = crate::stack::load(&a.stack.stack)?;
+    crate::hosts::resolve(&mut s).await?;
+    let wanted = Wanted::Rollback(a.to_version.clone());
+    let plan = plan(&s, &a.switch, "rollback", wanted, Transfer::AlreadyThere).await?;
+    run_plan(&a.stack.stack, &s, &a.switch, &plan, r).await
+}
+
+/// Switches every host, one at a time; stops at the first failure.
+async fn run_plan(
+    stack_file: &Path,
+    s: &Stack,
+    o: &SwitchOpts,
+    plan: &Plan,
+    r: &Reporter,
+) -> Result<(), CliError> {
+    let mut done = Vec::new();
+    if s.target == StackTarget::Local {
+        let (entry, res) = host::deploy(&LocalRunner, plan).await;
+        finish_host(stack_file, s, entry, res, &mut done, r)?;
+    } else {
+        if s.hosts.is_empty() {
+            return Err(usage(
+                format!("stack `{}` lists no hosts", s.name),
+                "add [[hosts]] to the stack file (EC2 hosts appear after `fullslack apply`)",
+            ));
+        }
+        let targets = ssh_targets(s, o.connect.known_hosts.as_ref());
+        for (i, t) in targets.iter().enumerate() {
+            let res = match SshRunner::connect(t).await {
+                Ok(runner) => {
+                    let (entry, res) = host::deploy(&runner, plan).await;
+                    let _ = runner.close().await;
+                    finish_host(stack_file, s, entry, res, &mut done, r)
+                }
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = res {
+                let note = put_back(stack_file, s, plan, &targets[..i], &done).await;
+                return Err(with_note(e, &note));
+            }
+        }
+    }
+    if r.json {
+        r.print_json(&serde_json::json!({"action": plan.action, "hosts": done}));
+    }
+    Ok(())
+}
+
+/// After a host failed: the hosts finished before it go back to the release they had, so the
+/// stack does not stay split between two releases. Says what it did.
+async fn put_back(
+    stack_file: &Path,
+    s: &Stack,
+    plan: &Plan,
+    finished: &[SshTarget],
+    done: &[Outcome],
+) -> String {
+    let mut notes = Vec::new();
+    for (t, o) in finished.iter().zip(done) {
+        let Some(from) = &o.from_version else {
+            notes.push(format!(
+                "{} had no release before: {} stays live there",
+                o.host, o.version
+            ));
+            continue;
+        };
+        let mut back = plan.clone();
+        back.action = "rollback";
+        back.wanted = Wanted::Rollback(Some(from.clone()));
+        back.transfer = Transfer::AlreadyThere;
+        let res = match SshRunner::connect(t).await {
+            Ok(runner) => {
+                let (entry, res) = host::deploy(&runner, &back).await;
+                let _ = runner.close().await;
+                if let Some(e) = entry {
+                    let _ = append_local_audit(stack_file, &s.name, &e);
+                }
+                res.map(|_| ())
+            }
+            Err(e) => Err(e.into()),
+        };
+        notes.push(match res {
+            Ok(()) => format!("{} put back on {from}", o.host),
+            Err(e) => format!("{} could NOT be put back on {from}: {e}", o.host),
+        });
+    }
+    notes.join("; ")
+}
+
+/// The error with what happened to the other hosts appended.
+fn with_note(e: CliError, note: &str) -> CliError {
+    if note.is_empty() {
+        return e;
+    }
+    CliError::Failed {
+        message: format!("{e}\n{note}"),
+        hint: e.hint().unwrap_or_default(),
+    }
+}
+
+/// Records the host's audit line locally and prints its outcome.
+fn finish_host(
+    stack_file: &Path,
+    s: &Stack,
+    entry: Option<AuditEntry>,
+    res: Result<Outcome, CliError>,
+    done: &mut Vec<Outcome>,
+    r: &Reporter,
+) -> Result<(), CliError> {
+    if let Some(e) = entry {
+        append_local_audit(stack_file, &s.name, &e)?;
+    }
+    let o = res?;
+    if !r.json {
+        let from = o.from_version.as_deref().unwrap_or("nothing");
+        let image = if o.image_was_there {
+            "image already there".to_string()
+        } else {
+            format!("{} bytes of image sent", o.bytes_sent)
+        };
+        if let Some(b) = &o.broke_lock_of {
+            println!("{}: broke the lock of {b}", o.host);
+        }
+        println!(
+            "{}: {} live on {:?} (was {from}); {image}; {:.1} s; kept: {}",
+            o.host,
+            o.version,
+            o.color,
+            o.duration_ms as f64 / 1000.0,
+            o.kept.join(", ")
+        );
+    }
+    done.push(o);
+    Ok(())
+}
+
+/// Appends one line to `.fullslack/<stack>/audit.jsonl`.
+fn append_local_audit(stack_file: &Path, stack: &str, e: &AuditEntry) -> Result<(), CliError> {
+    use std::io::Write;
+    let dir = crate::state::dir(stack_file, stack);
+    let path = dir.join("audit.jsonl");
+    let io = |source| CliError::Io {
+        action: "cannot write",
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io)?;
+    f.write_all(e.to_line().as_bytes()).map_err(io)
+}
+
+/// The image to deploy: `--version TAG` of the stack's repository (the last build's if there
+/// is one), else the last build.
+async fn image_target(
+    stack_file: &Path,
+    s: &Stack,
+    version: Option<&str>,
+) -> Result<Target, CliError> {
+    let last = LastBuild::load(stack_file, &s.name)?;
+    let (image, version) = match (version, &last) {
+        (Some(v), Some(b)) => (format!("{}:{v}", b.repository), v.to_string()),
+        (Some(v), None) => {
+            let repo = s.image.reference();
+            let repo = repo.rsplit_once(':').map_or(repo.as_str(), |(r, _)| r);
+            (format!("{repo}:{v}"), v.to_string())
+        }
+        (None, Some(b)) => (b.reference(), b.tag.clone()),
+        (None, None) => {
+            return Err(usage(
+                format!("no image to deploy for stack `{}`", s.name),
+                "build one with `fullslack build --stack FILE`, or pass --version TAG",
+            ))
+        }
+    };
+    let here = LocalRunner.run(&docker::image_id(&image)).await?;
+    let image_id = here
+        .success()
+        .then(|| here.stdout.trim().to_string())
+        .filter(|id| !id.is_empty());
+    Ok(Target {
+        image,
+        version,
+        image_id,
+    })
+}
+
+/// Registry-free (the image streamed over SSH) unless the stack names a registry.
+fn transfer_of(s: &Stack, always: bool) -> Result<Transfer, CliError> {
+    match (&s.image.registry, &s.image.username, &s.image.password) {
+        (None, _, _) => Ok(Transfer::Stream { always }),
+        (Some(r), _, _) if r == "ecr" => Err(usage(
+            "deploying an ECR image to hosts is not supported yet",
+            "remove image.registry to stream the image over SSH",
+        )),
+        (Some(server), Some(user), Some(pw)) => Ok(Transfer::Registry {
+            server: server.clone(),
+            username: user.clone(),
+            password: resolve_env_secret(pw)?,
+        }),
+        (Some(server), _, _) => Err(usage(
+            format!("image.registry {server} has no username and password"),
+            "set image.username and image.password in the stack file",
+        )),
+    }
+}
+
+fn resolve_env_secret(r: &SecretRef) -> Result<SecretString, CliError> {
+    match r {
+        SecretRef::Env(var) => std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(SecretString::from)
+            .ok_or_else(|| {
+                usage(
+                    format!("the secret variable {var} is not set"),
+                    format!("export {var} before deploying"),
+                )
+            }),
+        SecretRef::Ssm(name) => Err(usage(
+            format!("the secret {name} is in SSM but was not fetched"),
+            "this is a bug: please report it",
+        )),
+    }
+}
+
+/// Every secret the stack references, resolved: environment variables here, SSM parameters
+/// from the stack's region.
+async fn resolve_secrets(s: &Stack) -> Result<BTreeMap<String, SecretString>, CliError> {
+    let mut refs: Vec<&SecretRef> = s.secrets.values().collect();
+    refs.extend(s.redis.url.iter());
+    refs.extend(s.mongodb.url.iter());
+    let mut out = BTreeMap::new();
+    let mut aws = None;
+    for r in refs {
+        let value = match r {
+            SecretRef::Env(_) => resolve_env_secret(r)?,
+            SecretRef::Ssm(name) => {
+                if aws.is_none() {
+                    let region = s.aws_region().ok_or_else(|| {
+                        usage(
+                            format!("the secret {name} is in SSM, but the stack has no AWS region"),
+                            "give it as { env = \"VAR\" } instead",
+                        )
+                    })?;
+                    aws = Some(fullslack_aws::Aws::connect(region).await?);
+                }
+                let Some(a) = aws.as_ref() else { continue };
+                fullslack_aws::ssm::get(a, name).await?
+            }
+        };
+        out.insert(r.to_string(), value);
+    }
+    Ok(out)
+}
+
+/// The plan every host gets.
+async fn plan(
+    s: &Stack,
+    o: &SwitchOpts,
+    action: &'static str,
+    wanted: Wanted,
+    transfer: Transfer,
+) -> Result<Plan, CliError> {
+    if s.target == StackTarget::Ecs {
+        return Err(usage(
+            "an ECS stack is deployed by `fullslack apply`",
+            "run `fullslack apply --stack FILE` (it registers the task definition and waits for the service)",
+        ));
+    }
+    let resolved = resolve_secrets(s).await?;
+    let env = s.container_env(|r| {
+        resolved
+            .get(&r.to_string())
+            .cloned()
+            .ok_or_else(|| usage(format!("secret {r} not resolved"), "this is a bug"))
+    })?;
+    let from_env = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(SecretString::from)
+    };
+    let probe = HealthOptions {
+        url: reqwest::Url::parse("http://127.0.0.1/").map_err(|e| usage(e.to_string(), ""))?,
+        probe_user: o.probe_user.clone(),
+        probe_password: from_env(&o.probe_password_env),
+        probe_token: from_env(&o.probe_token_env),
+        register_probe: o.register_probe,
+        timeout: Duration::from_secs(s.health.timeout_secs.max(1)),
+        ca_file: None,
+        websocket: s.health.websocket,
+        cert_min_days: 0,
+    };
+    if probe.websocket && probe.probe_password.is_none() && probe.probe_token.is_none() {
+        return Err(usage(
+            "the health gate's WebSocket round trip needs a probe identity",
+            format!(
+                "export {} (with --register-probe on a fresh host) or {}; or set health.websocket = false in the stack file",
+                o.probe_password_env, o.probe_token_env
+            ),
+        ));
+    }
+    Ok(Plan {
+        action,
+        layout: Layout {
+            root: o.connect.state_dir.trim_end_matches('/').to_string(),
+            stack: s.name.clone(),
+        },
+        wanted,
+        transfer,
+        env,
+        container_port: s.app.port,
+        nginx: nginx_setup(s, o)?,
+        gate: Gate {
+            probe,
+            deadline: o.health_deadline,
+        },
+        keep: o.keep,
+        drain_secs: o.drain,
+        lock: lock::Policy {
+            wait: o.lock.lock_wait,
+            break_lock: o.lock.break_lock,
+        },
+        who: fullslack_aws::lock::whoami(),
+    })
+}
+
+fn nginx_setup(s: &Stack, o: &SwitchOpts) -> Result<NginxSetup, CliError> {
+    let mut site = SiteParams::from_stack(s)?;
+    site.http_port = o.http_port;
+    site.https_port = o.https_port;
+    site.listen_v4 = o.listen_v4.as_ref().map(ToString::to_string);
+    if o.no_ipv6 {
+        site.listen_v6 = None;
+    }
+    Ok(NginxSetup {
+        site_path: o
+            .nginx_site
+            .clone()
+            .unwrap_or_else(|| format!("/etc/nginx/conf.d/fullslack-{}.conf", s.name)),
+        paths: crate::commands::nginx::NginxPaths {
+            conf: o.nginx_conf.clone(),
+            prefix: o.nginx_prefix.clone(),
+        },
+        site,
+    })
+}
+
+/// The SSH targets of the stack's hosts (`~/` expanded; `--known-hosts` wins).
+pub fn ssh_targets(s: &Stack, known_hosts: Option<&PathBuf>) -> Vec<SshTarget> {
+    super::lock::ssh_targets(s, known_hosts)
+}

@@ -1,0 +1,63 @@
+//! `fullslack releases`: per host, the releases kept for rollback (newest first) and which
+//! one is live, read from the host's release log.
+
+use crate::args::ReleasesArgs;
+use crate::deploy::host::read_log;
+use crate::deploy::releases::ReleaseLog;
+use crate::deploy::Layout;
+use crate::error::CliError;
+use crate::output::Reporter;
+use crate::runner::{LocalRunner, Runner, SshRunner};
+use crate::stack::Target;
+
+/// Lists each host's releases.
+pub async fn run(a: &ReleasesArgs, r: &Reporter) -> Result<(), CliError> {
+    let mut s = crate::stack::load(&a.stack.stack)?;
+    crate::hosts::resolve(&mut s).await?;
+    let layout = Layout {
+        root: a.connect.state_dir.trim_end_matches('/').to_string(),
+        stack: s.name.clone(),
+    };
+    let mut hosts = Vec::new();
+    if s.target == Target::Local {
+        let log = read_log(&LocalRunner, &layout.releases_file()).await?;
+        hosts.push((LocalRunner.host(), log));
+    } else {
+        for t in super::lock::ssh_targets(&s, a.connect.known_hosts.as_ref()) {
+            let runner = SshRunner::connect(&t).await?;
+            let log = read_log(&runner, &layout.releases_file()).await;
+            let host = runner.host();
+            let _ = runner.close().await;
+            hosts.push((host, log?));
+        }
+    }
+    if r.json {
+        let v: Vec<_> = hosts
+            .iter()
+            .map(|(h, log)| serde_json::json!({"host": h, "live": log.live().map(|l| &l.version), "releases": log.releases}))
+            .collect();
+        r.print_json(&serde_json::json!({ "hosts": v }));
+    } else {
+        for (h, log) in &hosts {
+            print_host(h, log);
+        }
+    }
+    Ok(())
+}
+
+fn print_host(host: &str, log: &ReleaseLog) {
+    println!("{host}:");
+    if log.releases.is_empty() {
+        println!("  no releases yet");
+    }
+    for (i, rel) in log.releases.iter().enumerate() {
+        let mark = if i == 0 && log.live { "live" } else { "kept" };
+        println!(
+            "  {mark:4}  {:<32} {:<5} {}  {}",
+            rel.version,
+            crate::deploy::color_name(rel.color),
+            rel.deployed_at,
+            rel.image
+        );
+    }
+}

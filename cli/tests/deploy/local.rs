@@ -1,0 +1,25 @@
+//! The `local` target: the same switch on this machine's Docker Engine, without SSH (the
+//! runner is `sh -c` here and the health gate talks to the release's port directly).
+
+use super::{health_through_nginx, text, Host};
+
+#[test]
+fn a_local_stack_deploys_and_switches_without_ssh() {
+    let h = Host::local();
+    h.build("v1", None);
+    h.build("v2", None);
+    let out = h.switch("deploy", Some("v1"), &[]);
+    assert!(out.status.success(), "deploy v1: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("localhost: v1 live on Blue (was nothing)"),
+        "{stdout}"
+    );
+    let health = health_through_nginx(&h);
+    assert!(health.status.success(), "{}", text(&health));
+    let out = h.switch("deploy", Some("v2"), &[]);
+    assert!(out.status.success(), "deploy v2: {}", text(&out));
+    assert_eq!(h.containers(), [format!("{}-green v2", h.name)]);
+    let health = health_through_nginx(&h);
+    assert!(health.status.success(), "{}", text(&health));
+}
