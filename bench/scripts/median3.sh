@@ -14,6 +14,8 @@ def med(f):
     vals = [f(r) for r in runs]
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
+def per(cores, rate):
+    return cores / rate * 1e6 if cores is not None and rate else None
 s0 = lambda r: r["servers"][0] if r["servers"] else {}
 rows = {
     "connected": lambda r: r["connected"],
@@ -35,6 +37,9 @@ rows = {
     "server CPU cores": lambda r: s0(r).get("cpu_cores"),
     "all servers CPU cores": lambda r: sum(s.get("cpu_cores") or 0 for s in r["servers"]) if r["servers"] else None,
     "bench CPU cores": lambda r: r["bench_cpu_cores"],
+    # Server CPU per unit of work: comparable across runs on a loaded machine, unlike rates.
+    "server CPU us per ack": lambda r: per(s0(r).get("cpu_cores"), r["acks_per_sec"]),
+    "server CPU us per delivery": lambda r: per(s0(r).get("cpu_cores"), r["deliveries_per_sec"]),
 }
 print("command:", runs[0]["command"])
 for k, f in rows.items():

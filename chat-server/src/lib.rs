@@ -11,6 +11,7 @@
 //! | [`auth`] | Argon2id on reusing hashing threads, JWT access tokens bound to sessions, cookie, [`auth::AuthUser`] extractor |
 //! | [`proxy`] | the client's address: the TCP peer, or `X-Forwarded-For` from `trusted_proxies` |
 //! | [`service`] | the chat's rules on [`App`]: validation, rate limits, authorization, publishing |
+//! | [`sending`] | a message send: checks, the write (queued in its connection's order), publish, ack |
 //! | [`hub`] | this node's live connections: channel fan-out, presence, typing; each connection's control state (revocation, joins, leaves: never dropped) |
 //! | [`cluster`] | with `redis_url`: fan-out between nodes over Redis pub/sub, presence across nodes, shared rate limits, degradation and healing |
 //! | [`store`] | the [`store::Store`] trait (source of truth, replay log) and its drivers |
@@ -32,6 +33,7 @@ pub mod model;
 pub use fullslack_protocol::frames as protocol;
 pub mod proxy;
 pub mod ratelimit;
+pub mod sending;
 pub mod service;
 pub mod store;
 pub mod web;

@@ -11,7 +11,6 @@
 use std::{
     collections::HashSet,
     sync::{atomic::Ordering, Arc},
-    time::Instant,
 };
 
 use time::OffsetDateTime;
@@ -21,10 +20,10 @@ use crate::{
     error::{ApiError, ApiResult},
     hub::Published,
     model::{
-        new_id, now, Ack, Channel, ChannelId, ChannelKind, Event, EventKind, Member, Message,
-        MessageId, ReceiptStatus, Role, User, UserId,
+        new_id, now, Channel, ChannelId, ChannelKind, Event, EventKind, Member, Message,
+        ReceiptStatus, Role, User, UserId,
     },
-    store::{NewChannel, NewMessage, NewUser, Page, Session, StoreError, Watermark},
+    store::{NewChannel, NewUser, Page, Session, StoreError, Watermark},
     App,
 };
 
@@ -96,7 +95,7 @@ pub fn validate_display_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn validate_client_id(id: &str) -> ApiResult<()> {
+pub(crate) fn validate_client_id(id: &str) -> ApiResult<()> {
     if (1..=64).contains(&id.len()) && !id.chars().any(char::is_control) {
         Ok(())
     } else {
@@ -292,7 +291,12 @@ impl App {
     /// Maps a store error of a write on behalf of `meta`'s channel: `NotMember` (the store saw
     /// a membership the cache did not: a leave raced this write) becomes the same answer as
     /// [`App::require_member`]'s, and the stale cache entry goes.
-    fn write_error(&self, channel_id: &str, meta: &ChannelMeta, e: StoreError) -> ApiError {
+    pub(crate) fn write_error(
+        &self,
+        channel_id: &str,
+        meta: &ChannelMeta,
+        e: StoreError,
+    ) -> ApiError {
         match e {
             StoreError::NotMember => {
                 self.invalidate_channel(channel_id);
@@ -512,7 +516,7 @@ impl App {
 
     // ---- messages ---------------------------------------------------------------------------
 
-    fn validate_text(&self, text: &str) -> ApiResult<()> {
+    pub(crate) fn validate_text(&self, text: &str) -> ApiResult<()> {
         if text.trim().is_empty() {
             return Err(ApiError::BadRequest("text: must not be empty".into()));
         }
@@ -526,7 +530,7 @@ impl App {
         Ok(())
     }
 
-    async fn resolve_mentions(&self, text: &str) -> ApiResult<Vec<UserId>> {
+    pub(crate) async fn resolve_mentions(&self, text: &str) -> ApiResult<Vec<UserId>> {
         let mut ids = Vec::new();
         for name in mention_names(text) {
             if let Some((u, _)) = self.store.user_by_username(&name).await? {
@@ -536,62 +540,6 @@ impl App {
             }
         }
         Ok(ids)
-    }
-
-    pub async fn send_message(
-        &self,
-        user_id: &str,
-        channel_id: &str,
-        client_id: &str,
-        text: &str,
-        thread_root: Option<MessageId>,
-    ) -> ApiResult<Ack> {
-        let started = Instant::now();
-        self.limit_send(user_id).await?;
-        validate_client_id(client_id)?;
-        self.validate_text(text)?;
-        let meta = self.require_member(user_id, channel_id).await?;
-        let mentions = self.resolve_mentions(text).await?;
-        if meta.members.len() <= self.settings.realtime.receipts_max_members {
-            // Writing into a conversation means having read it. The store moves the author's
-            // watermark with the message; doing it here first, through the normal path, tells
-            // the other members with a `receipt` (only when it actually moves).
-            let read = self
-                .store
-                .advance_watermark(channel_id, user_id, Watermark::Read(i64::MAX), true, now())
-                .await
-                .map_err(|e| self.write_error(channel_id, &meta, e))?;
-            self.publish_if_any(read).await;
-        }
-        let (msg, event) = self
-            .store
-            .append_message(NewMessage {
-                id: new_id(),
-                channel_id: channel_id.into(),
-                author_id: user_id.into(),
-                client_id: client_id.to_string(),
-                text: text.to_string(),
-                thread_root,
-                mentions,
-                created_at: now(),
-            })
-            .await
-            .map_err(|e| self.write_error(channel_id, &meta, e))?;
-        let duplicate = event.is_none();
-        if let Some(ev) = event {
-            self.metrics.messages_sent.inc();
-            self.publish(ev).await;
-        }
-        self.metrics
-            .send_seconds
-            .observe(started.elapsed().as_secs_f64());
-        Ok(Ack {
-            channel: msg.channel_id,
-            seq: msg.seq,
-            message_id: msg.id,
-            client_id: msg.client_id,
-            duplicate,
-        })
     }
 
     async fn own_message(

@@ -239,6 +239,9 @@ impl Store for Watched {
     async fn remove_member(&self, channel_id: &str, user_id: &str) -> StoreResult<Option<Event>> {
         self.write_opt(self.inner.remove_member(channel_id, user_id).await)
     }
+    fn writes_commit_in_poll_order(&self) -> bool {
+        self.inner.writes_commit_in_poll_order()
+    }
     async fn append_message(&self, message: NewMessage) -> StoreResult<(Message, Option<Event>)> {
         let r = self.inner.append_message(message).await;
         // A duplicate (no event) was answered from what is stored: nothing written.

@@ -164,6 +164,15 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a member; `None` if not a member.
     async fn remove_member(&self, channel_id: &str, user_id: &str) -> StoreResult<Option<Event>>;
 
+    /// Whether a write is queued the moment its future is first polled, and writes commit in
+    /// the order they were queued (the SQLite driver's single writer). Then a connection may
+    /// start its next send once the previous one is queued, without waiting for its commit,
+    /// and the two still take their seqs in the order they were sent. `false` (the default):
+    /// the next send starts only after the previous one answered.
+    fn writes_commit_in_poll_order(&self) -> bool {
+        false
+    }
+
     /// Stores a message and its event. A repeated `(author_id, client_id)` returns the stored
     /// message and no event. `NotMember` (nothing stored) unless the author is a member.
     async fn append_message(&self, message: NewMessage) -> StoreResult<(Message, Option<Event>)>;

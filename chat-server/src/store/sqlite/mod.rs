@@ -348,6 +348,11 @@ impl Store for SqliteStore {
         .await
     }
 
+    /// Every write goes to the writer thread's queue on its first poll (see [`Self::write`]).
+    fn writes_commit_in_poll_order(&self) -> bool {
+        true
+    }
+
     async fn append_message(&self, m: NewMessage) -> StoreResult<(Message, Option<Event>)> {
         self.write(move |c| writes::append_message(c, m)).await
     }

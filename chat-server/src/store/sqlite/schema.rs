@@ -100,6 +100,8 @@ pub(super) fn open_conn(path: &Path, write: bool) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Room for every statement of the write path (rusqlite keeps 16 by default).
+    conn.set_prepared_statement_cache_capacity(64);
     conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY;")?;
     if write {
         // FULL: a commit is on disk (fsync) before its answers are released.

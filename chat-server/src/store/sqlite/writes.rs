@@ -34,23 +34,22 @@ pub(super) fn append_event(
     payload: EventPayload,
 ) -> StoreResult<Event> {
     let seq: i64 = conn
-        .query_row(
+        .prepare_cached(
             "UPDATE channels SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-            [channel_id],
-            |r| r.get(0),
-        )
+        )?
+        .query_row([channel_id], |r| r.get(0))
         .optional()?
         .ok_or(StoreError::NotFound("channel"))?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO events (channel_id, seq, kind, at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            channel_id,
-            seq,
-            payload.kind().as_str(),
-            ms(at),
-            payload.to_stored()
-        ],
-    )?;
+    )?
+    .execute(params![
+        channel_id,
+        seq,
+        payload.kind().as_str(),
+        ms(at),
+        payload.to_stored()
+    ])?;
     Ok(Event {
         channel: channel_id.into(),
         seq,
@@ -124,57 +123,66 @@ pub(super) fn create_channel(c: &Connection, nc: NewChannel) -> StoreResult<(Cha
     Ok((ch, events))
 }
 
-/// The hot path: every statement here runs once per message sent, so nothing is added to it.
+/// The hot path: every statement here runs once per message sent, so each is a cached
+/// prepared statement and nothing is added to it. The message row goes in first, taking the
+/// channel's next seq, and `(author_id, client_id)`'s unique index answers idempotency: no
+/// lookup before the insert. A refused send (not a member, no such thread root) returns an
+/// error and the job's savepoint takes the row back.
 pub(super) fn append_message(
     c: &Connection,
     m: NewMessage,
 ) -> StoreResult<(Message, Option<Event>)> {
-    let existing = c
+    let mut msg = rules::new_message(m, 0);
+    let mentions = serde_json::to_string(&msg.mentions).map_err(internal)?;
+    let inserted: Option<i64> = c
+        .prepare_cached(
+            "INSERT INTO messages (id, channel_id, seq, author_id, client_id, text, thread_root, created_at, mentions)
+             SELECT ?1, ?2, last_seq + 1, ?3, ?4, ?5, ?6, ?7, ?8 FROM channels WHERE id = ?2
+             ON CONFLICT (author_id, client_id) DO NOTHING
+             RETURNING seq",
+        )?
         .query_row(
-            &format!("SELECT {MESSAGE_COLS} FROM messages WHERE author_id = ?1 AND client_id = ?2"),
-            [m.author_id.as_str(), &m.client_id],
-            row_message,
+            params![
+                msg.id.as_str(),
+                msg.channel_id.as_str(),
+                msg.author_id.as_str(),
+                msg.client_id,
+                msg.text,
+                msg.thread_root.as_deref(),
+                ms(msg.created_at),
+                mentions,
+            ],
+            |r| r.get(0),
         )
         .optional()?;
-    if let Some(msg) = existing {
-        return Ok((msg, None));
-    }
-    require_member(c, &m.channel_id, &m.author_id)?;
-    if let Some(root) = &m.thread_root {
-        let n = c.execute(
-            "UPDATE messages SET reply_count = reply_count + 1
-             WHERE id = ?1 AND channel_id = ?2 AND thread_root IS NULL AND deleted = 0",
-            [root.as_str(), m.channel_id.as_str()],
-        )?;
+    let Some(seq) = inserted else {
+        // Nothing inserted: the same send is stored already, or there is no such channel.
+        let existing = c
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLS} FROM messages WHERE author_id = ?1 AND client_id = ?2"
+            ))?
+            .query_row([msg.author_id.as_str(), &msg.client_id], row_message)
+            .optional()?;
+        return match existing {
+            Some(stored) => Ok((stored, None)),
+            None => Err(StoreError::NotMember),
+        };
+    };
+    msg.seq = seq;
+    require_member(c, &msg.channel_id, &msg.author_id)?;
+    if let Some(root) = &msg.thread_root {
+        let n = c
+            .prepare_cached(
+                "UPDATE messages SET reply_count = reply_count + 1
+                 WHERE id = ?1 AND channel_id = ?2 AND thread_root IS NULL AND deleted = 0",
+            )?
+            .execute([root.as_str(), msg.channel_id.as_str()])?;
         if n == 0 {
             return Err(StoreError::NotFound("thread root message"));
         }
     }
-    // Take the seq first so the stored message and its event agree on it.
-    let seq: i64 = c
-        .query_row(
-            "UPDATE channels SET last_seq = last_seq + 1, last_message_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
-            [m.channel_id.as_str()],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or(StoreError::NotFound("channel"))?;
-    let msg = rules::new_message(m, seq);
-    c.prepare_cached(
-        "INSERT INTO messages (id, channel_id, seq, author_id, client_id, text, thread_root, created_at, mentions)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        msg.id.as_str(),
-        msg.channel_id.as_str(),
-        seq,
-        msg.author_id.as_str(),
-        msg.client_id,
-        msg.text,
-        msg.thread_root.as_deref(),
-        ms(msg.created_at),
-        serde_json::to_string(&msg.mentions).map_err(internal)?
-    ])?;
+    c.prepare_cached("UPDATE channels SET last_seq = ?2, last_message_seq = ?2 WHERE id = ?1")?
+        .execute(params![msg.channel_id.as_str(), seq])?;
     let payload = EventPayload::Message(msg.clone());
     c.prepare_cached(
         "INSERT INTO events (channel_id, seq, kind, at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -298,12 +306,11 @@ pub(super) fn advance_watermark(
     at: OffsetDateTime,
 ) -> StoreResult<Option<Event>> {
     let row: Option<(i64, i64, i64)> = c
-        .query_row(
+        .prepare_cached(
             "SELECT m.delivered_seq, m.read_seq, c.last_message_seq FROM members m JOIN channels c ON c.id = m.channel_id
              WHERE m.channel_id = ?1 AND m.user_id = ?2",
-            [ch, user.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        )?
+        .query_row([ch, user.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let Some((delivered, read, last_message)) = row else {
         // No member row (or no channel): the user is not a member.

@@ -10,9 +10,22 @@
 //! What may not be lost (revocation, joins, leaves) arrives in the connection's
 //! [`crate::hub::Control`], consulted before anything is written: a revoked socket writes
 //! nothing more but its close frame, and no event of a channel after the user's `member_left`
-//! goes out. Every write has a deadline (one heartbeat; less once the server is shutting down),
-//! so a peer that stops reading cannot hold the task, and a close from the server completes the
-//! closing handshake (or times out) before the socket is dropped.
+//! goes out. Sends are pipelined ([`pipeline`]): several in flight, answered in order, the
+//! socket left unread while the window is full. Every write has a deadline (one heartbeat;
+//! less once the server is shutting down), so a peer that stops reading cannot hold the task,
+//! and a close from the server completes the closing handshake (or times out) before the
+//! socket is dropped.
+//!
+//! | module | what it is |
+//! | --- | --- |
+//! | this file | the upgrade, the connection's loop, writes with deadlines, frames in, answers out |
+//! | [`pipeline`] | the sends in flight: a window, answers in order, back-pressure |
+//! | [`events`] | resume, refills, live events by cursor, membership changes, rechecks |
+//! | [`presence`] | typing relays and `presence_subscribe` |
+
+mod events;
+mod pipeline;
+mod presence;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -36,13 +49,13 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::AuthUser,
     error::ApiError,
-    hub::{ConnHandle, MembershipChange, Outbound, Published},
-    model::{ChannelId, EventKind, UserId},
-    protocol::{
-        event_frame, parse_client_frame, AckBody, ClientFrame, ClientPresence, Limits, ServerFrame,
-    },
+    hub::{ConnHandle, MembershipChange, Outbound},
+    model::ChannelId,
+    protocol::{parse_client_frame, AckBody, ClientFrame, ClientPresence, Limits, ServerFrame},
     AppState,
 };
+
+use self::pipeline::{Pipeline, SendRequest};
 
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
@@ -134,6 +147,8 @@ struct Connection {
     /// How long a closing handshake (and, once shutting down, a write) may still take.
     close_wait: Duration,
     shutdown: CancellationToken,
+    /// Sends in flight, answered in the order they came.
+    pipeline: Pipeline,
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
@@ -173,6 +188,7 @@ impl Connection {
             write_timeout: heartbeat,
             close_wait,
             shutdown: app.shutdown.clone(),
+            pipeline: Pipeline::default(),
         };
         let exit = match conn.hello().await {
             Ok(()) => match conn.flush().await {
@@ -181,6 +197,12 @@ impl Connection {
             },
             Err(e) => e,
         };
+        if matches!(exit, Exit::Close(..)) {
+            // The socket still works: the sends in flight get their acks before the close.
+            let _ = conn.answer_all().await;
+        }
+        // What is still in flight completes (and is published) even with nobody to answer.
+        conn.pipeline.complete().await;
         conn.finish(exit).await;
         // Channels it followed, and those a join subscribed it to that it had not applied yet.
         let channels: Vec<ChannelId> = conn
@@ -263,6 +285,10 @@ impl Connection {
             );
         let shutdown = self.shutdown.clone();
         let control = self.handle.control.clone();
+        // Made once: a select! turn per delivered batch should not register a new timer.
+        let closing = shutdown.cancelled();
+        let expired = sleep_until(expiry);
+        tokio::pin!(closing, expired);
         loop {
             // Whatever was recorded (revocation, joins, leaves) is applied before anything else
             // is written.
@@ -274,16 +300,21 @@ impl Connection {
             if let Err(e) = self.flush().await {
                 return e;
             }
+            // In this order, not at random: a socket that always has something to read must not
+            // keep acks and queued events from being written.
             let flow = tokio::select! {
-                _ = shutdown.cancelled() => {
+                biased;
+                _ = &mut closing => {
                     ControlFlow::Break(Exit::Close(CLOSE_RESTART, "server restarting: reconnect and resume"))
                 }
-                _ = sleep_until(expiry) => {
+                _ = &mut expired => {
                     ControlFlow::Break(Exit::Close(CLOSE_POLICY, "token expired: refresh and reconnect"))
                 }
                 // Applied at the top of the loop.
                 _ = control.notified() => ControlFlow::Continue(()),
-                incoming = self.socket.recv() => self.on_socket(incoming).await,
+                Some((reference, result)) = self.pipeline.next(), if !self.pipeline.is_empty() => {
+                    self.answer(reference, result.map(AckBody::Send)).await
+                }
                 Some(out) = rx.recv(), if self.resumed => {
                     // Take whatever else is already queued: one flush for the whole batch.
                     let mut r = self.on_outbound(out).await;
@@ -297,6 +328,7 @@ impl Connection {
                     }
                     flow(r)
                 }
+                incoming = self.socket.recv(), if !self.pipeline.is_full() => self.on_socket(incoming).await,
                 _ = ticker.tick() => {
                     if self.last_heard.elapsed() > heartbeat * 3 {
                         ControlFlow::Break(Exit::Close(CLOSE_POLICY, "no heartbeat"))
@@ -408,7 +440,14 @@ impl Connection {
     }
 
     async fn on_text(&mut self, text: &str) -> Flow {
-        let frame = match parse_client_frame(text) {
+        let parsed = parse_client_frame(text);
+        if !matches!(parsed, Ok(ClientFrame::Send { .. })) {
+            // Answers go out in the order the frames came: the sends before this one first.
+            if let ControlFlow::Break(e) = self.answer_all().await {
+                return ControlFlow::Break(e);
+            }
+        }
+        let frame = match parsed {
             Ok(f) => f,
             Err(e) => return self.send_error(e.reference, e.code, e.message, None).await,
         };
@@ -423,11 +462,15 @@ impl Connection {
                 text,
                 thread_root,
             } => {
-                let result = self
-                    .app
-                    .send_message(&user, &channel, &client_id, &text, thread_root)
-                    .await;
-                self.answer(reference, result.map(AckBody::Send)).await
+                let req = SendRequest {
+                    reference,
+                    channel,
+                    client_id,
+                    text,
+                    thread_root,
+                };
+                self.pipeline.start(&self.app, &user, req);
+                ControlFlow::Continue(())
             }
             ClientFrame::Edit {
                 reference,
@@ -501,312 +544,14 @@ impl Connection {
         }
     }
 
-    async fn typing(&mut self, channel: ChannelId) -> Flow {
-        // At most one relay per channel per second from a socket: typing is a hint, not a stream.
-        if self
-            .last_typing
-            .get(&channel)
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return ControlFlow::Continue(());
-        }
-        match self.app.require_member(&self.who.user_id, &channel).await {
-            Ok(_) => {
-                self.last_typing.insert(channel.clone(), Instant::now());
-                let frame = ServerFrame::Typing {
-                    channel: channel.clone(),
-                    user_id: self.who.user_id.clone(),
-                    expires_in_ms: self.app.settings.realtime.typing_ttl_ms,
-                };
-                self.app.relay_typing(&channel, &self.who.user_id, &frame);
-                ControlFlow::Continue(())
-            }
-            Err(e) => self.send_error(None, e.code(), e.to_string(), None).await,
-        }
-    }
-
-    /// Watches the listed users (at most `MAX_PRESENCE_IDS` per frame; more is refused whole,
-    /// nothing watched) and answers each one's presence now. The frame costs one store read
-    /// (every last seen at once) whatever its size; ids of no user are skipped.
-    async fn presence_subscribe(&mut self, user_ids: Vec<UserId>) -> Flow {
-        use crate::protocol::MAX_PRESENCE_IDS;
-        if user_ids.len() > MAX_PRESENCE_IDS {
-            let message = format!(
-                "presence_subscribe: at most {MAX_PRESENCE_IDS} user_ids per frame (got {}); send several frames",
-                user_ids.len()
-            );
-            return self.send_error(None, "bad_frame", message, None).await;
-        }
-        let mut unique = std::collections::HashSet::new();
-        let user_ids: Vec<UserId> = user_ids
-            .into_iter()
-            .filter(|id| unique.insert(id.clone()))
-            .collect();
-        let mut last_seen: HashMap<UserId, Option<time::OffsetDateTime>> =
-            match self.app.store.users_by_ids(&user_ids).await {
-                Ok(users) => users.into_iter().map(|u| (u.id, u.last_seen)).collect(),
-                Err(e) => {
-                    let e = ApiError::from(e);
-                    return self.send_error(None, e.code(), e.to_string(), None).await;
-                }
-            };
-        let user_ids: Vec<UserId> = user_ids
-            .into_iter()
-            .filter(|id| last_seen.contains_key(id))
-            .collect();
-        self.app.hub.watch(&self.handle, &user_ids);
-        let statuses = self.app.presences(&user_ids).await;
-        for (id, status) in user_ids.iter().zip(&statuses) {
-            self.app.hub.note_told(id, *status);
-        }
-        for (id, status) in user_ids.into_iter().zip(statuses) {
-            let last_seen = last_seen.remove(&id).flatten();
-            if let ControlFlow::Break(e) = self
-                .reply(&ServerFrame::Presence {
-                    user_id: id,
-                    status,
-                    last_seen,
-                })
-                .await
-            {
+    /// Waits for every send in flight and answers each, in order.
+    async fn answer_all(&mut self) -> Flow {
+        while let Some((reference, result)) = self.pipeline.next().await {
+            if let ControlFlow::Break(e) = self.answer(reference, result.map(AckBody::Send)).await {
                 return ControlFlow::Break(e);
             }
         }
         ControlFlow::Continue(())
-    }
-
-    /// Sets the cursors, replays what the client missed, and starts live delivery.
-    async fn resume(&mut self, requested: HashMap<ChannelId, i64>) -> Flow {
-        let memberships = match self.app.store.memberships(&self.who.user_id).await {
-            Ok(m) => m,
-            Err(e) => {
-                let e = ApiError::from(e);
-                return self.send_error(None, e.code(), e.to_string(), None).await;
-            }
-        };
-        for (channel, last_seq) in &memberships {
-            let from = requested
-                .get(channel)
-                .map(|s| (*s).clamp(0, *last_seq))
-                .unwrap_or(*last_seq);
-            let cursor = if self.resumed {
-                *self.cursors.get(channel).unwrap_or(&from)
-            } else {
-                from
-            };
-            self.cursors.insert(channel.clone(), cursor.min(from));
-            self.app.hub.subscribe(&self.handle, channel);
-        }
-        self.resumed = true;
-        for (channel, _) in &memberships {
-            if let Err(e) = self.refill(channel).await {
-                return ControlFlow::Break(e);
-            }
-        }
-        let frame = ServerFrame::Resumed {
-            channels: self.cursors.clone(),
-        };
-        self.reply(&frame).await
-    }
-
-    /// Sends every stored event of `channel` after its cursor (up to the user's leave when one
-    /// is pending).
-    async fn refill(&mut self, channel: &str) -> Result<(), Exit> {
-        loop {
-            let Some(&cursor) = self.cursors.get(channel) else {
-                return Ok(());
-            };
-            // The store is down: live delivery goes on; the next event retries the gap.
-            let Ok(events) = self
-                .app
-                .store
-                .events_after(channel, cursor, REFILL_PAGE)
-                .await
-            else {
-                return Ok(());
-            };
-            let n = events.len();
-            for ev in events {
-                let published = Published::new(&ev);
-                debug_assert_eq!(published.frame.as_str(), event_frame(&ev));
-                if !self.send_event(&published).await? {
-                    return Ok(());
-                }
-            }
-            if n < REFILL_PAGE {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn on_outbound(&mut self, out: Outbound) -> Result<(), Exit> {
-        match out {
-            Outbound::Event(ev) => {
-                // No cursor: not (or not yet) followed; a join refills from its own start.
-                let Some(&cursor) = self.cursors.get(&ev.channel) else {
-                    return Ok(());
-                };
-                if ev.seq <= cursor {
-                    Ok(())
-                } else if ev.seq == cursor + 1 {
-                    self.send_event(&ev).await.map(|_| ())
-                } else {
-                    self.refill(&ev.channel).await
-                }
-            }
-            Outbound::Ephemeral(frame) => self.feed(Message::Text(frame)).await,
-            Outbound::Recheck(channel) => self.refill(&channel).await,
-        }
-    }
-
-    /// Applies what the control state recorded, in order: a revoked session ends the socket; a
-    /// join announces the channel (`channel_added`, read from the store now) and refills it
-    /// from the join; a leave lets the channel's events up to the `member_left` out, then says
-    /// `channel_removed` and follows it no more. Changes wait for the `resume` (which reads the
-    /// memberships itself); one whose store read fails stays first in line for the next turn.
-    async fn apply_control(&mut self) -> Result<(), Exit> {
-        let control = self.handle.control.clone();
-        if control.is_revoked() {
-            return Err(SESSION_ENDED);
-        }
-        if !self.resumed {
-            return Ok(());
-        }
-        self.applying.extend(control.take_changes());
-        while let Some(change) = self.applying.front().cloned() {
-            match change {
-                MembershipChange::Added { channel_id, after } => {
-                    let left_again = self.applying.iter().skip(1).any(|c| {
-                        matches!(c, MembershipChange::Removed { channel_id: ch, .. } if *ch == channel_id)
-                    });
-                    if !left_again && !self.cursors.contains_key(&channel_id) {
-                        let mut channel = match self.app.store.channel(&channel_id).await {
-                            Ok(Some(c)) => c,
-                            Ok(None) => {
-                                self.applying.pop_front();
-                                continue;
-                            }
-                            // Retried on the next turn (the next event, ping or heartbeat);
-                            // meanwhile this channel's live events are refilled then.
-                            Err(_) => return Ok(()),
-                        };
-                        if let Ok(Some(m)) =
-                            self.app.store.member(&channel_id, &self.who.user_id).await
-                        {
-                            channel.read_seq = Some(m.read_seq);
-                        }
-                        self.cursors.insert(channel_id.clone(), after);
-                        self.send_frame(&ServerFrame::ChannelAdded { channel })
-                            .await?;
-                        // What was stored between the join and the subscription is only there.
-                        self.refill(&channel_id).await?;
-                    }
-                }
-                MembershipChange::Removed {
-                    channel_id,
-                    left_seq,
-                } => {
-                    if self.cursors.get(&channel_id).is_some_and(|c| *c < left_seq) {
-                        // Up to and including its own `member_left` (stops there: see
-                        // `withheld`).
-                        self.refill(&channel_id).await?;
-                    }
-                    self.cursors.remove(&channel_id);
-                    self.send_frame(&ServerFrame::ChannelRemoved { channel_id })
-                        .await?;
-                }
-            }
-            self.applying.pop_front();
-        }
-        if control.take_recheck() {
-            self.recheck(true).await?;
-        }
-        Ok(())
-    }
-
-    /// Re-reads from the store what the bus or the queue may have failed to bring: a session
-    /// ended (possibly through another node) closes the socket; channels the user is no longer
-    /// in are removed; with `add_new` (after an outage of the bus between nodes) channels joined
-    /// meanwhile are added, followed from their current end like a `resume` without a position
-    /// (a lagging socket leaves joins to its control state, which has their start); then every
-    /// channel is refilled.
-    async fn recheck(&mut self, add_new: bool) -> Result<(), Exit> {
-        if let Ok(None) = self
-            .app
-            .store
-            .session_user(&self.who.session_id, time::OffsetDateTime::now_utc())
-            .await
-        {
-            return Err(SESSION_ENDED);
-        }
-        if let Ok(memberships) = self.app.store.memberships(&self.who.user_id).await {
-            let current: std::collections::HashSet<&ChannelId> =
-                memberships.iter().map(|(c, _)| c).collect();
-            let gone: Vec<ChannelId> = self
-                .cursors
-                .keys()
-                .filter(|c| !current.contains(c))
-                .cloned()
-                .collect();
-            for channel_id in gone {
-                self.cursors.remove(&channel_id);
-                self.app.hub.unsubscribe(self.handle.id, &channel_id);
-                self.send_frame(&ServerFrame::ChannelRemoved { channel_id })
-                    .await?;
-            }
-            for (channel_id, last_seq) in memberships.iter().filter(|_| add_new) {
-                if self.cursors.contains_key(channel_id) {
-                    continue;
-                }
-                let Ok(Some(mut channel)) = self.app.store.channel(channel_id).await else {
-                    continue;
-                };
-                if let Ok(Some(m)) = self.app.store.member(channel_id, &self.who.user_id).await {
-                    channel.read_seq = Some(m.read_seq);
-                }
-                self.cursors.insert(channel_id.clone(), *last_seq);
-                self.app.hub.subscribe(&self.handle, channel_id);
-                self.send_frame(&ServerFrame::ChannelAdded { channel })
-                    .await?;
-            }
-        }
-        let channels: Vec<ChannelId> = self.cursors.keys().cloned().collect();
-        for ch in channels {
-            self.refill(&ch).await?;
-        }
-        Ok(())
-    }
-
-    /// Whether a leave not yet fully applied forbids writing event `seq` of `channel`.
-    fn withheld(&self, channel: &str, seq: i64) -> bool {
-        self.handle.control.withholds(channel, seq)
-            || self.applying.iter().any(|c| {
-                matches!(c, MembershipChange::Removed { channel_id, left_seq }
-                    if channel_id == channel && seq > *left_seq)
-            })
-    }
-
-    /// Writes an event unless already sent; `false` when withheld (the user left the channel
-    /// before it).
-    async fn send_event(&mut self, ev: &Published) -> Result<bool, Exit> {
-        if let Some(c) = self.cursors.get(&ev.channel) {
-            if ev.seq <= *c {
-                return Ok(true);
-            }
-        }
-        if self.withheld(&ev.channel, ev.seq) {
-            return Ok(false);
-        }
-        self.feed(Message::Text(ev.frame.clone())).await?;
-        self.cursors.insert(ev.channel.clone(), ev.seq);
-        self.app.metrics.events_delivered.inc();
-        if ev.kind == EventKind::Message
-            && ev.author_id.as_deref() != Some(self.who.user_id.as_str())
-            && self.app.receipts_enabled_cached(&ev.channel) != Some(false)
-        {
-            self.delivered_pending.push((ev.channel.clone(), ev.seq));
-        }
-        Ok(true)
     }
 
     async fn answer(
