@@ -15,7 +15,7 @@ use base64::Engine;
 
 use crate::error::SdkResultExt;
 use crate::family::{ec2_tags, stack_filter, tag_of, Lifecycle, Step};
-use crate::plan::{Action, Change};
+use crate::plan::Change;
 use crate::resource::{is_arm, Kind, Resource, Value};
 use crate::spec::Ec2Spec;
 use crate::{Aws, AwsError, TAG_RESOURCE};

@@ -11,7 +11,7 @@ use aws_sdk_ec2::types::{
 
 use crate::error::SdkResultExt;
 use crate::family::{ec2_tags, id_of, stack_filter, tag_of, Ids, Lifecycle, Step};
-use crate::plan::{Action, Change};
+use crate::plan::Change;
 use crate::resource::{Kind, Resource, Value};
 use crate::{Aws, AwsError, TAG_RESOURCE};
 
