@@ -12,7 +12,6 @@
 //! deploys and a dead deploy's lock; [`pull`] a deploy through a registry on loopback;
 //! [`local`] the `local` target (no SSH).
 
-
 mod local;
 mod lock;
 mod pull;

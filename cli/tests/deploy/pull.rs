@@ -2,8 +2,8 @@
 //! image is pushed, and the host logs in with the password on stdin and pulls it. A wrong
 //! password fails the deploy before anything changes on the host.
 
-use fullslack_test_support::registry::start_registry;
 use super::{text, Host};
+use fullslack_test_support::registry::start_registry;
 
 #[test]
 fn a_registry_deploy_logs_in_with_the_password_on_stdin_and_pulls() {
