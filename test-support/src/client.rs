@@ -312,7 +312,12 @@ impl Ws {
         let mut out: Vec<Value> = self.backlog.drain(..).collect();
         let deadline = tokio::time::Instant::now() + dur;
         while let Ok(f) = tokio::time::timeout_at(deadline, next_json(&mut self.stream)).await {
+            // Nothing follows a close frame: reading on would find the stream ended.
+            let closed = f["type"] == "__close";
             out.push(f);
+            if closed {
+                break;
+            }
         }
         out
     }
