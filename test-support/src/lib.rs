@@ -1,4 +1,4 @@
-//! fullslack-test-support: what the chat server's tests (and later the CLI's) share. A
+//! fullslack-test-support: what the chat server's and the CLI's tests share. A
 //! dev-dependency only: nothing here ships.
 //!
 //! Module map:
