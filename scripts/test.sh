@@ -19,6 +19,7 @@ APT_PACKAGES=(
   redis-server     # chat-server: Redis fan-out/presence/rate-limit tests (tests/redis_bus.rs, tests/cluster/)
   docker-registry  # cli: image push/pull tests against a real registry on loopback
   apache2-utils    # cli: htpasswd (bcrypt) for the registry's auth
+  shellcheck       # workflows: actionlint checks every `run:` script with it
 )
 
 missing=()
@@ -44,6 +45,9 @@ mkdir -p "$FULLSLACK_TEST_RUNTIME"
 # Formatting and lints are part of the tests: CI fails on either.
 echo "==> cargo fmt --check"
 cargo fmt --all --check
+# The project's GitHub Actions workflows: actionlint and zizmor (venv from PyPI).
+echo "==> workflows (actionlint, zizmor)"
+scripts/lint-workflows.sh
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
