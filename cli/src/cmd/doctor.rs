@@ -40,5 +40,8 @@ pub async fn run(a: &DoctorArgs, r: &Reporter) -> Result<(), CliError> {
         report.ok = false;
     }
     report.print(r);
+    if let Some(gh) = crate::actions::detect() {
+        gh.summary(&crate::actions::checks_markdown("doctor", &report));
+    }
     checks_result(&report)
 }

@@ -36,6 +36,9 @@ pub async fn run(a: &HealthArgs, r: &Reporter) -> Result<(), CliError> {
     let report = crate::health::run(&o).await;
     spinner.finish_and_clear();
     report.print(r);
+    if let Some(gh) = crate::actions::detect() {
+        gh.summary(&crate::actions::checks_markdown("health", &report));
+    }
     checks_result(&report)
 }
 

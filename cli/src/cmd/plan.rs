@@ -16,6 +16,9 @@ pub async fn run(a: &PlanArgs, r: &Reporter) -> Result<(), CliError> {
     let aws = Aws::connect(&spec.region).await?;
     let plan = fullslack_aws::plan(&aws, &spec).await?;
     print_plan(&plan, r);
+    if let Some(gh) = crate::actions::detect() {
+        gh.summary(&crate::actions::plan_markdown(&plan));
+    }
     if let Some(out) = &a.out {
         write_plan(&plan, out)?;
         if !r.json {

@@ -2,6 +2,7 @@
 //! a free loopback port): the `fullslack` binary does the work, the tests check what exists
 //! through the same SDK. One test binary; a module per subject, the shared helpers here.
 
+mod actions_summary;
 mod ec2;
 mod ecr;
 mod ecs;
