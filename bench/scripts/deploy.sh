@@ -7,7 +7,8 @@
 #      start beside the live one, health gate incl. a WebSocket round trip, Nginx reload,
 #      old release drained and removed, audit);
 #   2. bytes sent over SSH for a registry-free redeploy when only the binary changed (the same
-#      server binary with bytes appended, packed as a new tag), and that deploy's time.
+#      server binary with bytes appended, packed as a new tag, streamed with --send-image
+#      because the stand-in host shares this machine's engine), and that deploy's time.
 #
 # Needs: the Docker Engine, sshd (openssh-server), nginx, jq, and
 #   cargo build -p fullslack-chat -p fullslack --bins   (debug is what the tests deploy)
@@ -86,6 +87,7 @@ EOF
 export BENCH_JWT="bench-secret-0123456789abcdef0123456789abcdef"
 export FULLSLACK_PROBE_PASSWORD="bench probe password"
 NGINX="$W/nginx"
+mkdir -p "$NGINX/sites"
 "$FULLSLACK" nginx render --stack "$W/stack.toml" --output "$NGINX/sites/site.conf" \
   --main-prefix "$NGINX" --http-port "$HTTP_PORT" --listen-v4 127.0.0.1 --no-ipv6 >/dev/null
 /usr/sbin/nginx -c "$NGINX/nginx.conf" -p "$NGINX" -e stderr & PIDS+=($!)
@@ -93,7 +95,7 @@ until [ -e "$NGINX/nginx.pid" ]; do sleep 0.05; done
 
 build() { # TAG BINARY
   "$FULLSLACK" build --offline --binary "$2" --healthcheck-binary "$PROBE" \
-    --image "$REPO" --tag "$1" >/dev/null
+    --image "$REPO" --tag "$1" >/dev/null 2>&1
 }
 deploy() { # TAG [FLAGS...] -> one JSON line: version, duration_ms, bytes_sent, image_was_there
   local tag=$1; shift
@@ -113,9 +115,12 @@ build v3 "$W/chat-changed"
 echo "== images (docker image size)"
 docker images --format '{{.Tag}} {{.Size}}' "$REPO"
 
-echo "== first deploy (fresh host: the whole image goes over SSH)"
+# The stand-in host is this machine: its engine already has every image built here, so a
+# plain deploy sends nothing ("image_was_there"). --send-image streams the image as a separate
+# host without it would receive it.
+echo "== first deploy (the host shares the engine: nothing to send)"
 deploy v1
-deploy v2 >/dev/null  # v2 streamed once, so both releases are kept on the host
+deploy v2 >/dev/null  # both releases kept on the host
 
 echo "== deploy time to healthy, image already on the host, $RUNS runs"
 : >"$W/times"
@@ -127,10 +132,14 @@ for i in $(seq "$RUNS"); do
 done
 echo "median duration_ms: $(median <"$W/times")"
 
-echo "== registry-free redeploy, only the binary changed (v3)"
-deploy v3
-echo "== the same image again with --send-image (a full stream, for comparison)"
-deploy v3 --send-image
+echo "== registry-free redeploy, only the binary changed (v3), streamed, $RUNS runs"
+: >"$W/times"
+for i in $(seq "$RUNS"); do
+  line="$(deploy v3 --send-image)"
+  echo "$line"
+  jq -r .duration_ms <<<"$line" >>"$W/times"
+done
+echo "median duration_ms: $(median <"$W/times")"
 echo "== engine and commit"
 docker version --format '{{.Server.Version}}'
 git rev-parse --short HEAD
