@@ -289,11 +289,28 @@ async fn switch_under_load(h: &Host) {
         0,
         "failed HTTP requests"
     );
+    let worst = exactly_once_in_order(&acked, &r.seen, [&channel, &dm]);
+    eprintln!(
+        "switch under load: {} HTTP requests ok, 0 failed; 1012 close to resumed on v2 in {:?}; \
+         worst message delay {:?}",
+        load.http_ok.load(Ordering::SeqCst),
+        r.reconnect_and_resume,
+        worst
+    );
+    assert_eq!(h.containers(), [format!("{}-green v2", h.name)]);
+}
+
+/// Asserts that every acknowledged message reached the reader exactly once and in order;
+/// the worst delay from an acknowledgement to the arrival.
+fn exactly_once_in_order(
+    acked: &BTreeMap<String, Vec<(i64, Instant)>>,
+    seen: &BTreeMap<String, Vec<(i64, Instant)>>,
+    channels: [&String; 2],
+) -> Duration {
     let mut worst = Duration::ZERO;
-    for c in [&channel, &dm] {
+    for c in channels {
         let sent: Vec<(i64, Instant)> = acked.get(c).cloned().unwrap_or_default();
-        let got: Vec<i64> = r
-            .seen
+        let got: Vec<i64> = seen
             .get(c)
             .map(|v| v.iter().map(|(s, _)| *s).collect())
             .unwrap_or_default();
@@ -303,18 +320,11 @@ async fn switch_under_load(h: &Host) {
             got, want,
             "channel {c}: every acknowledged message exactly once, in order"
         );
-        for ((_, acked_at), (_, got_at)) in sent.iter().zip(r.seen.get(c).into_iter().flatten()) {
+        for ((_, acked_at), (_, got_at)) in sent.iter().zip(seen.get(c).into_iter().flatten()) {
             worst = worst.max(got_at.saturating_duration_since(*acked_at));
         }
     }
-    eprintln!(
-        "switch under load: {} HTTP requests ok, 0 failed; 1012 close to resumed on v2 in {:?}; \
-         worst message delay {:?}",
-        load.http_ok.load(Ordering::SeqCst),
-        r.reconnect_and_resume,
-        worst
-    );
-    assert_eq!(h.containers(), [format!("{}-green v2", h.name)]);
+    worst
 }
 
 /// What the reader saw across the switch.
