@@ -566,6 +566,10 @@ pub struct SwitchOpts {
     pub register_probe: bool,
     #[command(flatten)]
     pub lock: LockOpts,
+    /// A deploy refreshes a heartbeat in the host's lock while it runs; a lock whose
+    /// heartbeat is older than this belongs to a deploy that died and is taken over.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60")]
+    pub lock_stale_after: Duration,
 }
 
 /// `deploy` arguments.
@@ -580,6 +584,12 @@ pub struct DeployArgs {
     /// the transfer). Registry-free stacks only.
     #[arg(long)]
     pub send_image: bool,
+    /// `ec2` stacks: apply the infrastructure plan without asking (as `apply --yes`).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// `ec2` stacks: the options of the `apply` that runs first.
+    #[command(flatten)]
+    pub aws: AwsOpts,
     #[command(flatten)]
     pub switch: SwitchOpts,
 }

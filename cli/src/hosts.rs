@@ -36,6 +36,9 @@ pub async fn resolve(stack: &mut Stack) -> Result<&'static str, CliError> {
                 roles: Vec::new(),
                 user: None,
                 port: None,
+                name: None,
+                app_port: None,
+                http_port: None,
             })
         })
         .collect();

@@ -282,6 +282,8 @@ pub struct SshTarget {
     pub identity_file: Option<PathBuf>,
     /// Known-hosts file (strict checking against it).
     pub known_hosts: Option<PathBuf>,
+    /// ssh_config file (`ssh -F`).
+    pub config_file: Option<PathBuf>,
     /// Directory for the control socket (short path).
     pub control_dir: Option<PathBuf>,
     /// Connect timeout.
@@ -297,6 +299,7 @@ impl SshTarget {
             user: user.into(),
             identity_file: None,
             known_hosts: None,
+            config_file: None,
             control_dir: None,
             connect_timeout: std::time::Duration::from_secs(10),
         }
@@ -324,6 +327,9 @@ impl SshRunner {
         }
         if let Some(k) = &t.known_hosts {
             b.user_known_hosts_file(k);
+        }
+        if let Some(f) = &t.config_file {
+            b.config_file(f);
         }
         if let Some(d) = &t.control_dir {
             b.control_directory(d);

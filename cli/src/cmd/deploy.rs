@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::usage;
-use crate::args::{DeployArgs, RollbackArgs, SwitchOpts};
+use crate::args::{ApplyArgs, DeployArgs, LockOpts, RollbackArgs, StackOpt, SwitchOpts};
 use crate::commands::docker;
 use crate::deploy::host::{self, Outcome};
 use crate::deploy::releases::AuditEntry;
-use crate::deploy::{lock, Gate, Layout, NginxSetup, Plan, Target, Transfer, Wanted};
+use crate::deploy::{
+    host_stack, lock, with_host, Gate, Layout, NginxSetup, Plan, Target, Transfer, Wanted,
+};
 use crate::error::CliError;
 use crate::health::HealthOptions;
 use crate::nginx::SiteParams;
@@ -26,11 +28,33 @@ use crate::state::LastBuild;
 /// `fullslack deploy`.
 pub async fn run(a: &DeployArgs, r: &Reporter) -> Result<(), CliError> {
     let mut s = crate::stack::load(&a.stack.stack)?;
+    if s.target == StackTarget::Ec2 {
+        provision(a, r).await?;
+    }
     crate::hosts::resolve(&mut s).await?;
     let target = image_target(&a.stack.stack, &s, a.version.as_deref()).await?;
     let transfer = transfer_of(&s, a.send_image)?;
     let plan = plan(&s, &a.switch, "deploy", Wanted::Image(target), transfer).await?;
     run_plan(&a.stack.stack, &s, &a.switch, &plan, r).await
+}
+
+/// An `ec2` stack: `apply --stack FILE` first (the plan shown, then asked unless `--yes`;
+/// without a terminal `--yes` is required), so the deploy goes to the instances it made.
+async fn provision(a: &DeployArgs, r: &Reporter) -> Result<(), CliError> {
+    let apply = ApplyArgs {
+        plan: None,
+        stack: StackOpt {
+            stack: Some(a.stack.stack.clone()),
+        },
+        yes: a.yes,
+        opts: a.aws.clone(),
+        // The deploy's --break-lock is for the hosts' lock, not for the AWS one.
+        lock: LockOpts {
+            lock_wait: a.switch.lock.lock_wait,
+            break_lock: false,
+        },
+    };
+    super::apply::run(&apply, r).await
 }
 
 /// `fullslack rollback [VERSION]`.
@@ -52,7 +76,8 @@ async fn run_plan(
 ) -> Result<(), CliError> {
     let mut done = Vec::new();
     if s.target == StackTarget::Local {
-        let (entry, res) = host::deploy(&LocalRunner, plan).await;
+        let local = host_plan(s, o, plan, None)?;
+        let (entry, res) = host::deploy(&LocalRunner, &local).await;
         finish_host(stack_file, s, entry, res, &mut done, r)?;
     } else {
         if s.hosts.is_empty() {
@@ -62,19 +87,25 @@ async fn run_plan(
             ));
         }
         let targets = ssh_targets(s, o.connect.known_hosts.as_ref());
-        for (i, t) in targets.iter().enumerate() {
+        let mut finished = Vec::new();
+        for (t, h) in targets.iter().zip(&s.hosts) {
+            let hp = host_plan(s, o, plan, Some(h))?;
             let res = match SshRunner::connect(t).await {
                 Ok(runner) => {
-                    let (entry, res) = host::deploy(&runner, plan).await;
+                    let (entry, res) = host::deploy(&runner, &hp).await;
                     let _ = runner.close().await;
                     finish_host(stack_file, s, entry, res, &mut done, r)
                 }
                 Err(e) => Err(e.into()),
             };
-            if let Err(e) = res {
-                let note = put_back(stack_file, s, plan, &targets[..i], &done).await;
+            if let Err(mut e) = res {
+                if targets.len() > 1 {
+                    e = stopped_at(e, &format!("{}@{}:{}", t.user, t.host, t.port));
+                }
+                let note = put_back(stack_file, s, &finished, &done).await;
                 return Err(with_note(e, &note));
             }
+            finished.push((t.clone(), hp));
         }
     }
     if r.json {
@@ -83,17 +114,53 @@ async fn run_plan(
     Ok(())
 }
 
+/// The plan of one host (`None`: this machine): its layout (named after the host when it
+/// has a `name`), `{host}` in the Nginx paths, and its own ports when the stack gives them.
+fn host_plan(
+    s: &Stack,
+    o: &SwitchOpts,
+    base: &Plan,
+    h: Option<&crate::stack::Host>,
+) -> Result<Plan, CliError> {
+    let mut p = base.clone();
+    p.layout = Layout::of(&o.connect.state_dir, &s.name, h);
+    p.nginx = nginx_setup(&host_stack(s, h), o, &p.layout)?;
+    if let Some(port) = h.and_then(|h| h.http_port) {
+        p.nginx.site.http_port = port;
+    }
+    p.nginx.site_path = with_host(&p.nginx.site_path, h);
+    for path in [&mut p.nginx.paths.conf, &mut p.nginx.paths.prefix]
+        .into_iter()
+        .flatten()
+    {
+        *path = with_host(path, h);
+    }
+    Ok(p)
+}
+
+/// The error of the host where a run over several hosts stopped, naming it first.
+fn stopped_at(e: CliError, host: &str) -> CliError {
+    match e {
+        CliError::LockHeld { message } => CliError::LockHeld {
+            message: format!("the deploy stopped at {host}: {message}"),
+        },
+        other => CliError::Failed {
+            message: format!("the deploy stopped at {host}: {other}"),
+            hint: other.hint().unwrap_or_default(),
+        },
+    }
+}
+
 /// After a host failed: the hosts finished before it go back to the release they had, so the
 /// stack does not stay split between two releases. Says what it did.
 async fn put_back(
     stack_file: &Path,
     s: &Stack,
-    plan: &Plan,
-    finished: &[SshTarget],
+    finished: &[(SshTarget, Plan)],
     done: &[Outcome],
 ) -> String {
     let mut notes = Vec::new();
-    for (t, o) in finished.iter().zip(done) {
+    for ((t, plan), o) in finished.iter().zip(done) {
         let Some(from) = &o.from_version else {
             notes.push(format!(
                 "{} had no release before: {} stays live there",
@@ -343,15 +410,12 @@ async fn plan(
     }
     Ok(Plan {
         action,
-        layout: Layout {
-            root: o.connect.state_dir.trim_end_matches('/').to_string(),
-            stack: s.name.clone(),
-        },
+        layout: Layout::of(&o.connect.state_dir, &s.name, None),
         wanted,
         transfer,
         env,
         container_port: s.app.port,
-        nginx: nginx_setup(s, o)?,
+        nginx: nginx_setup(s, o, &Layout::of(&o.connect.state_dir, &s.name, None))?,
         gate: Gate {
             probe,
             deadline: o.health_deadline,
@@ -361,12 +425,13 @@ async fn plan(
         lock: lock::Policy {
             wait: o.lock.lock_wait,
             break_lock: o.lock.break_lock,
+            stale_after: Some(o.lock_stale_after),
         },
         who: fullslack_aws::lock::whoami(),
     })
 }
 
-fn nginx_setup(s: &Stack, o: &SwitchOpts) -> Result<NginxSetup, CliError> {
+fn nginx_setup(s: &Stack, o: &SwitchOpts, layout: &Layout) -> Result<NginxSetup, CliError> {
     let mut site = SiteParams::from_stack(s)?;
     site.http_port = o.http_port;
     site.https_port = o.https_port;
@@ -378,7 +443,7 @@ fn nginx_setup(s: &Stack, o: &SwitchOpts) -> Result<NginxSetup, CliError> {
         site_path: o
             .nginx_site
             .clone()
-            .unwrap_or_else(|| format!("/etc/nginx/conf.d/fullslack-{}.conf", s.name)),
+            .unwrap_or_else(|| format!("/etc/nginx/conf.d/fullslack-{}.conf", layout.instance())),
         paths: crate::commands::nginx::NginxPaths {
             conf: o.nginx_conf.clone(),
             prefix: o.nginx_prefix.clone(),

@@ -154,6 +154,7 @@ pub(crate) fn ssh_targets(s: &Stack, known_hosts: Option<&PathBuf>) -> Vec<SshTa
             t.known_hosts = known_hosts
                 .cloned()
                 .or_else(|| s.ssh.known_hosts.as_deref().map(expand));
+            t.config_file = s.ssh.config_file.as_deref().map(expand);
             t
         })
         .collect()

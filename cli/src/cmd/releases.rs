@@ -14,17 +14,17 @@ use crate::stack::Target;
 pub async fn run(a: &ReleasesArgs, r: &Reporter) -> Result<(), CliError> {
     let mut s = crate::stack::load(&a.stack.stack)?;
     crate::hosts::resolve(&mut s).await?;
-    let layout = Layout {
-        root: a.connect.state_dir.trim_end_matches('/').to_string(),
-        stack: s.name.clone(),
-    };
+    let root = &a.connect.state_dir;
     let mut hosts = Vec::new();
     if s.target == Target::Local {
+        let layout = Layout::of(root, &s.name, None);
         let log = read_log(&LocalRunner, &layout.releases_file()).await?;
         hosts.push((LocalRunner.host(), log));
     } else {
-        for t in super::lock::ssh_targets(&s, a.connect.known_hosts.as_ref()) {
-            let runner = SshRunner::connect(&t).await?;
+        let targets = super::lock::ssh_targets(&s, a.connect.known_hosts.as_ref());
+        for (t, h) in targets.iter().zip(&s.hosts) {
+            let layout = Layout::of(root, &s.name, Some(h));
+            let runner = SshRunner::connect(t).await?;
             let log = read_log(&runner, &layout.releases_file()).await;
             let host = runner.host();
             let _ = runner.close().await;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::args::ReleasesArgs;
 use crate::commands::Cmd;
 use crate::deploy::host::read_log;
-use crate::deploy::{color_name, Layout};
+use crate::deploy::{color_name, host_stack, Layout};
 use crate::error::CliError;
 use crate::nginx::{Color, SiteParams};
 use crate::output::Reporter;
@@ -32,17 +32,18 @@ struct HostStatus {
 pub async fn run(a: &ReleasesArgs, r: &Reporter) -> Result<(), CliError> {
     let mut s = crate::stack::load(&a.stack.stack)?;
     crate::hosts::resolve(&mut s).await?;
-    let layout = Layout {
-        root: a.connect.state_dir.trim_end_matches('/').to_string(),
-        stack: s.name.clone(),
-    };
-    let site = SiteParams::from_stack(&s)?;
+    let root = &a.connect.state_dir;
     let mut out = Vec::new();
     if s.target == Target::Local {
+        let layout = Layout::of(root, &s.name, None);
+        let site = SiteParams::from_stack(&s)?;
         out.push(host_status(&LocalRunner, &layout, &site).await?);
     } else {
-        for t in super::lock::ssh_targets(&s, a.connect.known_hosts.as_ref()) {
-            let runner = SshRunner::connect(&t).await?;
+        let targets = super::lock::ssh_targets(&s, a.connect.known_hosts.as_ref());
+        for (t, h) in targets.iter().zip(&s.hosts) {
+            let layout = Layout::of(root, &s.name, Some(h));
+            let site = SiteParams::from_stack(&host_stack(&s, Some(h)))?;
+            let runner = SshRunner::connect(t).await?;
             let st = host_status(&runner, &layout, &site).await;
             let _ = runner.close().await;
             out.push(st?);

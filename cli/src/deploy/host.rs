@@ -70,7 +70,9 @@ pub async fn deploy<R: Runner>(r: &R, p: &Plan) -> (Option<AuditEntry>, Result<O
         version: wanted_version,
         ..Progress::default()
     };
-    let result = switch_release(r, p, &mut progress).await;
+    let stack = &p.layout.stack;
+    let work = switch_release(r, p, &mut progress);
+    let result = lock::while_beating(r, &root, stack, p.lock, work).await;
     let entry = AuditEntry {
         at: now(),
         who: p.who.clone(),

@@ -3,7 +3,8 @@
 //!
 //! Module map:
 //! - [`mod@self`]: what a deploy needs ([`Plan`]: the image, the container environment, the
-//!   host's layout, Nginx, the health gate) and the names of things on a host ([`Layout`]).
+//!   host's layout, Nginx, the health gate) and the names of things on a host ([`Layout`]:
+//!   `STACK`, or `STACK-NAME` for a host named in the stack file).
 //! - [`releases`]: the host's release log (`releases.json`: which release is live on which
 //!   colour, which are kept for rollback) and the audit entries (JSON lines).
 //! - [`lock`]: the deploy lock with `--lock-wait` and `--break-lock`.
@@ -30,7 +31,7 @@ use crate::commands::nginx::NginxPaths;
 use crate::health::HealthOptions;
 use crate::nginx::{Color, SiteParams};
 use crate::secret::SecretString;
-use crate::stack::ContainerEnv;
+use crate::stack::{ContainerEnv, Host, Stack};
 
 /// Default directory of the deploy state on a host.
 pub const STATE_ROOT: &str = "/var/lib/fullslack";
@@ -42,12 +43,34 @@ pub struct Layout {
     pub root: String,
     /// Stack name: prefixes every container, volume and file of the stack.
     pub stack: String,
+    /// The host's `name` in the stack file, if it has one: appended to the stack name in
+    /// every container, volume and directory name ([`Layout::instance`]).
+    pub host: Option<String>,
 }
 
 impl Layout {
+    /// The layout on one host of the stack (`None`: a `local` stack). `{host}` in `root`
+    /// becomes the host's name (or address; `local` for this machine).
+    pub fn of(root: &str, stack: &str, host: Option<&Host>) -> Layout {
+        Layout {
+            root: with_host(root, host).trim_end_matches('/').to_string(),
+            stack: stack.to_string(),
+            host: host.and_then(|h| h.name.clone()),
+        }
+    }
+
+    /// What names the stack's things on this host: `STACK`, or `STACK-NAME` for a named host
+    /// (two hosts sharing a Docker Engine never share a container, volume or release log).
+    pub fn instance(&self) -> String {
+        match &self.host {
+            Some(h) => format!("{}-{h}", self.stack),
+            None => self.stack.clone(),
+        }
+    }
+
     /// The stack's state directory.
     pub fn stack_dir(&self) -> String {
-        format!("{}/{}", self.root, self.stack)
+        format!("{}/{}", self.root, self.instance())
     }
 
     /// The env file with the stack's secrets (mode 0600).
@@ -72,13 +95,28 @@ impl Layout {
 
     /// The container of one colour.
     pub fn container(&self, color: Color) -> String {
-        format!("{}-{}", self.stack, color_name(color))
+        format!("{}-{}", self.instance(), color_name(color))
     }
 
     /// The named volume holding the server's data directory (survives every release).
     pub fn data_volume(&self) -> String {
-        format!("{}-data", self.stack)
+        format!("{}-data", self.instance())
     }
+}
+
+/// `path` with `{host}` replaced by the host's name (or address; `local` for this machine).
+pub fn with_host(path: &str, host: Option<&Host>) -> String {
+    let key = host.map_or("local", |h| h.name.as_deref().unwrap_or(&h.address));
+    path.replace("{host}", key)
+}
+
+/// The stack as one host sees it: its `app_port` instead of `app.host_port`.
+pub fn host_stack(s: &Stack, host: Option<&Host>) -> Stack {
+    let mut s = s.clone();
+    if let Some(port) = host.and_then(|h| h.app_port) {
+        s.app.host_port = port;
+    }
+    s
 }
 
 /// `blue` / `green`.
@@ -192,4 +230,42 @@ pub struct Plan {
     pub lock: lock::Policy,
     /// Who deploys (`user@machine`).
     pub who: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: Option<&str>) -> Host {
+        Host {
+            address: "10.0.0.7".into(),
+            ipv4: None,
+            ipv6: None,
+            roles: Vec::new(),
+            user: None,
+            port: None,
+            name: name.map(str::to_string),
+            app_port: None,
+            http_port: None,
+        }
+    }
+
+    #[test]
+    fn a_named_host_has_its_own_names_and_paths() {
+        let l = Layout::of("/srv/{host}/state/", "chat", Some(&host(Some("web2"))));
+        assert_eq!(l.root, "/srv/web2/state");
+        assert_eq!(l.container(Color::Green), "chat-web2-green");
+        assert_eq!(l.data_volume(), "chat-web2-data");
+        assert_eq!(l.releases_file(), "/srv/web2/state/chat-web2/releases.json");
+        // The lock stays the stack's: `fullslack lock` names it the same way.
+        assert_eq!(l.lock_root(), "/srv/web2/state/locks");
+
+        let plain = Layout::of(STATE_ROOT, "chat", Some(&host(None)));
+        assert_eq!(plain.container(Color::Blue), "chat-blue");
+        assert_eq!(
+            with_host("/x/{host}.conf", Some(&host(None))),
+            "/x/10.0.0.7.conf"
+        );
+        assert_eq!(with_host("/x/{host}.conf", None), "/x/local.conf");
+    }
 }

@@ -68,7 +68,15 @@ pub async fn start<R: Runner>(
     color: Color,
     port: u16,
 ) -> Result<(), CliError> {
-    remove_if_there(r, &p.layout.container(color)).await?;
+    let name = p.layout.container(color);
+    if exists(r, &name).await? {
+        // On stderr, so that `--json` output stays one document.
+        eprintln!(
+            "{}: removing {name}, left by an interrupted deploy (it never had traffic)",
+            r.host()
+        );
+        r.check(&docker::rm(&name)).await?;
+    }
     r.check(&docker::run(&spec(p, t, color, port))).await?;
     Ok(())
 }
@@ -178,13 +186,6 @@ pub async fn exists<R: Runner>(r: &R, name: &str) -> Result<bool, CliError> {
     Ok(r.run(&docker::state(name)).await?.success())
 }
 
-async fn remove_if_there<R: Runner>(r: &R, name: &str) -> Result<(), CliError> {
-    if exists(r, name).await? {
-        r.check(&docker::rm(name)).await?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +217,7 @@ mod tests {
             layout: Layout {
                 root: "/var/lib/fullslack".into(),
                 stack: "chat".into(),
+                host: None,
             },
             wanted: Wanted::Rollback(None),
             transfer: Transfer::AlreadyThere,

@@ -128,6 +128,15 @@ pub struct Host {
     pub user: Option<String>,
     /// Override of `ssh.port` for this host.
     pub port: Option<u16>,
+    /// Short name of the host (`web2`). When given, the host's containers, data volume,
+    /// state directory and default Nginx site are named `<stack>-<name>`, and `{host}` in
+    /// the `--nginx-*` and `--state-dir` paths of a deploy becomes it: several hosts that
+    /// share one machine (one Docker Engine) stay apart.
+    pub name: Option<String>,
+    /// Override of `app.host_port` on this host (blue; green is 100 above).
+    pub app_port: Option<u16>,
+    /// Override of the port Nginx listens on for plain HTTP on this host (`--http-port`).
+    pub http_port: Option<u16>,
 }
 
 /// SSH settings.
@@ -142,6 +151,9 @@ pub struct SshSettings {
     pub identity_file: Option<String>,
     /// Known-hosts file (default: ~/.ssh/known_hosts).
     pub known_hosts: Option<String>,
+    /// An ssh_config file (`ssh -F`), e.g. to reach hosts through a bastion or under another
+    /// name (default: ssh's own).
+    pub config_file: Option<String>,
 }
 
 impl Default for SshSettings {
@@ -151,6 +163,7 @@ impl Default for SshSettings {
             port: 22,
             identity_file: None,
             known_hosts: None,
+            config_file: None,
         }
     }
 }

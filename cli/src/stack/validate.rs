@@ -271,6 +271,13 @@ fn host_problems(s: &Stack) -> Vec<Problem> {
                 ));
             }
         }
+        if let Some(n) = h.name.as_deref().filter(|n| !valid_name(n)) {
+            p.push(problem(
+                format!("hosts[{i}].name"),
+                format!("`{n}` is not a host name fullslack can put in container names"),
+                "use lowercase letters, digits and dashes (`web2`)",
+            ));
+        }
         for r in &h.roles {
             if !matches!(r.as_str(), "chat" | "redis" | "mongodb" | "proxy") {
                 p.push(problem(

@@ -9,9 +9,13 @@
 //! One test binary (`deploy`) in modules: this file holds the host fixture (sshd, Nginx, stack
 //! file, images, cleanup) and the CLI runner; [`switch`] the release switch (first deploy,
 //! a second release under WebSocket traffic, a failing release, rollback); [`lock`] concurrent
-//! deploys and a dead deploy's lock; [`pull`] a deploy through a registry on loopback;
-//! [`local`] the `local` target (no SSH).
+//! deploys and a dead deploy's lock; [`interrupted`] a deploy killed in its health gate and
+//! the next one recovering its lock; [`ec2`] an `ec2` stack provisioned on moto, then
+//! deployed over SSH; [`pull`] a deploy through a registry on loopback; [`local`] the `local`
+//! target (no SSH).
 
+mod ec2;
+mod interrupted;
 mod local;
 mod lock;
 mod pull;
@@ -68,7 +72,7 @@ fn text(o: &Output) -> String {
 /// images when dropped.
 struct Host {
     /// Kept running for the host's lifetime.
-    _sshd: Sshd,
+    sshd: Sshd,
     _nginx: ProcessGuard,
     /// Root of everything (short: the SSH control socket lives under it).
     dir: tempfile::TempDir,
@@ -101,27 +105,7 @@ impl Host {
         let dir = fullslack_test_support::paths::short_tempdir();
         let name = format!("fsd-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let sshd = Sshd::start(dir.path());
-        let prefix = dir.path().join("nginx");
-        std::fs::create_dir_all(prefix.join("sites")).expect("nginx prefix");
-        let main = fullslack::nginx::render_main(
-            prefix.to_str().expect("utf-8"),
-            &format!("{}/sites/*.conf", prefix.display()),
-            false,
-        )
-        .expect("main config");
-        std::fs::write(prefix.join("nginx.conf"), main).expect("write nginx.conf");
-        let child = Command::new(fullslack_test_support::paths::program("/usr/sbin/nginx"))
-            .arg("-c")
-            .arg(prefix.join("nginx.conf"))
-            .arg("-p")
-            .arg(&prefix)
-            .args(["-e", "stderr"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start nginx");
-        let nginx = ProcessGuard::new(child);
-        wait_for_file(&prefix.join("nginx.pid"));
+        let nginx = start_nginx(&dir.path().join("nginx"));
         let http_port = free_port();
         let app_port = free_port_pair();
         let image_section = match registry {
@@ -150,18 +134,11 @@ impl Host {
         let stack = dir.path().join("stack.toml");
         std::fs::write(
             &stack,
-            format!(
-                "name = \"{name}\"\ndomains = [\"chat.example.test\"]\ntarget = \"{target}\"\n\
-                 {connect}{image_section}\
-                 [app]\nhost_port = {app_port}\n\
-                 [app.env]\n{LIMITS}\
-                 [tls]\nenabled = false\n\
-                 [secrets]\nFULLSLACK_AUTH__JWT_SECRET = {{ env = \"DEPLOY_TEST_JWT\" }}\n",
-            ),
+            stack_text(&name, target, &connect, &image_section, app_port),
         )
         .expect("stack file");
         Host {
-            _sshd: sshd,
+            sshd,
             _nginx: nginx,
             dir,
             name,
@@ -181,15 +158,7 @@ impl Host {
 
     /// `fullslack ARGS --stack … ` with the host's Nginx, state directory and secrets.
     fn cli(&self, args: &[&str]) -> Command {
-        let mut c = fullslack_test_support::fullslack!();
-        c.args(args)
-            .arg("--stack")
-            .arg(&self.stack)
-            .env("DEPLOY_TEST_JWT", JWT)
-            .env("FULLSLACK_PROBE_PASSWORD", PROBE_PASSWORD)
-            .env_remove("FULLSLACK_PROBE_TOKEN")
-            .env_remove("FULLSLACK_STACK");
-        c
+        cli_with(&self.stack, args)
     }
 
     /// The switch options every deploy and rollback of this host gets.
@@ -236,19 +205,7 @@ impl Host {
 
     /// Packs the debug server (or, for a broken release, another program) as `REPO:TAG`.
     fn build(&self, tag: &str, binary: Option<&Path>) {
-        let server = server_bin();
-        let probe = PathBuf::from(env!("CARGO_BIN_EXE_fullslack-healthcheck"));
-        let mut c = fullslack_test_support::fullslack!();
-        c.args(["build", "--offline", "--binary"])
-            .arg(binary.unwrap_or(&server))
-            .args(["--context", concat!(env!("CARGO_MANIFEST_DIR"), "/..")])
-            .args(["--image", &self.repo, "--tag", tag]);
-        match binary {
-            Some(_) => c.arg("--no-healthcheck"),
-            None => c.arg("--healthcheck-binary").arg(&probe),
-        };
-        let out = c.output().expect("run fullslack build");
-        assert!(out.status.success(), "build {tag}: {}", text(&out));
+        build_image(&self.repo, tag, binary);
     }
 
     /// `http://127.0.0.1:PORT`: the stack through Nginx.
@@ -275,28 +232,114 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        for color in ["blue", "green"] {
+        remove_stack(&self.name, &self.repo);
+    }
+}
+
+/// Removes every container and volume labelled with the stack's name, and the images of
+/// its repository.
+fn remove_stack(name: &str, repo: &str) {
+    let label = format!("label=fullslack.stack={name}");
+    let listed = |args: &[&str]| -> Vec<String> {
+        Command::new("docker")
+            .args(args)
+            .args(["--filter", &label, "--quiet"])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for id in listed(&["ps", "--all"]) {
+        let _ = Command::new("docker")
+            .args(["rm", "--force", "--volumes", &id])
+            .output();
+    }
+    for v in listed(&["volume", "ls"]) {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "--force", &v])
+            .output();
+    }
+    let images = Command::new("docker")
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}", repo])
+        .output();
+    if let Ok(images) = images {
+        for image in String::from_utf8_lossy(&images.stdout).lines() {
             let _ = Command::new("docker")
-                .args(["rm", "--force", "--volumes"])
-                .arg(format!("{}-{color}", self.name))
+                .args(["rmi", "--force", image])
                 .output();
         }
-        let _ = Command::new("docker")
-            .args(["volume", "rm", "--force"])
-            .arg(format!("{}-data", self.name))
-            .output();
-        let images = Command::new("docker")
-            .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
-            .arg(&self.repo)
-            .output();
-        if let Ok(images) = images {
-            for image in String::from_utf8_lossy(&images.stdout).lines() {
-                let _ = Command::new("docker")
-                    .args(["rmi", "--force", image])
-                    .output();
-            }
-        }
     }
+}
+
+/// A private Nginx with its prefix at `prefix` (sites included from `sites/*.conf`).
+fn start_nginx(prefix: &Path) -> ProcessGuard {
+    std::fs::create_dir_all(prefix.join("sites")).expect("nginx prefix");
+    let main = fullslack::nginx::render_main(
+        prefix.to_str().expect("utf-8"),
+        &format!("{}/sites/*.conf", prefix.display()),
+        false,
+    )
+    .expect("main config");
+    std::fs::write(prefix.join("nginx.conf"), main).expect("write nginx.conf");
+    let child = Command::new(fullslack_test_support::paths::program("/usr/sbin/nginx"))
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .arg("-p")
+        .arg(prefix)
+        .args(["-e", "stderr"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start nginx");
+    let nginx = ProcessGuard::new(child);
+    wait_for_file(&prefix.join("nginx.pid"));
+    nginx
+}
+
+/// The stack file of a test stack (`connect`: its `[ssh]` and `[[hosts]]`, if any).
+fn stack_text(name: &str, target: &str, connect: &str, image: &str, app_port: u16) -> String {
+    format!(
+        "name = \"{name}\"\ndomains = [\"chat.example.test\"]\ntarget = \"{target}\"\n\
+         {connect}{image}\
+         [app]\nhost_port = {app_port}\n\
+         [app.env]\n{LIMITS}\
+         [tls]\nenabled = false\n\
+         [secrets]\nFULLSLACK_AUTH__JWT_SECRET = {{ env = \"DEPLOY_TEST_JWT\" }}\n",
+    )
+}
+
+/// `fullslack ARGS --stack STACK` with the test's secrets and probe password.
+fn cli_with(stack: &Path, args: &[&str]) -> Command {
+    let mut c = fullslack_test_support::fullslack!();
+    c.args(args)
+        .arg("--stack")
+        .arg(stack)
+        .env("DEPLOY_TEST_JWT", JWT)
+        .env("FULLSLACK_PROBE_PASSWORD", PROBE_PASSWORD)
+        .env_remove("FULLSLACK_PROBE_TOKEN")
+        .env_remove("FULLSLACK_STACK");
+    c
+}
+
+/// Packs the debug server (or, for a broken release, another program) as `REPO:TAG`.
+fn build_image(repo: &str, tag: &str, binary: Option<&Path>) {
+    let server = server_bin();
+    let probe = PathBuf::from(env!("CARGO_BIN_EXE_fullslack-healthcheck"));
+    let mut c = fullslack_test_support::fullslack!();
+    c.args(["build", "--offline", "--binary"])
+        .arg(binary.unwrap_or(&server))
+        .args(["--context", concat!(env!("CARGO_MANIFEST_DIR"), "/..")])
+        .args(["--image", repo, "--tag", tag]);
+    match binary {
+        Some(_) => c.arg("--no-healthcheck"),
+        None => c.arg("--healthcheck-binary").arg(&probe),
+    };
+    let out = c.output().expect("run fullslack build");
+    assert!(out.status.success(), "build {tag}: {}", text(&out));
 }
 
 /// A port P with P+100 free too (the blue and green ports of the stack's one replica).

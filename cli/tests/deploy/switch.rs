@@ -221,15 +221,17 @@ struct Load {
 
 /// Deploys v2 while a sender posts to a channel and a DM through Nginx, a poller reads
 /// `/healthz`, and a reader holds a WebSocket on v1. Afterwards: no failed request, every
-/// acknowledged message reaches the reader exactly once and in order (live, then through
-/// `resume` after v1 closed its socket with 1012), and everything runs v2.
+/// acknowledged message reaches the reader exactly once and in order (live on v1, through
+/// `resume` on v2 right after v1 closed its socket with 1012, then live on v2), and everything
+/// runs v2. Reported: the time from the close to `resumed`, and the worst delay from a
+/// message's acknowledgement to its arrival at the reader.
 async fn switch_under_load(h: &Host) {
     let server = RemoteServer::new(&h.url());
     let alice = Client::register(&server, "alice").await;
     let bob = Client::register(&server, "bob").await;
     let channel = alice.create_channel("ops", "public", &[&bob.id]).await;
     let dm = alice.dm(&[&bob.id]).await;
-    let mut reader = bob.ws().await;
+    let reader = bob.ws().await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = Arc::new(Load::default());
@@ -240,56 +242,73 @@ async fn switch_under_load(h: &Host) {
         stop.clone(),
         load.clone(),
     ));
+    // The reader behaves like the web client: on 1012 it reconnects and resumes at once.
+    let reading = tokio::spawn(read_across_the_switch(
+        reader,
+        bob.ws_url.clone(),
+        bob.token.clone(),
+        [channel.clone(), dm.clone()],
+        stop.clone(),
+    ));
 
     let deploy = {
         let mut c = h.cli(&["deploy", "--json", "--version", "v2"]);
         c.args(h.switch_args());
         tokio::task::spawn_blocking(move || c.output().expect("run deploy"))
     };
-    // Read live until v1 closes the socket with 1012 (it does once Nginx points at v2).
-    let mut seen: BTreeMap<String, Vec<(i64, Instant)>> = BTreeMap::new();
-    let close_code = read_until_close(&mut reader, &mut seen).await;
     let out = deploy.await.expect("deploy task");
     assert!(out.status.success(), "deploy v2: {}", text(&out));
-    assert_eq!(
-        close_code,
-        Some(1012),
-        "v1 closes sockets with 1012 (service restart)"
-    );
-    // Keep sending on v2 for a moment of real traffic, then stop and resume on v2.
+    // Keep sending on v2 for a moment of real traffic, then stop.
     let acks_at_switch = load.http_ok.load(Ordering::SeqCst);
     wait_until(|| load.http_ok.load(Ordering::SeqCst) >= acks_at_switch + 20).await;
     stop.store(true, Ordering::SeqCst);
     poller.await.expect("poller");
     let acked = sender.await.expect("sender");
-
-    let mut fresh = Ws::connect(&bob.ws_url, &bob.token).await;
-    let positions: HashMap<String, i64> = seen
+    let mut r = reading.await.expect("reader");
+    assert_eq!(
+        r.close_code,
+        Some(1012),
+        "v1 closes sockets with 1012 (service restart)"
+    );
+    // The last messages sent before the stop arrive live on v2.
+    let start = Instant::now();
+    while !acked
         .iter()
-        .map(|(c, v)| (c.clone(), v.last().map_or(0, |(s, _)| *s)))
-        .chain([channel.clone(), dm.clone()].iter().map(|c| (c.clone(), 0)))
-        .fold(HashMap::new(), |mut m, (c, s)| {
-            let e = m.entry(c).or_insert(0);
-            *e = (*e).max(s);
-            m
-        });
-    let replayed = fresh.resume(positions).await;
-    let resumed_at = Instant::now();
-    for e in replayed.iter().filter(|e| e["kind"] == "message") {
-        let c = e["channel"].as_str().expect("channel").to_string();
-        seen.entry(c)
-            .or_default()
-            .push((e["seq"].as_i64().expect("seq"), resumed_at));
+        .all(|(c, sent)| r.seen.get(c).map_or(0, Vec::len) >= sent.len())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "acknowledged messages missing"
+        );
+        record(&mut r.seen, r.ws.drain(Duration::from_millis(20)).await);
     }
-    fresh.close().await;
+    r.ws.close().await;
 
     assert_eq!(
         load.http_failed.load(Ordering::SeqCst),
         0,
         "failed HTTP requests"
     );
+    let worst = exactly_once_in_order(&acked, &r.seen, [&channel, &dm]);
+    eprintln!(
+        "switch under load: {} HTTP requests ok, 0 failed; 1012 close to resumed on v2 in {:?}; \
+         worst message delay {:?}",
+        load.http_ok.load(Ordering::SeqCst),
+        r.reconnect_and_resume,
+        worst
+    );
+    assert_eq!(h.containers(), [format!("{}-green v2", h.name)]);
+}
+
+/// Asserts that every acknowledged message reached the reader exactly once and in order;
+/// the worst delay from an acknowledgement to the arrival.
+fn exactly_once_in_order(
+    acked: &BTreeMap<String, Vec<(i64, Instant)>>,
+    seen: &BTreeMap<String, Vec<(i64, Instant)>>,
+    channels: [&String; 2],
+) -> Duration {
     let mut worst = Duration::ZERO;
-    for c in [&channel, &dm] {
+    for c in channels {
         let sent: Vec<(i64, Instant)> = acked.get(c).cloned().unwrap_or_default();
         let got: Vec<i64> = seen
             .get(c)
@@ -305,12 +324,64 @@ async fn switch_under_load(h: &Host) {
             worst = worst.max(got_at.saturating_duration_since(*acked_at));
         }
     }
-    eprintln!(
-        "switch under load: {} HTTP requests ok, 0 failed; worst message delay {:?}",
-        load.http_ok.load(Ordering::SeqCst),
-        worst
-    );
-    assert_eq!(h.containers(), [format!("{}-green v2", h.name)]);
+    worst
+}
+
+/// What the reader saw across the switch.
+struct Reading {
+    close_code: Option<u64>,
+    /// From v1's close frame to the `resumed` of v2.
+    reconnect_and_resume: Duration,
+    /// Message seqs per channel with their arrival.
+    seen: BTreeMap<String, Vec<(i64, Instant)>>,
+    /// The socket on v2, still open.
+    ws: Ws,
+}
+
+/// Reads on v1 until it closes, reconnects through Nginx and resumes from the last seq per
+/// channel (what a client does on 1012), then reads live on v2 until `stop`.
+async fn read_across_the_switch(
+    mut ws: Ws,
+    url: String,
+    token: String,
+    channels: [String; 2],
+    stop: Arc<AtomicBool>,
+) -> Reading {
+    let mut seen: BTreeMap<String, Vec<(i64, Instant)>> = BTreeMap::new();
+    let close_code = read_until_close(&mut ws, &mut seen).await;
+    let closed_at = Instant::now();
+    let mut fresh = Ws::connect(&url, &token).await;
+    let mut positions: HashMap<String, i64> = channels.iter().map(|c| (c.clone(), 0)).collect();
+    for (c, v) in &seen {
+        if let Some((s, _)) = v.last() {
+            positions.insert(c.clone(), *s);
+        }
+    }
+    let replayed = fresh.resume(positions).await;
+    let reconnect_and_resume = closed_at.elapsed();
+    record(&mut seen, replayed);
+    while !stop.load(Ordering::SeqCst) {
+        record(&mut seen, fresh.drain(Duration::from_millis(20)).await);
+    }
+    Reading {
+        close_code,
+        reconnect_and_resume,
+        seen,
+        ws: fresh,
+    }
+}
+
+/// Message events recorded per channel with their arrival (now).
+fn record(seen: &mut BTreeMap<String, Vec<(i64, Instant)>>, frames: Vec<Value>) {
+    let now = Instant::now();
+    for f in frames {
+        if f["type"] == "event" && f["kind"] == "message" {
+            let c = f["channel"].as_str().expect("channel").to_string();
+            seen.entry(c)
+                .or_default()
+                .push((f["seq"].as_i64().expect("seq"), now));
+        }
+    }
 }
 
 async fn wait_until(cond: impl Fn() -> bool) {
@@ -332,16 +403,14 @@ async fn read_until_close(
             start.elapsed() < Duration::from_secs(240),
             "v1 never closed the socket"
         );
-        for f in ws.drain(Duration::from_millis(200)).await {
-            if f["type"] == "__close" {
-                return f["code"].as_u64();
-            }
-            if f["type"] == "event" && f["kind"] == "message" {
-                let c = f["channel"].as_str().expect("channel").to_string();
-                seen.entry(c)
-                    .or_default()
-                    .push((f["seq"].as_i64().expect("seq"), Instant::now()));
-            }
+        let frames = ws.drain(Duration::from_millis(20)).await;
+        let close = frames
+            .iter()
+            .find(|f| f["type"] == "__close")
+            .map(|f| f["code"].as_u64());
+        record(seen, frames);
+        if let Some(code) = close {
+            return code;
         }
     }
 }
