@@ -284,6 +284,51 @@ pub fn plan_markdown(plan: &fullslack_aws::Plan) -> String {
     md
 }
 
+/// The summary of `deploy` or `rollback`: one row per host that switched (release, the one
+/// before, colour, image transfer, time), and the failure with its fix when one stopped it.
+pub fn deploy_markdown(
+    stack: &str,
+    action: &str,
+    done: &[crate::deploy::host::Outcome],
+    failed: Option<&CliError>,
+) -> String {
+    let mark = if failed.is_none() { "✅" } else { "❌" };
+    let mut md = format!(
+        "### {mark} {action} of stack `{stack}`: {} host(s) switched\n\n",
+        done.len()
+    );
+    if !done.is_empty() {
+        md.push_str("| host | live | was | colour | image | time |\n| --- | --- | --- | --- | --- | --- |\n");
+        for o in done {
+            let image = if o.image_was_there {
+                "already there".to_string()
+            } else {
+                format!("{} bytes sent", o.bytes_sent)
+            };
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | {} | {:?} | {image} | {:.1} s |",
+                cell(&o.host),
+                cell(&o.version),
+                o.from_version
+                    .as_deref()
+                    .map(|v| format!("`{}`", cell(v)))
+                    .unwrap_or_else(|| "nothing".into()),
+                o.color,
+                o.duration_ms as f64 / 1000.0
+            );
+        }
+        md.push('\n');
+    }
+    if let Some(e) = failed {
+        let _ = writeln!(md, "**Failed:** {}\n", cell(&e.to_string()));
+        if let Some(hint) = e.hint() {
+            let _ = writeln!(md, "**Fix:** {}\n", cell(&hint));
+        }
+    }
+    md
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,10 +75,37 @@ async fn run_plan(
     r: &Reporter,
 ) -> Result<(), CliError> {
     let mut done = Vec::new();
+    let res = switch_hosts(stack_file, s, o, plan, r, &mut done).await;
+    if let Some(gh) = crate::actions::detect() {
+        gh.summary(&crate::actions::deploy_markdown(
+            &s.name,
+            plan.action,
+            &done,
+            res.as_ref().err(),
+        ));
+    }
+    res?;
+    if r.json {
+        r.print_json(&serde_json::json!({"action": plan.action, "hosts": done}));
+    }
+    Ok(())
+}
+
+/// The hosts in turn (each folded in its own group in GitHub Actions); `done` gets the
+/// outcome of every host that switched.
+async fn switch_hosts(
+    stack_file: &Path,
+    s: &Stack,
+    o: &SwitchOpts,
+    plan: &Plan,
+    r: &Reporter,
+    done: &mut Vec<Outcome>,
+) -> Result<(), CliError> {
     if s.target == StackTarget::Local {
         let local = host_plan(s, o, plan, None)?;
+        let _group = crate::actions::Group::start(&format!("{} on this machine", plan.action));
         let (entry, res) = host::deploy(&LocalRunner, &local).await;
-        finish_host(stack_file, s, entry, res, &mut done, r)?;
+        finish_host(stack_file, s, entry, res, done, r)?;
     } else {
         if s.hosts.is_empty() {
             return Err(usage(
@@ -90,26 +117,25 @@ async fn run_plan(
         let mut finished = Vec::new();
         for (t, h) in targets.iter().zip(&s.hosts) {
             let hp = host_plan(s, o, plan, Some(h))?;
+            let group = crate::actions::Group::start(&format!("{} on {}", plan.action, t.host));
             let res = match SshRunner::connect(t).await {
                 Ok(runner) => {
                     let (entry, res) = host::deploy(&runner, &hp).await;
                     let _ = runner.close().await;
-                    finish_host(stack_file, s, entry, res, &mut done, r)
+                    finish_host(stack_file, s, entry, res, done, r)
                 }
                 Err(e) => Err(e.into()),
             };
+            drop(group);
             if let Err(mut e) = res {
                 if targets.len() > 1 {
                     e = stopped_at(e, &format!("{}@{}:{}", t.user, t.host, t.port));
                 }
-                let note = put_back(stack_file, s, &finished, &done).await;
+                let note = put_back(stack_file, s, &finished, done).await;
                 return Err(with_note(e, &note));
             }
             finished.push((t.clone(), hp));
         }
-    }
-    if r.json {
-        r.print_json(&serde_json::json!({"action": plan.action, "hosts": done}));
     }
     Ok(())
 }

@@ -321,7 +321,10 @@ fn cli_with(stack: &Path, args: &[&str]) -> Command {
         .env("DEPLOY_TEST_JWT", JWT)
         .env("FULLSLACK_PROBE_PASSWORD", PROBE_PASSWORD)
         .env_remove("FULLSLACK_PROBE_TOKEN")
-        .env_remove("FULLSLACK_STACK");
+        .env_remove("FULLSLACK_STACK")
+        // Outside GitHub Actions unless a test says otherwise (CI may run these in Actions).
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_STEP_SUMMARY");
     c
 }
 
