@@ -10,6 +10,16 @@ use serde::{Deserialize, Serialize};
 
 pub use secrecy::{ExposeSecret, SecretString};
 
+/// The secret held by the environment variable `var`; `None` when it is unset or empty (an
+/// empty password or token is never meant). Every command reads secrets from the environment
+/// through here; what a missing one means is the caller's to say.
+pub fn from_env(var: &str) -> Option<SecretString> {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(SecretString::from)
+}
+
 /// Where a secret comes from: a stack file names the source, never the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]

@@ -340,16 +340,12 @@ fn transfer_of(s: &Stack, always: bool) -> Result<Transfer, CliError> {
 
 fn resolve_env_secret(r: &SecretRef) -> Result<SecretString, CliError> {
     match r {
-        SecretRef::Env(var) => std::env::var(var)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(SecretString::from)
-            .ok_or_else(|| {
-                usage(
-                    format!("the secret variable {var} is not set"),
-                    format!("export {var} before deploying"),
-                )
-            }),
+        SecretRef::Env(var) => crate::secret::from_env(var).ok_or_else(|| {
+            usage(
+                format!("the secret variable {var} is not set"),
+                format!("export {var} before deploying"),
+            )
+        }),
         SecretRef::Ssm(name) => Err(usage(
             format!("the secret {name} is in SSM but was not fetched"),
             "this is a bug: please report it",
@@ -408,12 +404,7 @@ async fn plan(
             .cloned()
             .ok_or_else(|| usage(format!("secret {r} not resolved"), "this is a bug"))
     })?;
-    let from_env = |var: &str| {
-        std::env::var(var)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(SecretString::from)
-    };
+    let from_env = crate::secret::from_env;
     let probe = HealthOptions {
         url: reqwest::Url::parse("http://127.0.0.1/").map_err(|e| usage(e.to_string(), ""))?,
         probe_user: o.probe_user.clone(),

@@ -8,19 +8,13 @@ use crate::args::HealthArgs;
 use crate::error::CliError;
 use crate::health::HealthOptions;
 use crate::output::Reporter;
-use crate::secret::SecretString;
 use crate::stack::Stack;
 
 /// Runs the probes.
 pub async fn run(a: &HealthArgs, r: &Reporter) -> Result<(), CliError> {
     let stack = a.stack.load()?;
     let url = probe_url(a, stack.as_ref())?;
-    let from_env = |var: &str| {
-        std::env::var(var)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(SecretString::from)
-    };
+    let from_env = crate::secret::from_env;
     let o = HealthOptions {
         url,
         probe_user: a.probe_user.clone(),

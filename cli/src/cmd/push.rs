@@ -135,12 +135,10 @@ fn registry_auth(
         .clone()
         .or_else(|| stack.and_then(|s| s.image.username.clone()));
     let password = match (
-        std::env::var(&a.password_env)
-            .ok()
-            .filter(|v| !v.is_empty()),
+        crate::secret::from_env(&a.password_env),
         stack.and_then(|s| s.image.password.as_ref()),
     ) {
-        (Some(p), _) => Some(SecretString::from(p)),
+        (Some(p), _) => Some(p),
         (None, Some(sref)) => Some(resolve_secret(sref)?),
         (None, None) => None,
     };
@@ -170,16 +168,12 @@ fn registry_auth(
 
 fn resolve_secret(s: &SecretRef) -> Result<SecretString, CliError> {
     match s {
-        SecretRef::Env(var) => std::env::var(var)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(SecretString::from)
-            .ok_or_else(|| {
-                usage(
-                    format!("the registry password variable {var} is not set"),
-                    format!("export {var} before running push"),
-                )
-            }),
+        SecretRef::Env(var) => crate::secret::from_env(var).ok_or_else(|| {
+            usage(
+                format!("the registry password variable {var} is not set"),
+                format!("export {var} before running push"),
+            )
+        }),
         SecretRef::Ssm(name) => Err(usage(
             format!("the registry password is in SSM ({name})"),
             "export it in an environment variable and pass --password-env VAR",
