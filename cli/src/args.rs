@@ -600,8 +600,8 @@ pub enum CertsCommand {
     Issue(CertsIssueArgs),
     /// Per domain: issuer, serial, expiry, days left, renewal window, next renewal due.
     Status(CertsArgs),
-    /// Renew the certificate when due: the CA's renewal information (ARI), else a third of
-    /// its lifetime left, else `tls.renew_days_before` when set. What a timer runs.
+    /// Renew the certificate when due: `tls.renew_days_before` when set, else the CA's renewal
+    /// information (ARI), else a third of its lifetime left. What a timer runs.
     Renew(CertsIssueArgs),
 }
 
