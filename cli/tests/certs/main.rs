@@ -433,7 +433,7 @@ fn unreachable_challenge_keeps_the_old_certificate(env: &Env, serial: &str, root
     assert_eq!(last["outcome"], "failed", "{log}");
     // The tokens of the failed order were removed from the webroot.
     let left = std::fs::read_dir(env.host.acme_root().join(".well-known/acme-challenge"))
-        .map(|d| d.count())
+        .map(Iterator::count)
         .unwrap_or(0);
     assert_eq!(left, 0);
 }
