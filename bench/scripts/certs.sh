@@ -16,6 +16,7 @@ TARGET="${CARGO_TARGET_DIR:-target}"
 FULLSLACK="$(pwd)/${FULLSLACK:-$TARGET/debug/fullslack}"
 [ -x "$FULLSLACK" ] || { echo "missing $FULLSLACK: cargo build -p fullslack --bins" >&2; exit 1; }
 W="$(mktemp -d /tmp/certs-bench.XXXXXX)"
+chmod 755 "$W" # Nginx's workers (not root) read the ACME webroot under it
 PIDS=()
 cleanup() {
   nginx -s quit -c "$W/nginx/nginx.conf" -p "$W/nginx/" 2>/dev/null || true
@@ -81,7 +82,7 @@ wait_port "$HTTP"
 issue() {
   "$FULLSLACK" --json certs issue --stack "$W/stack.toml" --cert-dir "$W/certs" \
     --acme-root "$W/acme" --nginx-conf "$W/nginx/nginx.conf" --nginx-prefix "$W/nginx/" \
-    --dns-server "127.0.0.1:$DNS" >"$W/out.json"
+    --dns-server "127.0.0.1:$DNS" >"$W/out.json" || { cat "$W/out.json" >&2; exit 1; }
 }
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 t=$(date +%s%N); issue; first=$(ms "$t")
