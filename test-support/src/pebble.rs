@@ -112,7 +112,8 @@ impl Pebble {
         self.management_get("/roots/0")
     }
 
-    fn dns(&self, what: &str, body: Value) {
+    /// A call of challtestsrv's management API (`add-caa`, `add-aaaa`, …).
+    pub fn dns(&self, what: &str, body: Value) {
         let r = reqwest::blocking::Client::new()
             .post(format!(
                 "http://127.0.0.1:{}/{what}",

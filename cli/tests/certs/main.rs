@@ -437,3 +437,27 @@ fn unreachable_challenge_keeps_the_old_certificate(env: &Env, serial: &str, root
         .unwrap_or(0);
     assert_eq!(left, 0);
 }
+
+/// A CAA record that forbids the CA: `doctor`'s check stops the order before the CA sees it
+/// (no account, nothing in the order log), with the fix, and the old certificate stays.
+#[test]
+fn dns_checks_that_would_fail_validation_stop_the_order_before_the_ca() {
+    let env = Env::start();
+    let placeholder = env.served(&env.host.cert_dir().join("ca.pem"));
+    env.pebble.dns(
+        "add-caa",
+        serde_json::json!({"host": DOMAIN, "policies": [{"tag": "issue", "value": "other-ca.example"}]}),
+    );
+    let out = env.certs("issue", false, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing was ordered"), "{}", text(&out));
+    assert!(err.contains("dns.caa"), "{}", text(&out));
+    let acme = env.stack_dir.path().join(".fullslack/certs-test/acme");
+    assert!(!acme.join("orders.jsonl").exists());
+    let account = fullslack::certs::account::credentials_path(&acme, &env.pebble.directory_url);
+    assert!(!account.exists());
+    let after = env.served(&env.host.cert_dir().join("ca.pem"));
+    assert_eq!(after.verify_error, None, "{after:?}");
+    assert_eq!(after.not_after, placeholder.not_after);
+}
