@@ -15,9 +15,9 @@ use fullslack_test_support::{
     certs::make_certs,
     chat_binary::start_chat_server,
     free_port, fullslack,
-    paths::{program, tempdir},
+    paths::{program, short_tempdir, tempdir},
     pebble::Pebble,
-    wait_for_port, ProcessGuard,
+    wait_for_port, ProcessGuard, Sshd,
 };
 use serde_json::Value;
 
@@ -62,6 +62,7 @@ fn start_host(http_port: u16) -> Host {
         "https://unused.test/dir",
         Path::new("/x"),
         None,
+        None,
     ))
     .expect("stack");
     let mut p = SiteParams::from_stack(&stack).expect("site params");
@@ -103,15 +104,24 @@ fn start_host(http_port: u16) -> Host {
     }
 }
 
-fn stack_toml(directory: &str, ca: &Path, renew_days: Option<u32>) -> String {
+fn stack_toml(directory: &str, ca: &Path, renew_days: Option<u32>, ssh: Option<&Sshd>) -> String {
     let renew = renew_days
         .map(|d| format!("renew_days_before = {d}\n"))
         .unwrap_or_default();
+    let target = match ssh {
+        None => "target = \"local\"\n".to_string(),
+        Some(sshd) => format!(
+            "target = \"ssh\"\n\n[ssh]\nuser = \"{}\"\nport = {}\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\n\n[[hosts]]\naddress = \"127.0.0.1\"\n\n[secrets]\nFULLSLACK_AUTH__JWT_SECRET = {{ env = \"FULLSLACK_AUTH__JWT_SECRET\" }}\n",
+            sshd.user,
+            sshd.port,
+            sshd.identity_file().display(),
+            sshd.known_hosts().display(),
+        ),
+    };
     format!(
         r#"name = "certs-test"
 domains = ["{DOMAIN}"]
-target = "local"
-
+{target}
 [image]
 name = "fullslack/chat"
 
@@ -129,17 +139,28 @@ struct Env {
     pebble: Pebble,
     host: Host,
     stack_dir: tempfile::TempDir,
+    /// The host reached over SSH (an `ssh` stack) instead of this machine (`local`).
+    sshd: Option<(Sshd, tempfile::TempDir)>,
 }
 
 impl Env {
     fn start() -> Env {
+        Env::start_with(false)
+    }
+
+    fn start_with(over_ssh: bool) -> Env {
         let http_port = free_port();
         let pebble = Pebble::start(http_port);
         let host = start_host(http_port);
+        let sshd = over_ssh.then(|| {
+            let dir = short_tempdir();
+            (Sshd::start(dir.path()), dir)
+        });
         let env = Env {
             pebble,
             host,
             stack_dir: tempdir(),
+            sshd,
         };
         env.write_stack(None);
         env
@@ -150,10 +171,12 @@ impl Env {
     }
 
     fn write_stack(&self, renew_days: Option<u32>) {
+        let ssh = self.sshd.as_ref().map(|(s, _)| s);
         let toml = stack_toml(
             &self.pebble.directory_url,
             &self.pebble.tls_ca(),
             renew_days,
+            ssh,
         );
         std::fs::write(self.stack_file(), toml).expect("write stack");
     }
@@ -228,9 +251,12 @@ fn nginx_workers(prefix: &Path) -> Vec<String> {
 /// `nginx -s reload` returns before the master has acted on it, and until it has told the old
 /// worker to stop, new connections may still reach it: run `f`, then wait until the only
 /// worker (`worker_processes 1`) is one that did not exist before.
-fn reloaded<T>(env: &Env, f: impl FnOnce() -> T) -> T {
+fn reloaded(env: &Env, f: impl FnOnce() -> Output) -> Output {
     let before = nginx_workers(env.host.dir.path());
     let out = f();
+    if !out.status.success() {
+        return out;
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let now = nginx_workers(env.host.dir.path());
@@ -460,4 +486,28 @@ fn dns_checks_that_would_fail_validation_stop_the_order_before_the_ca() {
     let after = env.served(&env.host.cert_dir().join("ca.pem"));
     assert_eq!(after.verify_error, None, "{after:?}");
     assert_eq!(after.not_after, placeholder.not_after);
+}
+
+/// An `ssh` stack: the same issue, with tokens, chain and key placed through the SSH runner
+/// (a private sshd on loopback reaching this machine as the host).
+#[test]
+fn issue_over_ssh_installs_through_the_ssh_runner() {
+    let env = Env::start_with(true);
+    let out = reloaded(&env, || env.certs("issue", true, &[]));
+    let issued = json(&out);
+    assert_eq!(issued["action"], "issued", "{issued:#}");
+    let host = issued["hosts"][0].as_str().expect("host");
+    assert!(
+        host.contains("@127.0.0.1:"),
+        "installed over SSH, not locally: {issued:#}"
+    );
+    let root = env.root_file();
+    let served = env.served(&root);
+    assert_eq!(served.verify_error, None, "{served:?}");
+    assert_eq!(mode(&env.host.cert_dir().join("privkey.pem")), 0o600);
+    let st = json(&env.certs("status", true, &[]));
+    assert_eq!(
+        st["domains"][0]["certificate"]["serial"], issued["certificate"]["serial"],
+        "{st:#}"
+    );
 }
