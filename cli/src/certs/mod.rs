@@ -86,6 +86,9 @@ pub enum CertsError {
         /// Cause.
         source: instant_acme::Error,
     },
+    /// The CA answered something this tool cannot use (no HTTP-01, a bad token, no reason).
+    #[error("{0}")]
+    Ca(String),
     /// The CA could not validate a name.
     #[error("validation of {name} failed: {reason}: {detail}")]
     Validation {
@@ -139,10 +142,7 @@ impl CertsError {
     }
 
     pub(crate) fn acme_str(what: String) -> Self {
-        Self::Acme {
-            what,
-            source: instant_acme::Error::Str("see above"),
-        }
+        Self::Ca(what)
     }
 
     pub(crate) fn validation(name: &str, p: &Problem) -> Self {
@@ -166,7 +166,7 @@ impl CertsError {
     pub fn hint(&self) -> String {
         match self {
             CertsError::Acme { source: instant_acme::Error::Api(p), .. } => explain(p).1.into(),
-            CertsError::Acme { .. } => "check tls.directory_url (and tls.directory_ca_file for a private CA) and that this machine reaches it over HTTPS".into(),
+            CertsError::Acme { .. } | CertsError::Ca(_) => "check tls.directory_url (and tls.directory_ca_file for a private CA) and that this machine reaches it over HTTPS".into(),
             CertsError::Validation { fix, .. } => (*fix).into(),
             CertsError::Refused { hint, .. } | CertsError::Local { hint, .. } => hint.clone(),
             CertsError::Install { .. } => "read nginx's error above: the site must use the cert_dir this command installs into (`fullslack nginx render --cert-dir`)".into(),
