@@ -11,7 +11,7 @@ APT_PACKAGES=(
   nginx            # cli: rendered configs pass `nginx -t`, proxy in front of a real chat server
   openssh-server   # cli: commands run through a real sshd on loopback
   openssh-client
-  pebble           # cli: pebble-challtestsrv is the DNS server for `doctor` tests
+  pebble           # cli: pebble-challtestsrv is the DNS server for `doctor` tests; pebble the ACME CA of `certs` tests
   openssl          # cli: tests make a CA and server certificates, run `openssl s_server`
   chromium         # web client: browser tests
   chromium-driver

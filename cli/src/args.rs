@@ -100,6 +100,9 @@ pub enum Command {
     Releases(ReleasesArgs),
     /// Per host: the live release, its container, readiness and WebSocket connections.
     Status(ReleasesArgs),
+    /// TLS certificates over ACME: issue, status, renew.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Print shell completions.
     Completions(CompletionsArgs),
 }
@@ -613,4 +616,58 @@ pub struct ReleasesArgs {
     pub stack: StackArg,
     #[command(flatten)]
     pub connect: HostConnect,
+}
+
+/// `certs` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Order a certificate for the stack's domains over ACME (HTTP-01 through the host's
+    /// Nginx) and install it; refused while one this tool issued is valid and not due.
+    Issue(CertsIssueArgs),
+    /// Per domain: issuer, serial, expiry, days left, renewal window, next renewal due.
+    Status(CertsArgs),
+    /// Renew the certificate when due: `tls.renew_days_before` when set, else the CA's renewal
+    /// information (ARI), else a third of its lifetime left. What a timer runs.
+    Renew(CertsIssueArgs),
+}
+
+/// Where `certs` finds the host's certificate, webroot and Nginx.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    #[command(flatten)]
+    pub stack: StackArg,
+    /// Known-hosts file for SSH (strict host key checking) [default: the stack's
+    /// ssh.known_hosts, else ~/.ssh/known_hosts].
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// Directory on the host with fullchain.pem and privkey.pem [default:
+    /// /etc/fullslack/certs/STACK, as `nginx render`].
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<String>,
+    /// Webroot the host's Nginx serves /.well-known/acme-challenge/ from.
+    #[arg(long, default_value = "/var/lib/fullslack/acme", value_name = "DIR")]
+    pub acme_root: String,
+    /// The host Nginx's main config (`nginx -c`), when not the system's.
+    #[arg(long, value_name = "PATH")]
+    pub nginx_conf: Option<String>,
+    /// The host Nginx's prefix (`nginx -p`), when not the system's.
+    #[arg(long, value_name = "DIR")]
+    pub nginx_prefix: Option<String>,
+    /// DNS server (IP:PORT) for the DNS/CAA checks run before ordering.
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// Order without running `doctor`'s DNS/CAA checks first.
+    #[arg(long)]
+    pub skip_checks: bool,
+}
+
+/// `certs issue` / `certs renew` arguments.
+#[derive(Debug, Args)]
+pub struct CertsIssueArgs {
+    #[command(flatten)]
+    pub certs: CertsArgs,
+    /// Order even though the installed certificate is not due (the order log's rate limits
+    /// still apply).
+    #[arg(long)]
+    pub force: bool,
 }

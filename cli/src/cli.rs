@@ -21,12 +21,8 @@ pub const EXIT_BROKEN_PIPE: i32 = 141;
 /// different (possibly destructive) command, and says what to do today.
 pub const NOT_YET: &[(&str, &str)] = &[
     (
-        "certs",
-        "certificate issuance is not built yet: place fullchain.pem and privkey.pem for the domains in the cert directory (`nginx render --cert-dir`, default /etc/fullslack/certs/STACK), e.g. from certbot, and reload Nginx",
-    ),
-    (
         "cert",
-        "certificate issuance is not built yet: place fullchain.pem and privkey.pem for the domains in the cert directory (`nginx render --cert-dir`, default /etc/fullslack/certs/STACK), e.g. from certbot, and reload Nginx",
+        "the command is `fullslack certs` (issue, status, renew; docs/certs.md)",
     ),
     (
         "serve",

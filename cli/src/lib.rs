@@ -30,6 +30,8 @@
 //! - [`doctor`]: DNS A/AAAA/CAA against the hosts, reachability, SSH, Docker, AWS
 //!   credentials, certificate, clock.
 //! - [`tls`]: rustls configs and certificate inspection (days left, trust).
+//! - [`certs`]: certificates over ACME (instant-acme): issue, renew (ARI), status, and
+//!   `ensure` for deploy; tokens, chain and key placed on the hosts through a runner.
 //! - [`check`]: check results shared by `health` and `doctor` (text and `--json`).
 //! - [`output`]: the reporter: colour only on a terminal, spinners, JSON.
 //! - [`error`]: [`error::CliError`], each variant with the hint that tells the fix.
@@ -41,6 +43,7 @@
 pub mod actions;
 pub mod args;
 pub mod aws_spec;
+pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod cmd;

@@ -15,6 +15,7 @@
 //! | [`registry`] | a real container registry (`docker-registry`) on loopback, with or without htpasswd auth |
 //! | [`wire`] | the server's frames read as the protocol's types, for assertions on meaning |
 //! | [`client`] | the one API client: [`client::Client`] (REST) and [`client::Ws`] (WebSocket), requests written with the protocol types, answers kept as raw JSON for the tests' assertions on the wire |
+//! | [`pebble`] | a real ACME CA (pebble + pebble-challtestsrv as its DNS) on loopback, its roots from the management port |
 //! | [`sshd`] | a private sshd on loopback (own host key, authorized client key, known_hosts): the "host" of the CLI's SSH and deploy tests |
 
 pub mod certs;
@@ -22,6 +23,7 @@ pub mod chat_binary;
 pub mod client;
 pub mod moto;
 pub mod paths;
+pub mod pebble;
 pub mod ports;
 pub mod process;
 pub mod registry;

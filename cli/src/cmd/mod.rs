@@ -6,6 +6,7 @@
 pub mod apply;
 mod aws_run;
 pub mod build;
+pub mod certs;
 pub mod completions;
 pub mod deploy;
 pub mod destroy;
@@ -47,6 +48,7 @@ pub async fn dispatch(cli: Cli, r: Reporter) -> Result<(), CliError> {
         Command::Rollback(a) => deploy::rollback(&a, &r).await,
         Command::Releases(a) => releases::run(&a, &r).await,
         Command::Status(a) => status::run(&a, &r).await,
+        Command::Certs(c) => certs::run(&c, &r).await,
         Command::Completions(a) => {
             completions::run(&a);
             Ok(())

@@ -329,6 +329,12 @@ pub struct Tls {
     pub directory_url: Option<String>,
     /// CA domain that CAA records must allow.
     pub ca_domain: String,
+    /// PEM file of the CA that signs the ACME directory's own HTTPS certificate, for a private
+    /// ACME server (pebble in tests); absent: the system's roots.
+    pub directory_ca_file: Option<String>,
+    /// Renew when fewer than this many days are left. Absent: when the CA's renewal
+    /// information (ARI) says so, else when a third of the lifetime is left.
+    pub renew_days_before: Option<u32>,
 }
 
 impl Default for Tls {
@@ -339,6 +345,8 @@ impl Default for Tls {
             directory: AcmeDirectory::Staging,
             directory_url: None,
             ca_domain: "letsencrypt.org".into(),
+            directory_ca_file: None,
+            renew_days_before: None,
         }
     }
 }
