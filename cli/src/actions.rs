@@ -329,6 +329,75 @@ pub fn deploy_markdown(
     md
 }
 
+/// The summary of `certs status`: one row per domain and host.
+pub fn certs_status_markdown(stack: &str, st: &[crate::certs::DomainStatus]) -> String {
+    let mut md = format!(
+        "### Certificates of stack `{stack}`\n\n| domain | host | issuer | serial | expires | days left | renewal due |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+    );
+    for d in st {
+        let domain = if d.covered {
+            cell(&d.domain)
+        } else {
+            format!("{} (**not covered**)", cell(&d.domain))
+        };
+        match &d.certificate {
+            None => {
+                let _ = writeln!(
+                    md,
+                    "| {domain} | {} | **no certificate** | | | | |",
+                    cell(&d.host)
+                );
+            }
+            Some(c) => {
+                let due = if c.due { " (**due now**)" } else { "" };
+                let _ = writeln!(
+                    md,
+                    "| {domain} | {} | {} | `{}` | {} | {} | {}{due} |",
+                    cell(&d.host),
+                    cell(&c.issuer),
+                    cell(&c.serial),
+                    cell(&c.not_after),
+                    c.days_left,
+                    cell(&c.next_renewal_due)
+                );
+            }
+        }
+    }
+    md.push('\n');
+    md
+}
+
+/// The summary of `certs issue` / `certs renew`.
+pub fn certs_outcome_markdown(stack: &str, out: &crate::certs::Outcome) -> String {
+    use crate::certs::Outcome;
+    let issued = |verb: &str, rep: &crate::certs::IssueReport| {
+        let c = &rep.certificate;
+        format!(
+            "### ✅ Certificate {verb} for stack `{stack}`\n\n| names | serial | expires | issuer | hosts | time |\n| --- | --- | --- | --- | --- | --- |\n| {} | `{}` | {} | {} | {} | {:.1} s |\n\n",
+            cell(&c.names.join(", ")),
+            cell(&c.serial),
+            crate::certs::rfc3339(c.not_after),
+            cell(&c.issuer),
+            cell(&rep.hosts.join(", ")),
+            rep.seconds
+        )
+    };
+    match out {
+        Outcome::Issued(rep) => issued("issued", rep),
+        Outcome::Renewed(rep) => issued("renewed", rep),
+        Outcome::NotDue {
+            certificate,
+            window,
+        } => format!(
+            "### Certificate of stack `{stack}` not due\n\n{} (serial `{}`) expires {}; renewal is due from {}.\n\n",
+            cell(&certificate.names.join(", ")),
+            cell(&certificate.serial),
+            crate::certs::rfc3339(certificate.not_after),
+            crate::certs::rfc3339(window.start)
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

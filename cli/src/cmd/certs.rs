@@ -69,13 +69,25 @@ async fn act<R: Runner>(
     force: bool,
     r: &Reporter,
 ) -> Result<(), CliError> {
+    let gh = crate::actions::detect();
     match c {
-        CertsCommand::Issue(_) => {
-            let rep = certs::issue(s, hosts, o, force).await?;
-            print_outcome(&Outcome::Issued(rep), r);
+        CertsCommand::Issue(_) | CertsCommand::Renew(_) => {
+            let out = match c {
+                CertsCommand::Issue(_) => Outcome::Issued(certs::issue(s, hosts, o, force).await?),
+                _ => certs::renew(s, hosts, o, force).await?,
+            };
+            print_outcome(&out, r);
+            if let Some(gh) = gh {
+                gh.summary(&crate::actions::certs_outcome_markdown(&s.name, &out));
+            }
         }
-        CertsCommand::Renew(_) => print_outcome(&certs::renew(s, hosts, o, force).await?, r),
-        CertsCommand::Status(_) => print_status(&certs::status(s, hosts, o).await?, r),
+        CertsCommand::Status(_) => {
+            let st = certs::status(s, hosts, o).await?;
+            print_status(&st, r);
+            if let Some(gh) = gh {
+                gh.summary(&crate::actions::certs_status_markdown(&s.name, &st));
+            }
+        }
     }
     Ok(())
 }

@@ -183,7 +183,24 @@ impl Env {
 
     /// `fullslack [--json] certs SUB --stack … ARGS` with this host's paths.
     fn certs(&self, sub: &str, json: bool, args: &[&str]) -> Output {
+        self.certs_cmd(sub, json, args)
+            .output()
+            .expect("run fullslack certs")
+    }
+
+    /// `fullslack certs SUB` as a GitHub Actions step writing its summary to `summary`.
+    fn certs_in_actions(&self, sub: &str, summary: &Path) -> Output {
+        self.certs_cmd(sub, false, &[])
+            .env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_STEP_SUMMARY", summary)
+            .output()
+            .expect("run fullslack certs")
+    }
+
+    fn certs_cmd(&self, sub: &str, json: bool, args: &[&str]) -> Command {
         let mut c = fullslack!();
+        c.env_remove("GITHUB_ACTIONS")
+            .env_remove("GITHUB_STEP_SUMMARY");
         if json {
             c.arg("--json");
         }
@@ -200,9 +217,8 @@ impl Env {
                 "--dns-server",
                 &format!("127.0.0.1:{}", self.pebble.dns_port),
             ])
-            .args(args)
-            .output()
-            .expect("run fullslack certs")
+            .args(args);
+        c
     }
 
     fn root_file(&self) -> PathBuf {
@@ -378,6 +394,20 @@ fn status_then_second_issue_refused(env: &Env, serial: &str) {
         "{st:#}"
     );
     assert_eq!(c["next_renewal_due"], c["window_start"], "{st:#}");
+    // In GitHub Actions the same status is a table in the step summary.
+    let summary = env.stack_dir.path().join("step-summary.md");
+    let out = env.certs_in_actions("status", &summary);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(&summary).expect("step summary written");
+    assert!(md.starts_with("### Certificates of stack `"), "{md}");
+    assert!(
+        md.contains(&format!("| {DOMAIN} | ")) && md.contains(&format!("| `{serial}` |")),
+        "{md}"
+    );
 
     let again = env.certs("issue", false, &[]);
     assert!(
