@@ -8,55 +8,15 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fullslack_test_support::{
-    certs::make_certs,
-    free_port, fullslack,
-    paths::{program, tempdir},
-    wait_for_port, ProcessGuard,
+    certs::make_certs, free_port, fullslack, paths::tempdir, pebble::ChallTestSrv, wait_for_port,
+    ProcessGuard,
 };
 
 use serde_json::{json, Value};
 
-struct Dns {
-    _proc: ProcessGuard,
-    dns_port: u16,
-    mgmt_port: u16,
-}
-
-impl Dns {
-    fn start() -> Dns {
-        let bin = program("/usr/bin/pebble-challtestsrv");
-        let dns_port = free_port();
-        let mgmt_port = free_port();
-        let proc = ProcessGuard::spawn(
-            "pebble-challtestsrv",
-            Command::new(bin)
-                .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-                .args(["-management", &format!("127.0.0.1:{mgmt_port}")])
-                // No default answers: only the records a test adds exist.
-                .args(["-defaultIPv4", "", "-defaultIPv6", ""])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        wait_for_port(mgmt_port, Duration::from_secs(10));
-        // The DNS listener is UDP and TCP; TCP tells us it is up.
-        wait_for_port(dns_port, Duration::from_secs(10));
-        Dns {
-            _proc: proc,
-            dns_port,
-            mgmt_port,
-        }
-    }
-
-    fn add(&self, what: &str, body: Value) {
-        let r = reqwest::blocking::Client::new()
-            .post(format!("http://127.0.0.1:{}/{what}", self.mgmt_port))
-            .json(&body)
-            .send()
-            .expect("management API");
-        assert!(r.status().is_success(), "{what}: {}", r.status());
-    }
-}
+/// The DNS server (pebble-challtestsrv); started with no default answer, so only the
+/// records a test adds exist.
+type Dns = ChallTestSrv;
 
 /// A minimal HTTP server on 127.0.0.1 answering every request with a Date header (for the
 /// clock check), plus a plain listener for 443.
@@ -147,7 +107,7 @@ fn checks<'a>(report: &'a Value, name: &str) -> Vec<&'a Value> {
 
 #[test]
 fn correct_setup_passes() {
-    let dns = Dns::start();
+    let dns = Dns::start("");
     let web = start_web();
     let dir = tempdir();
     let domain = "chat.good.test";
@@ -175,7 +135,7 @@ fn correct_setup_passes() {
 
 #[test]
 fn skipping_dns_still_checks_reach_and_clock_on_the_stack_addresses() {
-    let dns = Dns::start();
+    let dns = Dns::start("");
     let web = start_web();
     let dir = tempdir();
     // No DNS record at all: with DNS skipped, the hosts' addresses from the stack are used.
@@ -231,7 +191,7 @@ fn serve_tls(web: &mut Web, domain: &str, dir: &Path) -> (ProcessGuard, PathBuf)
 
 #[test]
 fn certificate_days_left_and_trust_are_checked() {
-    let dns = Dns::start();
+    let dns = Dns::start("");
     let mut web = start_web();
     let dir = tempdir();
     let domain = "chat.tls.test";
@@ -282,7 +242,7 @@ fn certificate_days_left_and_trust_are_checked() {
 
 #[test]
 fn aaaa_record_for_a_host_without_ipv6_fails_with_the_fix() {
-    let dns = Dns::start();
+    let dns = Dns::start("");
     let web = start_web();
     let dir = tempdir();
     let domain = "chat.v6broken.test";
@@ -318,7 +278,7 @@ fn aaaa_record_for_a_host_without_ipv6_fails_with_the_fix() {
 
 #[test]
 fn missing_a_record_and_wrong_address_fail() {
-    let dns = Dns::start();
+    let dns = Dns::start("");
     let web = start_web();
     let dir = tempdir();
     let (code, stdout) = doctor(
@@ -349,7 +309,7 @@ fn missing_a_record_and_wrong_address_fail() {
 
 #[test]
 fn caa_that_excludes_the_ca_fails() {
-    let dns = Dns::start();
+    let dns = Dns::start("");
     let web = start_web();
     let dir = tempdir();
     let domain = "chat.caa.test";

@@ -16,7 +16,7 @@ use crate::{certs::make_certs, free_port, paths, wait_for_port, ProcessGuard};
 pub struct Pebble {
     // Declared first: dropped (killed) before the directory with their files goes.
     _pebble: ProcessGuard,
-    _dns: ProcessGuard,
+    challtestsrv: ChallTestSrv,
     dir: tempfile::TempDir,
     /// DNS server (UDP and TCP) pebble's validation authority asks.
     pub dns_port: u16,
@@ -34,20 +34,8 @@ impl Pebble {
     pub fn start(http_port: u16) -> Pebble {
         let dir = paths::tempdir();
         make_certs(dir.path(), &["localhost"]);
-        let dns_port = free_port();
-        let dns_management_port = free_port();
-        let dns = ProcessGuard::spawn(
-            "pebble-challtestsrv",
-            Command::new(paths::program("/usr/bin/pebble-challtestsrv"))
-                .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-                .args(["-management", &format!("127.0.0.1:{dns_management_port}")])
-                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        wait_for_port(dns_management_port, Duration::from_secs(10));
-        wait_for_port(dns_port, Duration::from_secs(10));
+        let dns = ChallTestSrv::start("127.0.0.1");
+        let (dns_port, dns_management_port) = (dns.dns_port, dns.management_port);
         let port = free_port();
         let management_port = free_port();
         let config = json!({"pebble": {
@@ -79,7 +67,7 @@ impl Pebble {
         wait_for_port(management_port, Duration::from_secs(20));
         Pebble {
             _pebble: pebble,
-            _dns: dns,
+            challtestsrv: dns,
             dir,
             dns_port,
             dns_management_port,
@@ -114,15 +102,7 @@ impl Pebble {
 
     /// A call of challtestsrv's management API (`add-caa`, `add-aaaa`, …).
     pub fn dns(&self, what: &str, body: Value) {
-        let r = reqwest::blocking::Client::new()
-            .post(format!(
-                "http://127.0.0.1:{}/{what}",
-                self.dns_management_port
-            ))
-            .json(&body)
-            .send()
-            .expect("challtestsrv management API");
-        assert!(r.status().is_success(), "{what}: {}", r.status());
+        self.challtestsrv.add(what, body);
     }
 
     /// Points `host` at `ip` instead of the default 127.0.0.1.
@@ -133,5 +113,52 @@ impl Pebble {
     /// Back to the default answer (127.0.0.1) for `host`.
     pub fn clear_a(&self, host: &str) {
         self.dns("clear-a", json!({"host": host}));
+    }
+}
+
+/// pebble-challtestsrv as a DNS server on loopback only (no challenge listeners), stopped on
+/// drop. Records are added through its management API ([`ChallTestSrv::add`]).
+pub struct ChallTestSrv {
+    _proc: ProcessGuard,
+    /// DNS (UDP and TCP).
+    pub dns_port: u16,
+    /// The management API (plain HTTP).
+    pub management_port: u16,
+}
+
+impl ChallTestSrv {
+    /// Starts it; `default_ipv4` answers every A query without a record of its own (`""`:
+    /// only the records a test adds exist).
+    pub fn start(default_ipv4: &str) -> ChallTestSrv {
+        let dns_port = free_port();
+        let management_port = free_port();
+        let proc = ProcessGuard::spawn(
+            "pebble-challtestsrv",
+            Command::new(paths::program("/usr/bin/pebble-challtestsrv"))
+                .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                .args(["-management", &format!("127.0.0.1:{management_port}")])
+                .args(["-defaultIPv4", default_ipv4, "-defaultIPv6", ""])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        wait_for_port(management_port, Duration::from_secs(10));
+        // The DNS listener is UDP and TCP; TCP tells us it is up.
+        wait_for_port(dns_port, Duration::from_secs(10));
+        ChallTestSrv {
+            _proc: proc,
+            dns_port,
+            management_port,
+        }
+    }
+
+    /// A call of the management API (`add-a`, `add-caa`, `clear-a`, …).
+    pub fn add(&self, what: &str, body: Value) {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("http://127.0.0.1:{}/{what}", self.management_port))
+            .json(&body)
+            .send()
+            .expect("challtestsrv management API");
+        assert!(r.status().is_success(), "{what}: {}", r.status());
     }
 }
