@@ -4,14 +4,6 @@
 //! connection is flagged as lagging and later refills what it missed from the store (the store
 //! is the source of truth; the queues are only a fast path).
 //!
-//! A channel's fan-out is not done by the publisher: [`Hub::publish`] takes the channel's
-//! followers (a snapshot shared until the next subscription change) and hands them with the
-//! event to the node's dispatcher task, which pushes in chunks and yields between them. So a
-//! send's ack is written before the thousands of socket tasks it wakes run, and the ack of the
-//! next send waits behind one chunk of deliveries, not a whole channel's: acks do not slow
-//! down as the channel grows. One dispatcher, in publish order: one channel's events reach
-//! every queue in the order they were published, as before.
-//!
 //! What must never be dropped (the session was revoked, the user joined or left a channel, the
 //! bus healed) does not travel in that queue: it is recorded in the connection's [`Control`],
 //! which the connection consults before it writes anything, and which wakes it.
@@ -20,7 +12,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex, OnceLock, RwLock,
+        Arc, Mutex, RwLock,
     },
 };
 
@@ -155,14 +147,17 @@ impl Control {
     }
 }
 
-/// What a channel's fan-out needs of a connection: its queue, and where to say it overflowed.
-pub struct Subscriber {
-    user_id: UserId,
+#[derive(Clone)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub user_id: UserId,
+    pub session_id: SessionId,
     tx: mpsc::Sender<Outbound>,
-    lagged: Arc<AtomicBool>,
+    pub lagged: Arc<AtomicBool>,
+    pub control: Arc<Control>,
 }
 
-impl Subscriber {
+impl ConnHandle {
     fn push(&self, out: Outbound, metrics: &Metrics) {
         match self.tx.try_send(out) {
             Ok(()) => {}
@@ -172,73 +167,6 @@ impl Subscriber {
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct ConnHandle {
-    pub id: ConnId,
-    pub user_id: UserId,
-    pub session_id: SessionId,
-    sub: Arc<Subscriber>,
-    pub lagged: Arc<AtomicBool>,
-    pub control: Arc<Control>,
-}
-
-impl ConnHandle {
-    fn push(&self, out: Outbound, metrics: &Metrics) {
-        self.sub.push(out, metrics);
-    }
-}
-
-/// The connections following one channel, and the list the dispatcher walks: built on the
-/// first publish after a change, then shared by every publish until the next change.
-#[derive(Default)]
-struct Followers {
-    conns: HashMap<ConnId, Arc<Subscriber>>,
-    snapshot: OnceLock<Arc<[Arc<Subscriber>]>>,
-}
-
-impl Followers {
-    fn add(&mut self, handle: &ConnHandle) {
-        if self.conns.insert(handle.id, handle.sub.clone()).is_none() {
-            self.snapshot.take();
-        }
-    }
-
-    fn remove(&mut self, conn: ConnId) {
-        if self.conns.remove(&conn).is_some() {
-            self.snapshot.take();
-        }
-    }
-
-    fn snapshot(&self) -> Arc<[Arc<Subscriber>]> {
-        self.snapshot
-            .get_or_init(|| self.conns.values().cloned().collect())
-            .clone()
-    }
-}
-
-/// One event for the dispatcher: who follows its channel (as of the publish) and the event.
-type Dispatch = (Arc<[Arc<Subscriber>]>, Arc<Published>);
-
-/// Queues the dispatcher fills before it lets other tasks run: the ack of a send waits for at
-/// most about this many socket tasks woken before it.
-const DISPATCH_CHUNK: usize = 128;
-
-/// The node's fan-out task: pushes each event to its followers' queues, in publish order, a
-/// chunk at a time.
-async fn dispatch(mut rx: mpsc::UnboundedReceiver<Dispatch>, metrics: Arc<Metrics>) {
-    while let Some((followers, event)) = rx.recv().await {
-        let mut chunks = followers.chunks(DISPATCH_CHUNK).peekable();
-        while let Some(chunk) = chunks.next() {
-            for f in chunk {
-                f.push(Outbound::Event(event.clone()), &metrics);
-            }
-            if chunks.peek().is_some() {
-                tokio::task::yield_now().await;
-            }
         }
     }
 }
@@ -264,7 +192,7 @@ impl UserPresence {
 pub struct Hub {
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
-    channels: RwLock<HashMap<ChannelId, Followers>>,
+    channels: RwLock<HashMap<ChannelId, HashMap<ConnId, ConnHandle>>>,
     users: RwLock<HashMap<UserId, HashMap<ConnId, ConnHandle>>>,
     presence: RwLock<HashMap<UserId, UserPresence>>,
     /// Watched user → connections that asked for its presence.
@@ -275,9 +203,6 @@ pub struct Hub {
     /// With Redis: the topics this node needs, reported as the maps above gain their first or
     /// lose their last connection for a key (see [`crate::cluster`]).
     interest: Option<mpsc::UnboundedSender<Interest>>,
-    /// The dispatcher's queue, started by the first publish inside a runtime (`None` outside
-    /// one: the publisher pushes itself).
-    dispatcher: OnceLock<Option<mpsc::UnboundedSender<Dispatch>>>,
 }
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
@@ -299,7 +224,6 @@ impl Hub {
             watchers: RwLock::default(),
             told: RwLock::default(),
             interest,
-            dispatcher: OnceLock::new(),
         }
     }
 
@@ -324,17 +248,12 @@ impl Hub {
         queue: usize,
     ) -> (ConnHandle, mpsc::Receiver<Outbound>, Option<Presence>) {
         let (tx, rx) = mpsc::channel(queue.max(16));
-        let lagged = Arc::new(AtomicBool::new(false));
         let handle = ConnHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             user_id: user_id.into(),
             session_id: session_id.into(),
-            sub: Arc::new(Subscriber {
-                user_id: user_id.into(),
-                tx,
-                lagged: lagged.clone(),
-            }),
-            lagged,
+            tx,
+            lagged: Arc::new(AtomicBool::new(false)),
             control: Arc::default(),
         };
         write(&self.users)
@@ -384,8 +303,8 @@ impl Hub {
             let mut map = write(&self.channels);
             for ch in channels {
                 if let Some(subs) = map.get_mut(&ch) {
-                    subs.remove(handle.id);
-                    if subs.conns.is_empty() {
+                    subs.remove(&handle.id);
+                    if subs.is_empty() {
                         map.remove(&ch);
                         self.want(|| channel_topic(&ch), false);
                     }
@@ -412,16 +331,16 @@ impl Hub {
             .entry(channel_id.into())
             .or_insert_with(|| {
                 self.want(|| channel_topic(channel_id), true);
-                Followers::default()
+                HashMap::new()
             })
-            .add(handle);
+            .insert(handle.id, handle.clone());
     }
 
     pub fn unsubscribe(&self, conn: ConnId, channel_id: &str) {
         let mut map = write(&self.channels);
         if let Some(subs) = map.get_mut(channel_id) {
-            subs.remove(conn);
-            if subs.conns.is_empty() {
+            subs.remove(&conn);
+            if subs.is_empty() {
                 map.remove(channel_id);
                 self.want(|| channel_topic(channel_id), false);
             }
@@ -431,7 +350,7 @@ impl Hub {
     /// Asks the sockets following a channel to refill it from the store.
     pub fn recheck_channel(&self, channel_id: &str) {
         if let Some(subs) = read(&self.channels).get(channel_id) {
-            for h in subs.conns.values() {
+            for h in subs.values() {
                 h.push(Outbound::Recheck(channel_id.into()), &self.metrics);
             }
         }
@@ -451,31 +370,13 @@ impl Hub {
         read(&self.users).contains_key(user_id)
     }
 
-    /// Hands an event to every connection following its channel now (as of this call), through
-    /// the dispatcher (module docs).
+    /// Hands an event to every connection following its channel.
     pub fn publish(&self, event: Arc<Published>) {
-        let Some(followers) = read(&self.channels)
-            .get(&event.channel)
-            .map(Followers::snapshot)
-        else {
-            return;
-        };
-        let dispatcher = self.dispatcher.get_or_init(|| {
-            let runtime = tokio::runtime::Handle::try_current().ok()?;
-            let (tx, rx) = mpsc::unbounded_channel();
-            runtime.spawn(dispatch(rx, self.metrics.clone()));
-            Some(tx)
-        });
-        let job = match dispatcher {
-            Some(tx) => match tx.send((followers, event)) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(job)) => job,
-            },
-            None => (followers, event),
-        };
-        // No dispatcher (outside a runtime, or its runtime is gone): push here.
-        for f in job.0.iter() {
-            f.push(Outbound::Event(job.1.clone()), &self.metrics);
+        let map = read(&self.channels);
+        if let Some(subs) = map.get(&event.channel) {
+            for h in subs.values() {
+                h.push(Outbound::Event(event.clone()), &self.metrics);
+            }
         }
     }
 
@@ -513,7 +414,7 @@ impl Hub {
     pub fn ephemeral(&self, channel_id: &str, except_user: &str, frame: Utf8Bytes) {
         let map = read(&self.channels);
         if let Some(subs) = map.get(channel_id) {
-            for h in subs.conns.values().filter(|h| h.user_id != except_user) {
+            for h in subs.values().filter(|h| h.user_id != except_user) {
                 h.push(Outbound::Ephemeral(frame.clone()), &self.metrics);
             }
         }

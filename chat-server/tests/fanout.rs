@@ -1,8 +1,8 @@
-//! Fan-out: into a channel followed by more sockets than the dispatcher pushes to in one go
-//! (it yields between chunks) each socket still gets every event once, in seq order, with no
-//! gap, and the sender every ack in the order it sent; and in a group of 100 the delivered
-//! receipts come aggregated (one event per channel per flush), so a message costs at most
-//! 2 × members receipt frames, not members², while every member's state still arrives.
+//! Fan-out: into a channel followed by hundreds of sockets each socket gets every event once,
+//! in seq order, with no gap, and the sender every ack in the order it sent; and in a group of
+//! 100 the delivered receipts come aggregated (one event per channel per flush), so a message
+//! costs at most 2 × members receipt frames, not members², while every member's state still
+//! arrives.
 
 mod common;
 
@@ -13,7 +13,7 @@ use fullslack_protocol::{frames::ClientFrame, EventPayload, ReceiptData};
 use fullslack_test_support::wire;
 use serde_json::Value;
 
-/// Sockets per member: two members' sockets make several dispatcher chunks (128 each).
+/// Sockets per member (two members).
 const SOCKETS_PER_MEMBER: usize = 150;
 /// Messages the sender writes without waiting for answers.
 const MESSAGES: usize = 30;
