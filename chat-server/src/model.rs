@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 pub use fullslack_protocol::{
     event::{
         DeleteData, EditData, Event, EventKind, EventPayload, MemberJoinedData, MemberLeftData,
-        PayloadError, ReactionData, ReceiptData,
+        PayloadError, ReactionData, ReceiptData, ReceiptsData,
     },
     ids::{ChannelId, MessageId, SessionId, UserId},
     model::{

@@ -9,7 +9,7 @@
 //! the `member_left` or refused.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{atomic::Ordering, Arc},
 };
 
@@ -780,40 +780,50 @@ impl App {
         }
     }
 
-    /// Remembers that `seq` reached one of `user_id`'s sockets; flushed in batches.
-    pub fn note_delivered(&self, channel_id: &str, user_id: &str, seq: i64) {
+    /// Remembers that each `(channel, seq)` reached one of `user_id`'s sockets (one lock for
+    /// them all); flushed in batches.
+    pub fn note_delivered(
+        &self,
+        user_id: &str,
+        delivered: impl IntoIterator<Item = (ChannelId, i64)>,
+    ) {
         let mut pending = self
             .delivered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let slot = pending
-            .entry((channel_id.into(), user_id.into()))
-            .or_insert(0);
-        *slot = (*slot).max(seq);
+        for (channel_id, seq) in delivered {
+            let slot = pending.entry((channel_id, user_id.into())).or_insert(0);
+            *slot = (*slot).max(seq);
+        }
     }
 
-    /// Writes pending delivered watermarks and publishes the receipts they produce.
+    /// Writes pending delivered watermarks, one store write per channel, and publishes the one
+    /// receipt event each produces (not one per member: in a group of n members a message
+    /// would otherwise cost n receipt events, each sent to n sockets).
     pub async fn flush_delivered(&self) {
-        let pending: Vec<((ChannelId, UserId), i64)> = {
+        let mut by_channel: HashMap<ChannelId, Vec<(UserId, i64)>> = HashMap::new();
+        {
             let mut p = self
                 .delivered
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            p.drain().collect()
-        };
-        for ((channel, user), seq) in pending {
+            for ((channel, user), seq) in p.drain() {
+                by_channel.entry(channel).or_default().push((user, seq));
+            }
+        }
+        for (channel, marks) in by_channel {
             let emit = match self.channel_meta(&channel).await {
                 Ok(meta) => meta.members.len() <= self.settings.realtime.receipts_max_members,
                 Err(_) => continue,
             };
             match self
                 .store
-                .advance_watermark(&channel, &user, Watermark::Delivered(seq), emit, now())
+                .advance_delivered(&channel, marks, emit, now())
                 .await
             {
                 Ok(Some(ev)) => self.publish(ev).await,
                 Ok(None) => {}
-                Err(e) => tracing::debug!(error = %e, "delivered watermark not stored"),
+                Err(e) => tracing::debug!(error = %e, "delivered watermarks not stored"),
             }
         }
     }

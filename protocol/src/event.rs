@@ -43,6 +43,8 @@ pub enum EventKind {
     Receipt,
     MemberJoined,
     MemberLeft,
+    /// Several members' watermarks moved together (delivered receipts, aggregated per flush).
+    Receipts,
 }
 
 impl EventKind {
@@ -55,6 +57,7 @@ impl EventKind {
             EventKind::Receipt => "receipt",
             EventKind::MemberJoined => "member_joined",
             EventKind::MemberLeft => "member_left",
+            EventKind::Receipts => "receipts",
         }
     }
 
@@ -77,6 +80,8 @@ pub enum EventPayload {
     Receipt(ReceiptData),
     MemberJoined(MemberJoinedData),
     MemberLeft(MemberLeftData),
+    /// Those members' watermarks moved (one event for several `receipt`s).
+    Receipts(ReceiptsData),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +117,13 @@ pub struct ReceiptData {
     pub read_seq: i64,
 }
 
+/// Several members' watermarks, each as a `receipt` event's `data` would say it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsData {
+    pub receipts: Vec<ReceiptData>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberJoinedData {
@@ -136,6 +148,7 @@ impl EventPayload {
             EventPayload::Receipt(_) => EventKind::Receipt,
             EventPayload::MemberJoined(_) => EventKind::MemberJoined,
             EventPayload::MemberLeft(_) => EventKind::MemberLeft,
+            EventPayload::Receipts(_) => EventKind::Receipts,
         }
     }
 
@@ -150,6 +163,7 @@ impl EventPayload {
             EventKind::Receipt => EventPayload::Receipt(from(data)?),
             EventKind::MemberJoined => EventPayload::MemberJoined(from(data)?),
             EventKind::MemberLeft => EventPayload::MemberLeft(from(data)?),
+            EventKind::Receipts => EventPayload::Receipts(from(data)?),
         })
     }
 
@@ -179,7 +193,10 @@ impl EventPayload {
             EventPayload::Receipt(d) => Some(&d.user_id),
             EventPayload::MemberJoined(d) => Some(&d.user_id),
             EventPayload::MemberLeft(d) => Some(&d.user_id),
-            EventPayload::Message(_) | EventPayload::Edit(_) | EventPayload::Delete(_) => None,
+            EventPayload::Message(_)
+            | EventPayload::Edit(_)
+            | EventPayload::Delete(_)
+            | EventPayload::Receipts(_) => None,
         }
     }
 }

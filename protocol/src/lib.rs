@@ -23,7 +23,7 @@ pub mod settings;
 
 pub use event::{
     DeleteData, EditData, Event, EventKind, EventPayload, MemberJoinedData, MemberLeftData,
-    PayloadError, ReactionData, ReceiptData,
+    PayloadError, ReactionData, ReceiptData, ReceiptsData,
 };
 pub use frames::{
     event_frame, parse_client_frame, AckBody, ClientFrame, ClientPresence, FrameError, Limits,

@@ -330,6 +330,20 @@ impl Store for Watched {
                 .await,
         )
     }
+    async fn advance_delivered(
+        &self,
+        channel_id: &str,
+        marks: Vec<(UserId, i64)>,
+        emit: bool,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<Event>> {
+        // As `advance_watermark`: `Ok(None)` counts as no write.
+        self.write_opt(
+            self.inner
+                .advance_delivered(channel_id, marks, emit, at)
+                .await,
+        )
+    }
     async fn search(
         &self,
         user_id: &str,

@@ -236,6 +236,18 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> StoreResult<Option<Event>>;
 
+    /// Moves several members' delivered watermarks in one write, each as
+    /// [`Store::advance_watermark`] would (a user who is not a member is skipped). With `emit`,
+    /// one event says every watermark that moved: a `receipt` when only one did, `receipts`
+    /// when several did (one event per channel per flush, not one per member).
+    async fn advance_delivered(
+        &self,
+        channel_id: &str,
+        marks: Vec<(UserId, i64)>,
+        emit: bool,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<Event>>;
+
     /// Full-text search over non-deleted messages of channels `user_id` can read (its channels
     /// and public ones), newest first.
     async fn search(

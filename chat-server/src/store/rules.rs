@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::{NewMessage, NewUser, StoreError, Watermark};
 use crate::model::{
     ChannelKind, DeleteData, EditData, EventPayload, MemberJoinedData, MemberLeftData, Message,
-    MessageId, Presence, Reaction, ReactionData, ReceiptData, Role, User, UserId,
+    MessageId, Presence, Reaction, ReactionData, ReceiptData, ReceiptsData, Role, User, UserId,
 };
 
 /// A stored time, in milliseconds since the Unix epoch (what both drivers keep).
@@ -168,6 +168,24 @@ pub fn receipt(user_id: UserId, (delivered_seq, read_seq): Marks) -> EventPayloa
         delivered_seq,
         read_seq,
     })
+}
+
+/// The event of several members' watermarks that moved together: `receipt` for one (as it
+/// always was), `receipts` for more; `None` when none moved.
+pub fn receipts(mut moved: Vec<(UserId, Marks)>) -> Option<EventPayload> {
+    if moved.len() <= 1 {
+        let (user_id, marks) = moved.pop()?;
+        return Some(receipt(user_id, marks));
+    }
+    let receipts = moved
+        .into_iter()
+        .map(|(user_id, (delivered_seq, read_seq))| ReceiptData {
+            user_id,
+            delivered_seq,
+            read_seq,
+        })
+        .collect();
+    Some(EventPayload::Receipts(ReceiptsData { receipts }))
 }
 
 /// Adds (`add`) or removes `user`'s `emoji` reaction in `reactions`, dropping reactions left

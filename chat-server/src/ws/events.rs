@@ -246,13 +246,22 @@ impl Connection {
                 self.cursors.insert(ev.channel.clone(), ev.seq);
             }
         }
-        self.app.metrics.events_delivered.inc();
+        self.events_unflushed += 1;
         if ev.kind == EventKind::Message
             && ev.author_id.as_deref() != Some(self.who.user_id.as_str())
-            && self.app.receipts_enabled_cached(&ev.channel) != Some(false)
         {
-            self.delivered_pending.push((ev.channel.clone(), ev.seq));
+            self.note_written(ev);
         }
         Ok(true)
+    }
+
+    /// Remembers a message written for its delivered watermark: a run of one channel's
+    /// messages keeps one entry (its latest seq), so the delivery path clones no channel id.
+    fn note_written(&mut self, ev: &Published) {
+        match self.delivered_pending.last_mut() {
+            Some((channel, seq)) if *channel == ev.channel => *seq = ev.seq,
+            _ if self.app.receipts_enabled_cached(&ev.channel) == Some(false) => {}
+            _ => self.delivered_pending.push((ev.channel.clone(), ev.seq)),
+        }
     }
 }

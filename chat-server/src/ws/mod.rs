@@ -137,8 +137,11 @@ struct Connection {
     last_typing: HashMap<ChannelId, Instant>,
     /// Frames fed to the socket since the last flush.
     unflushed: usize,
-    /// Messages written but not yet flushed: delivered once the flush succeeds.
+    /// Messages written but not yet flushed: delivered once the flush succeeds. One entry per
+    /// run of one channel's messages (the highest seq), not one per message.
     delivered_pending: Vec<(ChannelId, i64)>,
+    /// Channel events written but not yet flushed (counted in the metrics once flushed).
+    events_unflushed: u64,
     /// Membership changes taken from the control state and being applied, oldest first (the
     /// front one stays here until done, so the writes it makes see it).
     applying: VecDeque<MembershipChange>,
@@ -184,6 +187,7 @@ impl Connection {
             last_typing: HashMap::new(),
             unflushed: 0,
             delivered_pending: Vec::new(),
+            events_unflushed: 0,
             applying: VecDeque::new(),
             write_timeout: heartbeat,
             close_wait,
@@ -285,10 +289,12 @@ impl Connection {
             );
         let shutdown = self.shutdown.clone();
         let control = self.handle.control.clone();
-        // Made once: a select! turn per delivered batch should not register a new timer.
+        // Made once: a select! turn per delivered batch should not register a new timer, nor
+        // a new waiter on the control state (made again only once it fired).
         let closing = shutdown.cancelled();
         let expired = sleep_until(expiry);
-        tokio::pin!(closing, expired);
+        let notified = control.notified();
+        tokio::pin!(closing, expired, notified);
         loop {
             // Whatever was recorded (revocation, joins, leaves) is applied before anything else
             // is written.
@@ -311,7 +317,10 @@ impl Connection {
                     ControlFlow::Break(Exit::Close(CLOSE_POLICY, "token expired: refresh and reconnect"))
                 }
                 // Applied at the top of the loop.
-                _ = control.notified() => ControlFlow::Continue(()),
+                _ = &mut notified => {
+                    notified.set(control.notified());
+                    ControlFlow::Continue(())
+                }
                 Some((reference, result)) = self.pipeline.next(), if !self.pipeline.is_empty() => {
                     self.answer(reference, result.map(AckBody::Send)).await
                 }
@@ -373,8 +382,13 @@ impl Connection {
         )
         .await?;
         self.unflushed = 0;
-        for (channel, seq) in self.delivered_pending.drain(..) {
-            self.app.note_delivered(&channel, &self.who.user_id, seq);
+        self.app
+            .metrics
+            .events_delivered
+            .inc_by(std::mem::take(&mut self.events_unflushed));
+        if !self.delivered_pending.is_empty() {
+            self.app
+                .note_delivered(&self.who.user_id, self.delivered_pending.drain(..));
         }
         Ok(())
     }
@@ -386,13 +400,13 @@ impl Connection {
             return Err(SESSION_ENDED);
         }
         self.unflushed += 1;
-        timed(
-            self.socket.feed(msg),
-            self.write_timeout,
-            &self.shutdown,
-            self.close_wait,
-        )
-        .await
+        let mut write = std::pin::pin!(self.socket.feed(msg));
+        // Feeding mostly only copies into the write buffer and is done at once: no deadline
+        // (a timer, a clock read) is set up for that.
+        if let std::task::Poll::Ready(r) = futures_util::poll!(write.as_mut()) {
+            return r.map_err(|_| Exit::Gone);
+        }
+        timed(write, self.write_timeout, &self.shutdown, self.close_wait).await
     }
 
     async fn on_socket(&mut self, incoming: Option<Result<Message, axum::Error>>) -> Flow {

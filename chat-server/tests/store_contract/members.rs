@@ -45,6 +45,58 @@ async fn usernames_are_unique_case_insensitively_and_sessions_expire() {
 }
 
 #[tokio::test]
+async fn delivered_watermarks_of_several_members_move_in_one_event() {
+    let (s, _d) = fresh_store().await;
+    let a = user(&s, "a").await;
+    let b = user(&s, "b").await;
+    let c = user(&s, "c").await;
+    let stranger = user(&s, "stranger").await;
+    let ch = channel(&s, &a, "c", ChannelKind::Private, &[&b, &c]).await;
+    let (m, _) = s.append_message(msg(&ch, &a, "1", "x")).await.unwrap();
+    let marks = |seq: i64| vec![(b.clone(), seq), (c.clone(), seq), (stranger.clone(), seq)];
+    let ev = s
+        .advance_delivered(&ch, marks(m.seq), true, now())
+        .await
+        .unwrap()
+        .expect("one event for both members");
+    assert_eq!(ev.kind(), EventKind::Receipts);
+    let mut moved: Vec<(String, i64, i64)> = data(&ev)["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let (d, rd) = (r["delivered_seq"].as_i64(), r["read_seq"].as_i64());
+            (
+                r["user_id"].as_str().unwrap().to_string(),
+                d.unwrap(),
+                rd.unwrap(),
+            )
+        })
+        .collect();
+    moved.sort();
+    let mut expected = vec![(b.to_string(), m.seq, 0), (c.to_string(), m.seq, 0)];
+    expected.sort();
+    assert_eq!(moved, expected, "the members' marks, not the stranger's");
+    assert!(
+        s.advance_delivered(&ch, marks(m.seq), true, now())
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing moved: no event"
+    );
+    let (m2, _) = s.append_message(msg(&ch, &a, "2", "y")).await.unwrap();
+    let ev = s
+        .advance_delivered(&ch, vec![(b.clone(), m2.seq)], true, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.kind(), EventKind::Receipt, "one member: a plain receipt");
+    assert_eq!(data(&ev)["delivered_seq"], m2.seq);
+    let member = s.member(&ch, &c).await.unwrap().unwrap();
+    assert_eq!((member.delivered_seq, member.read_seq), (m.seq, 0));
+}
+
+#[tokio::test]
 async fn watermarks_only_move_forward_and_only_to_messages() {
     let (s, _d) = fresh_store().await;
     let a = user(&s, "a").await;

@@ -466,6 +466,16 @@ impl Store for MongoStore {
         writes::advance_watermark(self, channel_id, user_id, mark, emit, at).await
     }
 
+    async fn advance_delivered(
+        &self,
+        channel_id: &str,
+        marks: Vec<(UserId, i64)>,
+        emit: bool,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<Event>> {
+        writes::advance_delivered(self, channel_id, marks, emit, at).await
+    }
+
     async fn search(
         &self,
         user_id: &str,

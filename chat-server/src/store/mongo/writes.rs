@@ -355,6 +355,58 @@ pub(super) async fn react(store: &MongoStore, r: React<'_>) -> StoreResult<Optio
     .map_err(StoreError::from)
 }
 
+/// [`crate::store::Store::advance_delivered`]: every member's watermark and the one event, in
+/// one transaction.
+pub(super) async fn advance_delivered(
+    store: &MongoStore,
+    channel_id: &str,
+    marks: Vec<(UserId, i64)>,
+    emit: bool,
+    at: OffsetDateTime,
+) -> StoreResult<Option<Event>> {
+    let _guard = store.lock_channel(channel_id).await;
+    write_txn!(store, s => {
+        let ch = store
+            .channels
+            .find_one(doc! {"_id": channel_id})
+            .session(&mut s)
+            .await
+            .map_err(txn_read_error("channels"))?
+            .ok_or(StoreError::NotMember)?;
+        let mut moved = Vec::new();
+        for (user_id, seq) in &marks {
+            let filter = doc! {"channel_id": channel_id, "user_id": user_id.as_str()};
+            let Some(member) = store
+                .members
+                .find_one(filter.clone())
+                .session(&mut s)
+                .await
+                .map_err(txn_read_error("members"))?
+            else {
+                continue;
+            };
+            let current = (member.delivered_seq, member.read_seq);
+            let mark = Watermark::Delivered(*seq);
+            let Some(m) = rules::advance_marks(current, ch.last_message_seq, mark) else {
+                continue;
+            };
+            store
+                .members
+                .update_one(filter, doc! {"$max": {"delivered_seq": m.0, "read_seq": m.1}})
+                .session(&mut s)
+                .await?;
+            moved.push((user_id.clone(), m));
+        }
+        match rules::receipts(moved) {
+            Some(payload) if emit => {
+                Ok::<_, Fail>(Some(store.append_event(&mut s, channel_id, at, payload).await?))
+            }
+            _ => Ok(None),
+        }
+    })
+    .map_err(StoreError::from)
+}
+
 pub(super) async fn advance_watermark(
     store: &MongoStore,
     channel_id: &str,

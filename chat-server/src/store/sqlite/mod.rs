@@ -488,6 +488,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn advance_delivered(
+        &self,
+        channel_id: &str,
+        marks: Vec<(UserId, i64)>,
+        emit: bool,
+        at: OffsetDateTime,
+    ) -> StoreResult<Option<Event>> {
+        let ch = channel_id.to_string();
+        self.write(move |c| writes::advance_delivered(c, &ch, marks, emit, at))
+            .await
+    }
+
     async fn search(
         &self,
         user_id: &str,

@@ -297,6 +297,41 @@ pub(super) fn react(c: &Connection, r: React) -> StoreResult<Option<Event>> {
     Ok(Some(append_event(c, ch, r.at, payload)?))
 }
 
+/// [`crate::store::Store::advance_delivered`]: every member's watermark, then one event.
+pub(super) fn advance_delivered(
+    c: &Connection,
+    ch: &str,
+    marks: Vec<(UserId, i64)>,
+    emit: bool,
+    at: OffsetDateTime,
+) -> StoreResult<Option<Event>> {
+    let mut moved = Vec::new();
+    for (user, seq) in marks {
+        let row: Option<(i64, i64, i64)> = c
+            .prepare_cached(
+                "SELECT m.delivered_seq, m.read_seq, c.last_message_seq FROM members m JOIN channels c ON c.id = m.channel_id
+                 WHERE m.channel_id = ?1 AND m.user_id = ?2",
+            )?
+            .query_row([ch, user.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((delivered, read, last_message)) = row else {
+            continue;
+        };
+        let Some(marks) =
+            rules::advance_marks((delivered, read), last_message, Watermark::Delivered(seq))
+        else {
+            continue;
+        };
+        c.prepare_cached("UPDATE members SET delivered_seq = ?3, read_seq = ?4 WHERE channel_id = ?1 AND user_id = ?2")?
+            .execute(params![ch, user.as_str(), marks.0, marks.1])?;
+        moved.push((user, marks));
+    }
+    match rules::receipts(moved) {
+        Some(payload) if emit => Ok(Some(append_event(c, ch, at, payload)?)),
+        _ => Ok(None),
+    }
+}
+
 pub(super) fn advance_watermark(
     c: &Connection,
     ch: &str,

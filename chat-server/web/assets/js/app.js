@@ -254,6 +254,17 @@ async function loadMembers(ch) {
   }
 }
 
+/** One member's watermarks moved (a `receipt` event's data, or one of a `receipts` event's). */
+function applyReceipt(ch, d) {
+  if (d.user_id === S.me.id) ch.read_seq = Math.max(ch.read_seq || 0, d.read_seq || 0);
+  if (ch.members) {
+    const mem = ch.members.get(d.user_id) || { user_id: d.user_id, role: 'member', read_seq: 0, delivered_seq: 0 };
+    mem.read_seq = Math.max(mem.read_seq || 0, d.read_seq || 0);
+    mem.delivered_seq = Math.max(mem.delivered_seq || 0, d.delivered_seq || 0);
+    ch.members.set(d.user_id, mem);
+  }
+}
+
 /** sent | delivered | read for one of my messages (docs/protocol.md, Receipts). */
 function receiptOf(ch, seq) {
   if (!ch.members) return { status: 'sent', readBy: [] };
@@ -384,16 +395,13 @@ function onEvent(f) {
       }
       break;
     }
-    case 'receipt': {
-      if (d.user_id === S.me.id) ch.read_seq = Math.max(ch.read_seq || 0, d.read_seq || 0);
-      if (ch.members) {
-        const mem = ch.members.get(d.user_id) || { user_id: d.user_id, role: 'member', read_seq: 0, delivered_seq: 0 };
-        mem.read_seq = Math.max(mem.read_seq || 0, d.read_seq || 0);
-        mem.delivered_seq = Math.max(mem.delivered_seq || 0, d.delivered_seq || 0);
-        ch.members.set(d.user_id, mem);
-      }
+    case 'receipt':
+      applyReceipt(ch, d);
       break;
-    }
+    // Several members' receipts in one event (delivered watermarks, aggregated per flush).
+    case 'receipts':
+      for (const r of d.receipts || []) applyReceipt(ch, r);
+      break;
     case 'member_joined':
       if (!ch.member_ids.includes(d.user_id)) ch.member_ids.push(d.user_id);
       ensureUsers([d.user_id]);
