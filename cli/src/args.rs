@@ -204,7 +204,7 @@ pub struct HealthArgs {
     #[arg(long, default_value = "fullslack-probe")]
     pub probe_user: String,
     /// Environment variable holding the probe account's password.
-    #[arg(long, default_value = "FULLSLACK_PROBE_PASSWORD")]
+    #[arg(long, default_value = crate::health::PROBE_PASSWORD_ENV)]
     pub probe_password_env: String,
     /// Environment variable holding a token of the probe identity (used as is: no sign-in).
     #[arg(long, default_value = "FULLSLACK_PROBE_TOKEN")]
@@ -559,7 +559,7 @@ pub struct SwitchOpts {
     #[arg(long, default_value = "fullslack-probe")]
     pub probe_user: String,
     /// Environment variable holding the probe account's password.
-    #[arg(long, default_value = "FULLSLACK_PROBE_PASSWORD", value_name = "VAR")]
+    #[arg(long, default_value = crate::health::PROBE_PASSWORD_ENV, value_name = "VAR")]
     pub probe_password_env: String,
     /// Environment variable holding a token of the probe identity.
     #[arg(long, default_value = "FULLSLACK_PROBE_TOKEN", value_name = "VAR")]

@@ -17,6 +17,10 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::check::{Check, Report};
 use crate::secret::{ExposeSecret, SecretString};
 
+/// The environment variable the probe account's password is read from by default (`health`,
+/// `deploy`'s health gate, the workflows `init --ci github` writes).
+pub const PROBE_PASSWORD_ENV: &str = "FULLSLACK_PROBE_PASSWORD";
+
 /// What to probe and how.
 #[derive(Debug, Clone)]
 pub struct HealthOptions {

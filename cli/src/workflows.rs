@@ -22,9 +22,6 @@ const INSTALL_TEMPLATE: &str = include_str!("../templates/github/install.yml.j2"
 /// `fullslack-vVERSION-linux-x86_64` and `SHA256SUMS-linux-x86_64` there).
 pub const RELEASES: &str = "https://github.com/fullslack/fullslack/releases/download";
 
-/// The environment variable the health probe's password is read from (`health`, `deploy`).
-const PROBE_PASSWORD_ENV: &str = "FULLSLACK_PROBE_PASSWORD";
-
 /// What the workflows are rendered for.
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkflowParams {
@@ -63,7 +60,7 @@ impl WorkflowParams {
                 SecretRef::Ssm(_) => None,
             })
             .collect();
-        secrets.insert(PROBE_PASSWORD_ENV.into());
+        secrets.insert(crate::health::PROBE_PASSWORD_ENV.into());
         Self {
             stack: stack_path.to_string(),
             stack_name: stack.name.clone(),
