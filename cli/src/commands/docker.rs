@@ -180,6 +180,28 @@ pub fn logs_tail(name: &str, lines: u32) -> Cmd {
         .arg(name)
 }
 
+/// `docker logs [--follow] [--since WHEN] [--tail N] NAME` (both streams).
+pub fn logs(name: &str, follow: bool, since: Option<&str>, tail: Option<u32>) -> Cmd {
+    let mut c = Cmd::new("docker").arg("logs");
+    if follow {
+        c = c.arg("--follow");
+    }
+    if let Some(s) = since {
+        c = c.args(["--since", s]);
+    }
+    if let Some(n) = tail {
+        c = c.arg("--tail").arg(n.to_string());
+    }
+    c.arg(name)
+}
+
+/// `docker exec NAME CMD…` (no terminal, no stdin).
+pub fn exec(name: &str, command: &[String]) -> Cmd {
+    Cmd::new("docker")
+        .args(["exec", name])
+        .args(command.iter().map(String::as_str))
+}
+
 /// `docker image inspect --format '{{.Id}}' IMAGE`: the image id, or a failure when the host
 /// does not have it.
 pub fn image_id(image: &str) -> Cmd {
@@ -371,6 +393,19 @@ mod tests {
             "docker inspect --format '{{.Image}} {{.State.Status}}' chat-redis"
         );
         assert_eq!(start("chat-redis").to_shell(), "docker start chat-redis");
+    }
+
+    #[test]
+    fn logs_and_exec_lines() {
+        assert_eq!(
+            logs("chat-blue", true, Some("10m"), Some(50)).to_shell(),
+            "docker logs --follow --since 10m --tail 50 chat-blue"
+        );
+        assert_eq!(logs("chat-blue", false, None, None).to_shell(), "docker logs chat-blue");
+        assert_eq!(
+            exec("chat-blue", &["sh".into(), "-c".into(), "echo $HOME; id".into()]).to_shell(),
+            "docker exec chat-blue sh -c 'echo $HOME; id'"
+        );
     }
 
     #[test]

@@ -14,13 +14,15 @@
 //! deployed over SSH; [`pull`] a deploy through a registry on loopback; [`local`] the `local`
 //! target (no SSH); [`accessory`] a managed Redis (Debian's `redis-server` packed offline) that
 //! the chat containers use and that keeps its data across redeploys; [`two_hosts`] two hosts
-//! rolled one at a time, the second failing and the first put back.
+//! rolled one at a time, the second failing and the first put back; [`logs`] `logs` and `exec`
+//! on the live container.
 
 mod accessory;
 mod ec2;
 mod interrupted;
 mod local;
 mod lock;
+mod logs;
 mod pull;
 mod switch;
 mod two_hosts;
