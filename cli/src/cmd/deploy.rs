@@ -77,13 +77,9 @@ async fn run_plan(
     r: &Reporter,
 ) -> Result<(), CliError> {
     let mut done = Vec::new();
-    let mut accessories = Vec::new();
-    let res = match ensure_accessories(s, o, r).await {
-        Ok(a) => {
-            accessories = a;
-            switch_hosts(stack_file, s, o, plan, r, &mut done).await
-        }
-        Err(e) => Err(e),
+    let (accessories, res) = match ensure_accessories(s, o, r).await {
+        Ok(a) => (a, switch_hosts(stack_file, s, o, plan, r, &mut done).await),
+        Err(e) => (Vec::new(), Err(e)),
     };
     if let Some(gh) = crate::actions::detect() {
         gh.summary(&crate::actions::deploy_markdown(
