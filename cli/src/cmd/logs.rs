@@ -52,7 +52,7 @@ async fn on_live_containers(
     connect: &HostConnect,
     only: Option<&str>,
     verb: &str,
-    cmd: &dyn Fn(&str) -> Cmd,
+    cmd: &(dyn Fn(&str) -> Cmd + Sync),
 ) -> Result<(), CliError> {
     if s.target == Target::Local {
         let layout = Layout::of(&connect.state_dir, &s.name, None);
@@ -91,7 +91,7 @@ async fn on_host<R: Runner>(
     r: &R,
     layout: &Layout,
     verb: &str,
-    cmd: &dyn Fn(&str) -> Cmd,
+    cmd: &(dyn Fn(&str) -> Cmd + Sync),
     header: bool,
 ) -> Result<(), CliError> {
     let log = read_log(r, &layout.releases_file()).await?;
