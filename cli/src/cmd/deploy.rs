@@ -112,7 +112,8 @@ async fn ensure_accessories(
     let mut out = Vec::new();
     for a in Accessory::of_stack(s) {
         let ensured = if s.target == StackTarget::Local {
-            let _group = crate::actions::Group::start(&format!("{} on this machine", a.kind.name()));
+            let _group =
+                crate::actions::Group::start(&format!("{} on this machine", a.kind.name()));
             accessory::ensure(&LocalRunner, &a, None).await?
         } else {
             let (t, h) = accessory_host(s, o, &a)?;
@@ -166,7 +167,10 @@ fn accessory_host<'a>(
     };
     found.ok_or_else(|| match &a.host {
         Some(key) => usage(
-            format!("{}.host = \"{key}\" names no host of the stack", a.kind.name()),
+            format!(
+                "{}.host = \"{key}\" names no host of the stack",
+                a.kind.name()
+            ),
             "give the `name` or `address` of one of the [[hosts]]",
         ),
         None => usage(

@@ -97,7 +97,11 @@ async fn on_host<R: Runner>(
     let log = read_log(r, &layout.releases_file()).await?;
     let Some(live) = log.live() else {
         return Err(CliError::Failed {
-            message: format!("{} has no live release of stack `{}`", r.host(), layout.stack),
+            message: format!(
+                "{} has no live release of stack `{}`",
+                r.host(),
+                layout.stack
+            ),
             hint: "deploy one with `fullslack deploy --stack FILE`".into(),
         });
     };

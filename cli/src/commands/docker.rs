@@ -117,7 +117,8 @@ pub fn run_accessory(spec: &AccessorySpec) -> Cmd {
     for (k, v) in &spec.labels {
         c = c.arg("--label").arg(format!("{k}={v}"));
     }
-    c.arg(&spec.image).args(spec.args.iter().map(String::as_str))
+    c.arg(&spec.image)
+        .args(spec.args.iter().map(String::as_str))
 }
 
 /// `docker network inspect --format '{{.Name}}' NAME`: fails when there is no such network.
@@ -137,12 +138,7 @@ pub fn network_create(name: &str, labels: &[(String, String)]) -> Cmd {
 /// `docker inspect --format '{{.Image}} {{.State.Status}}' NAME`: the image id a container
 /// runs and its state; fails when there is no such container.
 pub fn container_image(name: &str) -> Cmd {
-    Cmd::new("docker").args([
-        "inspect",
-        "--format",
-        "{{.Image}} {{.State.Status}}",
-        name,
-    ])
+    Cmd::new("docker").args(["inspect", "--format", "{{.Image}} {{.State.Status}}", name])
 }
 
 /// `docker start NAME`.
@@ -401,9 +397,16 @@ mod tests {
             logs("chat-blue", true, Some("10m"), Some(50)).to_shell(),
             "docker logs --follow --since 10m --tail 50 chat-blue"
         );
-        assert_eq!(logs("chat-blue", false, None, None).to_shell(), "docker logs chat-blue");
         assert_eq!(
-            exec("chat-blue", &["sh".into(), "-c".into(), "echo $HOME; id".into()]).to_shell(),
+            logs("chat-blue", false, None, None).to_shell(),
+            "docker logs chat-blue"
+        );
+        assert_eq!(
+            exec(
+                "chat-blue",
+                &["sh".into(), "-c".into(), "echo $HOME; id".into()]
+            )
+            .to_shell(),
             "docker exec chat-blue sh -c 'echo $HOME; id'"
         );
     }

@@ -68,9 +68,16 @@ impl Kind {
             // Append-only file in the data directory: every acknowledged write survives a
             // replacement. Protected mode refuses every non-loopback client when no password
             // is set; the port is never published, only the stack's network reaches it.
-            Kind::Redis => ["--appendonly", "yes", "--dir", "/data", "--protected-mode", "no"]
-                .map(String::from)
-                .to_vec(),
+            Kind::Redis => [
+                "--appendonly",
+                "yes",
+                "--dir",
+                "/data",
+                "--protected-mode",
+                "no",
+            ]
+            .map(String::from)
+            .to_vec(),
             // The official image's entrypoint adds `--bind_ip_all` and uses /data/db.
             Kind::Mongodb => Vec::new(),
         }

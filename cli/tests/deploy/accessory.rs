@@ -65,7 +65,10 @@ fn a_managed_redis_serves_the_chat_containers_and_keeps_its_data_across_redeploy
         "unless-stopped"
     );
     assert_eq!(
-        inspect(&accessory, "{{range .Mounts}}{{.Name}}:{{.Destination}}{{end}}"),
+        inspect(
+            &accessory,
+            "{{range .Mounts}}{{.Name}}:{{.Destination}}{{end}}"
+        ),
         format!("{accessory}-data:/data")
     );
     let first = inspect(&accessory, "{{.Id}} {{.State.StartedAt}}");
@@ -78,7 +81,9 @@ fn a_managed_redis_serves_the_chat_containers_and_keeps_its_data_across_redeploy
     let out = h.switch("deploy", Some("v2"), &[]);
     assert!(out.status.success(), "deploy v2: {}", text(&out));
     assert!(
-        stdout(&out).contains(&format!("redis {accessory} ({redis_repo}:a) running, unchanged")),
+        stdout(&out).contains(&format!(
+            "redis {accessory} ({redis_repo}:a) running, unchanged"
+        )),
         "{}",
         text(&out)
     );

@@ -26,11 +26,21 @@ fn logs_and_exec_reach_the_live_release() {
 
     // Nothing was logged after a time in the future.
     let out = h
-        .cli(&["logs", "--state-dir", &state, "--since", "2099-01-01T00:00:00Z"])
+        .cli(&[
+            "logs",
+            "--state-dir",
+            &state,
+            "--since",
+            "2099-01-01T00:00:00Z",
+        ])
         .output()
         .expect("run logs --since");
     assert!(out.status.success(), "logs --since: {}", text(&out));
-    assert!(!text(&out).contains("ready"), "logs --since: {}", text(&out));
+    assert!(
+        !text(&out).contains("ready"),
+        "logs --since: {}",
+        text(&out)
+    );
 
     // --follow streams: the line arrives while the command keeps running.
     let mut follow = h
@@ -71,7 +81,14 @@ fn logs_and_exec_reach_the_live_release() {
 
     // exec runs a program of the image in the live container.
     let out = h
-        .cli(&["exec", "--state-dir", &state, "--", "/usr/local/bin/fullslack-chat", "--version"])
+        .cli(&[
+            "exec",
+            "--state-dir",
+            &state,
+            "--",
+            "/usr/local/bin/fullslack-chat",
+            "--version",
+        ])
         .output()
         .expect("run exec");
     assert!(out.status.success(), "exec: {}", text(&out));
@@ -81,9 +98,20 @@ fn logs_and_exec_reach_the_live_release() {
         text(&out)
     );
     let out = h
-        .cli(&["exec", "--state-dir", &state, "--", "/usr/local/bin/no-such-program"])
+        .cli(&[
+            "exec",
+            "--state-dir",
+            &state,
+            "--",
+            "/usr/local/bin/no-such-program",
+        ])
         .output()
         .expect("run exec");
-    assert_eq!(out.status.code(), Some(1), "exec of a missing program: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exec of a missing program: {}",
+        text(&out)
+    );
     assert!(text(&out).contains("exited with status"), "{}", text(&out));
 }

@@ -423,6 +423,10 @@ fn inspect(name: &str, format: &str) -> String {
         .args(["inspect", "--format", format, name])
         .output()
         .expect("docker inspect");
-    assert!(out.status.success(), "docker inspect {name}: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "docker inspect {name}: {}",
+        text(&out)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
