@@ -56,7 +56,7 @@ async fn on_live_containers(
 ) -> Result<(), CliError> {
     if s.target == Target::Local {
         let layout = Layout::of(&connect.state_dir, &s.name, None);
-        return on_host(&LocalRunner, &layout, verb, cmd, false).await;
+        return until_interrupted(verb, on_host(&LocalRunner, &layout, verb, cmd, false)).await;
     }
     let targets = super::lock::ssh_targets(s, connect.known_hosts.as_ref());
     let chosen: Vec<_> = targets
@@ -80,11 +80,46 @@ async fn on_live_containers(
     for (t, h) in chosen {
         let layout = Layout::of(&connect.state_dir, &s.name, Some(h));
         let runner = SshRunner::connect(t).await?;
-        let res = on_host(&runner, &layout, verb, cmd, header).await;
+        let res = until_interrupted(verb, on_host(&runner, &layout, verb, cmd, header)).await;
+        // Also after Ctrl-C: closing the connection ends the remote command and the SSH
+        // master process, which would otherwise outlive this one.
         let _ = runner.close().await;
         res?;
     }
     Ok(())
+}
+
+/// `work`, unless Ctrl-C or SIGTERM comes first: then `logs` (which `--follow` ends that way)
+/// succeeds and `exec` fails, and `work` is dropped (a local command is killed with it).
+async fn until_interrupted(
+    verb: &str,
+    work: impl std::future::Future<Output = Result<(), CliError>>,
+) -> Result<(), CliError> {
+    tokio::select! {
+        res = work => res,
+        () = interrupted() => {
+            if verb == "logs" {
+                Ok(())
+            } else {
+                Err(CliError::Failed {
+                    message: format!("{verb} interrupted"),
+                    hint: "the command may still be running in the container".into(),
+                })
+            }
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (never, if neither can be listened for).
+async fn interrupted() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 async fn on_host<R: Runner>(

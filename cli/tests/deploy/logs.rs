@@ -76,19 +76,29 @@ fn logs_and_exec_reach_the_live_release() {
         follow.try_wait().expect("try_wait").is_none(),
         "logs --follow ended by itself"
     );
-    let _ = follow.kill();
-    let _ = follow.wait();
+    // SIGTERM (as Ctrl-C) ends it cleanly: exit 0, its SSH connection closed.
+    let term = std::process::Command::new("kill")
+        .arg(follow.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(term.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = follow.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "logs --follow did not end on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "logs --follow after SIGTERM: {status}");
 
     // exec runs a program of the image in the live container.
     let out = h
-        .cli(&[
-            "exec",
-            "--state-dir",
-            &state,
-            "--",
-            "/usr/local/bin/fullslack-chat",
-            "--version",
-        ])
+        .cli(&["exec", "--state-dir", &state])
+        .args(["--", "/usr/local/bin/fullslack-chat", "--version"])
         .output()
         .expect("run exec");
     assert!(out.status.success(), "exec: {}", text(&out));
@@ -98,13 +108,8 @@ fn logs_and_exec_reach_the_live_release() {
         text(&out)
     );
     let out = h
-        .cli(&[
-            "exec",
-            "--state-dir",
-            &state,
-            "--",
-            "/usr/local/bin/no-such-program",
-        ])
+        .cli(&["exec", "--state-dir", &state])
+        .args(["--", "/usr/local/bin/no-such-program"])
         .output()
         .expect("run exec");
     assert_eq!(
