@@ -37,7 +37,8 @@ struct Mongo {
     url: String,
 }
 
-/// The Docker bridge's gateway address: this machine as containers see it.
+/// The Docker bridge's gateway address (the address of its interface on this machine, e.g.
+/// `docker0`'s `172.17.0.1`): this machine as containers see it.
 fn docker_gateway() -> String {
     let out = Command::new("docker")
         .args([
@@ -45,12 +46,29 @@ fn docker_gateway() -> String {
             "inspect",
             "bridge",
             "--format",
-            "{{(index .IPAM.Config 0).Gateway}}",
+            "{{index .Options \"com.docker.network.bridge.name\"}}",
         ])
         .output()
         .expect("docker network inspect");
     assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let bridge = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &bridge])
+        .output()
+        .expect("ip addr");
+    assert!(
+        out.status.success(),
+        "ip addr show dev {bridge}: {}",
+        text(&out)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut words = listing.split_whitespace();
+    words
+        .find(|w| *w == "inet")
+        .and_then(|_| words.next())
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv4 address on {bridge}: {listing}"))
+        .to_string()
 }
 
 fn start_mongo(dir: &Path, db: &str) -> Mongo {
