@@ -77,13 +77,20 @@ fn a_managed_redis_serves_the_chat_containers_and_keeps_its_data_across_redeploy
         "OK"
     );
 
-    // A redeploy with the same accessory image: left alone, not even restarted.
-    let out = h.switch("deploy", Some("v2"), &[]);
+    // A redeploy with the same accessory image: left alone, not even restarted (and `--json`
+    // says so in its `accessories`).
+    let out = h.switch("deploy", Some("v2"), &["--json"]);
     assert!(out.status.success(), "deploy v2: {}", text(&out));
-    assert!(
-        stdout(&out).contains(&format!(
-            "redis {accessory} ({redis_repo}:a) running, unchanged"
-        )),
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    assert_eq!(
+        doc["accessories"],
+        serde_json::json!([{
+            "host": doc["accessories"][0]["host"],
+            "kind": "redis",
+            "container": accessory,
+            "image": format!("{redis_repo}:a"),
+            "change": "unchanged",
+        }]),
         "{}",
         text(&out)
     );
