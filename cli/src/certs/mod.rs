@@ -37,6 +37,15 @@ pub use flow::{ensure, issue, renew, status, CertStatus, DomainStatus, IssueRepo
 use inspect::CertSummary;
 use policy::Window;
 
+/// Default ACME webroot on a host: what the rendered Nginx site serves
+/// `/.well-known/acme-challenge/` from.
+pub const ACME_ROOT: &str = "/var/lib/fullslack/acme";
+
+/// Default certificate directory of a stack on its hosts (what the rendered site reads).
+pub fn default_cert_dir(stack: &str) -> String {
+    format!("/etc/fullslack/certs/{stack}")
+}
+
 /// Where the certificate lives on the hosts and the CLI's own files on this machine.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -61,8 +70,8 @@ impl Options {
     /// stack file.
     pub fn for_stack(stack_file: &Path, stack: &Stack) -> Self {
         Self {
-            cert_dir: format!("/etc/fullslack/certs/{}", stack.name),
-            acme_root: "/var/lib/fullslack/acme".into(),
+            cert_dir: default_cert_dir(&stack.name),
+            acme_root: ACME_ROOT.into(),
             nginx: NginxPaths::default(),
             state_dir: crate::state::dir(stack_file, &stack.name).join("acme"),
             dns_server: None,

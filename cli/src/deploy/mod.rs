@@ -15,10 +15,14 @@
 //!   point Nginx at it, retire the old one.
 //! - [`host`]: one host's whole deploy in order, with the lock released and the audit line
 //!   written on every path.
+//! - [`certificate`]: the deploy's certificate step once every host switched (`tls.enabled`
+//!   stacks): issue or renew through [`crate::certs`], then the HTTPS site where it went out
+//!   HTTP-only; what happened, for the output.
 //!
 //! The host keeps its state under `Layout::root` (default `/var/lib/fullslack`): the lock, the
 //! env file (mode 0600), the release log and the audit log. Nothing secret leaves the env file.
 
+pub mod certificate;
 pub mod host;
 pub mod lock;
 pub mod releases;
