@@ -210,15 +210,18 @@ pub async fn ensure<R: Runner>(
     let host = first(hosts)?;
     let directory = account::directory_url(stack);
     let log = load_log(o)?;
-    match read_current(host, o).await? {
-        Some(cur)
-            if cur.covers_exactly(&stack.domains)
+    let valid = match read_current(host, o).await? {
+        Some(cur) => {
+            cur.covers_exactly(&stack.domains)
                 && now() < cur.not_after
-                && from_directory(host, o, &log, &directory, &cur).await =>
-        {
-            renew(stack, hosts, o, false).await
+                && from_directory(host, o, &log, &directory, &cur).await
         }
-        _ => issue(stack, hosts, o, false).await.map(Outcome::Issued),
+        None => false,
+    };
+    if valid {
+        renew(stack, hosts, o, false).await
+    } else {
+        issue(stack, hosts, o, false).await.map(Outcome::Issued)
     }
 }
 

@@ -207,3 +207,55 @@ async fn serve_https<R: Runner>(r: &R, p: &Plan) -> Result<bool, CliError> {
     released?;
     Ok(https)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack() -> Stack {
+        toml::from_str(
+            "name = \"chat\"\ndomains = [\"chat.example.com\"]\ntarget = \"ssh\"\n\
+             [[hosts]]\naddress = \"203.0.113.7\"\n[image]\nname = \"chat/chat\"\n",
+        )
+        .expect("stack")
+    }
+
+    #[test]
+    fn a_failed_renewal_with_the_old_certificate_serving_is_reported_not_fatal() {
+        let mut rep = CertificateReport::failed(
+            &stack(),
+            "validation of the order failed: the CA could not reach the host on port 80".into(),
+            Some("open port 80".into()),
+        );
+        rep.serial = Some("0a:1b".into());
+        rep.not_after = Some("2027-01-01T00:00:00Z".into());
+        assert!(rep.failure().is_none());
+        assert_eq!(
+            rep.describe(),
+            "FAILED for chat.example.com: validation of the order failed: the CA could not reach \
+             the host on port 80; the current certificate (valid until 2027-01-01T00:00:00Z) \
+             keeps serving; fix: open port 80"
+        );
+    }
+
+    #[test]
+    fn a_host_left_on_plain_http_fails_the_deploy_with_the_fix() {
+        let e = CliError::Failed {
+            message: "connection refused".into(),
+            hint: "check sshd".into(),
+        };
+        let rep = CertificateReport::unreachable(
+            &stack(),
+            &e,
+            &[("a".into(), true), ("b".into(), false)],
+        );
+        assert_eq!(rep.http_only, ["b"]);
+        let err = rep.failure().expect("a failure");
+        assert_eq!(
+            err.to_string(),
+            "the release switched, but b serve(s) plain HTTP only: no certificate for \
+             chat.example.com: connection refused"
+        );
+        assert_eq!(err.hint().as_deref(), Some("check sshd"));
+    }
+}
