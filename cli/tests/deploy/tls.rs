@@ -7,8 +7,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::Duration;
 
-use fullslack_test_support::{free_port, hosts::resolving_to_loopback, pebble::Pebble};
+use fullslack_test_support::{
+    free_port, hosts::resolving_to_loopback, pebble::Pebble, wait_for_port,
+};
 use serde_json::Value;
 
 use super::{health_through_nginx, text, Host, PROBE_PASSWORD};
@@ -88,6 +91,8 @@ impl TlsHost {
     /// Every check of `fullslack health` over HTTPS passes with pebble's root (fetched from
     /// its management port) as the CA: the served chain verifies against it.
     fn assert_https_healthy(&self) {
+        // `nginx -s reload` returns before the master opened the new site's listening socket.
+        wait_for_port(self.https_port, Duration::from_secs(20));
         let root = self.host.dir.path().join("pebble-root.pem");
         std::fs::write(&root, self.pebble.root_pem()).expect("write pebble's root");
         let h = self.health_https(&root);
