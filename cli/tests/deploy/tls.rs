@@ -5,6 +5,7 @@
 //! the site turns HTTPS; a second deploy orders nothing; a challenge the CA cannot reach leaves
 //! the release serving over plain HTTP and the failure reported with its fix.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -32,6 +33,10 @@ impl TlsHost {
         let http_port = free_port();
         let pebble = Pebble::start(http_port);
         let host = Host::with_tls(http_port, &pebble.stack_tls_section());
+        // Nginx's workers run as `nobody`: the ACME webroot inside the host's directory must
+        // be reachable for them (a temporary directory is 0700).
+        std::fs::set_permissions(host.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the host's directory");
         TlsHost {
             host,
             pebble,
