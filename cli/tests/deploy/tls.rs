@@ -7,7 +7,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use fullslack_test_support::{
@@ -50,23 +50,25 @@ impl TlsHost {
 
     /// `fullslack deploy --version V` with the host's certificate paths and pebble's DNS for
     /// the checks before ordering.
+    fn deploy_cmd(&self, version: &str, extra: &[&str]) -> Command {
+        let mut c = self.host.cli(&["deploy", "--version", version]);
+        c.args(self.host.switch_args())
+            .arg("--https-port")
+            .arg(self.https_port.to_string())
+            .arg("--cert-dir")
+            .arg(self.cert_dir())
+            .arg("--acme-root")
+            .arg(self.host.dir.path().join("acme"))
+            .arg("--dns-server")
+            .arg(format!("127.0.0.1:{}", self.pebble.dns_port))
+            .args(extra);
+        c
+    }
+
     fn deploy(&self, version: &str, extra: &[&str]) -> Output {
-        let cert_dir = self.cert_dir().display().to_string();
-        let acme_root = self.host.dir.path().join("acme").display().to_string();
-        let https_port = self.https_port.to_string();
-        let dns = format!("127.0.0.1:{}", self.pebble.dns_port);
-        let mut args = vec![
-            "--https-port",
-            &https_port,
-            "--cert-dir",
-            &cert_dir,
-            "--acme-root",
-            &acme_root,
-            "--dns-server",
-            &dns,
-        ];
-        args.extend_from_slice(extra);
-        self.host.switch("deploy", Some(version), &args)
+        self.deploy_cmd(version, extra)
+            .output()
+            .expect("run fullslack deploy")
     }
 
     /// The stack's local order log (empty when nothing was ever ordered).
@@ -143,9 +145,18 @@ fn a_tls_stack_on_a_fresh_host_gets_a_certificate_and_a_second_deploy_orders_non
     let log = t.order_log();
     assert_eq!(log.lines().count(), 1, "{log}");
 
-    // The second deploy finds the certificate valid and not due: nothing is ordered.
-    let out = t.deploy("v2", &[]);
+    // The second deploy (a GitHub Actions step) finds the certificate valid and not due:
+    // nothing is ordered.
+    let summary = t.host.dir.path().join("step-summary.md");
+    let out = t
+        .deploy_cmd("v2", &[])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .output()
+        .expect("run fullslack deploy");
     assert!(out.status.success(), "deploy v2: {}", text(&out));
+    let md = std::fs::read_to_string(&summary).expect("step summary written");
+    assert!(md.contains("**Certificate:** valid until "), "{md}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("certificate: valid until ")
