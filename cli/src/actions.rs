@@ -329,6 +329,12 @@ pub fn deploy_markdown(
     md
 }
 
+/// The certificate line of a deploy's summary (`tls.enabled` stacks).
+pub fn certificate_markdown(c: &crate::deploy::certificate::CertificateReport) -> String {
+    let mark = if c.result == "failed" { "⚠️ " } else { "" };
+    format!("{mark}**Certificate:** {}\n\n", cell(&c.describe()))
+}
+
 /// The summary of `certs status`: one row per domain and host.
 pub fn certs_status_markdown(stack: &str, st: &[crate::certs::DomainStatus]) -> String {
     let mut md = format!(

@@ -550,6 +550,13 @@ pub struct SwitchOpts {
     /// Nginx does not listen on IPv6.
     #[arg(long)]
     pub no_ipv6: bool,
+    /// Directory on the host with fullchain.pem and privkey.pem (`tls.enabled` stacks)
+    /// [default: /etc/fullslack/certs/STACK].
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<String>,
+    /// Webroot the host's Nginx serves /.well-known/acme-challenge/ from.
+    #[arg(long, default_value = crate::certs::ACME_ROOT, value_name = "DIR")]
+    pub acme_root: String,
     /// Releases whose images each host keeps for rollback (the live one included).
     #[arg(long, default_value_t = 3)]
     pub keep: usize,
@@ -599,6 +606,13 @@ pub struct DeployArgs {
     pub aws: AwsOpts,
     #[command(flatten)]
     pub switch: SwitchOpts,
+    /// DNS server (IP:PORT) for the DNS/CAA checks run before a certificate is ordered
+    /// (`tls.enabled` stacks).
+    #[arg(long, value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// Order the stack's certificate without running `doctor`'s DNS/CAA checks first.
+    #[arg(long)]
+    pub skip_cert_checks: bool,
 }
 
 /// `rollback` arguments.
@@ -687,7 +701,7 @@ pub struct CertsArgs {
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<String>,
     /// Webroot the host's Nginx serves /.well-known/acme-challenge/ from.
-    #[arg(long, default_value = "/var/lib/fullslack/acme", value_name = "DIR")]
+    #[arg(long, default_value = crate::certs::ACME_ROOT, value_name = "DIR")]
     pub acme_root: String,
     /// The host Nginx's main config (`nginx -c`), when not the system's.
     #[arg(long, value_name = "PATH")]

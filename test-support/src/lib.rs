@@ -16,11 +16,13 @@
 //! | [`wire`] | the server's frames read as the protocol's types, for assertions on meaning |
 //! | [`client`] | the one API client: [`client::Client`] (REST) and [`client::Ws`] (WebSocket), requests written with the protocol types, answers kept as raw JSON for the tests' assertions on the wire |
 //! | [`pebble`] | a real ACME CA (pebble + pebble-challtestsrv as its DNS) on loopback, its roots from the management port |
+//! | [`hosts`] | a program run where test names resolve to 127.0.0.1 (its own /etc/hosts in a private mount namespace) |
 //! | [`sshd`] | a private sshd on loopback (own host key, authorized client key, known_hosts): the "host" of the CLI's SSH and deploy tests |
 
 pub mod certs;
 pub mod chat_binary;
 pub mod client;
+pub mod hosts;
 pub mod moto;
 pub mod paths;
 pub mod pebble;

@@ -81,6 +81,16 @@ impl Pebble {
         self.dir.path().join("ca.pem")
     }
 
+    /// The `[tls]` table of a stack file whose certificates come from this pebble.
+    pub fn stack_tls_section(&self) -> String {
+        format!(
+            "[tls]\nenabled = true\nacme_email = \"ops@example.test\"\n\
+             directory_url = \"{}\"\ndirectory_ca_file = \"{}\"\n",
+            self.directory_url,
+            self.tls_ca().display()
+        )
+    }
+
     fn management_get(&self, path: &str) -> String {
         let ca = std::fs::read(self.tls_ca()).expect("read pebble CA");
         let client = reqwest::blocking::Client::builder()

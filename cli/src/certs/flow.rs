@@ -108,7 +108,7 @@ pub async fn issue<R: Runner>(
     let log = load_log(o)?;
     if !force {
         if let Some(cur) = read_current(host, o).await? {
-            let ours = log.issued_here(&directory, &cur.serial);
+            let ours = from_directory(host, o, &log, &directory, &cur).await;
             if ours && cur.covers_exactly(&stack.domains) && now() < cur.not_after {
                 let acct = account::existing(stack, &o.state_dir).await?;
                 let w = renewal_window(stack, acct.as_ref(), &cur).await;
@@ -180,18 +180,48 @@ pub async fn renew<R: Runner>(
         .map(Outcome::Renewed)
 }
 
+/// Whether `cur` came from `directory`, as far as this tool can tell: this machine's order
+/// log says it issued that serial there, or the host's [`install::Origin`] does (written by
+/// whichever machine installed it).
+async fn from_directory<R: Runner>(
+    host: &R,
+    o: &Options,
+    log: &OrderLog,
+    directory: &str,
+    cur: &CertSummary,
+) -> bool {
+    if log.issued_here(directory, &cur.serial) {
+        return true;
+    }
+    install::origin(host, &o.cert_dir)
+        .await
+        .is_some_and(|x| x.directory == directory && x.serial == cur.serial)
+}
+
 /// What a deploy calls: issue when the hosts have no valid certificate for the stack's
-/// domains, renew when it is due, else nothing.
+/// domains (none, expired, other names, or not from the stack's ACME directory as far as
+/// [`from_directory`] can tell: a placeholder, another CA, staging after the switch to
+/// production), renew when it is due, else nothing.
 pub async fn ensure<R: Runner>(
     stack: &Stack,
     hosts: &[R],
     o: &Options,
 ) -> Result<Outcome, CertsError> {
-    match read_current(first(hosts)?, o).await? {
-        Some(cur) if cur.covers_exactly(&stack.domains) && now() < cur.not_after => {
-            renew(stack, hosts, o, false).await
+    let host = first(hosts)?;
+    let directory = account::directory_url(stack);
+    let log = load_log(o)?;
+    let valid = match read_current(host, o).await? {
+        Some(cur) => {
+            cur.covers_exactly(&stack.domains)
+                && now() < cur.not_after
+                && from_directory(host, o, &log, &directory, &cur).await
         }
-        _ => issue(stack, hosts, o, false).await.map(Outcome::Issued),
+        None => false,
+    };
+    if valid {
+        renew(stack, hosts, o, false).await
+    } else {
+        issue(stack, hosts, o, false).await.map(Outcome::Issued)
     }
 }
 
@@ -245,9 +275,18 @@ async fn order_and_install<R: Runner>(
         None,
         o,
     )?;
+    let origin = install::Origin {
+        directory: directory.clone(),
+        serial: cert.serial.clone(),
+    };
     let mut done = Vec::new();
     for h in hosts {
         install::install(h, &o.cert_dir, &issued.chain_pem, &issued.key_pem, &o.nginx).await?;
+        // Best effort: without it, only this machine's order log knows the certificate is
+        // ours, and a deploy from elsewhere orders a new one (within the limits).
+        if let Err(e) = install::record_origin(h, &o.cert_dir, &origin).await {
+            tracing::warn!(host = %h.host(), error = %e, "certificate origin not recorded");
+        }
         done.push(h.host());
     }
     Ok(IssueReport {

@@ -3,7 +3,10 @@
 //! renamed into place, `nginx -t`; a config Nginx refuses puts the old files back before
 //! anything reloads, so the certificate being served never changes for a bad one. Then a
 //! reload: Nginx starts new workers with the new certificate and lets the old ones finish
-//! their connections.
+//! their connections. Beside them, `acme-origin.json` says which ACME directory issued the
+//! installed certificate ([`Origin`]).
+
+use serde::{Deserialize, Serialize};
 
 use super::CertsError;
 use crate::commands::nginx::{self, NginxPaths};
@@ -15,6 +18,42 @@ const CHAIN: &str = "fullchain.pem";
 const KEY: &str = "privkey.pem";
 const NEW: &str = ".fullslack-new";
 const OLD: &str = ".fullslack-old";
+const ORIGIN: &str = "acme-origin.json";
+
+/// Which ACME directory issued the installed certificate, written on the host beside it after
+/// an install. A deploy from another machine (a CI runner without this machine's order log)
+/// then still knows the certificate is this directory's and does not order it again, while a
+/// certificate from elsewhere (a placeholder, another CA, staging once the stack says
+/// production) is replaced. Nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// ACME directory URL.
+    pub directory: String,
+    /// Serial (hex) of the certificate it issued.
+    pub serial: String,
+}
+
+/// Records `origin` beside the certificate in `cert_dir`.
+pub async fn record_origin<R: Runner>(
+    host: &R,
+    cert_dir: &str,
+    origin: &Origin,
+) -> Result<(), CertsError> {
+    let path = format!("{}/{ORIGIN}", cert_dir.trim_end_matches('/'));
+    let text = serde_json::to_string(origin).unwrap_or_default();
+    host.check(&files::write(&path, &format!("{text}\n"), 0o644))
+        .await?;
+    Ok(())
+}
+
+/// The origin recorded in `cert_dir`, if any that parses.
+pub async fn origin<R: Runner>(host: &R, cert_dir: &str) -> Option<Origin> {
+    let path = format!("{}/{ORIGIN}", cert_dir.trim_end_matches('/'));
+    let out = host.run(&files::read(&path)).await.ok()?;
+    out.success()
+        .then(|| serde_json::from_str(out.stdout.trim()).ok())
+        .flatten()
+}
 
 /// Writes the key: `umask 077` first, so no moment exists where another user could read it.
 fn write_key(path: &str, key: &SecretString) -> Cmd {

@@ -6,12 +6,14 @@
 //! - [`mod@self`]: where things are ([`Options`]), the errors with their fixes
 //!   ([`CertsError`]), reading the installed certificate and its renewal window.
 //! - [`flow`]: the entry points [`issue`], [`renew`], [`status`], and [`ensure`] (what a
-//!   deploy calls: issue when there is no certificate, renew when one is due).
+//!   deploy calls: issue when there is no valid certificate from the stack's directory, renew
+//!   when one is due).
 //! - [`account`]: the directory URL of a stack, its ACME account (created once per stack and
 //!   directory; credentials 0600 on this machine, never printed).
 //! - [`order`]: one order: tokens on the hosts, validation, a fresh key and CSR, the chain.
 //! - [`install`]: chain and key onto a host atomically, `nginx -t`, reload; the old files back
-//!   when Nginx refuses the new ones.
+//!   when Nginx refuses the new ones; the certificate's origin (which directory issued it)
+//!   recorded beside it on the host.
 //! - [`inspect`]: what a PEM chain says: names, issuer, serial, validity, ARI identifier.
 //! - [`policy`]: renewal windows (configured, ARI, a third of the lifetime) and the local order
 //!   log that keeps the tool under Let's Encrypt's rate limits.
@@ -37,6 +39,15 @@ pub use flow::{ensure, issue, renew, status, CertStatus, DomainStatus, IssueRepo
 use inspect::CertSummary;
 use policy::Window;
 
+/// Default ACME webroot on a host: what the rendered Nginx site serves
+/// `/.well-known/acme-challenge/` from.
+pub const ACME_ROOT: &str = "/var/lib/fullslack/acme";
+
+/// Default certificate directory of a stack on its hosts (what the rendered site reads).
+pub fn default_cert_dir(stack: &str) -> String {
+    format!("/etc/fullslack/certs/{stack}")
+}
+
 /// Where the certificate lives on the hosts and the CLI's own files on this machine.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -61,8 +72,8 @@ impl Options {
     /// stack file.
     pub fn for_stack(stack_file: &Path, stack: &Stack) -> Self {
         Self {
-            cert_dir: format!("/etc/fullslack/certs/{}", stack.name),
-            acme_root: "/var/lib/fullslack/acme".into(),
+            cert_dir: default_cert_dir(&stack.name),
+            acme_root: ACME_ROOT.into(),
             nginx: NginxPaths::default(),
             state_dir: crate::state::dir(stack_file, &stack.name).join("acme"),
             dns_server: None,

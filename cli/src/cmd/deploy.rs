@@ -4,6 +4,8 @@
 //! a `local` stack. The stack's managed Redis / MongoDB are made to run first
 //! ([`crate::deploy::accessory`]). Hosts go one at a time and the first failure stops the run. Every host's
 //! audit line is also appended to `.fullslack/<stack>/audit.jsonl` beside the stack file.
+//! A `deploy` of a `tls.enabled` stack then runs the certificate step
+//! ([`crate::deploy::certificate`]) on every host.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,8 +13,10 @@ use std::time::Duration;
 
 use super::usage;
 use crate::args::{ApplyArgs, DeployArgs, LockOpts, RollbackArgs, StackOpt, SwitchOpts};
+use crate::certs::Options as CertOptions;
 use crate::commands::docker;
 use crate::deploy::accessory::{self, Accessory};
+use crate::deploy::certificate::{self, CertificateReport};
 use crate::deploy::host::{self, Outcome};
 use crate::deploy::releases::AuditEntry;
 use crate::deploy::{
@@ -37,7 +41,29 @@ pub async fn run(a: &DeployArgs, r: &Reporter) -> Result<(), CliError> {
     let target = image_target(&a.stack.stack, &s, a.version.as_deref()).await?;
     let transfer = transfer_of(&s, a.send_image)?;
     let plan = plan(&s, &a.switch, "deploy", Wanted::Image(target), transfer).await?;
-    run_plan(&a.stack.stack, &s, &a.switch, &plan, r).await
+    let certs = s.tls.enabled.then(|| cert_options(a, &s));
+    run_plan(&a.stack.stack, &s, &a.switch, &plan, certs.as_ref(), r).await
+}
+
+/// Where the certificate step finds things: the paths the rendered site uses, and the
+/// stack's ACME account and order log beside the stack file (as `fullslack certs`). `{host}`
+/// in the Nginx paths becomes the first host's name: the certs flow reloads every host with
+/// the same paths.
+fn cert_options(a: &DeployArgs, s: &Stack) -> CertOptions {
+    let o = &a.switch;
+    let mut c = CertOptions::for_stack(&a.stack.stack, s);
+    if let Some(d) = &o.cert_dir {
+        c.cert_dir.clone_from(d);
+    }
+    c.acme_root.clone_from(&o.acme_root);
+    let first = s.hosts.first().filter(|_| s.target != StackTarget::Local);
+    c.nginx = crate::commands::nginx::NginxPaths {
+        conf: o.nginx_conf.as_deref().map(|p| with_host(p, first)),
+        prefix: o.nginx_prefix.as_deref().map(|p| with_host(p, first)),
+    };
+    c.dns_server = a.dns_server;
+    c.skip_checks = a.skip_cert_checks;
+    c
 }
 
 /// An `ec2` stack: `apply --stack FILE` first (the plan shown, then asked unless `--yes`;
@@ -65,15 +91,17 @@ pub async fn rollback(a: &RollbackArgs, r: &Reporter) -> Result<(), CliError> {
     crate::hosts::resolve(&mut s).await?;
     let wanted = Wanted::Rollback(a.to_version.clone());
     let plan = plan(&s, &a.switch, "rollback", wanted, Transfer::AlreadyThere).await?;
-    run_plan(&a.stack.stack, &s, &a.switch, &plan, r).await
+    run_plan(&a.stack.stack, &s, &a.switch, &plan, None, r).await
 }
 
-/// Switches every host, one at a time; stops at the first failure.
+/// Switches every host, one at a time; stops at the first failure. With `certs`, the
+/// certificate step follows once every host switched.
 async fn run_plan(
     stack_file: &Path,
     s: &Stack,
     o: &SwitchOpts,
     plan: &Plan,
+    certs: Option<&CertOptions>,
     r: &Reporter,
 ) -> Result<(), CliError> {
     let mut done = Vec::new();
@@ -81,23 +109,96 @@ async fn run_plan(
         Ok(a) => (a, switch_hosts(stack_file, s, o, plan, r, &mut done).await),
         Err(e) => (Vec::new(), Err(e)),
     };
+    let cert = match (&res, certs) {
+        (Ok(()), Some(c)) => Some(certificate_step(s, o, plan, c, &done).await),
+        _ => None,
+    };
+    let cert_failure = cert.as_ref().and_then(CertificateReport::failure);
     if let Some(gh) = crate::actions::detect() {
-        gh.summary(&crate::actions::deploy_markdown(
+        let mut md = crate::actions::deploy_markdown(
             &s.name,
             plan.action,
             &done,
-            res.as_ref().err(),
-        ));
+            res.as_ref().err().or(cert_failure.as_ref()),
+        );
+        if let Some(c) = &cert {
+            md.push_str(&crate::actions::certificate_markdown(c));
+        }
+        gh.summary(&md);
     }
     res?;
     if r.json {
-        r.print_json(&serde_json::json!({
+        let mut doc = serde_json::json!({
             "action": plan.action,
             "accessories": accessories,
             "hosts": done,
-        }));
+        });
+        if let Some(c) = &cert {
+            doc["certificate"] = serde_json::to_value(c).unwrap_or_default();
+        }
+        r.print_json(&doc);
+    } else if let Some(c) = &cert {
+        println!("certificate: {}", c.describe());
     }
-    Ok(())
+    if let Some(c) = cert.as_ref().filter(|c| c.result == "failed") {
+        if cert_failure.is_none() {
+            // The old certificate keeps serving: not a failed deploy, but it must be seen.
+            eprintln!("warning: certificate {}", c.describe());
+        }
+    }
+    cert_failure.map_or(Ok(()), Err)
+}
+
+/// The certificate step on every host of the stack (connected anew: the switch closed its
+/// connections), after all of them switched.
+async fn certificate_step(
+    s: &Stack,
+    o: &SwitchOpts,
+    plan: &Plan,
+    certs: &CertOptions,
+    done: &[Outcome],
+) -> CertificateReport {
+    let served: Vec<(String, bool)> = done.iter().map(|d| (d.host.clone(), d.https)).collect();
+    let https: Vec<bool> = done.iter().map(|d| d.https).collect();
+    if s.target == StackTarget::Local {
+        return match host_plan(s, o, plan, None) {
+            Ok(p) => certificate::after_switch(s, &[LocalRunner], &[p], &https, certs).await,
+            Err(e) => CertificateReport::unreachable(s, &e, &served),
+        };
+    }
+    let mut runners = Vec::new();
+    let mut plans = Vec::new();
+    let mut failed = None;
+    for (t, h) in ssh_targets(s, o.connect.known_hosts.as_ref())
+        .iter()
+        .zip(&s.hosts)
+    {
+        let connected = match host_plan(s, o, plan, Some(h)) {
+            Ok(p) => SshRunner::connect(t)
+                .await
+                .map(|r| (r, p))
+                .map_err(CliError::from),
+            Err(e) => Err(e),
+        };
+        match connected {
+            Ok((r, p)) => {
+                runners.push(r);
+                plans.push(p);
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let report = match failed {
+        None => certificate::after_switch(s, &runners, &plans, &https, certs).await,
+        Some(e) => CertificateReport::unreachable(s, &e, &served),
+    };
+    for r in runners {
+        let _ = r.close().await;
+    }
+    report
 }
 
 /// The stack's managed Redis / MongoDB made to run on their host before any chat release
@@ -544,6 +645,10 @@ fn nginx_setup(s: &Stack, o: &SwitchOpts, layout: &Layout) -> Result<NginxSetup,
     let mut site = SiteParams::from_stack(s)?;
     site.http_port = o.http_port;
     site.https_port = o.https_port;
+    if let Some(d) = &o.cert_dir {
+        site.cert_dir.clone_from(d);
+    }
+    site.acme_root.clone_from(&o.acme_root);
     site.listen_v4 = o.listen_v4.as_ref().map(ToString::to_string);
     if o.no_ipv6 {
         site.listen_v6 = None;

@@ -38,6 +38,16 @@ pub struct Outcome {
     pub duration_ms: u64,
     /// Versions kept for rollback (newest first, the live one first).
     pub kept: Vec<String>,
+    /// Whether the site serves HTTPS (false for a `tls.enabled` stack whose host had no
+    /// certificate yet: the site went out HTTP-only, see [`switch::point_nginx`]).
+    pub https: bool,
+}
+
+/// What the switch did: the colour now live, the versions kept, whether the site is HTTPS.
+struct Switched {
+    color: Color,
+    kept: Vec<String>,
+    https: bool,
 }
 
 /// What the steps learnt, also on failure (for the audit line).
@@ -88,19 +98,20 @@ pub async fn deploy<R: Runner>(r: &R, p: &Plan) -> (Option<AuditEntry>, Result<O
     };
     let audited = append_audit(r, p, &entry).await;
     let released = lock::give_back(r, &root, &p.layout.stack).await;
-    let outcome = result.and_then(|(color, kept)| {
+    let outcome = result.and_then(|sw| {
         audited?;
         released?;
         Ok(Outcome {
             host: r.host(),
             version: progress.version,
             from_version: progress.from_version,
-            color,
+            color: sw.color,
             bytes_sent: progress.sent.bytes,
             image_was_there: progress.sent.skipped,
             broke_lock_of: broken.map(|h| format!("{} ({})", h.who, h.message)),
             duration_ms: entry.duration_ms,
-            kept,
+            kept: sw.kept,
+            https: sw.https,
         })
     });
     (Some(entry), outcome)
@@ -110,12 +121,12 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
 }
 
-/// Everything between taking and releasing the lock; the new colour and the kept versions.
+/// Everything between taking and releasing the lock.
 async fn switch_release<R: Runner>(
     r: &R,
     p: &Plan,
     progress: &mut Progress,
-) -> Result<(Color, Vec<String>), CliError> {
+) -> Result<Switched, CliError> {
     bootstrap(r, p).await?;
     let mut log = read_log(r, &p.layout.releases_file()).await?;
     let live = log.live().cloned();
@@ -166,10 +177,13 @@ async fn switch_release<R: Runner>(
             hint: "it never got traffic: the live release keeps serving. Fix the release and deploy again".into(),
         });
     }
-    if let Err(e) = switch::point_nginx(r, p, color).await {
-        let _ = switch::discard(r, &container).await;
-        return Err(e);
-    }
+    let https = match switch::point_nginx(r, p, color).await {
+        Ok(https) => https,
+        Err(e) => {
+            let _ = switch::discard(r, &container).await;
+            return Err(e);
+        }
+    };
     switch::retire(r, p, color.other()).await?;
     let dropped = log.went_live(
         Release {
@@ -188,10 +202,11 @@ async fn switch_release<R: Runner>(
     ))
     .await?;
     prune(r, &log, &dropped).await;
-    Ok((
+    Ok(Switched {
         color,
-        log.releases.iter().map(|x| x.version.clone()).collect(),
-    ))
+        kept: log.releases.iter().map(|x| x.version.clone()).collect(),
+        https,
+    })
 }
 
 fn rollback_target<R: Runner>(

@@ -17,11 +17,15 @@
 //!   written on every path.
 //! - [`accessory`]: the stack's managed Redis / MongoDB containers on the stack's Docker
 //!   network, made to run (idempotently) before any chat release switches.
+//! - [`certificate`]: the deploy's certificate step once every host switched (`tls.enabled`
+//!   stacks): issue or renew through [`crate::certs`], then the HTTPS site where it went out
+//!   HTTP-only; what happened, for the output.
 //!
 //! The host keeps its state under `Layout::root` (default `/var/lib/fullslack`): the lock, the
 //! env file (mode 0600), the release log and the audit log. Nothing secret leaves the env file.
 
 pub mod accessory;
+pub mod certificate;
 pub mod host;
 pub mod lock;
 pub mod releases;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::{Plan, Target, STATE_ROOT};
 use crate::check::Outcome;
 use crate::commands::docker::{self, RunSpec};
-use crate::commands::{files, nginx as nginx_cmd};
+use crate::commands::{files, nginx as nginx_cmd, Cmd};
 use crate::error::CliError;
 use crate::nginx::{render_site, Color};
 use crate::runner::Runner;
@@ -141,10 +141,16 @@ pub async fn discard<R: Runner>(r: &R, container: &str) -> String {
 }
 
 /// Points Nginx at `color`: writes the site, `nginx -t`, reload. On a failed test the previous
-/// site file is put back, so Nginx keeps what it serves.
-pub async fn point_nginx<R: Runner>(r: &R, p: &Plan, color: Color) -> Result<(), CliError> {
+/// site file is put back, so Nginx keeps what it serves. A `tls.enabled` site is rendered
+/// HTTP-only while the host has no certificate Nginx could serve ([`servable_certificate`]):
+/// that variant still serves the ACME challenge and proxies to the release, so the deploy's
+/// certificate step can get one. Returns whether the site serves HTTPS.
+pub async fn point_nginx<R: Runner>(r: &R, p: &Plan, color: Color) -> Result<bool, CliError> {
     let mut site = p.nginx.site.clone();
     site.active = color;
+    if site.tls && !servable_certificate(r, &site.cert_dir).await? {
+        site.tls = false;
+    }
     let text = render_site(&site)?;
     let path = &p.nginx.site_path;
     let before = r.run(&files::read(path)).await?;
@@ -167,7 +173,25 @@ pub async fn point_nginx<R: Runner>(r: &R, p: &Plan, color: Color) -> Result<(),
         });
     }
     r.check(&nginx_cmd::reload(&p.nginx.paths)).await?;
-    Ok(())
+    Ok(site.tls)
+}
+
+/// Whether `cert_dir` on the host holds a certificate Nginx can serve: a chain that parses and
+/// has not expired, and a key. Names and issuer do not matter here: a certificate for other
+/// names still serves the names it has, and HTTPS is never dropped for one (the certificate
+/// step replaces it).
+pub async fn servable_certificate<R: Runner>(r: &R, cert_dir: &str) -> Result<bool, CliError> {
+    let dir = cert_dir.trim_end_matches('/');
+    let chain = r.run(&files::read(&format!("{dir}/fullchain.pem"))).await?;
+    if !chain.success() {
+        return Ok(false);
+    }
+    match crate::certs::inspect::summarize(&chain.stdout) {
+        Ok(c) if c.not_after > crate::certs::now() => {}
+        _ => return Ok(false),
+    }
+    let key = Cmd::new("test").args(["-s", &format!("{dir}/privkey.pem")]);
+    Ok(r.run(&key).await?.success())
 }
 
 /// SIGTERM to the old release, which drains (closes its sockets with 1012) within

@@ -15,6 +15,7 @@ use fullslack_test_support::{
     certs::make_certs,
     chat_binary::start_chat_server,
     free_port, fullslack,
+    hosts::resolving_to_loopback,
     paths::{program, short_tempdir, tempdir},
     pebble::Pebble,
     wait_for_port, ProcessGuard, Sshd,
@@ -308,13 +309,8 @@ fn mode(p: &Path) -> u32 {
 /// `fullslack health` for the domain, in a mount namespace whose /etc/hosts maps the domain to
 /// 127.0.0.1 (the system resolver is what health uses; nothing outside the process changes).
 fn health(env: &Env, root: &Path) -> Output {
-    let hosts = env.stack_dir.path().join("hosts");
-    std::fs::write(&hosts, format!("127.0.0.1 localhost\n127.0.0.1 {DOMAIN}\n")).expect("hosts");
-    let script = r#"mount --bind "$1" /etc/hosts && shift && exec "$@""#;
-    Command::new(program("/usr/bin/unshare"))
-        .args(["--mount", "--map-root-user", "sh", "-c", script, "sh"])
-        .arg(&hosts)
-        .arg(env!("CARGO_BIN_EXE_fullslack"))
+    let fullslack = Path::new(env!("CARGO_BIN_EXE_fullslack"));
+    resolving_to_loopback(env.stack_dir.path(), &[DOMAIN], fullslack)
         .args(["health", "--json", "--register-probe", "--ca-file"])
         .arg(root)
         .arg(format!("https://{DOMAIN}:{}", env.host.https_port))

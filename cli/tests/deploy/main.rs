@@ -15,7 +15,8 @@
 //! target (no SSH); [`accessory`] a managed Redis (Debian's `redis-server` packed offline) that
 //! the chat containers use and that keeps its data across redeploys; [`two_hosts`] two hosts
 //! rolled one at a time, the second failing and the first put back; [`logs`] `logs` and `exec`
-//! on the live container.
+//! on the live container; [`tls`] a `tls.enabled` stack getting its certificate from pebble
+//! during the deploy.
 
 mod accessory;
 mod ec2;
@@ -25,6 +26,7 @@ mod lock;
 mod logs;
 mod pull;
 mod switch;
+mod tls;
 mod two_hosts;
 
 use std::path::{Path, PathBuf};
@@ -113,12 +115,33 @@ impl Host {
         Host::create(Some(addr), "ssh", "")
     }
 
+    /// A host whose stack has `tls` (a `[tls]` table) and whose Nginx serves plain HTTP on
+    /// `http_port` (where the ACME CA validates).
+    fn with_tls(http_port: u16, tls: &str) -> Host {
+        Host::create_with(None, "ssh", http_port, tls, "")
+    }
+
     fn create(registry: Option<&str>, target: &str, extra: &str) -> Host {
+        Host::create_with(
+            registry,
+            target,
+            free_port(),
+            "[tls]\nenabled = false\n",
+            extra,
+        )
+    }
+
+    fn create_with(
+        registry: Option<&str>,
+        target: &str,
+        http_port: u16,
+        tls: &str,
+        extra: &str,
+    ) -> Host {
         let dir = fullslack_test_support::paths::short_tempdir();
         let name = format!("fsd-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let sshd = Sshd::start(dir.path());
         let nginx = start_nginx(&dir.path().join("nginx"));
-        let http_port = free_port();
         let app_port = free_port_pair();
         let image_section = match registry {
             None => format!("[image]\nname = \"{name}/chat\"\n"),
@@ -146,7 +169,7 @@ impl Host {
         let stack = dir.path().join("stack.toml");
         std::fs::write(
             &stack,
-            stack_text(&name, target, &connect, &image_section, app_port)
+            stack_text(&name, target, &connect, &image_section, app_port, tls)
                 + &extra.replace("@STACK@", &name),
         )
         .expect("stack file");
@@ -318,14 +341,22 @@ fn start_nginx(prefix: &Path) -> ProcessGuard {
     nginx
 }
 
-/// The stack file of a test stack (`connect`: its `[ssh]` and `[[hosts]]`, if any).
-fn stack_text(name: &str, target: &str, connect: &str, image: &str, app_port: u16) -> String {
+/// The stack file of a test stack (`connect`: its `[ssh]` and `[[hosts]]`, if any; `tls`: its
+/// `[tls]` table).
+fn stack_text(
+    name: &str,
+    target: &str,
+    connect: &str,
+    image: &str,
+    app_port: u16,
+    tls: &str,
+) -> String {
     format!(
         "name = \"{name}\"\ndomains = [\"chat.example.test\"]\ntarget = \"{target}\"\n\
          {connect}{image}\
          [app]\nhost_port = {app_port}\n\
          [app.env]\n{LIMITS}\
-         [tls]\nenabled = false\n\
+         {tls}\
          [secrets]\nFULLSLACK_AUTH__JWT_SECRET = {{ env = \"DEPLOY_TEST_JWT\" }}\n",
     )
 }
