@@ -38,6 +38,7 @@ macro_rules! write_txn {
                         if e.is_transient()
                             && attempt < $crate::store::mongo::txn::MAX_ATTEMPTS =>
                     {
+                        tracing::debug!(attempt, error = ?e, "store: transient error, the write runs again");
                         $crate::store::mongo::txn::backoff(attempt).await;
                     }
                     Err(e) => break Err(e),
@@ -49,8 +50,12 @@ macro_rules! write_txn {
                         store.abort(&mut $s).await;
                     }
                     if e.is_transient() && attempt < $crate::store::mongo::txn::MAX_ATTEMPTS {
+                        tracing::debug!(attempt, error = ?e, "store: transient error, the write runs again");
                         $crate::store::mongo::txn::backoff(attempt).await;
                     } else {
+                        if e.is_transient() {
+                            tracing::warn!(attempts = attempt, error = ?e, "store: a write still met transient errors after its retry budget");
+                        }
                         break Err(e);
                     }
                 }
