@@ -179,7 +179,7 @@ impl Orphans {
             this_node.insert("_id", id.clone());
             self.nodes.delete_one(this_node).await?;
             tracing::warn!(
-                node = %id,
+                node = id.as_str().unwrap_or_default(),
                 sessions = sessions.len(),
                 "store: a node stopped its heartbeats; ended its sessions and open transactions"
             );
