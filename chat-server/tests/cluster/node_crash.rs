@@ -1,4 +1,5 @@
-//! A node crashes: its clients resume on the other, its users go offline.
+//! A node crashes: its clients resume on the other, its users go offline; a crash inside a
+//! write transaction does not stall the channel on the other node.
 
 use super::*;
 
@@ -108,4 +109,125 @@ async fn carol_goes_offline_alice_stays(
     let off = presence_event(watcher, &carol.id, "offline").await;
     assert!(off["last_seen"].is_string(), "{off}");
     assert_eq!(presence_now(asker, &alice.id).await, "online");
+}
+
+/// The application name node `a` of a [`Cluster`] connects to MongoDB with.
+const NODE_A_APP: &str = "fullslack-a";
+/// The database a [`Cluster`]'s nodes share.
+const CLUSTER_DB: &str = "fullslack_cluster";
+
+/// Whether some other transaction holds channel `ch`'s document: a transaction of our own that
+/// writes it meets `WriteConflict`. Our transaction is always aborted, never committed.
+async fn channel_document_held(client: &mongodb::Client, ch: &str) -> bool {
+    use mongodb::bson::{doc, Document};
+    let db = client.database(CLUSTER_DB);
+    let mut s = client.start_session().await.unwrap();
+    s.start_transaction().await.unwrap();
+    let probe = db
+        .collection::<Document>("channels")
+        .update_one(doc! {"_id": ch}, doc! {"$set": {"probe": 1}})
+        .session(&mut s)
+        .await;
+    let _ = s.abort_transaction().await;
+    match probe {
+        Ok(r) => {
+            assert_eq!(r.matched_count, 1, "channel {ch} exists");
+            false
+        }
+        Err(e) if e.contains_label(mongodb::error::TRANSIENT_TRANSACTION_ERROR) => true,
+        Err(e) => panic!("probing channel {ch}: {e}"),
+    }
+}
+
+/// SIGKILL node A *inside* a write transaction on the channel (a failpoint holds its next
+/// insert, which comes after it took the channel's next sequence number): the server keeps
+/// that transaction open, holding the channel's document. B must still answer its next send
+/// within the harness's 5 s (it ends the dead node's transaction rather than wait the server's
+/// 60 s), and the channel's log stays gap-free with every acknowledged message stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_inside_a_write_transaction_does_not_stall_the_channel() {
+    use mongodb::bson::doc;
+    let mut cluster = Cluster::start().await;
+    let alice = user_on(&cluster.a, "alice").await; // on A, moves to B
+    let bob = user_on(&cluster.b, "bob").await;
+    let ch = alice.create_channel("ops", "private", &[&bob.id]).await;
+    let (mut a_ws, _) = ws_from(&alice, &[(&ch, 0)]).await;
+    let (mut b_ws, mut bob_seen) = ws_from(&bob, &[(&ch, 0)]).await;
+    let mut acked = both_say(&mut a_ws, &mut b_ws, &ch, 2).await;
+
+    let client = mongodb::Client::with_uri_str(cluster.mongo.url(CLUSTER_DB))
+        .await
+        .unwrap();
+    // A's next insert blocks (its only insert in a transaction comes after `$inc` of the
+    // channel's `last_seq`: a message, or the event of a receipt A flushes meanwhile).
+    client
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 1},
+            "data": {
+                "failCommands": ["insert"],
+                "appName": NODE_A_APP,
+                "blockConnection": true,
+                "blockTimeMS": 30_000,
+            },
+        })
+        .await
+        .unwrap();
+    a_ws.send(json!({"type": "send", "ref": "a-held", "channel": ch, "client_id": "a-held", "text": "sent as a died"}))
+        .await;
+    // Held for half a second on end: A is blocked in its transaction (a live transaction
+    // holds the document for milliseconds).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut held_since = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        if !channel_document_held(&client, &ch).await {
+            held_since = None;
+        } else if now - *held_since.get_or_insert(now) >= Duration::from_millis(500) {
+            break;
+        }
+        assert!(
+            now < deadline,
+            "node a never held the channel's document in a transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.a.kill();
+    drop(a_ws);
+
+    // B answers within the harness's wait (5 s), where the server alone would take 60 s.
+    let ack = b_ws.send_message(&ch, "b-after", "after a died").await;
+    assert_eq!(ack["type"], "ack", "{ack}\nnode b:\n{}", cluster.b.log());
+    acked.insert("b-after".into(), ack);
+    let ended = cluster
+        .b
+        .log_json()
+        .iter()
+        .any(|l| l["level"] == "WARN" && l.to_string().contains("ended its sessions"));
+    assert!(
+        ended,
+        "node b ended a's sessions; its log:\n{}",
+        cluster.b.log()
+    );
+
+    // Alice retries her unacknowledged send through B: stored once, after B's.
+    let alice_b = on_node(&alice, &cluster.b);
+    let (mut a2_ws, _) = ws_from(&alice_b, &[(&ch, 0)]).await;
+    let ack = a2_ws.send_message(&ch, "a-held", "sent as a died").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    acked.insert("a-held".into(), ack);
+
+    let all: HashSet<String> = acked.keys().cloned().collect();
+    collect_until(&mut b_ws, &ch, &mut bob_seen, |ev| {
+        message_client_ids(ev).is_superset(&all)
+    })
+    .await;
+    assert_gap_free(&bob_seen, 0, "bob on node b");
+    assert_acked_stored(
+        &full_history(&alice_b, &ch).await,
+        &acked,
+        "history after the crash",
+    );
+    client.shutdown().await;
 }

@@ -32,7 +32,19 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    fn command(&self, data_dir: &std::path::Path) -> Command {
+    /// The store URL node `name` connects with: the cluster's, naming the node as the
+    /// MongoDB client application (`fullslack-NAME`), so that a test can aim a SecantusDB
+    /// failpoint at one node's commands.
+    pub fn node_store_url(&self, name: &str) -> String {
+        let sep = if self.store_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!("{}{sep}appName=fullslack-{name}", self.store_url)
+    }
+
+    fn command(&self, name: &str, data_dir: &std::path::Path) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fullslack-chat"));
         cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir);
@@ -43,7 +55,7 @@ impl NodeConfig {
             }
         }
         let mut env: Vec<(String, String)> = vec![
-            ("FULLSLACK_STORE_URL".into(), self.store_url.clone()),
+            ("FULLSLACK_STORE_URL".into(), self.node_store_url(name)),
             // Every node must verify the others' tokens: one shared secret.
             ("FULLSLACK_AUTH__JWT_SECRET".into(), super::SECRET.into()),
             (
@@ -99,7 +111,7 @@ impl Node {
     pub async fn start(name: &str, config: &NodeConfig) -> Node {
         let dir = super::tempdir();
         let log = dir.path().join(format!("{name}.log"));
-        let command = config.command(&dir.path().join("data"));
+        let command = config.command(name, &dir.path().join("data"));
         let server = match spawn_chat_server(command, &log, START_TIMEOUT).await {
             Ok(server) => server,
             Err(log) => panic!("node {name} did not start; its log:\n{log}"),
@@ -276,8 +288,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // The logs live in temporary directories that go with the cluster: show them when a
-        // test fails (a panic unwinds through here), whatever assertion tripped.
-        if std::thread::panicking() {
+        // test fails (a panic unwinds through here), whatever assertion tripped, or always
+        // with `FULLSLACK_TEST_SHOW_LOGS` set (to study a flaky test's passing runs too, with
+        // nextest's `--success-output final`).
+        if std::thread::panicking() || std::env::var_os("FULLSLACK_TEST_SHOW_LOGS").is_some() {
             eprintln!("{}", self.logs());
         }
     }

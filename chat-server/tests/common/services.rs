@@ -289,6 +289,9 @@ fn mongo_command(bin: &Path, dir: &Path, port: u16) -> Command {
         // without it SecantusDB loses the last commits on a kill, and the store-down tests
         // kill it.
         .arg("--sync-on-commit")
+        // `configureFailPoint`: a test holds one node inside a transaction to kill it there.
+        // Loopback only, like every test service.
+        .arg("--enable-test-commands")
         // It looks for ./secantusd.toml: run it where there is none.
         .current_dir(dir);
     cmd

@@ -5,12 +5,15 @@
 //! explicit expiry check), `channels` (`last_seq`, `last_message_seq`; unique partial indexes on
 //! `dm_key` and on `name_key`, which only public and private channels carry), `members`
 //! (unique `(channel_id, user_id)`), `messages` (unique `(author_id, client_id)`, index
-//! `(channel_id, thread_root, seq)`), `events` (unique `(channel_id, seq)`).
+//! `(channel_id, thread_root, seq)`), `events` (unique `(channel_id, seq)`), `store_nodes` (one
+//! document per running node: its heartbeat and its sessions, see [`orphans`]).
 //!
 //! Atomicity: every write runs in a multi-document transaction when the deployment supports
 //! them (a replica set or a sharded cluster, detected at start-up with `hello`), so a change and
 //! its event commit together or not at all; transient transaction errors (write conflicts
-//! between nodes appending to the same channel) are retried with a short random backoff. The
+//! between nodes appending to the same channel) are retried with a short random backoff, for up
+//! to [`txn::RETRY_FOR`]. A node that dies inside a transaction leaves it open, holding what it
+//! wrote; the other nodes end it (see [`orphans`]) instead of waiting the server's 60 s. The
 //! channel's next sequence number comes from a `$inc` on the channel document, which also
 //! serialises concurrent writers of one channel. Against a standalone `mongod` (no
 //! transactions) the same steps run one after the other; each step is an atomic single-document
@@ -33,6 +36,7 @@
 //! | [`schema`] | the indexes |
 //! | [`errors`] | driver errors → store answers (unavailable, conflict, retryable, undecodable) |
 //! | [`txn`] | transactions and retries; the steps channel writes share (membership, sequence, event) |
+//! | [`orphans`] | node heartbeats and recorded sessions: ending the open transactions of a crashed node |
 //! | [`writes`] | the channel writes |
 //! | [`reads`] | the reads that assemble channels, and the shared finds |
 //! | [`search`] | regex word search |
@@ -41,6 +45,7 @@
 
 mod documents;
 mod errors;
+mod orphans;
 mod reads;
 mod schema;
 mod search;
@@ -87,6 +92,9 @@ pub struct MongoStore {
     /// each other's transactions with write conflicts (those remain only between nodes, and
     /// are retried).
     channel_locks: dashmap::DashMap<ChannelId, Arc<tokio::sync::Mutex<()>>>,
+    /// With transactions: this node's heartbeat and recorded sessions, and the ending of dead
+    /// nodes' transactions.
+    orphans: Option<Arc<orphans::Orphans>>,
 }
 
 impl MongoStore {
@@ -124,6 +132,16 @@ impl MongoStore {
         let db = client.database(&db_name);
         let hello = db.run_command(doc! {"hello": 1}).await.map_err(classify)?;
         let txn = hello.get_str("setName").is_ok() || hello.get_str("msg") == Ok("isdbgrid");
+        let orphans = if txn {
+            let admin = client.database("admin");
+            Some(
+                orphans::Orphans::start(&db, admin)
+                    .await
+                    .map_err(classify)?,
+            )
+        } else {
+            None
+        };
         let store = MongoStore {
             users: db.collection("users"),
             sessions: db.collection("sessions"),
@@ -135,6 +153,7 @@ impl MongoStore {
             db,
             txn,
             channel_locks: dashmap::DashMap::new(),
+            orphans,
         };
         store.create_indexes().await?;
         tracing::info!(database = %db_name, transactions = txn, "store: MongoDB ready");

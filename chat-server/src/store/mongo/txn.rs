@@ -1,7 +1,8 @@
 //! Transactions: every write runs as one multi-document transaction when the deployment has
 //! them, retried on transient errors (write conflicts between nodes) with a short random
-//! backoff; the steps every channel write shares run here in the write's session: the
-//! membership check, taking the channel's next sequence number, recording an event.
+//! backoff, ending a dead node's orphaned transaction when the conflicts last (see
+//! [`super::orphans`]); the steps every channel write shares run here in the write's session:
+//! the membership check, taking the channel's next sequence number, recording an event.
 
 use std::time::Duration;
 
@@ -14,15 +15,20 @@ use super::{documents::EventDoc, errors::Fail, MongoStore};
 use crate::model::{Event, EventPayload};
 use crate::store::StoreError;
 
-/// Attempts of one write transaction that keeps hitting transient errors (write conflicts).
-pub(super) const MAX_ATTEMPTS: u32 = 100;
+/// How long one write keeps running its transaction again while it meets transient errors
+/// (write conflicts), before it answers `Unavailable`. Longer than a crashed node's orphaned
+/// transaction can hold a channel ([`super::orphans`]: about `DEAD_AFTER_MS` plus a heartbeat).
+pub(super) const RETRY_FOR: Duration = Duration::from_secs(10);
 
 /// Runs `$body` (which uses the session `$s`) as one write: inside a transaction when the
-/// deployment has them, retried on transient transaction errors. Evaluates to
+/// deployment has them, retried on transient transaction errors for up to [`RETRY_FOR`]; once
+/// they last [`super::orphans::RECLAIM_AFTER`], each retry first ends the transactions of dead
+/// nodes (the usual cause of a conflict that does not clear). Evaluates to
 /// `Result<T, Fail>`.
 macro_rules! write_txn {
     ($store:expr, $s:ident => $body:expr) => {{
         let store: &$crate::store::mongo::MongoStore = $store;
+        let started = std::time::Instant::now();
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -31,16 +37,10 @@ macro_rules! write_txn {
                 Err(e) => break Err(e),
             };
             let result: Result<_, $crate::store::mongo::errors::Fail> = async { $body }.await;
-            match result {
+            let failed = match result {
                 Ok(v) => match store.commit(&mut $s).await {
                     Ok(()) => break Ok(v),
-                    Err(e)
-                        if e.is_transient()
-                            && attempt < $crate::store::mongo::txn::MAX_ATTEMPTS =>
-                    {
-                        $crate::store::mongo::txn::backoff(attempt).await;
-                    }
-                    Err(e) => break Err(e),
+                    Err(e) => e,
                 },
                 Err(e) => {
                     // Aborting needs a server too: with none reachable it would only wait out
@@ -48,13 +48,24 @@ macro_rules! write_txn {
                     if !e.is_unreachable() {
                         store.abort(&mut $s).await;
                     }
-                    if e.is_transient() && attempt < $crate::store::mongo::txn::MAX_ATTEMPTS {
-                        $crate::store::mongo::txn::backoff(attempt).await;
-                    } else {
-                        break Err(e);
-                    }
+                    e
                 }
+            };
+            if !failed.is_transient() || started.elapsed() >= $crate::store::mongo::txn::RETRY_FOR {
+                if failed.is_transient() {
+                    tracing::warn!(
+                        attempts = attempt,
+                        error = ?failed,
+                        "store: a write still met transient errors after its retry budget"
+                    );
+                }
+                break Err(failed);
             }
+            tracing::debug!(attempt, error = ?failed, "store: transient error, the write runs again");
+            if started.elapsed() >= $crate::store::mongo::orphans::RECLAIM_AFTER {
+                store.reclaim_orphans().await;
+            }
+            $crate::store::mongo::txn::backoff(attempt).await;
         }
     }};
 }
@@ -79,9 +90,20 @@ impl MongoStore {
     pub(super) async fn begin(&self) -> Result<ClientSession, Fail> {
         let mut s = self.client.start_session().await?;
         if self.txn {
+            if let Some(orphans) = &self.orphans {
+                orphans.record(&s).await?;
+            }
             s.start_transaction().await?;
         }
         Ok(s)
+    }
+
+    /// Ends the open transactions of nodes that stopped their heartbeats (see
+    /// [`super::orphans`]).
+    pub(super) async fn reclaim_orphans(&self) {
+        if let Some(orphans) = &self.orphans {
+            orphans.reclaim().await;
+        }
     }
 
     pub(super) async fn commit(&self, s: &mut ClientSession) -> Result<(), Fail> {
