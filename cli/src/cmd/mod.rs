@@ -15,6 +15,7 @@ pub mod health;
 pub mod init;
 pub mod lock;
 pub mod nginx;
+pub mod operate;
 pub mod plan;
 pub mod push;
 pub mod releases;
@@ -49,6 +50,7 @@ pub async fn dispatch(cli: Cli, r: Reporter) -> Result<(), CliError> {
         Command::Releases(a) => releases::run(&a, &r).await,
         Command::Status(a) => status::run(&a, &r).await,
         Command::Certs(c) => certs::run(&c, &r).await,
+        Command::Operate(a) => operate::run(&a, &r).await,
         Command::Completions(a) => {
             completions::run(&a);
             Ok(())

@@ -150,7 +150,7 @@ async fn switch_release<R: Runner>(
             hint: "it never got traffic: the live release keeps serving. Fix the release and deploy again".into(),
         });
     }
-    if let Err(e) = switch::point_nginx(r, p, color).await {
+    if let Err(e) = switch::point_nginx(r, &p.nginx, color).await {
         let _ = switch::discard(r, &container).await;
         return Err(e);
     }

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use super::{Plan, Target, STATE_ROOT};
+use super::{NginxSetup, Plan, Target, STATE_ROOT};
 use crate::check::Outcome;
 use crate::commands::docker::{self, RunSpec};
 use crate::commands::{files, nginx as nginx_cmd};
@@ -142,14 +142,18 @@ pub async fn discard<R: Runner>(r: &R, container: &str) -> String {
 
 /// Points Nginx at `color`: writes the site, `nginx -t`, reload. On a failed test the previous
 /// site file is put back, so Nginx keeps what it serves.
-pub async fn point_nginx<R: Runner>(r: &R, p: &Plan, color: Color) -> Result<(), CliError> {
-    let mut site = p.nginx.site.clone();
+pub async fn point_nginx<R: Runner>(
+    r: &R,
+    nginx: &NginxSetup,
+    color: Color,
+) -> Result<(), CliError> {
+    let mut site = nginx.site.clone();
     site.active = color;
     let text = render_site(&site)?;
-    let path = &p.nginx.site_path;
+    let path = &nginx.site_path;
     let before = r.run(&files::read(path)).await?;
     r.check(&files::write(path, &text, 0o644)).await?;
-    let tested = r.run(&nginx_cmd::test(&p.nginx.paths)).await?;
+    let tested = r.run(&nginx_cmd::test(&nginx.paths)).await?;
     if !tested.success() {
         let restore = if before.success() {
             files::write(path, &before.stdout, 0o644)
@@ -166,7 +170,7 @@ pub async fn point_nginx<R: Runner>(r: &R, p: &Plan, color: Color) -> Result<(),
             hint: "the previous site was put back and the live release keeps serving; fix the Nginx setup (`fullslack nginx render`) and deploy again".into(),
         });
     }
-    r.check(&nginx_cmd::reload(&p.nginx.paths)).await?;
+    r.check(&nginx_cmd::reload(&nginx.paths)).await?;
     Ok(())
 }
 
