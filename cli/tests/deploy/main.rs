@@ -12,12 +12,14 @@
 //! deploys and a dead deploy's lock; [`interrupted`] a deploy killed in its health gate and
 //! the next one recovering its lock; [`ec2`] an `ec2` stack provisioned on moto, then
 //! deployed over SSH; [`pull`] a deploy through a registry on loopback; [`local`] the `local`
-//! target (no SSH).
+//! target (no SSH); [`operate`] `fullslack operate` keeping a `local` stack healthy (restart,
+//! drift, `--fix`, `/metrics`, SIGTERM).
 
 mod ec2;
 mod interrupted;
 mod local;
 mod lock;
+mod operate;
 mod pull;
 mod switch;
 
