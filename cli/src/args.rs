@@ -710,8 +710,8 @@ pub struct OperateArgs {
     /// Renew without running `doctor`'s DNS/CAA checks first.
     #[arg(long)]
     pub skip_cert_checks: bool,
-    /// The hosts, Nginx and probe settings exactly as `deploy` takes them: what the drift
-    /// checks compare against and what a --fix redeploy uses.
+    // The hosts, Nginx and probe settings exactly as `deploy` takes them: what the drift
+    // checks compare against and what a --fix redeploy uses.
     #[command(flatten)]
     pub switch: SwitchOpts,
 }
