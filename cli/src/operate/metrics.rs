@@ -24,7 +24,7 @@ pub type Shared = Arc<Mutex<Metrics>>;
 /// still worth serving, so a poisoned lock is used as it is.
 pub fn with<T>(m: &Shared, f: impl FnOnce(&mut Metrics) -> T) -> T {
     let mut guard = m.lock().unwrap_or_else(PoisonError::into_inner);
-    f(&mut *guard)
+    f(&mut guard)
 }
 
 impl Metrics {
