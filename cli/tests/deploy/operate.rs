@@ -288,11 +288,83 @@ fn operate_restarts_a_killed_container_reports_and_fixes_drift_and_stops_on_sigt
     let health = health_through_nginx(&h);
     assert!(health.status.success(), "{}", text(&health));
 
-    // And the next scheduled run finds nothing to say: exit 0.
+    // And the next scheduled run (a GitHub Actions job) finds nothing to say: exit 0, and
+    // the round in the step summary.
+    let summary = h.dir.path().join("step-summary.md");
     let out = h
         .cli(&["operate", "--once", "--json"])
         .args(h.switch_args())
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
         .output()
         .expect("operate --once");
     assert!(out.status.success(), "clean round: {}", text(&out));
+    let md = std::fs::read_to_string(&summary).expect("step summary written");
+    assert!(
+        md.starts_with(&format!("### ✅ operate, round 1, of stack `{}`: ", h.name)),
+        "{md}"
+    );
+    assert!(md.contains("| ok | `drift.nginx` | localhost: "), "{md}");
+}
+
+/// The same loop over SSH (the sshd stand-in reaching this machine as the host): the probe
+/// goes through a port forwarded by the round's connection, the restart through the runner.
+#[test]
+fn operate_over_ssh_restarts_a_killed_container() {
+    let h = Host::new();
+    h.build("v1", None);
+    let out = h.switch("deploy", Some("v1"), &[]);
+    assert!(out.status.success(), "deploy v1: {}", text(&out));
+    let once = || {
+        let out = h
+            .cli(&["operate", "--once", "--json"])
+            .args(h.switch_args())
+            .output()
+            .expect("operate --once");
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect();
+        (out, lines)
+    };
+    let (out, lines) = once();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        lines.iter().any(|v| v["kind"] == "check"
+            && v["name"] == "ws.round_trip"
+            && v["outcome"] == "ok"
+            && v["host"]
+                .as_str()
+                .is_some_and(|h| h.contains("@127.0.0.1:"))),
+        "no WebSocket round trip over SSH: {}",
+        text(&out)
+    );
+
+    let blue = format!("{}-blue", h.name);
+    docker(&["kill", &blue]);
+    let (out, lines) = once();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        lines.iter().any(|v| v["kind"] == "action"
+            && v["action"] == "restart"
+            && v["target"] == blue.as_str()
+            && v["ok"] == true),
+        "no restart: {}",
+        text(&out)
+    );
+    // Started again: a round passes once the server inside is ready (a deadline, not a
+    // guess at its start-up time).
+    let until = Instant::now() + ROUND_DEADLINE;
+    loop {
+        let (out, _) = once();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no passing round after the restart: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
