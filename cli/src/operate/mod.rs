@@ -457,13 +457,19 @@ async fn host_checks<R: Runner>(
                 "operate starts it again (read its log: `docker logs` on the host)",
             ),
         );
-        let started = r.check(&Cmd::new("docker").args(["start", &name])).await;
+        // A paused container cannot be started, only unpaused.
+        let verb = if state == "paused" {
+            "unpause"
+        } else {
+            "start"
+        };
+        let started = r.check(&Cmd::new("docker").args([verb, &name])).await;
         j.action(
             &host,
             "restart",
             &name,
             started
-                .map(|_| format!("it was {state}: docker start"))
+                .map(|_| format!("it was {state}: docker {verb}"))
                 .map_err(|e| e.to_string()),
         );
     }

@@ -368,3 +368,78 @@ fn operate_over_ssh_restarts_a_killed_container() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// The repairs that need more than `docker start`: a live container that is gone comes back
+/// with `--fix` (the live release switched to again, as `rollback VERSION`), and one that runs
+/// but stopped answering (SIGSTOP to the server: Docker still says `running`) is restarted
+/// once it has been unhealthy for longer than `--grace`.
+#[test]
+fn operate_fix_redeploys_a_missing_container_and_restarts_an_unhealthy_one_after_its_grace() {
+    let h = Host::local();
+    // Probes that give up after 2 s: a server that does not answer fails a round quickly.
+    let mut stack = std::fs::read_to_string(&h.stack).expect("stack");
+    stack.push_str("[health]\ntimeout_secs = 2\n");
+    std::fs::write(&h.stack, stack).expect("stack");
+    h.build("v1", None);
+    let out = h.switch("deploy", Some("v1"), &[]);
+    assert!(out.status.success(), "deploy v1: {}", text(&out));
+    let blue = format!("{}-blue", h.name);
+    let green = format!("{}-green", h.name);
+
+    // Gone: reported without --fix, redeployed with it (onto the other colour).
+    docker(&["rm", "--force", &blue]);
+    let out = h
+        .cli(&["operate", "--once", "--json"])
+        .args(h.switch_args())
+        .output()
+        .expect("operate --once");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("missing: the live release has no container"),
+        "{}",
+        text(&out)
+    );
+    assert!(!container_exists(&green), "a redeploy without --fix");
+    let out = h
+        .cli(&["operate", "--once", "--fix", "--json"])
+        .args(h.switch_args())
+        .output()
+        .expect("operate --once --fix");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let redeployed = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .find(|v| v["kind"] == "action" && v["action"] == "redeploy")
+        .unwrap_or_else(|| panic!("no redeploy: {}", text(&out)));
+    assert_eq!(redeployed["ok"], true, "{redeployed}");
+    assert_eq!(redeployed["target"], "v1", "{redeployed}");
+    assert_eq!(h.containers(), [format!("{green} v1")]);
+    let health = health_through_nginx(&h);
+    assert!(health.status.success(), "{}", text(&health));
+
+    // Running but not answering: restarted after the grace, not before.
+    let mut op = Operate::start(&h, &["--interval", "1s", "--grace", "3s"]);
+    let round = op.next_round();
+    assert_eq!(round["ok"], true, "{:#?}", op.seen);
+    docker(&["kill", "--signal", "SIGSTOP", &green]);
+    let stopped_at = Instant::now();
+    op.wait_for(
+        "a note that the restart waits for the grace",
+        ROUND_DEADLINE,
+        |v| v["kind"] == "note" && v["detail"].as_str().is_some_and(|d| d.contains(&green)),
+    );
+    let restart = op.wait_for("the restart after the grace", ROUND_DEADLINE, |v| {
+        v["kind"] == "action" && v["action"] == "restart"
+    });
+    let after = stopped_at.elapsed();
+    eprintln!("the unresponsive container was restarted {after:?} after SIGSTOP");
+    assert!(
+        after >= Duration::from_secs(3),
+        "restarted before its grace: {after:?}"
+    );
+    assert_eq!(restart["ok"], true, "{restart}");
+    assert_eq!(restart["target"], green.as_str(), "{restart}");
+    op.wait_for("a passing round after the restart", ROUND_DEADLINE, |v| {
+        v["kind"] == "round" && v["ok"] == true
+    });
+}
