@@ -157,6 +157,7 @@ async fn one_round(a: &OperateArgs, mem: &mut Memory, j: &mut Journal) {
         fix: a.fix,
         grace: a.grace,
         probe: probe(a, &s),
+        lock_stale_after: a.switch.lock_stale_after,
     };
     if s.target == Target::Local {
         hosts_round(a, &s, &[None], &[LocalRunner], &st, mem, j).await;

@@ -263,6 +263,9 @@ pub struct Settings {
     pub grace: Duration,
     /// The health probe (its URL is replaced by the live release's forwarded port).
     pub probe: HealthOptions,
+    /// A deploy lock whose heartbeat is older than this belongs to a deploy that died: the
+    /// host is checked anyway (`--lock-stale-after`, as deploys judge it).
+    pub lock_stale_after: Duration,
 }
 
 /// What operate remembers between rounds: since when each container has been unhealthy.
@@ -336,18 +339,38 @@ async fn host_checks<R: Runner>(
         .then(|| lock_cmd::parse_holder(&lock.stdout))
         .flatten()
     {
-        j.check(
-            &host,
-            Check::skip(
-                "deploy_lock",
-                &instance,
-                format!(
-                    "{} holds the deploy lock since {} ({}): no restart or drift check while it runs",
-                    holder.who, holder.since, holder.message
+        let root = h.layout.lock_root();
+        let age = crate::deploy::lock::heartbeat_age(r, &root, &h.layout.stack).await?;
+        let bound = st.lock_stale_after.as_secs().max(1);
+        let held = format!(
+            "{} holds the deploy lock since {} ({})",
+            holder.who, holder.since, holder.message
+        );
+        match age {
+            // A deploy that died: its lock must not stop the watch; the next deploy takes
+            // it over.
+            Some(age) if age > bound => j.check(
+                &host,
+                Check::fail(
+                    "deploy_lock",
+                    &instance,
+                    format!("{held}, with no heartbeat for {age} s (bound {bound} s): that deploy died"),
+                    "the next deploy takes the lock over; or remove it: `fullslack lock release --stack FILE`",
                 ),
             ),
-        );
-        return Ok(None);
+            // A deploy at work, or an operator's lock (no heartbeat): hands off.
+            _ => {
+                j.check(
+                    &host,
+                    Check::skip(
+                        "deploy_lock",
+                        &instance,
+                        format!("{held}: no restart or drift check while it is held"),
+                    ),
+                );
+                return Ok(None);
+            }
+        }
     }
     let log = read_log(r, &h.layout.releases_file()).await?;
     let Some(live) = log.live().cloned() else {

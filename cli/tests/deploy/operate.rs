@@ -443,3 +443,62 @@ fn operate_fix_redeploys_a_missing_container_and_restarts_an_unhealthy_one_after
         v["kind"] == "round" && v["ok"] == true
     });
 }
+
+/// A deploy lock: an operator's (no heartbeat) keeps operate's hands off the host; a dead
+/// deploy's (a heartbeat older than `--lock-stale-after`) is reported and the host checked.
+#[test]
+fn operate_leaves_a_locked_host_alone_unless_the_lock_is_a_dead_deploys() {
+    let h = Host::local();
+    let lock = h.state().join(format!("locks/{}.lock", h.name));
+    std::fs::create_dir_all(&lock).expect("lock dir");
+    std::fs::write(
+        lock.join("details"),
+        "who=ops@laptop\nsince=2026-11-30T00:00:00Z\nmessage=manual lock\n",
+    )
+    .expect("lock details");
+    let once = || {
+        let out = h
+            .cli(&["operate", "--once", "--json", "--lock-stale-after", "60"])
+            .args(h.switch_args())
+            .output()
+            .expect("operate --once");
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect();
+        (out, lines)
+    };
+    let check = |lines: &[Value], name: &str| {
+        lines
+            .iter()
+            .find(|v| v["kind"] == "check" && v["name"] == name)
+            .cloned()
+    };
+
+    let (out, lines) = once();
+    let held = check(&lines, "deploy_lock").unwrap_or_else(|| panic!("{}", text(&out)));
+    assert_eq!(held["outcome"], "skip", "{held}");
+    assert!(check(&lines, "release").is_none(), "{}", text(&out));
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A heartbeat five minutes old: the deploy that held it died.
+    let beat = Command::new("touch")
+        .args(["-d", "5 minutes ago"])
+        .arg(lock.join("heartbeat"))
+        .status()
+        .expect("touch");
+    assert!(beat.success());
+    let (out, lines) = once();
+    let dead = check(&lines, "deploy_lock").unwrap_or_else(|| panic!("{}", text(&out)));
+    assert_eq!(dead["outcome"], "fail", "{dead}");
+    assert!(
+        dead["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("that deploy died")),
+        "{dead}"
+    );
+    // Checked anyway: nothing is deployed here, so the release check fails too.
+    let release = check(&lines, "release").unwrap_or_else(|| panic!("{}", text(&out)));
+    assert_eq!(release["outcome"], "fail", "{release}");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
