@@ -16,7 +16,9 @@ APT_PACKAGES=(
   chromium         # web client: browser tests
   chromium-driver
   fonts-noto-color-emoji  # web client: emoji render in screenshots
-  redis-server     # chat-server: Redis fan-out/presence/rate-limit tests (tests/redis_bus.rs, tests/cluster/)
+  redis-server     # chat-server: Redis fan-out/presence/rate-limit tests (tests/redis_bus.rs, tests/cluster/); cli: the managed Redis accessory is its binary packed offline
+  redis-tools      # cli: redis-cli reads and writes the managed Redis accessory's data (tests/deploy/accessory.rs)
+  iproute2         # cli: `ip addr` finds the Docker bridge's address, where the two-host test's SecantusDB listens
   docker-registry  # cli: image push/pull tests against a real registry on loopback
   apache2-utils    # cli: htpasswd (bcrypt) for the registry's auth
   shellcheck       # workflows: actionlint checks every `run:` script with it

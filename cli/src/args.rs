@@ -100,6 +100,10 @@ pub enum Command {
     Releases(ReleasesArgs),
     /// Per host: the live release, its container, readiness and WebSocket connections.
     Status(ReleasesArgs),
+    /// The live release's container log on each host (`docker logs`).
+    Logs(LogsArgs),
+    /// Run a command in the live release's container on each host (`docker exec`).
+    Exec(ExecArgs),
     /// TLS certificates over ACME: issue, status, renew.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -619,6 +623,44 @@ pub struct ReleasesArgs {
     pub stack: StackArg,
     #[command(flatten)]
     pub connect: HostConnect,
+}
+
+/// `logs` arguments.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub stack: StackArg,
+    #[command(flatten)]
+    pub connect: HostConnect,
+    /// Only this host (its `name` or `address`); needed with --follow when the stack has
+    /// several hosts.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Keep printing new lines as they come, until interrupted.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only lines since then: a duration (`10m`, `2h`) or a time (`2025-01-31T12:00:00Z`), as
+    /// `docker logs --since` takes it.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only the last N lines of each host.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+}
+
+/// `exec` arguments.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub stack: StackArg,
+    #[command(flatten)]
+    pub connect: HostConnect,
+    /// Only this host (its `name` or `address`).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// The command and its arguments, after `--` (run without a shell: the images have none).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 /// `certs` subcommands.

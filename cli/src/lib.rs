@@ -15,9 +15,10 @@
 //!   lock and probe command lines with exact shell quoting.
 //! - [`deploy`]: one host's release switch (lock, bootstrap, env file, image transfer,
 //!   blue/green with a health gate, Nginx, drain, release log, audit), for `deploy` and
-//!   `rollback`.
+//!   `rollback`; and the stack's managed Redis/MongoDB containers (accessories).
 //! - [`runner`]: the [`runner::Runner`] trait and its local (`sh -c`), SSH (openssh mux) and
-//!   recording (`--dry-run`) implementations.
+//!   recording (`--dry-run`) implementations; commands run captured, with stdin streamed, or
+//!   attached to this process's output (`logs`, `exec`).
 //! - [`nginx`]: site and main configs rendered from `cli/nginx/*.j2` (minijinja).
 //! - [`image`]: `build` and `push` of the chat server's container image through the Docker
 //!   Engine API (bollard): `.dockerignore`-aware contexts, the offline FROM-scratch image,

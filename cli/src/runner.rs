@@ -2,7 +2,9 @@
 //! by recording them (`--dry-run`, tests). Besides single commands, a runner streams bytes into a
 //! command (a `docker save` of this machine into `docker load` on the host: no registry) and
 //! makes a port on the host's loopback reachable from here (SSH port forwarding), so that the
-//! deploy's health gate talks to a new release before Nginx sends it any traffic.
+//! deploy's health gate talks to a new release before Nginx sends it any traffic. A command can
+//! also run attached to this process's stdout and stderr (`logs --follow`, `exec`), its output
+//! shown as it comes.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -93,6 +95,14 @@ pub trait Runner: Send + Sync {
         cmd: &Cmd,
         input: I,
     ) -> impl std::future::Future<Output = Result<(Output, u64), RunError>> + Send;
+
+    /// Runs one command with its stdout and stderr going straight to this process's (shown as
+    /// they come, never held in memory: `docker logs --follow`); stdin is empty. Its exit
+    /// status (-1 when killed by a signal).
+    fn run_attached(
+        &self,
+        cmd: &Cmd,
+    ) -> impl std::future::Future<Output = Result<i32, RunError>> + Send;
 
     /// A port on this machine's loopback that reaches `port` on the host's loopback (the same
     /// port locally; an SSH local forward, open until the connection closes, over SSH).
@@ -190,6 +200,23 @@ impl Runner for LocalRunner {
         Ok((output_of(&out.status, &out.stdout, &out.stderr), sent))
     }
 
+    async fn run_attached(&self, cmd: &Cmd) -> Result<i32, RunError> {
+        tracing::debug!(host = "localhost", cmd = %cmd, "run, attached");
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd.to_shell())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|source| RunError::Spawn {
+                host: "localhost".into(),
+                cmd: cmd.to_string(),
+                source,
+            })?;
+        Ok(status.code().unwrap_or(-1))
+    }
+
     async fn reach(&self, port: u16) -> Result<u16, RunError> {
         Ok(port)
     }
@@ -262,6 +289,10 @@ impl Runner for RecordingRunner {
                 source,
             })?;
         Ok((self.run(cmd).await?, sent))
+    }
+
+    async fn run_attached(&self, cmd: &Cmd) -> Result<i32, RunError> {
+        Ok(self.run(cmd).await?.status)
     }
 
     async fn reach(&self, port: u16) -> Result<u16, RunError> {
@@ -421,6 +452,20 @@ impl Runner for SshRunner {
         drop(stdin);
         let out = child.wait_with_output().await.map_err(ssh_err)?;
         Ok((output_of(&out.status, &out.stdout, &out.stderr), sent))
+    }
+
+    async fn run_attached(&self, cmd: &Cmd) -> Result<i32, RunError> {
+        tracing::debug!(host = %self.label, cmd = %cmd, "run, attached");
+        let ssh_err = |source| RunError::Ssh {
+            host: self.label.clone(),
+            source,
+        };
+        let mut c = self.session.raw_command(cmd.to_shell());
+        c.stdout(openssh::Stdio::inherit())
+            .stderr(openssh::Stdio::inherit())
+            .stdin(openssh::Stdio::null());
+        let status = c.status().await.map_err(ssh_err)?;
+        Ok(status.code().unwrap_or(-1))
     }
 
     async fn reach(&self, port: u16) -> Result<u16, RunError> {

@@ -1,7 +1,8 @@
 //! `fullslack deploy` and `fullslack rollback`: builds the [`Plan`] from the stack file and
 //! the command line (image, resolved secrets, Nginx, health gate, lock policy), then switches
 //! each host in turn through [`crate::deploy::host::deploy`], over SSH or on this machine for
-//! a `local` stack. Hosts go one at a time and the first failure stops the run. Every host's
+//! a `local` stack. The stack's managed Redis / MongoDB are made to run first
+//! ([`crate::deploy::accessory`]). Hosts go one at a time and the first failure stops the run. Every host's
 //! audit line is also appended to `.fullslack/<stack>/audit.jsonl` beside the stack file.
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use super::usage;
 use crate::args::{ApplyArgs, DeployArgs, LockOpts, RollbackArgs, StackOpt, SwitchOpts};
 use crate::commands::docker;
+use crate::deploy::accessory::{self, Accessory};
 use crate::deploy::host::{self, Outcome};
 use crate::deploy::releases::AuditEntry;
 use crate::deploy::{
@@ -75,7 +77,10 @@ async fn run_plan(
     r: &Reporter,
 ) -> Result<(), CliError> {
     let mut done = Vec::new();
-    let res = switch_hosts(stack_file, s, o, plan, r, &mut done).await;
+    let (accessories, res) = match ensure_accessories(s, o, r).await {
+        Ok(a) => (a, switch_hosts(stack_file, s, o, plan, r, &mut done).await),
+        Err(e) => (Vec::new(), Err(e)),
+    };
     if let Some(gh) = crate::actions::detect() {
         gh.summary(&crate::actions::deploy_markdown(
             &s.name,
@@ -86,9 +91,93 @@ async fn run_plan(
     }
     res?;
     if r.json {
-        r.print_json(&serde_json::json!({"action": plan.action, "hosts": done}));
+        r.print_json(&serde_json::json!({
+            "action": plan.action,
+            "accessories": accessories,
+            "hosts": done,
+        }));
     }
     Ok(())
+}
+
+/// The stack's managed Redis / MongoDB made to run on their host before any chat release
+/// switches (so a switch never restarts them); says what changed. Every chat host must be on
+/// the accessory's machine (same address): chat containers reach an accessory by name on the
+/// stack's Docker network, which does not span machines.
+async fn ensure_accessories(
+    s: &Stack,
+    o: &SwitchOpts,
+    r: &Reporter,
+) -> Result<Vec<accessory::Ensured>, CliError> {
+    let mut out = Vec::new();
+    for a in Accessory::of_stack(s) {
+        let ensured = if s.target == StackTarget::Local {
+            let _group =
+                crate::actions::Group::start(&format!("{} on this machine", a.kind.name()));
+            accessory::ensure(&LocalRunner, &a, None).await?
+        } else {
+            let (t, h) = accessory_host(s, o, &a)?;
+            if let Some(other) = s.hosts.iter().find(|x| x.address != h.address) {
+                return Err(usage(
+                    format!(
+                        "the managed {} runs on {}, but the chat host {} is another machine: its containers could not reach it (the stack's Docker network does not span machines)",
+                        a.kind.name(),
+                        h.address,
+                        other.address
+                    ),
+                    format!(
+                        "run {name} elsewhere and give it as {name}.mode = \"external\" with {name}.url; several machines sharing a managed accessory are not supported yet",
+                        name = a.kind.name()
+                    ),
+                ));
+            }
+            let _group = crate::actions::Group::start(&format!("{} on {}", a.kind.name(), t.host));
+            let here = LocalRunner.run(&docker::image_id(&a.image)).await?;
+            let local_id = here
+                .success()
+                .then(|| here.stdout.trim().to_string())
+                .filter(|id| !id.is_empty());
+            let runner = SshRunner::connect(&t).await?;
+            let res = accessory::ensure(&runner, &a, local_id).await;
+            let _ = runner.close().await;
+            res?
+        };
+        if !r.json {
+            println!("{ensured}");
+        }
+        out.push(ensured);
+    }
+    Ok(out)
+}
+
+/// The SSH target and host of an accessory: its `host` key (a host's `name` or `address`),
+/// else the stack's first host.
+fn accessory_host<'a>(
+    s: &'a Stack,
+    o: &SwitchOpts,
+    a: &Accessory,
+) -> Result<(SshTarget, &'a crate::stack::Host), CliError> {
+    let targets = ssh_targets(s, o.connect.known_hosts.as_ref());
+    let found = match &a.host {
+        None => targets.into_iter().zip(&s.hosts).next(),
+        Some(key) => targets
+            .into_iter()
+            .zip(&s.hosts)
+            .find(|(_, h)| h.name.as_deref() == Some(key) || h.address == *key),
+    };
+    found.ok_or_else(|| match &a.host {
+        Some(key) => usage(
+            format!(
+                "{}.host = \"{key}\" names no host of the stack",
+                a.kind.name()
+            ),
+            "give the `name` or `address` of one of the [[hosts]]",
+        ),
+        None => usage(
+            format!("stack `{}` lists no hosts", s.name),
+            "add [[hosts]] to the stack file (EC2 hosts appear after `fullslack apply`)",
+        ),
+    })
 }
 
 /// The hosts in turn (each folded in its own group in GitHub Actions); `done` gets the
@@ -198,10 +287,12 @@ async fn put_back(
 ) -> String {
     let mut notes = Vec::new();
     for ((t, plan), o) in finished.iter().zip(done) {
+        // The SSH target, not the address alone: hosts may share an address (one machine).
+        let label = format!("{}@{}:{}", t.user, t.host, t.port);
         let Some(from) = &o.from_version else {
             notes.push(format!(
-                "{} had no release before: {} stays live there",
-                o.host, o.version
+                "{label} had no release before: {} stays live there",
+                o.version
             ));
             continue;
         };
@@ -221,8 +312,8 @@ async fn put_back(
             Err(e) => Err(e.into()),
         };
         notes.push(match res {
-            Ok(()) => format!("{} put back on {from}", o.host),
-            Err(e) => format!("{} could NOT be put back on {from}: {e}", o.host),
+            Ok(()) => format!("{label} put back on {from}"),
+            Err(e) => format!("{label} could NOT be put back on {from}: {e}"),
         });
     }
     notes.join("; ")
@@ -443,6 +534,7 @@ pub(super) async fn plan(
         transfer,
         env,
         container_port: s.app.port,
+        network: (!Accessory::of_stack(s).is_empty()).then(|| accessory::network(&s.name)),
         nginx: nginx_setup(s, o, &Layout::of(&o.connect.state_dir, &s.name, None))?,
         gate: Gate {
             probe,

@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod health;
 pub mod init;
 pub mod lock;
+pub mod logs;
 pub mod nginx;
 pub mod operate;
 pub mod plan;
@@ -49,6 +50,8 @@ pub async fn dispatch(cli: Cli, r: Reporter) -> Result<(), CliError> {
         Command::Rollback(a) => deploy::rollback(&a, &r).await,
         Command::Releases(a) => releases::run(&a, &r).await,
         Command::Status(a) => status::run(&a, &r).await,
+        Command::Logs(a) => logs::logs(&a).await,
+        Command::Exec(a) => logs::exec(&a).await,
         Command::Certs(c) => certs::run(&c, &r).await,
         Command::Operate(a) => operate::run(&a, &r).await,
         Command::Completions(a) => {

@@ -81,6 +81,71 @@ pub fn run(spec: &RunSpec) -> Cmd {
     c.arg(&spec.image)
 }
 
+/// Settings of an accessory container (a stack's own Redis or MongoDB): no published port,
+/// reached by its name on the stack's Docker network only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessorySpec {
+    /// Container name (also its host name on the network).
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// The stack's Docker network.
+    pub network: String,
+    /// Named volume and the path it is mounted at (the service's data directory).
+    pub volume: (String, String),
+    /// Labels.
+    pub labels: Vec<(String, String)>,
+    /// Arguments after the image (the service's options; the image's entrypoint runs them).
+    pub args: Vec<String>,
+}
+
+/// `docker run --detach --restart unless-stopped …` for an accessory.
+pub fn run_accessory(spec: &AccessorySpec) -> Cmd {
+    let mut c = Cmd::new("docker").args([
+        "run",
+        "--detach",
+        "--restart",
+        "unless-stopped",
+        "--name",
+        &spec.name,
+        "--network",
+        &spec.network,
+    ]);
+    c = c
+        .arg("--volume")
+        .arg(format!("{}:{}", spec.volume.0, spec.volume.1));
+    for (k, v) in &spec.labels {
+        c = c.arg("--label").arg(format!("{k}={v}"));
+    }
+    c.arg(&spec.image)
+        .args(spec.args.iter().map(String::as_str))
+}
+
+/// `docker network inspect --format '{{.Name}}' NAME`: fails when there is no such network.
+pub fn network_inspect(name: &str) -> Cmd {
+    Cmd::new("docker").args(["network", "inspect", "--format", "{{.Name}}", name])
+}
+
+/// `docker network create NAME` (a bridge network on this engine).
+pub fn network_create(name: &str, labels: &[(String, String)]) -> Cmd {
+    let mut c = Cmd::new("docker").args(["network", "create"]);
+    for (k, v) in labels {
+        c = c.arg("--label").arg(format!("{k}={v}"));
+    }
+    c.arg(name)
+}
+
+/// `docker inspect --format '{{.Image}} {{.State.Status}}' NAME`: the image id a container
+/// runs and its state; fails when there is no such container.
+pub fn container_image(name: &str) -> Cmd {
+    Cmd::new("docker").args(["inspect", "--format", "{{.Image}} {{.State.Status}}", name])
+}
+
+/// `docker start NAME`.
+pub fn start(name: &str) -> Cmd {
+    Cmd::new("docker").args(["start", name])
+}
+
 /// `docker stop --time SECS NAME`: SIGTERM, then the server drains its sockets.
 pub fn stop(name: &str, grace_secs: u32) -> Cmd {
     Cmd::new("docker")
@@ -109,6 +174,28 @@ pub fn logs_tail(name: &str, lines: u32) -> Cmd {
         .args(["logs", "--tail"])
         .arg(lines.to_string())
         .arg(name)
+}
+
+/// `docker logs [--follow] [--since WHEN] [--tail N] NAME` (both streams).
+pub fn logs(name: &str, follow: bool, since: Option<&str>, tail: Option<u32>) -> Cmd {
+    let mut c = Cmd::new("docker").arg("logs");
+    if follow {
+        c = c.arg("--follow");
+    }
+    if let Some(s) = since {
+        c = c.args(["--since", s]);
+    }
+    if let Some(n) = tail {
+        c = c.arg("--tail").arg(n.to_string());
+    }
+    c.arg(name)
+}
+
+/// `docker exec NAME CMD…` (no terminal, no stdin).
+pub fn exec(name: &str, command: &[String]) -> Cmd {
+    Cmd::new("docker")
+        .args(["exec", name])
+        .args(command.iter().map(String::as_str))
 }
 
 /// `docker image inspect --format '{{.Id}}' IMAGE`: the image id, or a failure when the host
@@ -271,6 +358,57 @@ mod tests {
         assert_eq!(save("chat:v1").to_shell(), "docker save chat:v1");
         assert_eq!(load().to_shell(), "docker load --quiet");
         assert_eq!(rmi("chat:v0").to_shell(), "docker rmi chat:v0");
+    }
+
+    #[test]
+    fn accessory_lines() {
+        let spec = AccessorySpec {
+            name: "chat-redis".into(),
+            image: "redis:7-alpine".into(),
+            network: "chat-net".into(),
+            volume: ("chat-redis-data".into(), "/data".into()),
+            labels: vec![("fullslack.stack".into(), "chat".into())],
+            args: vec!["--appendonly".into(), "yes".into()],
+        };
+        assert_eq!(
+            run_accessory(&spec).to_shell(),
+            "docker run --detach --restart unless-stopped --name chat-redis --network chat-net \
+             --volume chat-redis-data:/data --label fullslack.stack=chat redis:7-alpine \
+             --appendonly yes"
+        );
+        assert_eq!(
+            network_create("chat-net", &[("fullslack.stack".into(), "chat".into())]).to_shell(),
+            "docker network create --label fullslack.stack=chat chat-net"
+        );
+        assert_eq!(
+            network_inspect("chat-net").to_shell(),
+            "docker network inspect --format '{{.Name}}' chat-net"
+        );
+        assert_eq!(
+            container_image("chat-redis").to_shell(),
+            "docker inspect --format '{{.Image}} {{.State.Status}}' chat-redis"
+        );
+        assert_eq!(start("chat-redis").to_shell(), "docker start chat-redis");
+    }
+
+    #[test]
+    fn logs_and_exec_lines() {
+        assert_eq!(
+            logs("chat-blue", true, Some("10m"), Some(50)).to_shell(),
+            "docker logs --follow --since 10m --tail 50 chat-blue"
+        );
+        assert_eq!(
+            logs("chat-blue", false, None, None).to_shell(),
+            "docker logs chat-blue"
+        );
+        assert_eq!(
+            exec(
+                "chat-blue",
+                &["sh".into(), "-c".into(), "echo $HOME; id".into()]
+            )
+            .to_shell(),
+            "docker exec chat-blue sh -c 'echo $HOME; id'"
+        );
     }
 
     #[test]

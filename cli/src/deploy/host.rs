@@ -136,7 +136,23 @@ async fn switch_release<R: Runner>(
         hint: "check app.host_port and app.replicas in the stack file".into(),
     })?;
     let container = p.layout.container(color);
-    switch::start(r, p, &target, color, port).await?;
+    if let Err(e) = switch::start(r, p, &target, color, port).await {
+        // `docker run` may leave a created, never-started container (a port the host has
+        // in use, a missing volume driver): shown and removed like a release that failed
+        // its gate.
+        let logs = switch::discard(r, &container).await;
+        return Err(CliError::Failed {
+            message: format!(
+                "release {} could not start on {}: {}\nlast {} log lines of {container}:\n{}",
+                target.version,
+                r.host(),
+                first_line(&e.to_string()),
+                switch::LOG_LINES,
+                logs.trim_end()
+            ),
+            hint: "it never got traffic: the live release keeps serving. Fix the host (or the release) and deploy again".into(),
+        });
+    }
     if let Err(reason) = switch::wait_healthy(r, p, &container, port).await {
         let logs = switch::discard(r, &container).await;
         return Err(CliError::Failed {

@@ -15,10 +15,13 @@
 //!   point Nginx at it, retire the old one.
 //! - [`host`]: one host's whole deploy in order, with the lock released and the audit line
 //!   written on every path.
+//! - [`accessory`]: the stack's managed Redis / MongoDB containers on the stack's Docker
+//!   network, made to run (idempotently) before any chat release switches.
 //!
 //! The host keeps its state under `Layout::root` (default `/var/lib/fullslack`): the lock, the
 //! env file (mode 0600), the release log and the audit log. Nothing secret leaves the env file.
 
+pub mod accessory;
 pub mod host;
 pub mod lock;
 pub mod releases;
@@ -218,6 +221,9 @@ pub struct Plan {
     pub env: ContainerEnv,
     /// Port the server listens on inside the container.
     pub container_port: u16,
+    /// The stack's Docker network the chat containers join (`Some` when the stack runs
+    /// accessories, which they reach by name there).
+    pub network: Option<String>,
     /// Nginx.
     pub nginx: NginxSetup,
     /// Health gate.

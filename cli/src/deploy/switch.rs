@@ -37,7 +37,7 @@ pub fn spec(p: &Plan, t: &Target, color: Color, port: u16) -> RunSpec {
             stack_label("fullslack.version", &t.version),
             stack_label("fullslack.color", super::color_name(color)),
         ],
-        network: None,
+        network: p.network.clone(),
         volumes: vec![(p.layout.data_volume(), data_dir(p))],
         restart: "unless-stopped".into(),
     }
@@ -233,6 +233,7 @@ mod tests {
                 )],
             },
             container_port: 8080,
+            network: None,
             nginx: NginxSetup {
                 site_path: "/etc/nginx/conf.d/fullslack-chat.conf".into(),
                 paths: NginxPaths::default(),

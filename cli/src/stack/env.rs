@@ -83,7 +83,8 @@ pub(super) fn env_problems(s: &Stack) -> Vec<Problem> {
 /// ([`crate::image::offline::IMAGE_ENV`]: production mode, listen address, data directory).
 #[derive(Debug, Clone)]
 pub struct ContainerEnv {
-    /// Plain variables (`app.env`, the listen port, `FULLSLACK_MODE=local` for `local`).
+    /// Plain variables (`app.env`, the listen port, `FULLSLACK_MODE=local` for `local`, the
+    /// URLs of managed Redis/MongoDB on the stack network).
     pub plain: Vec<(String, String)>,
     /// Secrets (`[secrets]`, external Redis/MongoDB URLs), resolved; written to an env file
     /// on the host, never on a command line.
@@ -139,6 +140,17 @@ impl Stack {
         ] {
             if let (ServiceMode::External, Some(r)) = (svc.mode, &svc.url) {
                 secrets.push((var.to_string(), resolve(r)?));
+            }
+        }
+        // A managed service is reached by its container name on the stack's network; the
+        // URL carries no credential (the port is never published), so it is a plain setting.
+        for a in crate::deploy::accessory::Accessory::of_stack(self) {
+            let var = a.kind.env_var();
+            if !self.app.env.contains_key(var) {
+                plain.push((
+                    var.to_string(),
+                    crate::deploy::accessory::url(&self.name, a.kind),
+                ));
             }
         }
         Ok(ContainerEnv { plain, secrets })

@@ -12,16 +12,22 @@
 //! deploys and a dead deploy's lock; [`interrupted`] a deploy killed in its health gate and
 //! the next one recovering its lock; [`ec2`] an `ec2` stack provisioned on moto, then
 //! deployed over SSH; [`pull`] a deploy through a registry on loopback; [`local`] the `local`
-//! target (no SSH); [`operate`] `fullslack operate` keeping a `local` stack healthy (restart,
-//! drift, `--fix`, `/metrics`, SIGTERM).
+//! target (no SSH); [`accessory`] a managed Redis (Debian's `redis-server` packed offline) that
+//! the chat containers use and that keeps its data across redeploys; [`two_hosts`] two hosts
+//! rolled one at a time, the second failing and the first put back; [`logs`] `logs` and `exec`
+//! on the live container; [`operate`] `fullslack operate` keeping a stack healthy (restart,
+//! drift, `--fix`, `/metrics`, SIGTERM, a deploy lock).
 
+mod accessory;
 mod ec2;
 mod interrupted;
 mod local;
 mod lock;
+mod logs;
 mod operate;
 mod pull;
 mod switch;
+mod two_hosts;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -89,21 +95,27 @@ struct Host {
 impl Host {
     /// A host whose stack streams images over SSH (no registry).
     fn new() -> Host {
-        Host::create(None, "ssh")
+        Host::create(None, "ssh", "")
+    }
+
+    /// A host whose stack file ends with `extra` (TOML tables; `@STACK@` becomes the stack's
+    /// name).
+    fn with_extra(extra: &str) -> Host {
+        Host::create(None, "ssh", extra)
     }
 
     /// A `local` stack: this machine's Docker Engine, no SSH.
     fn local() -> Host {
-        Host::create(None, "local")
+        Host::create(None, "local", "")
     }
 
     /// A host whose stack pulls from the registry at `addr` as user `deployer`, the password
     /// in `DEPLOY_TEST_REGISTRY_PW`.
     fn with_registry(addr: &str) -> Host {
-        Host::create(Some(addr), "ssh")
+        Host::create(Some(addr), "ssh", "")
     }
 
-    fn create(registry: Option<&str>, target: &str) -> Host {
+    fn create(registry: Option<&str>, target: &str, extra: &str) -> Host {
         let dir = fullslack_test_support::paths::short_tempdir();
         let name = format!("fsd-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
         let sshd = Sshd::start(dir.path());
@@ -136,7 +148,8 @@ impl Host {
         let stack = dir.path().join("stack.toml");
         std::fs::write(
             &stack,
-            stack_text(&name, target, &connect, &image_section, app_port),
+            stack_text(&name, target, &connect, &image_section, app_port)
+                + &extra.replace("@STACK@", &name),
         )
         .expect("stack file");
         Host {
@@ -238,8 +251,8 @@ impl Drop for Host {
     }
 }
 
-/// Removes every container and volume labelled with the stack's name, and the images of
-/// its repository.
+/// Removes every container, volume and network labelled with the stack's name, and the
+/// images of its repository and of its accessories (`NAME/redis`).
 fn remove_stack(name: &str, repo: &str) {
     let label = format!("label=fullslack.stack={name}");
     let listed = |args: &[&str]| -> Vec<String> {
@@ -265,14 +278,19 @@ fn remove_stack(name: &str, repo: &str) {
             .args(["volume", "rm", "--force", &v])
             .output();
     }
-    let images = Command::new("docker")
-        .args(["images", "--format", "{{.Repository}}:{{.Tag}}", repo])
-        .output();
-    if let Ok(images) = images {
-        for image in String::from_utf8_lossy(&images.stdout).lines() {
-            let _ = Command::new("docker")
-                .args(["rmi", "--force", image])
-                .output();
+    for n in listed(&["network", "ls"]) {
+        let _ = Command::new("docker").args(["network", "rm", &n]).output();
+    }
+    for repo in [repo.to_string(), format!("{name}/redis")] {
+        let images = Command::new("docker")
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}}", &repo])
+            .output();
+        if let Ok(images) = images {
+            for image in String::from_utf8_lossy(&images.stdout).lines() {
+                let _ = Command::new("docker")
+                    .args(["rmi", "--force", image])
+                    .output();
+            }
         }
     }
 }
@@ -375,4 +393,42 @@ fn health_through_nginx(h: &Host) -> Output {
         .env_remove("FULLSLACK_STACK")
         .output()
         .expect("run health")
+}
+
+/// Packs Debian's `redis-server` (its shared libraries, loader and all) as `REPO:TAG` through
+/// the offline image path: the image's entrypoint is `redis-server` itself, so the options
+/// the deploy passes reach it directly.
+fn build_redis_image(repo: &str, tag: &str) {
+    let bin = Path::new("/usr/bin/redis-server");
+    assert!(
+        bin.is_file(),
+        "/usr/bin/redis-server is missing: run scripts/test.sh (it installs redis-server)"
+    );
+    let mut c = fullslack_test_support::fullslack!();
+    c.args(["build", "--offline", "--no-healthcheck", "--binary"])
+        .arg(bin)
+        .args(["--context", concat!(env!("CARGO_MANIFEST_DIR"), "/..")])
+        .args(["--image", repo, "--tag", tag]);
+    let out = c.output().expect("run fullslack build");
+    assert!(out.status.success(), "build redis {tag}: {}", text(&out));
+}
+
+/// `GET URL/readyz` as JSON (the store's and Redis's state as the serving node sees them).
+fn readyz(url: &str) -> serde_json::Value {
+    let resp = reqwest::blocking::get(format!("{url}/readyz")).expect("GET /readyz");
+    resp.json().expect("readyz JSON")
+}
+
+/// `docker inspect --format F NAME`, trimmed.
+fn inspect(name: &str, format: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "--format", format, name])
+        .output()
+        .expect("docker inspect");
+    assert!(
+        out.status.success(),
+        "docker inspect {name}: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
