@@ -335,6 +335,40 @@ pub fn certificate_markdown(c: &crate::deploy::certificate::CertificateReport) -
     format!("{mark}**Certificate:** {}\n\n", cell(&c.describe()))
 }
 
+/// The actions an `operate` round took (restarts, renewals, drift fixes), one row each; empty
+/// when it took none.
+pub fn operate_actions_markdown(actions: &[crate::operate::Event]) -> String {
+    let mut md = String::new();
+    for a in actions {
+        if let crate::operate::Event::Action {
+            host,
+            action,
+            target,
+            ok,
+            detail,
+            ..
+        } = a
+        {
+            if md.is_empty() {
+                md.push_str("| | action | host | on | detail |\n| --- | --- | --- | --- | --- |\n");
+            }
+            let _ = writeln!(
+                md,
+                "| {} | `{}` | {} | {} | {} |",
+                if *ok { "done" } else { "**FAILED**" },
+                cell(action),
+                cell(host),
+                cell(target),
+                cell(detail)
+            );
+        }
+    }
+    if !md.is_empty() {
+        md.push('\n');
+    }
+    md
+}
+
 /// The summary of `certs status`: one row per domain and host.
 pub fn certs_status_markdown(stack: &str, st: &[crate::certs::DomainStatus]) -> String {
     let mut md = format!(

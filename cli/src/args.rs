@@ -107,6 +107,9 @@ pub enum Command {
     /// TLS certificates over ACME: issue, status, renew.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Keep a deployed stack healthy: check every interval, restart a chat container that is
+    /// down, renew due certificates, report drift (fix it with --fix), serve /metrics.
+    Operate(OperateArgs),
     /// Print shell completions.
     Completions(CompletionsArgs),
 }
@@ -726,4 +729,45 @@ pub struct CertsIssueArgs {
     /// still apply).
     #[arg(long)]
     pub force: bool,
+}
+
+/// `operate` arguments.
+#[derive(Debug, Args)]
+pub struct OperateArgs {
+    #[command(flatten)]
+    pub stack: StackArg,
+    /// Time between the end of one round of checks and the start of the next (`30`, `30s`,
+    /// `5m`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub interval: Duration,
+    /// Run one round and exit: 0 when every check passed, 1 otherwise (a scheduled CI job).
+    #[arg(long)]
+    pub once: bool,
+    /// Repair drift too: put Nginx back on the rendered site, remove a container of the
+    /// stack the release log does not know, redeploy the live release when its container
+    /// runs another one or is gone. Without it drift is only reported. AWS drift is always
+    /// only reported (run `fullslack apply`).
+    #[arg(long)]
+    pub fix: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics (`127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How long a running chat container may stay unhealthy (failing /readyz or the WebSocket
+    /// round trip) before it is restarted. A container that is not running is started at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub grace: Duration,
+    /// Directory on the host with fullchain.pem and privkey.pem [default:
+    /// /etc/fullslack/certs/STACK, as `nginx render`].
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<String>,
+    /// Webroot the host's Nginx serves /.well-known/acme-challenge/ from (renewals).
+    #[arg(long, default_value = "/var/lib/fullslack/acme", value_name = "DIR")]
+    pub acme_root: String,
+    /// Renew without running `doctor`'s DNS/CAA checks first.
+    #[arg(long)]
+    pub skip_cert_checks: bool,
+    // The hosts, Nginx and probe settings exactly as `deploy` takes them: what the drift
+    // checks compare against and what a --fix redeploy uses.
+    #[command(flatten)]
+    pub switch: SwitchOpts,
 }

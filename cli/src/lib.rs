@@ -33,7 +33,10 @@
 //! - [`tls`]: rustls configs and certificate inspection (days left, trust).
 //! - [`certs`]: certificates over ACME (instant-acme): issue, renew (ARI), status, and
 //!   `ensure` for deploy; tokens, chain and key placed on the hosts through a runner.
-//! - [`check`]: check results shared by `health` and `doctor` (text and `--json`).
+//! - [`operate`]: `operate`'s rounds: per host the live release, its container (restarted
+//!   when down or unhealthy past a grace period), health, drift (idle container, Nginx
+//!   against the render), the certificate (renewed when due); its JSON log and `/metrics`.
+//! - [`check`]: check results shared by `health`, `doctor` and `operate` (text and `--json`).
 //! - [`output`]: the reporter: colour only on a terminal, spinners, JSON.
 //! - [`error`]: [`error::CliError`], each variant with the hint that tells the fix.
 //! - [`actions`]: inside GitHub Actions: the step summary (Markdown), `::error` annotations at
@@ -56,6 +59,7 @@ pub mod health;
 pub mod hosts;
 pub mod image;
 pub mod nginx;
+pub mod operate;
 pub mod output;
 pub mod runner;
 pub mod secret;

@@ -332,26 +332,37 @@ async fn switch_hosts(
 
 /// The plan of one host (`None`: this machine): its layout (named after the host when it
 /// has a `name`), `{host}` in the Nginx paths, and its own ports when the stack gives them.
-fn host_plan(
+pub(super) fn host_plan(
     s: &Stack,
     o: &SwitchOpts,
     base: &Plan,
     h: Option<&crate::stack::Host>,
 ) -> Result<Plan, CliError> {
     let mut p = base.clone();
-    p.layout = Layout::of(&o.connect.state_dir, &s.name, h);
-    p.nginx = nginx_setup(&host_stack(s, h), o, &p.layout)?;
+    (p.layout, p.nginx) = host_nginx(s, o, h)?;
+    Ok(p)
+}
+
+/// One host's layout and Nginx (`None`: this machine), as its deploy sets them up: what
+/// `operate` compares the host's site file against.
+pub(super) fn host_nginx(
+    s: &Stack,
+    o: &SwitchOpts,
+    h: Option<&crate::stack::Host>,
+) -> Result<(Layout, NginxSetup), CliError> {
+    let layout = Layout::of(&o.connect.state_dir, &s.name, h);
+    let mut nginx = nginx_setup(&host_stack(s, h), o, &layout)?;
     if let Some(port) = h.and_then(|h| h.http_port) {
-        p.nginx.site.http_port = port;
+        nginx.site.http_port = port;
     }
-    p.nginx.site_path = with_host(&p.nginx.site_path, h);
-    for path in [&mut p.nginx.paths.conf, &mut p.nginx.paths.prefix]
+    nginx.site_path = with_host(&nginx.site_path, h);
+    for path in [&mut nginx.paths.conf, &mut nginx.paths.prefix]
         .into_iter()
         .flatten()
     {
         *path = with_host(path, h);
     }
-    Ok(p)
+    Ok((layout, nginx))
 }
 
 /// The error of the host where a run over several hosts stopped, naming it first.
@@ -576,7 +587,7 @@ async fn resolve_secrets(s: &Stack) -> Result<BTreeMap<String, SecretString>, Cl
 }
 
 /// The plan every host gets.
-async fn plan(
+pub(super) async fn plan(
     s: &Stack,
     o: &SwitchOpts,
     action: &'static str,

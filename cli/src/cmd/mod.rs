@@ -16,6 +16,7 @@ pub mod init;
 pub mod lock;
 pub mod logs;
 pub mod nginx;
+pub mod operate;
 pub mod plan;
 pub mod push;
 pub mod releases;
@@ -52,6 +53,7 @@ pub async fn dispatch(cli: Cli, r: Reporter) -> Result<(), CliError> {
         Command::Logs(a) => logs::logs(&a).await,
         Command::Exec(a) => logs::exec(&a).await,
         Command::Certs(c) => certs::run(&c, &r).await,
+        Command::Operate(a) => operate::run(&a, &r).await,
         Command::Completions(a) => {
             completions::run(&a);
             Ok(())

@@ -177,7 +177,7 @@ async fn switch_release<R: Runner>(
             hint: "it never got traffic: the live release keeps serving. Fix the release and deploy again".into(),
         });
     }
-    let https = match switch::point_nginx(r, p, color).await {
+    let https = match switch::point_nginx(r, &p.nginx, color).await {
         Ok(https) => https,
         Err(e) => {
             let _ = switch::discard(r, &container).await;

@@ -148,7 +148,11 @@ async fn take_over_if_dead<R: Runner>(
 
 /// Seconds since the lock's heartbeat was last touched, by the host's clock (`None`: the lock
 /// has no heartbeat, or it went away meanwhile).
-async fn heartbeat_age<R: Runner>(r: &R, root: &str, stack: &str) -> Result<Option<u64>, CliError> {
+pub async fn heartbeat_age<R: Runner>(
+    r: &R,
+    root: &str,
+    stack: &str,
+) -> Result<Option<u64>, CliError> {
     let cmd = sh(&Cmd::new("stat")
         .args(["-c", "%Y", &heartbeat_file(root, stack)])
         .and(Cmd::new("date").arg("+%s")));

@@ -7,12 +7,12 @@
 
 use std::time::Instant;
 
-use super::{Plan, Target, STATE_ROOT};
+use super::{NginxSetup, Plan, Target, STATE_ROOT};
 use crate::check::Outcome;
 use crate::commands::docker::{self, RunSpec};
 use crate::commands::{files, nginx as nginx_cmd, Cmd};
 use crate::error::CliError;
-use crate::nginx::{render_site, Color};
+use crate::nginx::{render_site, Color, SiteParams};
 use crate::runner::Runner;
 
 /// Poll interval of the health gate: the release is asked again until it answers or the
@@ -145,17 +145,17 @@ pub async fn discard<R: Runner>(r: &R, container: &str) -> String {
 /// HTTP-only while the host has no certificate Nginx could serve ([`servable_certificate`]):
 /// that variant still serves the ACME challenge and proxies to the release, so the deploy's
 /// certificate step can get one. Returns whether the site serves HTTPS.
-pub async fn point_nginx<R: Runner>(r: &R, p: &Plan, color: Color) -> Result<bool, CliError> {
-    let mut site = p.nginx.site.clone();
-    site.active = color;
-    if site.tls && !servable_certificate(r, &site.cert_dir).await? {
-        site.tls = false;
-    }
+pub async fn point_nginx<R: Runner>(
+    r: &R,
+    nginx: &NginxSetup,
+    color: Color,
+) -> Result<bool, CliError> {
+    let site = site_for(r, nginx, color).await?;
     let text = render_site(&site)?;
-    let path = &p.nginx.site_path;
+    let path = &nginx.site_path;
     let before = r.run(&files::read(path)).await?;
     r.check(&files::write(path, &text, 0o644)).await?;
-    let tested = r.run(&nginx_cmd::test(&p.nginx.paths)).await?;
+    let tested = r.run(&nginx_cmd::test(&nginx.paths)).await?;
     if !tested.success() {
         let restore = if before.success() {
             files::write(path, &before.stdout, 0o644)
@@ -172,8 +172,24 @@ pub async fn point_nginx<R: Runner>(r: &R, p: &Plan, color: Color) -> Result<boo
             hint: "the previous site was put back and the live release keeps serving; fix the Nginx setup (`fullslack nginx render`) and deploy again".into(),
         });
     }
-    r.check(&nginx_cmd::reload(&p.nginx.paths)).await?;
+    r.check(&nginx_cmd::reload(&nginx.paths)).await?;
     Ok(site.tls)
+}
+
+/// The site Nginx should serve on this host with `color` live: the stack's site, HTTP-only
+/// while a `tls.enabled` host has no certificate Nginx could serve. What `point_nginx` writes
+/// and what `operate` compares the host's file with.
+pub async fn site_for<R: Runner>(
+    r: &R,
+    nginx: &NginxSetup,
+    color: Color,
+) -> Result<SiteParams, CliError> {
+    let mut site = nginx.site.clone();
+    site.active = color;
+    if site.tls && !servable_certificate(r, &site.cert_dir).await? {
+        site.tls = false;
+    }
+    Ok(site)
 }
 
 /// Whether `cert_dir` on the host holds a certificate Nginx can serve: a chain that parses and

@@ -3,7 +3,7 @@
 //! real chat server. Issue, verify the served chain against pebble's root, `fullslack health`,
 //! status, a refused second issue, a renewal made due by the stack's configuration, and a
 //! challenge the CA cannot reach, which fails with the reason and leaves the old certificate
-//! serving.
+//! serving. [`operate`]: `fullslack operate` renewing a due certificate.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,8 @@ use fullslack_test_support::{
     wait_for_port, ProcessGuard, Sshd,
 };
 use serde_json::Value;
+
+mod operate;
 
 const DOMAIN: &str = "chat.example.test";
 

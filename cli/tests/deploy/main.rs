@@ -16,7 +16,8 @@
 //! the chat containers use and that keeps its data across redeploys; [`two_hosts`] two hosts
 //! rolled one at a time, the second failing and the first put back; [`logs`] `logs` and `exec`
 //! on the live container; [`tls`] a `tls.enabled` stack getting its certificate from pebble
-//! during the deploy.
+//! during the deploy; [`operate`] `fullslack operate` keeping a stack healthy (restart, drift,
+//! `--fix`, `/metrics`, SIGTERM, a deploy lock).
 
 mod accessory;
 mod ec2;
@@ -24,6 +25,7 @@ mod interrupted;
 mod local;
 mod lock;
 mod logs;
+mod operate;
 mod pull;
 mod switch;
 mod tls;
