@@ -197,7 +197,7 @@ async fn serve_https<R: Runner>(r: &R, p: &Plan) -> Result<bool, CliError> {
     let res = async {
         let log = read_log(r, &p.layout.releases_file()).await?;
         match log.live() {
-            Some(live) => switch::point_nginx(r, p, live.color).await,
+            Some(live) => switch::point_nginx(r, &p.nginx, live.color).await,
             None => Ok(false),
         }
     }

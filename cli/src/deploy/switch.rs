@@ -273,7 +273,7 @@ mod tests {
             nginx: NginxSetup {
                 site_path: "/etc/nginx/conf.d/fullslack-chat.conf".into(),
                 paths: NginxPaths::default(),
-                site: crate::nginx::SiteParams::from_stack(&stack).expect("site"),
+                site: SiteParams::from_stack(&stack).expect("site"),
             },
             gate: Gate {
                 probe,
