@@ -609,6 +609,14 @@ pub struct DeployArgs {
     pub aws: AwsOpts,
     #[command(flatten)]
     pub switch: SwitchOpts,
+    #[command(flatten)]
+    pub cert_checks: CertCheckOpts,
+}
+
+/// The checks run before a certificate is ordered or renewed (`deploy` and `operate` of a
+/// `tls.enabled` stack).
+#[derive(Debug, Args, Clone)]
+pub struct CertCheckOpts {
     /// DNS server (IP:PORT) for the DNS/CAA checks run before a certificate is ordered
     /// (`tls.enabled` stacks).
     #[arg(long, value_name = "IP:PORT")]
@@ -756,18 +764,10 @@ pub struct OperateArgs {
     /// round trip) before it is restarted. A container that is not running is started at once.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub grace: Duration,
-    /// Directory on the host with fullchain.pem and privkey.pem [default:
-    /// /etc/fullslack/certs/STACK, as `nginx render`].
-    #[arg(long, value_name = "DIR")]
-    pub cert_dir: Option<String>,
-    /// Webroot the host's Nginx serves /.well-known/acme-challenge/ from (renewals).
-    #[arg(long, default_value = "/var/lib/fullslack/acme", value_name = "DIR")]
-    pub acme_root: String,
-    /// Renew without running `doctor`'s DNS/CAA checks first.
-    #[arg(long)]
-    pub skip_cert_checks: bool,
-    // The hosts, Nginx and probe settings exactly as `deploy` takes them: what the drift
-    // checks compare against and what a --fix redeploy uses.
+    // The hosts, Nginx, certificate paths and probe settings exactly as `deploy` takes
+    // them: what the drift checks compare against, what a --fix redeploy and a renewal use.
     #[command(flatten)]
     pub switch: SwitchOpts,
+    #[command(flatten)]
+    pub cert_checks: CertCheckOpts,
 }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::usage;
-use crate::args::{ApplyArgs, DeployArgs, LockOpts, RollbackArgs, StackOpt, SwitchOpts};
+use crate::args::{
+    ApplyArgs, CertCheckOpts, DeployArgs, LockOpts, RollbackArgs, StackOpt, SwitchOpts,
+};
 use crate::certs::Options as CertOptions;
 use crate::commands::docker;
 use crate::deploy::accessory::{self, Accessory};
@@ -41,17 +43,24 @@ pub async fn run(a: &DeployArgs, r: &Reporter) -> Result<(), CliError> {
     let target = image_target(&a.stack.stack, &s, a.version.as_deref()).await?;
     let transfer = transfer_of(&s, a.send_image)?;
     let plan = plan(&s, &a.switch, "deploy", Wanted::Image(target), transfer).await?;
-    let certs = s.tls.enabled.then(|| cert_options(a, &s));
+    let certs = s
+        .tls
+        .enabled
+        .then(|| cert_options(&a.stack.stack, &s, &a.switch, &a.cert_checks));
     run_plan(&a.stack.stack, &s, &a.switch, &plan, certs.as_ref(), r).await
 }
 
-/// Where the certificate step finds things: the paths the rendered site uses, and the
-/// stack's ACME account and order log beside the stack file (as `fullslack certs`). `{host}`
-/// in the Nginx paths becomes the first host's name: the certs flow reloads every host with
-/// the same paths.
-fn cert_options(a: &DeployArgs, s: &Stack) -> CertOptions {
-    let o = &a.switch;
-    let mut c = CertOptions::for_stack(&a.stack.stack, s);
+/// Where the certificate step (and `operate`'s renewals) find things: the paths the rendered
+/// site uses, and the stack's ACME account and order log beside the stack file (as
+/// `fullslack certs`). `{host}` in the Nginx paths becomes the first host's name: the certs
+/// flow reloads every host with the same paths.
+pub(super) fn cert_options(
+    stack_file: &Path,
+    s: &Stack,
+    o: &SwitchOpts,
+    checks: &CertCheckOpts,
+) -> CertOptions {
+    let mut c = CertOptions::for_stack(stack_file, s);
     if let Some(d) = &o.cert_dir {
         c.cert_dir.clone_from(d);
     }
@@ -61,8 +70,8 @@ fn cert_options(a: &DeployArgs, s: &Stack) -> CertOptions {
         conf: o.nginx_conf.as_deref().map(|p| with_host(p, first)),
         prefix: o.nginx_prefix.as_deref().map(|p| with_host(p, first)),
     };
-    c.dns_server = a.dns_server;
-    c.skip_checks = a.skip_cert_checks;
+    c.dns_server = checks.dns_server;
+    c.skip_checks = checks.skip_cert_checks;
     c
 }
 

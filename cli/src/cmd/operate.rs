@@ -243,7 +243,13 @@ async fn hosts_round<R: Runner>(
         }
     }
     if s.tls.enabled && !runners.is_empty() {
-        operate::check_certs(s, runners, &cert_options(a, s), j).await;
+        operate::check_certs(
+            s,
+            runners,
+            &super::deploy::cert_options(&a.stack.stack, s, &a.switch, &a.cert_checks),
+            j,
+        )
+        .await;
     }
 }
 
@@ -281,21 +287,6 @@ async fn redeploy<R: Runner>(
             })
             .map_err(|e| format!("{}: {e}", want.why)),
     );
-}
-
-/// Where the certificate is, as `certs` finds it (the same defaults and the switch's Nginx).
-fn cert_options(a: &OperateArgs, s: &Stack) -> crate::certs::Options {
-    let mut o = crate::certs::Options::for_stack(&a.stack.stack, s);
-    if let Some(d) = &a.cert_dir {
-        o.cert_dir.clone_from(d);
-    }
-    o.acme_root.clone_from(&a.acme_root);
-    o.nginx = crate::commands::nginx::NginxPaths {
-        conf: a.switch.nginx_conf.clone(),
-        prefix: a.switch.nginx_prefix.clone(),
-    };
-    o.skip_checks = a.skip_cert_checks;
-    o
 }
 
 /// An `ec2` stack's AWS plan: changes pending are drift. Report-only, even with `--fix`:
