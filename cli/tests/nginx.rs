@@ -412,13 +412,7 @@ fn health_through_nginx_passes(prefix: &Prefix, https_port: u16) {
         "health through nginx failed: {report:#}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let names: Vec<&str> = report["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .filter(|c| c["outcome"] == "ok")
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let names = fullslack_test_support::report::checks_with_outcome(&report, "ok");
     assert_eq!(
         names,
         ["healthz", "readyz", "ws.round_trip", "tls.certificate"]

@@ -12,6 +12,7 @@
 //! | [`chat_binary`] | the chat server as a process for tests outside its crate (the CLI's), found in the target directory |
 //! | [`certs`] | a throwaway CA and server certificate made with `openssl` |
 //! | [`moto`] | a moto server (AWS API emulator) per test, and the environment that points the CLI at it |
+//! | [`report`] | the CLI's check reports (`health --json`, `doctor --json`) read for assertions: which checks passed |
 //! | [`registry`] | a real container registry (`docker-registry`) on loopback, with or without htpasswd auth |
 //! | [`wire`] | the server's frames read as the protocol's types, for assertions on meaning |
 //! | [`client`] | the one API client: [`client::Client`] (REST) and [`client::Ws`] (WebSocket), requests written with the protocol types, answers kept as raw JSON for the tests' assertions on the wire |
@@ -29,6 +30,7 @@ pub mod pebble;
 pub mod ports;
 pub mod process;
 pub mod registry;
+pub mod report;
 pub mod server;
 pub mod sshd;
 pub mod wire;

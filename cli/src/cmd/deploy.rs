@@ -50,6 +50,24 @@ pub async fn run(a: &DeployArgs, r: &Reporter) -> Result<(), CliError> {
     run_plan(&a.stack.stack, &s, &a.switch, &plan, certs.as_ref(), r).await
 }
 
+/// The probe of a release (the deploy's health gate, and what `operate` checks live releases
+/// with): the stack's `[health]` and the probe identity the switch options name. The URL is
+/// replaced per host by the release's forwarded port.
+pub(super) fn probe_options(s: &Stack, o: &SwitchOpts) -> HealthOptions {
+    let from_env = crate::secret::from_env;
+    HealthOptions {
+        url: reqwest::Url::parse("http://127.0.0.1/").expect("a constant URL parses"),
+        probe_user: o.probe_user.clone(),
+        probe_password: from_env(&o.probe_password_env),
+        probe_token: from_env(&o.probe_token_env),
+        register_probe: o.register_probe,
+        timeout: Duration::from_secs(s.health.timeout_secs.max(1)),
+        ca_file: None,
+        websocket: s.health.websocket,
+        cert_min_days: 0,
+    }
+}
+
 /// Where the certificate step (and `operate`'s renewals) find things: the paths the rendered
 /// site uses, and the stack's ACME account and order log beside the stack file (as
 /// `fullslack certs`). `{host}` in the Nginx paths becomes the first host's name: the certs
@@ -616,18 +634,7 @@ pub(super) async fn plan(
             .cloned()
             .ok_or_else(|| usage(format!("secret {r} not resolved"), "this is a bug"))
     })?;
-    let from_env = crate::secret::from_env;
-    let probe = HealthOptions {
-        url: reqwest::Url::parse("http://127.0.0.1/").map_err(|e| usage(e.to_string(), ""))?,
-        probe_user: o.probe_user.clone(),
-        probe_password: from_env(&o.probe_password_env),
-        probe_token: from_env(&o.probe_token_env),
-        register_probe: o.register_probe,
-        timeout: Duration::from_secs(s.health.timeout_secs.max(1)),
-        ca_file: None,
-        websocket: s.health.websocket,
-        cert_min_days: 0,
-    };
+    let probe = probe_options(s, o);
     if probe.websocket && probe.probe_password.is_none() && probe.probe_token.is_none() {
         return Err(usage(
             "the health gate's WebSocket round trip needs a probe identity",

@@ -8,19 +8,18 @@
 //! sleep or the round in flight (its commands are killed with it) and ends the process.
 
 use std::pin::pin;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use fullslack_aws::Aws;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::deploy::{host_nginx, host_plan, plan, ssh_targets};
+use super::deploy::{host_nginx, host_plan, plan, probe_options, ssh_targets};
 use super::usage;
 use crate::args::{AwsOpts, OperateArgs};
 use crate::aws_spec::spec_of;
 use crate::check::Check;
 use crate::deploy::{host, Transfer, Wanted};
 use crate::error::CliError;
-use crate::health::HealthOptions;
 use crate::operate::{self, metrics, HostSetup, Journal, Memory, Redeploy, Settings};
 use crate::output::Reporter;
 use crate::runner::{LocalRunner, Runner, SshRunner};
@@ -156,7 +155,7 @@ async fn one_round(a: &OperateArgs, mem: &mut Memory, j: &mut Journal) {
     let st = Settings {
         fix: a.fix,
         grace: a.grace,
-        probe: probe(a, &s),
+        probe: probe_options(&s, &a.switch),
         lock_stale_after: a.switch.lock_stale_after,
     };
     if s.target == Target::Local {
@@ -195,24 +194,6 @@ async fn one_round(a: &OperateArgs, mem: &mut Memory, j: &mut Journal) {
     hosts_round(a, &s, &hosts, &runners, &st, mem, j).await;
     for runner in runners {
         let _ = runner.close().await;
-    }
-}
-
-/// The probe of the live releases: the deploy's health gate settings.
-fn probe(a: &OperateArgs, s: &Stack) -> HealthOptions {
-    let o = &a.switch;
-    let from_env = crate::secret::from_env;
-    HealthOptions {
-        // Replaced per host by the live release's forwarded port.
-        url: reqwest::Url::parse("http://127.0.0.1/").expect("a constant URL parses"),
-        probe_user: o.probe_user.clone(),
-        probe_password: from_env(&o.probe_password_env),
-        probe_token: from_env(&o.probe_token_env),
-        register_probe: o.register_probe,
-        timeout: Duration::from_secs(s.health.timeout_secs.max(1)),
-        ca_file: None,
-        websocket: s.health.websocket,
-        cert_min_days: 0,
     }
 }
 

@@ -360,13 +360,7 @@ fn issue_serves_a_chain_to_pebbles_root_then_status_refusal_renewal_and_a_failed
         text(&h)
     );
     let report: Value = serde_json::from_slice(&h.stdout).expect("health json");
-    let ok: Vec<&str> = report["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .filter(|c| c["outcome"] == "ok")
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let ok = fullslack_test_support::report::checks_with_outcome(&report, "ok");
     assert_eq!(
         ok,
         ["healthz", "readyz", "ws.round_trip", "tls.certificate"],

@@ -105,13 +105,7 @@ impl TlsHost {
         let h = self.health_https(&root);
         assert!(h.status.success(), "health over HTTPS: {}", text(&h));
         let report: Value = serde_json::from_slice(&h.stdout).expect("health json");
-        let ok: Vec<&str> = report["checks"]
-            .as_array()
-            .expect("checks")
-            .iter()
-            .filter(|c| c["outcome"] == "ok")
-            .filter_map(|c| c["name"].as_str())
-            .collect();
+        let ok = fullslack_test_support::report::checks_with_outcome(&report, "ok");
         assert_eq!(
             ok,
             ["healthz", "readyz", "ws.round_trip", "tls.certificate"],
