@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::args::ReleasesArgs;
-use crate::commands::Cmd;
+use crate::commands::docker;
 use crate::deploy::host::read_log;
 use crate::deploy::{color_name, host_stack, Layout};
 use crate::error::CliError;
@@ -94,12 +94,10 @@ async fn host_status<R: Runner>(
     st.color = Some(color_name(live.color));
     let name = layout.container(live.color);
     let inspect = r
-        .run(&Cmd::new("docker").args([
-            "inspect",
-            "--format",
-            "{{.State.Status}} since {{.State.StartedAt}}",
+        .run(&docker::inspect(
             &name,
-        ]))
+            "{{.State.Status}} since {{.State.StartedAt}}",
+        ))
         .await?;
     st.container = Some(if inspect.success() {
         format!("{name} {}", inspect.stdout.trim())

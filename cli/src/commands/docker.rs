@@ -135,15 +135,34 @@ pub fn network_create(name: &str, labels: &[(String, String)]) -> Cmd {
     c.arg(name)
 }
 
+/// `docker inspect --format FORMAT NAME`: what FORMAT (a Go template) says of a container;
+/// fails when there is no such container.
+pub fn inspect(name: &str, format: &str) -> Cmd {
+    Cmd::new("docker").args(["inspect", "--format", format, name])
+}
+
 /// `docker inspect --format '{{.Image}} {{.State.Status}}' NAME`: the image id a container
 /// runs and its state; fails when there is no such container.
 pub fn container_image(name: &str) -> Cmd {
-    Cmd::new("docker").args(["inspect", "--format", "{{.Image}} {{.State.Status}}", name])
+    inspect(name, "{{.Image}} {{.State.Status}}")
 }
 
 /// `docker start NAME`.
 pub fn start(name: &str) -> Cmd {
     Cmd::new("docker").args(["start", name])
+}
+
+/// `docker unpause NAME` (a paused container cannot be started).
+pub fn unpause(name: &str) -> Cmd {
+    Cmd::new("docker").args(["unpause", name])
+}
+
+/// `docker restart --time SECS NAME`: SIGTERM (the server drains), then started again.
+pub fn restart(name: &str, grace_secs: u32) -> Cmd {
+    Cmd::new("docker")
+        .args(["restart", "--time"])
+        .arg(grace_secs.to_string())
+        .arg(name)
 }
 
 /// `docker stop --time SECS NAME`: SIGTERM, then the server drains its sockets.
@@ -239,7 +258,7 @@ pub fn login(registry: &str, username: &str, password: SecretString) -> Cmd {
 
 /// `docker inspect --format '{{.State.Health.Status}}' NAME`-style state query.
 pub fn state(name: &str) -> Cmd {
-    Cmd::new("docker").args(["inspect", "--format", "{{.State.Status}}", name])
+    inspect(name, "{{.State.Status}}")
 }
 
 /// `docker ps` of this stack's containers.

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::certs::{self, Outcome as CertOutcome};
 use crate::check::{Check, Outcome};
-use crate::commands::{docker, files, lock as lock_cmd, Cmd};
+use crate::commands::{docker, files, lock as lock_cmd};
 use crate::deploy::host::read_log;
 use crate::deploy::releases::now;
 use crate::deploy::{color_name, switch, Layout, NginxSetup};
@@ -405,12 +405,10 @@ async fn host_checks<R: Runner>(
         "run `fullslack operate --fix` (redeploys the live release) or `fullslack deploy`"
     };
     let inspect = r
-        .run(&Cmd::new("docker").args([
-            "inspect",
-            "--format",
-            "{{.State.Status}}\t{{index .Config.Labels \"fullslack.version\"}}\t{{.Image}}",
+        .run(&docker::inspect(
             &name,
-        ]))
+            "{{.State.Status}}\t{{index .Config.Labels \"fullslack.version\"}}\t{{.Image}}",
+        ))
         .await?;
     if !inspect.success() {
         mem.unhealthy_since.remove(&name);
@@ -481,12 +479,12 @@ async fn host_checks<R: Runner>(
             ),
         );
         // A paused container cannot be started, only unpaused.
-        let verb = if state == "paused" {
-            "unpause"
+        let (verb, cmd) = if state == "paused" {
+            ("unpause", docker::unpause(&name))
         } else {
-            "start"
+            ("start", docker::start(&name))
         };
-        let started = r.check(&Cmd::new("docker").args([verb, &name])).await;
+        let started = r.check(&cmd).await;
         j.action(
             &host,
             "restart",
@@ -561,9 +559,7 @@ async fn health<R: Runner>(
         return Ok(());
     }
     mem.unhealthy_since.remove(name);
-    let restarted = r
-        .check(&Cmd::new("docker").args(["restart", "--time", "10", name]))
-        .await;
+    let restarted = r.check(&docker::restart(name, 10)).await;
     j.action(
         &host,
         "restart",
@@ -594,12 +590,10 @@ async fn stray<R: Runner>(
     let host = r.host();
     let idle = h.layout.container(live.color.other());
     let found = r
-        .run(&Cmd::new("docker").args([
-            "inspect",
-            "--format",
-            "{{.State.Status}} {{index .Config.Labels \"fullslack.version\"}}",
+        .run(&docker::inspect(
             &idle,
-        ]))
+            "{{.State.Status}} {{index .Config.Labels \"fullslack.version\"}}",
+        ))
         .await?;
     if !found.success() {
         j.check(

@@ -253,18 +253,10 @@ impl Host {
 
     /// The version label of the container that serves now, per colour.
     fn containers(&self) -> Vec<String> {
-        let out = Command::new("docker")
-            .args(["ps", "--all", "--filter"])
-            .arg(format!("label=fullslack.stack={}", self.name))
-            .args(["--format", "{{.Names}} {{.Label \"fullslack.version\"}}"])
-            .output()
-            .expect("docker ps");
-        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        v.sort();
-        v
+        docker_ps(
+            &format!("label=fullslack.stack={}", self.name),
+            "{{.Names}} {{.Label \"fullslack.version\"}}",
+        )
     }
 }
 
@@ -361,6 +353,20 @@ fn stack_text(
          {tls}\
          [secrets]\nFULLSLACK_AUTH__JWT_SECRET = {{ env = \"DEPLOY_TEST_JWT\" }}\n",
     )
+}
+
+/// `docker ps --all --filter FILTER --format FORMAT`, one line per container, sorted.
+fn docker_ps(filter: &str, format: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "--all", "--filter", filter, "--format", format])
+        .output()
+        .expect("docker ps");
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
 }
 
 /// `fullslack ARGS --stack STACK` with the test's secrets and probe password.

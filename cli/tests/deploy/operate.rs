@@ -94,6 +94,21 @@ fn docker(args: &[&str]) -> std::process::Output {
     out
 }
 
+/// One `operate --once --json ARGS` round against the host, and its JSON lines.
+fn operate_once(h: &Host, args: &[&str]) -> (std::process::Output, Vec<Value>) {
+    let out = h
+        .cli(&["operate", "--once", "--json"])
+        .args(args)
+        .args(h.switch_args())
+        .output()
+        .expect("operate --once");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    (out, lines)
+}
+
 fn container_exists(name: &str) -> bool {
     Command::new("docker")
         .args(["inspect", name])
@@ -260,16 +275,8 @@ fn operate_restarts_a_killed_container_reports_and_fixes_drift_and_stops_on_sigt
     });
 
     // --once --fix: one round repairs both, and exits 1 (the round found problems).
-    let out = h
-        .cli(&["operate", "--once", "--fix", "--json"])
-        .args(h.switch_args())
-        .output()
-        .expect("operate --once --fix");
+    let (out, lines) = operate_once(&h, &["--fix"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
-        .collect();
     for (action, target) in [
         ("nginx", site.display().to_string()),
         ("remove", green.clone()),
@@ -315,18 +322,7 @@ fn operate_over_ssh_restarts_a_killed_container() {
     h.build("v1", None);
     let out = h.switch("deploy", Some("v1"), &[]);
     assert!(out.status.success(), "deploy v1: {}", text(&out));
-    let once = || {
-        let out = h
-            .cli(&["operate", "--once", "--json"])
-            .args(h.switch_args())
-            .output()
-            .expect("operate --once");
-        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
-            .collect();
-        (out, lines)
-    };
+    let once = || operate_once(&h, &[]);
     let (out, lines) = once();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -456,18 +452,7 @@ fn operate_leaves_a_locked_host_alone_unless_the_lock_is_a_dead_deploys() {
         "who=ops@laptop\nsince=2026-11-30T00:00:00Z\nmessage=manual lock\n",
     )
     .expect("lock details");
-    let once = || {
-        let out = h
-            .cli(&["operate", "--once", "--json", "--lock-stale-after", "60"])
-            .args(h.switch_args())
-            .output()
-            .expect("operate --once");
-        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
-            .collect();
-        (out, lines)
-    };
+    let once = || operate_once(&h, &["--lock-stale-after", "60"]);
     let check = |lines: &[Value], name: &str| {
         lines
             .iter()

@@ -110,18 +110,10 @@ fn start_mongo(dir: &Path, db: &str) -> Mongo {
 
 /// Versions of the chat containers of one host (`NAME-HOST-…`), sorted.
 fn versions_on(stack: &str, host: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(["ps", "--all", "--filter"])
-        .arg(format!("name=^{stack}-{host}-"))
-        .args(["--format", "{{.Label \"fullslack.version\"}} {{.State}}"])
-        .output()
-        .expect("docker ps");
-    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    v.sort();
-    v
+    super::docker_ps(
+        &format!("name=^{stack}-{host}-"),
+        "{{.Label \"fullslack.version\"}} {{.State}}",
+    )
 }
 
 /// Removes the stack's Docker resources when the test ends, passed or failed.
