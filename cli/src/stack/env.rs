@@ -3,6 +3,7 @@
 //! environment a stack's chat containers get (plain values and resolved secrets).
 
 use super::diagnostics::{closest, problem, Problem};
+use super::services::{url, Kind};
 use super::{ServiceMode, Stack, Target};
 use crate::secret::{ExposeSecret, SecretRef, SecretString};
 
@@ -135,8 +136,8 @@ impl Stack {
             secrets.push((name.clone(), resolve(r)?));
         }
         for (var, svc) in [
-            ("FULLSLACK_REDIS_URL", &self.redis),
-            ("FULLSLACK_STORE_URL", &self.mongodb),
+            (Kind::Redis.env_var(), &self.redis),
+            (Kind::Mongodb.env_var(), &self.mongodb),
         ] {
             if let (ServiceMode::External, Some(r)) = (svc.mode, &svc.url) {
                 secrets.push((var.to_string(), resolve(r)?));
@@ -144,13 +145,10 @@ impl Stack {
         }
         // A managed service is reached by its container name on the stack's network; the
         // URL carries no credential (the port is never published), so it is a plain setting.
-        for a in crate::deploy::accessory::Accessory::of_stack(self) {
-            let var = a.kind.env_var();
-            if !self.app.env.contains_key(var) {
-                plain.push((
-                    var.to_string(),
-                    crate::deploy::accessory::url(&self.name, a.kind),
-                ));
+        for (kind, svc) in [(Kind::Redis, &self.redis), (Kind::Mongodb, &self.mongodb)] {
+            let var = kind.env_var();
+            if svc.mode == ServiceMode::Managed && !self.app.env.contains_key(var) {
+                plain.push((var.to_string(), url(&self.name, kind)));
             }
         }
         Ok(ContainerEnv { plain, secrets })

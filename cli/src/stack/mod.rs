@@ -9,6 +9,8 @@
 //!   TLS, ports, image names, Fargate sizes), and the warnings of a valid one.
 //! - [`env`]: the chat server's environment names (misspelt `FULLSLACK_*` names are refused)
 //!   and the environment a stack's containers get.
+//! - [`services`]: the stack's Redis / MongoDB services: which variable names their URL, and
+//!   how a managed one is named and reached on the stack's network.
 //! - [`placeholders`]: the documentation domains and addresses of the `init` template, which
 //!   `stack check` refuses.
 //! - [`aws_names`]: known AWS regions and instance types.
@@ -18,6 +20,7 @@ mod diagnostics;
 mod env;
 mod model;
 mod placeholders;
+pub mod services;
 mod validate;
 
 use std::fmt;
