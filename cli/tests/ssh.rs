@@ -66,6 +66,7 @@ async fn commands_run_over_real_ssh_with_exact_quoting() {
         who: "ci@runner".into(),
         since: "2026-01-01T00:00:00Z".into(),
         message: "deploy v1".into(),
+        id: String::new(),
     };
     runner
         .check(&lock::acquire(root, "chat", &h))

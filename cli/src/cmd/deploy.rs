@@ -665,6 +665,7 @@ pub(super) async fn plan(
             stale_after: Some(o.lock_stale_after),
         },
         who: fullslack_aws::lock::whoami(),
+        install_missing: s.target != StackTarget::Local,
     })
 }
 

@@ -165,10 +165,12 @@ async fn lock_on<R: Runner>(runner: &R, c: &LockCommand, stack: &str) -> Result<
     let lock_root = &lock_args(c).lock_root;
     let cmd: Cmd = match c {
         LockCommand::Acquire { message, .. } => {
+            // No id: an operator's lock is given back by `lock release`, never conditionally.
             let h = lock::Holder {
                 who: fullslack_aws::lock::whoami(),
                 since: httpdate::fmt_http_date(std::time::SystemTime::now()),
                 message: message.clone(),
+                id: String::new(),
             };
             lock::acquire(lock_root, stack, &h)
         }

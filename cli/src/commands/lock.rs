@@ -15,6 +15,34 @@ pub struct Holder {
     pub since: String,
     /// What is being done (`deploy v1.4.2`).
     pub message: String,
+    /// Tells this taking of the lock from any other (a deploy gives back, or takes over, only
+    /// the lock whose details it read, even if the same user deploys the same version twice in
+    /// one second). Empty in locks written before it existed and by `fullslack lock acquire`.
+    pub id: String,
+}
+
+impl Holder {
+    /// A holder with a fresh random id.
+    pub fn new(who: String, since: String, message: String) -> Self {
+        Holder {
+            who,
+            since,
+            message,
+            id: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+
+    /// The `details` file's text (what `status` prints).
+    pub fn details(&self) -> String {
+        let mut d = format!(
+            "who={}\nsince={}\nmessage={}\n",
+            self.who, self.since, self.message
+        );
+        if !self.id.is_empty() {
+            d.push_str(&format!("id={}\n", self.id));
+        }
+        d
+    }
 }
 
 fn dir(root: &str, stack: &str) -> String {
@@ -24,10 +52,7 @@ fn dir(root: &str, stack: &str) -> String {
 /// Takes the lock: fails (exit 1) when another deploy holds it.
 pub fn acquire(root: &str, stack: &str, holder: &Holder) -> Cmd {
     let d = dir(root, stack);
-    let details = format!(
-        "who={}\nsince={}\nmessage={}\n",
-        holder.who, holder.since, holder.message
-    );
+    let details = holder.details();
     sh(&Cmd::new("mkdir")
         .args(["-p", root])
         .and(Cmd::new("mkdir").arg(&d))
@@ -48,16 +73,52 @@ pub fn release(root: &str, stack: &str) -> Cmd {
     Cmd::new("rm").args(["-rf", &dir(root, stack)])
 }
 
+/// The guard file that makes "is it still the lock I read? then remove it" one step: every
+/// conditional removal runs under `flock` on it. (Taking the lock needs no guard: `mkdir` is
+/// atomic.)
+fn guard(root: &str, stack: &str) -> String {
+    format!("{root}/.{stack}.lock.guard")
+}
+
+/// Removes the lock only if its details are still `details` (exit 3 otherwise), under the
+/// guard. With `stale_after_secs`, also only if its heartbeat is older than that by the host's
+/// clock: the check and the removal are one step, so two deploys that both judged the same
+/// lock dead cannot both take it over (the second would remove the lock the first just took).
+pub fn release_if(root: &str, stack: &str, details: &str, stale_after_secs: Option<u64>) -> Cmd {
+    // `$(cat)` drops trailing newlines: compare without them.
+    let want = details.trim_end_matches('\n');
+    let script = "d=$1; [ \"$(cat \"$d/details\" 2>/dev/null)\" = \"$2\" ] || exit 3; \
+                  if [ -n \"$3\" ]; then t=$(stat -c %Y \"$d/heartbeat\" 2>/dev/null) || exit 3; \
+                  [ $(( $(date +%s) - t )) -gt \"$3\" ] || exit 3; fi; rm -rf \"$d\"";
+    Cmd::new("flock").args([
+        "-w".to_string(),
+        "30".to_string(),
+        guard(root, stack),
+        "sh".to_string(),
+        "-c".to_string(),
+        script.to_string(),
+        "sh".to_string(),
+        dir(root, stack),
+        want.to_string(),
+        stale_after_secs.map(|s| s.to_string()).unwrap_or_default(),
+    ])
+}
+
+/// Exit status of [`release_if`] when the lock is no longer the one read (or not stale).
+pub const NOT_THAT_LOCK: i32 = 3;
+
 /// Parses `status` output.
 pub fn parse_holder(text: &str) -> Option<Holder> {
     let mut who = None;
     let mut since = None;
     let mut message = None;
+    let mut id = String::new();
     for line in text.lines() {
         match line.split_once('=') {
             Some(("who", v)) => who = Some(v.to_string()),
             Some(("since", v)) => since = Some(v.to_string()),
             Some(("message", v)) => message = Some(v.to_string()),
+            Some(("id", v)) => id = v.to_string(),
             _ => {}
         }
     }
@@ -65,6 +126,7 @@ pub fn parse_holder(text: &str) -> Option<Holder> {
         who: who?,
         since: since?,
         message: message.unwrap_or_default(),
+        id,
     })
 }
 
@@ -78,6 +140,7 @@ mod tests {
             who: "alice@laptop".into(),
             since: "2026-01-02T03:04:05Z".into(),
             message: "deploy 'v2' $(id)".into(),
+            id: String::new(),
         };
         assert_eq!(
             acquire(LOCK_ROOT, "chat", &h).to_shell(),
@@ -99,7 +162,8 @@ mod tests {
             Some(Holder {
                 who: "a".into(),
                 since: "t".into(),
-                message: "m x".into()
+                message: "m x".into(),
+                id: String::new(),
             })
         );
         assert_eq!(parse_holder("garbage"), None);
@@ -120,6 +184,7 @@ mod run_tests {
             who: "bob@ci".into(),
             since: "2026-01-02T03:04:05Z".into(),
             message: "deploy 'v3' $(touch /tmp/pwned)".into(),
+            id: String::new(),
         };
         LocalRunner
             .check(&acquire(root, "chat", &h))

@@ -187,11 +187,11 @@ fn from_certificate(
 /// and pointed at the colour its release log says is live (not the one this deploy switched
 /// to: another deploy may have switched since this one released the lock).
 async fn serve_https<R: Runner>(r: &R, p: &Plan) -> Result<bool, CliError> {
-    let me = Holder {
-        who: p.who.clone(),
-        since: releases::now(),
-        message: "deploy: HTTPS site with the new certificate".into(),
-    };
+    let me = Holder::new(
+        p.who.clone(),
+        releases::now(),
+        "deploy: HTTPS site with the new certificate".into(),
+    );
     let root = p.layout.lock_root();
     lock::take(r, &root, &p.layout.stack, &me, p.lock).await?;
     let res = async {
@@ -202,7 +202,7 @@ async fn serve_https<R: Runner>(r: &R, p: &Plan) -> Result<bool, CliError> {
         }
     }
     .await;
-    let released = lock::give_back(r, &root, &p.layout.stack).await;
+    let released = lock::give_back(r, &root, &p.layout.stack, &me).await;
     let https = res?;
     released?;
     Ok(https)

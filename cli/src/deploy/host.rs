@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::releases::{now, AuditEntry, Release, ReleaseLog};
 use super::transfer::{self, Sent};
-use super::{lock, switch, Plan, Target, Wanted};
+use super::{lock, setup, switch, Plan, Target, Wanted};
 use crate::commands::{docker, files, lock::Holder, sh, Cmd, StdinData};
 use crate::error::CliError;
 use crate::nginx::Color;
@@ -66,11 +66,11 @@ pub async fn deploy<R: Runner>(r: &R, p: &Plan) -> (Option<AuditEntry>, Result<O
         Wanted::Image(t) => t.version.clone(),
         Wanted::Rollback(v) => v.clone().unwrap_or_else(|| "previous".into()),
     };
-    let me = Holder {
-        who: p.who.clone(),
-        since: now(),
-        message: format!("{} {wanted_version}", p.action),
-    };
+    let me = Holder::new(
+        p.who.clone(),
+        now(),
+        format!("{} {wanted_version}", p.action),
+    );
     let root = p.layout.lock_root();
     let broken = match lock::take(r, &root, &p.layout.stack, &me, p.lock).await {
         Ok(b) => b,
@@ -97,7 +97,7 @@ pub async fn deploy<R: Runner>(r: &R, p: &Plan) -> (Option<AuditEntry>, Result<O
         bytes_sent: progress.sent.bytes,
     };
     let audited = append_audit(r, p, &entry).await;
-    let released = lock::give_back(r, &root, &p.layout.stack).await;
+    let released = lock::give_back(r, &root, &p.layout.stack, &me).await;
     let outcome = result.and_then(|sw| {
         audited?;
         released?;
@@ -235,9 +235,10 @@ fn rollback_target<R: Runner>(
     })
 }
 
-/// Idempotent: the Docker Engine answers, the state directory (0700) and the data volume
-/// exist.
+/// Idempotent: Docker and Nginx are there (installed on an SSH host that lacks them, see
+/// [`setup`]), the Docker Engine answers, the state directory (0700) and the data volume exist.
 async fn bootstrap<R: Runner>(r: &R, p: &Plan) -> Result<(), CliError> {
+    setup::ensure_programs(r, p.install_missing).await?;
     let engine = r
         .run(&Cmd::new("docker").args(["version", "--format", "{{.Server.Version}}"]))
         .await?;

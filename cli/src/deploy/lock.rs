@@ -30,6 +30,20 @@ pub struct Policy {
 /// be notified by.
 const POLL: Duration = Duration::from_millis(500);
 
+/// How long a lock directory without details counts as another deploy in the middle of
+/// taking it (its `mkdir` and the write of its details are two steps).
+const MID_ACQUIRE: Duration = Duration::from_secs(5);
+
+/// What [`take_over_if_dead`] found.
+enum Takeover {
+    /// The holder is alive (or has no heartbeat): the lock stays.
+    Alive,
+    /// The lock was a dead deploy's and is removed.
+    Done,
+    /// The lock is no longer the one read: another deploy took it over, or it was released.
+    Changed,
+}
+
 fn heartbeat_file(root: &str, stack: &str) -> String {
     format!("{root}/{stack}.lock/heartbeat")
 }
@@ -62,22 +76,30 @@ pub async fn take<R: Runner>(
         }
         let held = r.run(&lock::status(root, stack)).await?;
         let Some(h) = lock::parse_holder(&held.stdout) else {
-            // Nobody holds it and mkdir still failed: the directory cannot be made.
-            if held.success() || start.elapsed() >= policy.wait {
-                return Err(RunError::Failed {
-                    host: r.host(),
-                    cmd: cmd.to_string(),
-                    status: out.status,
-                    stderr: out.stderr.trim().to_string(),
-                }
-                .into());
+            if !held.success() && start.elapsed() < policy.wait.max(MID_ACQUIRE) {
+                // No details to read: released between our mkdir and cat, or another deploy
+                // is between its mkdir and writing them. Look again shortly.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-            // Released between our mkdir and cat: try again at once.
-            continue;
+            // The details are there but unreadable, or nobody holds it and mkdir still fails:
+            // the directory cannot be made.
+            return Err(RunError::Failed {
+                host: r.host(),
+                cmd: cmd.to_string(),
+                status: out.status,
+                stderr: out.stderr.trim().to_string(),
+            }
+            .into());
         };
-        if take_over_if_dead(r, root, stack, &h, policy).await? {
-            broken = Some(h);
-            continue;
+        match take_over_if_dead(r, root, stack, &h, &held.stdout, policy).await? {
+            Takeover::Done => {
+                broken = Some(h);
+                continue;
+            }
+            // Someone else took it over (or released it) since we read it: read it again.
+            Takeover::Changed => continue,
+            Takeover::Alive => {}
         }
         if start.elapsed() >= policy.wait {
             return Err(held_error(r, stack, &h, policy));
@@ -117,21 +139,41 @@ fn held_error<R: Runner>(r: &R, stack: &str, h: &Holder, policy: Policy) -> CliE
 }
 
 /// Removes the lock when its holder's heartbeat is older than the bound; says so on stderr.
+/// The removal re-checks, in one step under the lock's guard, that the lock is still the one
+/// read (`details`) and still stale: another deploy may have taken it over first.
 async fn take_over_if_dead<R: Runner>(
     r: &R,
     root: &str,
     stack: &str,
     h: &Holder,
+    details: &str,
     policy: Policy,
-) -> Result<bool, CliError> {
+) -> Result<Takeover, CliError> {
     let Some(bound) = policy.stale_after else {
-        return Ok(false);
+        return Ok(Takeover::Alive);
     };
     let Some(age) = heartbeat_age(r, root, stack).await? else {
-        return Ok(false);
+        return Ok(Takeover::Alive);
     };
-    if age <= bound.as_secs().max(1) {
-        return Ok(false);
+    let bound_secs = bound.as_secs().max(1);
+    if age <= bound_secs {
+        return Ok(Takeover::Alive);
+    }
+    let removed = r
+        .run(&lock::release_if(root, stack, details, Some(bound_secs)))
+        .await?;
+    if removed.status == lock::NOT_THAT_LOCK {
+        // Another deploy took it over, or it was released, since we read it.
+        return Ok(Takeover::Changed);
+    }
+    if !removed.success() {
+        return Err(RunError::Failed {
+            host: r.host(),
+            cmd: lock::release_if(root, stack, details, Some(bound_secs)).to_string(),
+            status: removed.status,
+            stderr: removed.stderr.trim().to_string(),
+        }
+        .into());
     }
     eprintln!(
         "{}: the deploy lock held by {} since {} ({}) has had no heartbeat for {age} s \
@@ -140,10 +182,9 @@ async fn take_over_if_dead<R: Runner>(
         h.who,
         h.since,
         h.message,
-        bound.as_secs().max(1)
+        bound_secs
     );
-    r.check(&lock::release(root, stack)).await?;
-    Ok(true)
+    Ok(Takeover::Done)
 }
 
 /// Seconds since the lock's heartbeat was last touched, by the host's clock (`None`: the lock
@@ -197,9 +238,33 @@ pub async fn while_beating<R: Runner, T>(
     }
 }
 
-/// Gives the lock back.
-pub async fn give_back<R: Runner>(r: &R, root: &str, stack: &str) -> Result<(), CliError> {
-    r.check(&lock::release(root, stack)).await?;
+/// Gives the lock back, if it is still `me`'s: a deploy whose lock was taken over (it was
+/// judged dead, or broken with `--break-lock`) must not remove the new holder's lock.
+pub async fn give_back<R: Runner>(
+    r: &R,
+    root: &str,
+    stack: &str,
+    me: &Holder,
+) -> Result<(), CliError> {
+    let cmd = lock::release_if(root, stack, &me.details(), None);
+    let out = r.run(&cmd).await?;
+    if out.status == lock::NOT_THAT_LOCK {
+        eprintln!(
+            "{}: the deploy lock of `{stack}` was no longer this deploy's (taken over or broken \
+             while it ran); left to its holder",
+            r.host()
+        );
+        return Ok(());
+    }
+    if !out.success() {
+        return Err(RunError::Failed {
+            host: r.host(),
+            cmd: cmd.to_string(),
+            status: out.status,
+            stderr: out.stderr.trim().to_string(),
+        }
+        .into());
+    }
     Ok(())
 }
 
@@ -213,6 +278,7 @@ mod tests {
             who: "ci@runner".into(),
             since: "2026-11-30T03:00:00Z".into(),
             message: message.into(),
+            id: String::new(),
         }
     }
 
@@ -260,9 +326,119 @@ mod tests {
         .await
         .expect("broken and taken");
         assert_eq!(broken, Some(holder("deploy v1")));
-        give_back(&LocalRunner, root, "chat")
+        give_back(&LocalRunner, root, "chat", &holder("deploy v3"))
             .await
             .expect("released");
         assert!(!dir.path().join("locks/chat.lock").exists());
+    }
+
+    /// Leaves a lock of `message` whose heartbeat is an hour old: a dead deploy's.
+    async fn dead_lock(root: &str, message: &str) -> Holder {
+        let dead = Holder::new(
+            "ci@old".into(),
+            "2026-11-30T01:00:00Z".into(),
+            message.into(),
+        );
+        LocalRunner
+            .check(&lock::acquire(root, "chat", &dead))
+            .await
+            .expect("dead deploy's lock");
+        LocalRunner
+            .check(&Cmd::new("touch").args([
+                "-d".to_string(),
+                "1 hour ago".to_string(),
+                heartbeat_file(root, "chat"),
+            ]))
+            .await
+            .expect("old heartbeat");
+        dead
+    }
+
+    #[tokio::test]
+    async fn of_deploys_racing_for_one_dead_lock_exactly_one_takes_it_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("locks");
+        let root = root.to_str().expect("utf-8");
+        let policy = Policy {
+            wait: Duration::ZERO,
+            break_lock: false,
+            stale_after: Some(Duration::from_secs(60)),
+        };
+        // Several rounds: before the takeover was one guarded step, two deploys that both
+        // read the dead lock could both "take it over", the second removing the first's.
+        for round in 0..8 {
+            let dead = dead_lock(root, &format!("deploy v{round}")).await;
+            let racers: Vec<Holder> = (0..4)
+                .map(|i| Holder::new(format!("ci@runner{i}"), now_ish(), format!("deploy r{i}")))
+                .collect();
+            let results = futures_util::future::join_all(
+                racers
+                    .iter()
+                    .map(|me| take(&LocalRunner, root, "chat", me, policy)),
+            )
+            .await;
+            let winners: Vec<usize> = results
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.as_ref().ok().map(|_| i))
+                .collect();
+            assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+            let w = winners[0];
+            // The winner removed the dead lock itself, or took the lock right after another
+            // racer removed it.
+            let broke = results[w].as_ref().expect("winner").clone();
+            assert!(broke.is_none() || broke == Some(dead.clone()), "{broke:?}");
+            // The lock on disk is the winner's, and every loser named the winner.
+            let held = LocalRunner
+                .check(&lock::status(root, "chat"))
+                .await
+                .expect("held");
+            assert_eq!(lock::parse_holder(&held.stdout), Some(racers[w].clone()));
+            for (i, r) in results.iter().enumerate() {
+                if i != w {
+                    let e = r.as_ref().expect_err("loser");
+                    assert!(
+                        matches!(e, CliError::LockHeld { .. })
+                            && e.to_string().contains(&format!("ci@runner{w}")),
+                        "round {round}: {e}"
+                    );
+                }
+            }
+            give_back(&LocalRunner, root, "chat", &racers[w])
+                .await
+                .expect("released");
+            assert!(!dir.path().join("locks/chat.lock").exists());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deploy_whose_lock_was_taken_over_does_not_remove_the_new_holders() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("locks");
+        let root = root.to_str().expect("utf-8");
+        let slow = dead_lock(root, "deploy v1").await;
+        let next = Holder::new("ci@next".into(), now_ish(), "deploy v2".into());
+        let policy = Policy {
+            wait: Duration::ZERO,
+            break_lock: false,
+            stale_after: Some(Duration::from_secs(60)),
+        };
+        let taken = take(&LocalRunner, root, "chat", &next, policy)
+            .await
+            .expect("taken over");
+        assert_eq!(taken, Some(slow.clone()));
+        // The slow deploy finishes after all and gives "its" lock back: the new one stays.
+        give_back(&LocalRunner, root, "chat", &slow)
+            .await
+            .expect("not an error");
+        let held = LocalRunner
+            .check(&lock::status(root, "chat"))
+            .await
+            .expect("still held");
+        assert_eq!(lock::parse_holder(&held.stdout), Some(next));
+    }
+
+    fn now_ish() -> String {
+        "2026-11-30T03:00:00Z".into()
     }
 }

@@ -13,6 +13,8 @@
 //!   password goes on stdin.
 //! - [`switch`]: blue/green: start the new release on the idle colour, gate it on health,
 //!   point Nginx at it, retire the old one.
+//! - [`setup`]: the Docker Engine and Nginx on a host, installed (apt-get / dnf, as root or
+//!   through `sudo -n`) when missing on an SSH host, after cloud-init's first boot.
 //! - [`host`]: one host's whole deploy in order, with the lock released and the audit line
 //!   written on every path.
 //! - [`accessory`]: the stack's managed Redis / MongoDB containers on the stack's Docker
@@ -29,6 +31,7 @@ pub mod certificate;
 pub mod host;
 pub mod lock;
 pub mod releases;
+pub mod setup;
 pub mod switch;
 pub mod transfer;
 
@@ -240,6 +243,9 @@ pub struct Plan {
     pub lock: lock::Policy,
     /// Who deploys (`user@machine`).
     pub who: String,
+    /// Install Docker and Nginx when the host lacks them (hosts reached over SSH; a `local`
+    /// stack's machine is only checked).
+    pub install_missing: bool,
 }
 
 #[cfg(test)]

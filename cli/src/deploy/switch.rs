@@ -283,6 +283,7 @@ mod tests {
             drain_secs: 30,
             lock: super::super::lock::Policy::default(),
             who: "ci@runner".into(),
+            install_missing: false,
         }
     }
 
