@@ -34,6 +34,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use crate::topics::{channel_topic, presence_topic, user_topic, Interest};
+use crate::topics::{CHANNEL_TOPIC, PRESENCE_TOPIC};
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
 use redis::{
@@ -60,9 +62,6 @@ use crate::{
 
 /// Membership changes of every channel: all nodes listen (routing and channel caches).
 pub const MEMBERS_TOPIC: &str = "fullslack:members";
-const CHANNEL_TOPIC: &str = "fullslack:ch:";
-const USER_TOPIC: &str = "fullslack:user:";
-const PRESENCE_TOPIC: &str = "fullslack:presence:";
 /// Sorted set per user: `o:NODE` / `a:NODE` scored by expiry (ms since the epoch).
 const PRESENCE_KEY: &str = "fullslack:pres:";
 /// Sorted set of users with presence entries, scored by their earliest expiry.
@@ -83,26 +82,6 @@ const OUTBOX: usize = 65_536;
 const PUBLISH_BATCH: usize = 512;
 /// Users swept per script run (the script loops while there is more).
 const SWEEP_BATCH: usize = 500;
-
-pub fn channel_topic(channel_id: &str) -> String {
-    format!("{CHANNEL_TOPIC}{channel_id}")
-}
-
-pub fn user_topic(user_id: &str) -> String {
-    format!("{USER_TOPIC}{user_id}")
-}
-
-pub fn presence_topic(user_id: &str) -> String {
-    format!("{PRESENCE_TOPIC}{user_id}")
-}
-
-/// A topic this node starts or stops needing, reported by the hub under its locks (so the
-/// order of changes to one topic is kept).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Interest {
-    Subscribe(String),
-    Unsubscribe(String),
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

@@ -20,10 +20,10 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, Notify};
 
 use crate::{
-    cluster::{channel_topic, presence_topic, user_topic, Interest},
     metrics::Metrics,
     model::{ChannelId, Event, EventKind, EventPayload, Presence, SessionId, UserId},
     protocol::{event_frame, ServerFrame},
+    topics::{channel_topic, presence_topic, user_topic, Interest},
 };
 
 pub type ConnId = u64;

@@ -13,6 +13,7 @@
 //! | [`service`] | the chat's rules on [`App`]: validation, rate limits, authorization, publishing |
 //! | [`sending`] | a message send: checks, the write (queued in its connection's order), publish, ack |
 //! | [`hub`] | this node's live connections: channel fan-out, presence, typing; each connection's control state (revocation, joins, leaves: never dropped) |
+//! | [`topics`] | the names nodes exchange (a topic per channel, user, presence) and the hub's [`topics::Interest`] in them: shared by the hub and the Redis transport |
 //! | [`cluster`] | with `redis_url`: fan-out between nodes over Redis pub/sub, presence across nodes, shared rate limits, degradation and healing |
 //! | [`store`] | the [`store::Store`] trait (source of truth, replay log) and its drivers |
 //! | [`protocol`] | WebSocket frames and [`model`] the JSON objects and events: both from the `fullslack-protocol` crate; [`error`] the error codes |
@@ -36,6 +37,7 @@ pub mod ratelimit;
 pub mod sending;
 pub mod service;
 pub mod store;
+pub mod topics;
 pub mod web;
 pub mod ws;
 

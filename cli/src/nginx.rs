@@ -7,6 +7,16 @@ use crate::stack::{Stack, Target};
 const SITE_TEMPLATE: &str = include_str!("../nginx/site.conf.j2");
 const MAIN_TEMPLATE: &str = include_str!("../nginx/nginx.conf.j2");
 
+/// Default ACME webroot on a host: what the rendered Nginx site serves
+/// `/.well-known/acme-challenge/` from (and where `certs` puts HTTP-01 tokens).
+pub const ACME_ROOT: &str = "/var/lib/fullslack/acme";
+
+/// Default certificate directory of a stack on its hosts (what the rendered site reads, and
+/// where `certs` installs what it issues).
+pub fn default_cert_dir(stack: &str) -> String {
+    format!("/etc/fullslack/certs/{stack}")
+}
+
 /// The chat server's WebSocket ping interval (docs/protocol.md: `heartbeat_ms` 25000).
 pub const SERVER_PING_SECS: u64 = 25;
 
@@ -115,8 +125,8 @@ impl SiteParams {
             active: Color::Blue,
             blue: servers(0),
             green: servers(100),
-            cert_dir: crate::certs::default_cert_dir(&stack.name),
-            acme_root: crate::certs::ACME_ROOT.into(),
+            cert_dir: default_cert_dir(&stack.name),
+            acme_root: ACME_ROOT.into(),
             http_port: 80,
             https_port: 443,
             listen_v4: None,

@@ -39,14 +39,9 @@ pub use flow::{ensure, issue, renew, status, CertStatus, DomainStatus, IssueRepo
 use inspect::CertSummary;
 use policy::Window;
 
-/// Default ACME webroot on a host: what the rendered Nginx site serves
-/// `/.well-known/acme-challenge/` from.
-pub const ACME_ROOT: &str = "/var/lib/fullslack/acme";
-
-/// Default certificate directory of a stack on its hosts (what the rendered site reads).
-pub fn default_cert_dir(stack: &str) -> String {
-    format!("/etc/fullslack/certs/{stack}")
-}
+// Where the rendered site reads certificates and serves challenges from: facts of the
+// rendered Nginx site, defined there (certs builds on the rendering, never the reverse).
+pub use crate::nginx::{default_cert_dir, ACME_ROOT};
 
 /// Where the certificate lives on the hosts and the CLI's own files on this machine.
 #[derive(Debug, Clone)]
