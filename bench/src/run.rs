@@ -491,7 +491,12 @@ async fn scrape_metrics(http: &reqwest::Client, nodes: &[Node]) -> Vec<BTreeMap<
     let mut out = Vec::new();
     for n in nodes {
         let mut m = BTreeMap::new();
-        if let Ok(r) = http.get(format!("{}/metrics", n.base)).send().await {
+        // Bounded: a server that is seconds behind (the Node relay answers HTTP on the same
+        // event loop as its backlog) must not stretch the drain that follows.
+        let req = http
+            .get(format!("{}/metrics", n.base))
+            .timeout(Duration::from_secs(2));
+        if let Ok(r) = req.send().await {
             if let Ok(text) = r.text().await {
                 for line in text.lines().filter(|l| !l.starts_with('#')) {
                     let mut it = line.rsplitn(2, ' ');
