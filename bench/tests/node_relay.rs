@@ -4,14 +4,14 @@
 
 use std::process::Command;
 
-use fullslack_test_support::paths::{program, tempdir, workspace};
+use fullslack_test_support::paths::{program, tempdir};
 
 #[test]
 fn fanout_through_the_node_relay_delivers_every_message() {
     program("/usr/bin/node");
     program("/usr/share/nodejs/ws/package.json");
     let dir = tempdir();
-    let relay = workspace().join("bench/relay/relay.js");
+    let relay = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("relay/relay.js");
     let out = Command::new(env!("CARGO_BIN_EXE_bench"))
         .args(["fanout", "--members", "8", "--users", "4", "--senders", "1"])
         .args(["--rate", "50", "--warmup", "200ms", "--duration", "1s"])
