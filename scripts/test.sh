@@ -22,6 +22,8 @@ APT_PACKAGES=(
   docker-registry  # cli: image push/pull tests against a real registry on loopback
   apache2-utils    # cli: htpasswd (bcrypt) for the registry's auth
   shellcheck       # workflows: actionlint checks every `run:` script with it
+  nodejs           # bench: tests/node_relay.rs runs the comparison mode's Node.js relay (bench/relay/relay.js)
+  node-ws          # bench: the relay's WebSocket library (/usr/share/nodejs/ws)
 )
 
 missing=()

@@ -22,7 +22,8 @@ pub struct Common {
     /// several nodes of one cluster: sockets are spread round-robin over them, setup uses the first.
     #[arg(long, global = true)]
     pub url: Vec<String>,
-    /// Spawn this fullslack-chat binary on a free loopback port instead of using --url.
+    /// Spawn this fullslack-chat binary on a free loopback port instead of using --url (or
+    /// bench/relay/relay.js, the minimal Node.js relay of bench/scripts/compare-node.sh).
     #[arg(long, global = true, value_name = "PATH_TO_fullslack-chat")]
     pub spawn: Option<PathBuf>,
     /// With --spawn: how many server processes to start. More than one needs --store-url

@@ -163,6 +163,7 @@ pub async fn run(
             }
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
+                    if stats::measuring() { c.frames_window.fetch_add(1, Relaxed); }
                     if on_frame(&t, &shared.run, spec.node) {
                         inflight = inflight.saturating_sub(1);
                     }
@@ -208,6 +209,7 @@ async fn send_one(
     c.sent.fetch_add(1, Relaxed);
     if stats::measuring() {
         c.sent_window.fetch_add(1, Relaxed);
+        c.frames_window.fetch_add(1, Relaxed);
         c.expected_window.fetch_add(fanout, Relaxed);
     }
     ws.send(Message::text(frame)).await?;

@@ -67,6 +67,10 @@ pub struct Report {
     pub servers: Vec<ServerFigures>,
     pub bench_cpu_secs: Option<f64>,
     pub bench_cpu_cores: Option<f64>,
+    /// WebSocket frames the tool read and wrote in the window (sends, acks, events, anything).
+    pub frames: u64,
+    /// The tool's own CPU (its /proc/self) per frame: whether it measures the server or itself.
+    pub bench_cpu_us_per_frame: Option<f64>,
     pub bench_rss_kib: Option<u64>,
 }
 
@@ -204,13 +208,17 @@ impl Report {
         }
         let _ = writeln!(
             w,
-            "load tool CPU     {} s in window = {} cores, RSS {}",
+            "load tool CPU     {} s in window = {} cores, {} µs per frame ({} frames read+written), RSS {}",
             self.bench_cpu_secs
                 .map(|v| format!("{v:.2}"))
                 .unwrap_or_else(|| "n/a".into()),
             self.bench_cpu_cores
                 .map(|v| format!("{v:.2}"))
                 .unwrap_or_else(|| "n/a".into()),
+            self.bench_cpu_us_per_frame
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or_else(|| "n/a".into()),
+            self.frames,
             mb(self.bench_rss_kib)
         );
     }

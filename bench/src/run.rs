@@ -137,6 +137,8 @@ async fn run_on(c: &Common, plan: &Plan, target: &Target) -> Result<Report> {
         servers,
         bench_cpu_secs: bench_cpu,
         bench_cpu_cores: bench_cpu.map(|s| s / secs),
+        frames: k.frames_window.load(Relaxed),
+        bench_cpu_us_per_frame: per_unit_us(bench_cpu, k.frames_window.load(Relaxed)),
         bench_rss_kib: bench_rss,
     })
 }
@@ -251,6 +253,13 @@ fn cpu_of(nodes: &[Node]) -> Vec<Option<Duration>> {
         .iter()
         .map(|n| n.pid.and_then(procfs::cpu_time))
         .collect()
+}
+
+/// Microseconds of CPU per unit of work (`None` without a reading or without work).
+fn per_unit_us(cpu_secs: Option<f64>, units: u64) -> Option<f64> {
+    cpu_secs
+        .filter(|_| units > 0)
+        .map(|s| s * 1e6 / units as f64)
 }
 
 /// CPU seconds between two readings, when both were taken.
@@ -482,7 +491,12 @@ async fn scrape_metrics(http: &reqwest::Client, nodes: &[Node]) -> Vec<BTreeMap<
     let mut out = Vec::new();
     for n in nodes {
         let mut m = BTreeMap::new();
-        if let Ok(r) = http.get(format!("{}/metrics", n.base)).send().await {
+        // Bounded: a server that is seconds behind (the Node relay answers HTTP on the same
+        // event loop as its backlog) must not stretch the drain that follows.
+        let req = http
+            .get(format!("{}/metrics", n.base))
+            .timeout(Duration::from_secs(2));
+        if let Ok(r) = req.send().await {
             if let Ok(text) = r.text().await {
                 for line in text.lines().filter(|l| !l.starts_with('#')) {
                     let mut it = line.rsplitn(2, ' ');

@@ -39,6 +39,9 @@ pub struct Counters {
     pub error_frames: AtomicU64,
     /// Sockets closed or failed after they were set up.
     pub closed: AtomicU64,
+    /// WebSocket frames the tool read or wrote while the window was open (any type): the unit
+    /// of the tool's own CPU cost.
+    pub frames_window: AtomicU64,
 }
 
 pub static COUNTERS: OnceLock<Counters> = OnceLock::new();
