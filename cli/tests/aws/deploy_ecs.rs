@@ -3,7 +3,8 @@
 //! ECR has no registry behind it to push to): the deploy pushes the image, registers a task
 //! definition revision, moves the service and writes the audit line; the next version
 //! registers the next revision; infrastructure that is missing (the cluster) is refused
-//! without `--yes` and nothing is pushed or created.
+//! without `--yes` and nothing is pushed or created; a service that never settles fails the
+//! deploy (exit 1) and the audit line says so.
 
 use super::*;
 use fullslack_test_support::registry::{start_registry, Registry};
@@ -342,5 +343,69 @@ fn an_ecs_deploy_pushes_registers_a_revision_moves_the_service_and_audits() {
         .as_str()
         .unwrap()
         .contains("needs infrastructure changes first"));
+    drop(images);
+}
+
+/// A deploy whose service never becomes stable (moto runs one task; the stack wants two):
+/// exit 1 with the timeout, and the audit line says `failed` with the error.
+#[test]
+fn an_ecs_deploy_that_never_settles_fails_with_exit_1_and_a_failed_audit_line() {
+    let moto = Moto::start(Some(1));
+    moto.env_here();
+    let reg = start_registry(Some(("deployer", "ecs registry pass 43")));
+    let (_, pass) = reg.credentials.clone().unwrap();
+    let dir = tempdir();
+    let rt = rt();
+    let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
+    let name = "ecs-slowdep";
+    let stack = ecs_stack(dir.path(), &rt, &aws, name, 2, "v1", None);
+    let t = std::fs::read_to_string(&stack).unwrap().replace(
+        "registry = \"ecr\"\n",
+        &format!(
+            "registry = \"{}\"\nusername = \"deployer\"\npassword = {{ env = \"{PW_ENV}\" }}\n",
+            reg.addr
+        ),
+    );
+    std::fs::write(&stack, t).unwrap();
+    for secret in ["jwt-secret", "redis-url", "mongodb-url"] {
+        ok(&fullslack(
+            &moto,
+            &["secrets", "set", secret, "--stack", s(&stack)],
+            Some("x-secret-value"),
+        ));
+    }
+    let images = Images(vec![format!("{}/{name}/chat:v1", reg.addr)]);
+    build_image(dir.path(), &images.0[0], "v1");
+    let out = fullslack_env(
+        &moto,
+        &[
+            "deploy",
+            "--stack",
+            s(&stack),
+            "--version",
+            "v1",
+            "--yes",
+            "--wait-timeout",
+            "2",
+        ],
+        &[(PW_ENV, pass.as_str())],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("ECS service ecs-slowdep becoming stable did not finish within 2 s"),
+        "{t}"
+    );
+    let audit = audit_lines(&stack, name);
+    assert_eq!(audit.len(), 1, "{audit:#?}");
+    assert_eq!(audit[0]["result"], "failed", "{audit:#?}");
+    assert_eq!(audit[0]["version"], "v1", "{audit:#?}");
+    assert!(
+        audit[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 2 s"),
+        "{audit:#?}"
+    );
     drop(images);
 }
