@@ -24,7 +24,8 @@
 //! - [`network`]: VPC and subnet lookups both targets need.
 //! - [`ec2`]: security group, key pair, instance, Elastic IP (one module each).
 //! - [`ecs`]: cluster, task definition, target group, load balancer (with listeners), service
-//!   (one module each), and the wait for a stable service.
+//!   (one module each), the wait for a stable service, and revisions read as releases (what
+//!   `deploy`, `rollback`, `releases` and `status` show of an ECS stack).
 //! - [`ecr`]: the stack's repository and fresh registry credentials ([`ecr::RegistryAuth`]).
 //! - [`hosts`]: the running instances of an `ec2` stack, found by its tags (what `lock`,
 //!   `doctor` and deploys connect to).

@@ -90,11 +90,13 @@ pub enum Command {
     /// Secrets in AWS SSM Parameter Store (SecureString under /<stack>/<NAME>).
     #[command(subcommand)]
     Secrets(SecretsCommand),
-    /// Deploy the stack's image to its hosts: blue/green, health-gated, no dropped user.
+    /// Deploy the stack's image to its hosts: blue/green, health-gated, no dropped user (ECS: a
+    /// new task definition revision, the service moved to it).
     // `--version TAG` names the release here; `fullslack --version` still prints the tool's.
     #[command(disable_version_flag = true)]
     Deploy(DeployArgs),
-    /// Switch back to a release the hosts kept (default: the one before the live one).
+    /// Switch back to a release the hosts kept (default: the one before the live one; ECS: an
+    /// older task definition revision).
     Rollback(RollbackArgs),
     /// The releases each host keeps for rollback, and which one is live.
     Releases(ReleasesArgs),
@@ -601,10 +603,12 @@ pub struct DeployArgs {
     /// the transfer). Registry-free stacks only.
     #[arg(long)]
     pub send_image: bool,
-    /// `ec2` stacks: apply the infrastructure plan without asking (as `apply --yes`).
+    /// `ec2` and `ecs` stacks: apply the infrastructure changes without asking (as `apply
+    /// --yes`).
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// `ec2` stacks: the options of the `apply` that runs first.
+    /// `ec2` and `ecs` stacks: the options of the `apply` that runs first (`--wait-timeout` also
+    /// bounds the wait for the ECS service).
     #[command(flatten)]
     pub aws: AwsOpts,
     #[command(flatten)]

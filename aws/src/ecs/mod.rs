@@ -13,11 +13,14 @@
 //!   create-before-destroy (a new port or VPC), the old group deleted after every other step.
 //! - [`load_balancer`]: the ALB, its security group and its listeners.
 //! - [`service`]: the tasks' security group, the service, and the wait until it is stable.
+//! - [`release`]: revisions as releases (the image tag is the version), the service's live
+//!   revision and deployments, and moving the service to an older revision (`rollback`).
 //!
 //! The security groups themselves are applied by [`crate::ec2::security_group`].
 
 pub mod cluster;
 pub mod load_balancer;
+pub mod release;
 pub mod service;
 pub mod target_group;
 pub mod task_definition;

@@ -49,7 +49,7 @@ pub(super) fn read_plan(path: &Path) -> Result<Plan, CliError> {
 }
 
 /// Asks on the terminal; only `yes` confirms. Refuses without a terminal (CI must say --yes).
-fn confirm(question: &str) -> Result<bool, CliError> {
+pub(super) fn confirm(question: &str) -> Result<bool, CliError> {
     if !std::io::stdin().is_terminal() {
         return Err(CliError::Usage {
             message: "refusing to change AWS without confirmation (standard input is not a terminal)".into(),

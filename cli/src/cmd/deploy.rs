@@ -5,7 +5,10 @@
 //! ([`crate::deploy::accessory`]). Hosts go one at a time and the first failure stops the run. Every host's
 //! audit line is also appended to `.fullslack/<stack>/audit.jsonl` beside the stack file.
 //! A `deploy` of a `tls.enabled` stack then runs the certificate step
-//! ([`crate::deploy::certificate`]) on every host.
+//! ([`crate::deploy::certificate`]) on every host. A stack with `image.registry` gets the
+//! release's image pushed there first ([`super::push::push_release`], once, before any host
+//! pulls it). An `ecs` stack goes to [`super::deploy_ecs`] instead (no hosts: a task
+//! definition revision and the service moved to it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,18 +39,52 @@ use crate::state::LastBuild;
 /// `fullslack deploy`.
 pub async fn run(a: &DeployArgs, r: &Reporter) -> Result<(), CliError> {
     let mut s = crate::stack::load(&a.stack.stack)?;
+    if s.target == StackTarget::Ecs {
+        return super::deploy_ecs::deploy(a, &s, r).await;
+    }
     if s.target == StackTarget::Ec2 {
         provision(a, r).await?;
     }
     crate::hosts::resolve(&mut s).await?;
-    let target = image_target(&a.stack.stack, &s, a.version.as_deref()).await?;
+    let mut target = image_target(&a.stack.stack, &s, a.version.as_deref()).await?;
     let transfer = transfer_of(&s, a.send_image)?;
-    let plan = plan(&s, &a.switch, "deploy", Wanted::Image(target), transfer).await?;
+    // Checked before anything is pushed: secrets, the probe identity, the Nginx site.
+    let mut plan = plan(
+        &s,
+        &a.switch,
+        "deploy",
+        Wanted::Image(target.clone()),
+        transfer,
+    )
+    .await?;
+    let pushed = match &plan.transfer {
+        Transfer::Registry { .. } => {
+            let _group = crate::actions::Group::start("push the image");
+            let p = super::push::push_release(&s, &target.image, &target.version, r).await?;
+            if !r.json {
+                println!("{p}");
+            }
+            // The hosts pull what was pushed.
+            target.image.clone_from(&p.reference);
+            plan.wanted = Wanted::Image(target);
+            Some(p)
+        }
+        _ => None,
+    };
     let certs = s
         .tls
         .enabled
         .then(|| cert_options(&a.stack.stack, &s, &a.switch, &a.cert_checks));
-    run_plan(&a.stack.stack, &s, &a.switch, &plan, certs.as_ref(), r).await
+    run_plan(
+        &a.stack.stack,
+        &s,
+        &a.switch,
+        &plan,
+        certs.as_ref(),
+        pushed.as_ref(),
+        r,
+    )
+    .await
 }
 
 /// The probe of a release (the deploy's health gate, and what `operate` checks live releases
@@ -115,20 +152,25 @@ async fn provision(a: &DeployArgs, r: &Reporter) -> Result<(), CliError> {
 /// `fullslack rollback [VERSION]`.
 pub async fn rollback(a: &RollbackArgs, r: &Reporter) -> Result<(), CliError> {
     let mut s = crate::stack::load(&a.stack.stack)?;
+    if s.target == StackTarget::Ecs {
+        return super::deploy_ecs::rollback(a, &s, r).await;
+    }
     crate::hosts::resolve(&mut s).await?;
     let wanted = Wanted::Rollback(a.to_version.clone());
     let plan = plan(&s, &a.switch, "rollback", wanted, Transfer::AlreadyThere).await?;
-    run_plan(&a.stack.stack, &s, &a.switch, &plan, None, r).await
+    run_plan(&a.stack.stack, &s, &a.switch, &plan, None, None, r).await
 }
 
 /// Switches every host, one at a time; stops at the first failure. With `certs`, the
-/// certificate step follows once every host switched.
+/// certificate step follows once every host switched. `pushed`: what the deploy pushed to
+/// the stack's registry first (in the `--json` document as `image`).
 async fn run_plan(
     stack_file: &Path,
     s: &Stack,
     o: &SwitchOpts,
     plan: &Plan,
     certs: Option<&CertOptions>,
+    pushed: Option<&super::push::ReleaseImage>,
     r: &Reporter,
 ) -> Result<(), CliError> {
     let mut done = Vec::new();
@@ -160,6 +202,9 @@ async fn run_plan(
             "accessories": accessories,
             "hosts": done,
         });
+        if let Some(p) = pushed {
+            doc["image"] = serde_json::to_value(p).unwrap_or_default();
+        }
         if let Some(c) = &cert {
             doc["certificate"] = serde_json::to_value(c).unwrap_or_default();
         }
@@ -495,7 +540,11 @@ fn finish_host(
 }
 
 /// Appends one line to `.fullslack/<stack>/audit.jsonl`.
-fn append_local_audit(stack_file: &Path, stack: &str, e: &AuditEntry) -> Result<(), CliError> {
+pub(super) fn append_local_audit(
+    stack_file: &Path,
+    stack: &str,
+    e: &AuditEntry,
+) -> Result<(), CliError> {
     use std::io::Write;
     let dir = crate::state::dir(stack_file, stack);
     let path = dir.join("audit.jsonl");
@@ -515,7 +564,7 @@ fn append_local_audit(stack_file: &Path, stack: &str, e: &AuditEntry) -> Result<
 
 /// The image to deploy: `--version TAG` of the stack's repository (the last build's if there
 /// is one), else the last build.
-async fn image_target(
+pub(super) async fn image_target(
     stack_file: &Path,
     s: &Stack,
     version: Option<&str>,
@@ -623,8 +672,8 @@ pub(super) async fn plan(
 ) -> Result<Plan, CliError> {
     if s.target == StackTarget::Ecs {
         return Err(usage(
-            "an ECS stack is deployed by `fullslack apply`",
-            "run `fullslack apply --stack FILE` (it registers the task definition and waits for the service)",
+            "an ECS stack has no hosts to switch",
+            "`fullslack deploy --stack FILE` and `fullslack rollback --stack FILE` move its service; operate works on host stacks",
         ));
     }
     let resolved = resolve_secrets(s).await?;

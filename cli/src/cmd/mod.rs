@@ -9,6 +9,7 @@ pub mod build;
 pub mod certs;
 pub mod completions;
 pub mod deploy;
+mod deploy_ecs;
 pub mod destroy;
 pub mod doctor;
 pub mod health;

@@ -1,6 +1,12 @@
 //! `fullslack push`: pushes a local image (or the stack's last build) to a registry, tagged
 //! under the target name first; credentials from the flags, the stack's `[image]`, or fresh
 //! ECR ones; transient failures retried, and the tags this run added removed if it fails.
+//!
+//! [`push_release`] is the same push as `deploy` runs it for a stack with a registry: the
+//! release's image under the stack's repository and the release's tag, once, before any host
+//! or task pulls it; skipped when the registry already has that tag at the local image's
+//! digest (one manifest `HEAD`; when that cannot be asked the push runs, and a push of layers
+//! the registry has uploads nothing).
 
 use std::time::Duration;
 
@@ -14,8 +20,207 @@ use crate::image::push::{push, RegistryAuth, Retry};
 use crate::image::tag::{check_tag, split_reference, Repository};
 use crate::image::{FailureKind, ImageError};
 use crate::output::Reporter;
-use crate::secret::{SecretRef, SecretString};
+use crate::secret::{ExposeSecret, SecretRef, SecretString};
 use crate::stack::Stack;
+
+/// What a deploy did with the release's image: the reference the hosts or tasks pull, its
+/// digest in the registry, and whether it was pushed now or was there already.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReleaseImage {
+    /// `registry/name:tag`.
+    pub reference: String,
+    /// The manifest digest the registry has (`sha256:…`), when known.
+    pub digest: Option<String>,
+    /// `pushed`, or `already there` (the registry had the tag at this digest: no push).
+    pub result: &'static str,
+    /// Layers uploaded.
+    pub layers_pushed: u32,
+    /// Layers the registry already had.
+    pub layers_existing: u32,
+}
+
+impl std::fmt::Display for ReleaseImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = self
+            .digest
+            .as_deref()
+            .map(|d| format!("@{d}"))
+            .unwrap_or_default();
+        if self.result == "pushed" {
+            write!(
+                f,
+                "pushed {}{at} ({} layer(s) uploaded, {} already there)",
+                self.reference, self.layers_pushed, self.layers_existing
+            )
+        } else {
+            write!(
+                f,
+                "{}{at} already in the registry: not pushed",
+                self.reference
+            )
+        }
+    }
+}
+
+/// Pushes the release's image (`local`, tagged `tag`) to the stack's registry (ECR with fresh
+/// credentials, or `image.registry` with the stack's user name and password), unless the
+/// registry has the tag at the same digest already. Nothing goes to stdout (a deploy prints
+/// one document with `--json`); progress bars only on a terminal.
+pub async fn push_release(
+    s: &Stack,
+    local: &str,
+    tag: &str,
+    r: &Reporter,
+) -> Result<ReleaseImage, CliError> {
+    check_tag(tag)?;
+    let (repo, auth) = if s.image.registry.as_deref() == Some("ecr") {
+        let (repo, auth) = ecr_target(s).await?;
+        (repo, Some(auth))
+    } else {
+        let repo = Repository::of_stack_image(s.image.registry.as_deref(), &s.image.name)?;
+        let auth = stack_auth(s, &repo)?;
+        (repo, auth)
+    };
+    let reference = repo.with_tag(tag);
+    let docker = crate::image::connect().await?;
+    let local_digest = match docker.inspect_image(local).await {
+        Ok(i) => Some(digest_for(
+            &i.repo_digests.unwrap_or_default(),
+            &repo.name(),
+        )),
+        Err(_) => None,
+    };
+    let remote = registry_digest(&repo, tag, auth.as_ref()).await;
+    match (&local_digest, &remote) {
+        // The registry has the tag at the digest this engine last pushed or pulled it at.
+        (Some(Some(here)), Some(there)) if here == there => {
+            return Ok(ReleaseImage {
+                reference,
+                digest: remote,
+                result: "already there",
+                layers_pushed: 0,
+                layers_existing: 0,
+            })
+        }
+        // Not here, but in the registry (pushed from elsewhere, e.g. CI): the hosts pull it.
+        (None, Some(_)) => {
+            return Ok(ReleaseImage {
+                reference,
+                digest: remote,
+                result: "already there",
+                layers_pushed: 0,
+                layers_existing: 0,
+            })
+        }
+        (None, None) => {
+            return Err(usage(
+                format!("the image {local} is not on this machine, and the registry did not show {reference}"),
+                "build it with `fullslack build --stack FILE` (or pull it), or pass the --version of an image the registry has",
+            ))
+        }
+        _ => {}
+    }
+    let added = tag_locally(&docker, local, std::slice::from_ref(&reference), local).await?;
+    let quiet = Reporter {
+        json: false,
+        color: false,
+        progress: r.progress,
+    };
+    let ev = Events::new(&quiet);
+    match push(&docker, &reference, auth.as_ref(), Retry::default(), &ev).await {
+        Ok(p) => Ok(ReleaseImage {
+            reference,
+            digest: p.digest,
+            result: "pushed",
+            layers_pushed: p.layers_pushed,
+            layers_existing: p.layers_existing,
+        }),
+        Err(e) => {
+            remove_tags(&docker, &added).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// The digest of `repo_digests` (`name@sha256:…`) under repository `name`.
+fn digest_for(repo_digests: &[String], name: &str) -> Option<String> {
+    repo_digests
+        .iter()
+        .filter_map(|d| d.split_once('@'))
+        .find(|(n, _)| *n == name)
+        .map(|(_, d)| d.to_string())
+}
+
+/// The digest the registry has for `repo:tag` (one `HEAD` of the manifest, with basic auth as
+/// registries with htpasswd and ECR take it); `None` when the registry does not say (no such
+/// tag, Docker Hub's token dance, unreachable): the push then runs and finds out.
+async fn registry_digest(
+    repo: &Repository,
+    tag: &str,
+    auth: Option<&RegistryAuth>,
+) -> Option<String> {
+    let host = repo.registry.as_deref()?;
+    // The Docker Engine talks plain HTTP to loopback registries and HTTPS to the rest.
+    let loopback =
+        host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+    let scheme = if loopback { "http" } else { "https" };
+    let url = format!("{scheme}://{host}/v2/{}/manifests/{tag}", repo.path);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .ok()?;
+    let mut req = client.head(&url).header(
+        reqwest::header::ACCEPT,
+        "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+    );
+    if let Some(a) = auth {
+        req = req.basic_auth(&a.username, Some(a.password.expose_secret()));
+    }
+    let resp = req.send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.headers()
+        .get("docker-content-digest")?
+        .to_str()
+        .ok()
+        .map(str::to_string)
+}
+
+/// The stack's registry user name and password (both or neither).
+fn stack_auth(s: &Stack, repo: &Repository) -> Result<Option<RegistryAuth>, CliError> {
+    match (&s.image.username, &s.image.password) {
+        (Some(username), Some(p)) => Ok(Some(RegistryAuth {
+            server: repo
+                .registry
+                .clone()
+                .unwrap_or_else(|| "https://index.docker.io/v1/".into()),
+            username: username.clone(),
+            password: resolve_secret(p)?,
+        })),
+        (None, None) => Ok(None),
+        _ => Err(usage(
+            "image.username and image.password go together",
+            "set both in the stack file's [image], or neither",
+        )),
+    }
+}
+
+/// Removes the tags a failed push added.
+async fn remove_tags(docker: &Docker, added: &[String]) {
+    for t in added {
+        if let Err(err) = docker
+            .remove_image(
+                t,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+        {
+            tracing::warn!(tag = %t, error = %err, "cannot remove the tag of the failed push");
+        }
+    }
+}
 
 /// Pushes the image under every name it should carry.
 pub async fn run(a: &PushArgs, r: &Reporter) -> Result<(), CliError> {
@@ -203,18 +408,7 @@ async fn push_all(
         let p = match push(docker, rf, auth, retry, &ev).await {
             Ok(p) => p,
             Err(e) => {
-                for t in added {
-                    if let Err(err) = docker
-                        .remove_image(
-                            t,
-                            None::<bollard::query_parameters::RemoveImageOptions>,
-                            None,
-                        )
-                        .await
-                    {
-                        tracing::warn!(tag = %t, error = %err, "cannot remove the tag of the failed push");
-                    }
-                }
+                remove_tags(docker, added).await;
                 return Err(e.into());
             }
         };

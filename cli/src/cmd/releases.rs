@@ -1,5 +1,6 @@
 //! `fullslack releases`: per host, the releases kept for rollback (newest first) and which
-//! one is live, read from the host's release log.
+//! one is live, read from the host's release log. An `ecs` stack lists its task definition
+//! revisions instead ([`super::deploy_ecs::releases`]).
 
 use crate::args::ReleasesArgs;
 use crate::deploy::host::read_log;
@@ -13,6 +14,10 @@ use crate::stack::Target;
 /// Lists each host's releases.
 pub async fn run(a: &ReleasesArgs, r: &Reporter) -> Result<(), CliError> {
     let mut s = crate::stack::load(&a.stack.stack)?;
+    if s.target == Target::Ecs {
+        // No hosts: the task definition's revisions and the service.
+        return super::deploy_ecs::releases(&s, r).await;
+    }
     crate::hosts::resolve(&mut s).await?;
     let root = &a.connect.state_dir;
     let mut hosts = Vec::new();

@@ -1,7 +1,9 @@
 //! `fullslack status`: per host, the live release (from the host's release log), its
 //! container's state and start time, `/readyz` and the open WebSocket connections
 //! (`fullslack_ws_connections` from `/metrics`), both asked through a port forwarded to the
-//! release's loopback port. Exit 1 when a host has no live release or it is not ready.
+//! release's loopback port. Exit 1 when a host has no live release or it is not ready. An
+//! `ecs` stack shows its service's live revision and deployments instead
+//! ([`super::deploy_ecs::status`]).
 
 use std::time::Duration;
 
@@ -31,6 +33,10 @@ struct HostStatus {
 /// Prints each host's status.
 pub async fn run(a: &ReleasesArgs, r: &Reporter) -> Result<(), CliError> {
     let mut s = crate::stack::load(&a.stack.stack)?;
+    if s.target == Target::Ecs {
+        // No hosts: the task definition's revisions and the service.
+        return super::deploy_ecs::status(&s, r).await;
+    }
     crate::hosts::resolve(&mut s).await?;
     let root = &a.connect.state_dir;
     let mut out = Vec::new();

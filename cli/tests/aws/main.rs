@@ -1,8 +1,9 @@
-//! `plan`, `apply`, `destroy`, `secrets` and ECR against a real moto server (one per test, on
-//! a free loopback port): the `fullslack` binary does the work, the tests check what exists
-//! through the same SDK. One test binary; a module per subject, the shared helpers here.
+//! `plan`, `apply`, `destroy`, `secrets`, ECR and ECS deploys against a real moto server (one
+//! per test, on a free loopback port): the `fullslack` binary does the work, the tests check
+//! what exists through the same SDK. One test binary; a module per subject, the shared helpers here.
 
 mod actions_summary;
+mod deploy_ecs;
 mod ec2;
 mod ecr;
 mod ecs;

@@ -1,6 +1,8 @@
 //! Deploying through a registry (Debian's `docker-registry` on loopback, htpasswd auth): the
-//! image is pushed, and the host logs in with the password on stdin and pulls it. A wrong
-//! password fails the deploy before anything changes on the host.
+//! deploy pushes the release's image first (no `fullslack push` before it), then the host logs
+//! in with the password on stdin and pulls it; a second deploy of the same image finds it in
+//! the registry and pushes nothing. A wrong password fails the deploy at the push, before
+//! anything changes on the host.
 
 use super::{text, Host};
 use fullslack_test_support::registry::start_registry;
@@ -11,14 +13,9 @@ fn a_registry_deploy_logs_in_with_the_password_on_stdin_and_pulls() {
     let (user, pass) = reg.credentials.clone().expect("the registry has auth on");
     let h = Host::with_registry(&reg.addr);
     h.build("v1", None);
-    let out = fullslack_test_support::fullslack!()
-        .args(["push", &format!("{}:v1", h.repo), "--username", &user])
-        .env("FULLSLACK_REGISTRY_PASSWORD", &pass)
-        .output()
-        .expect("push");
-    assert!(out.status.success(), "push: {}", text(&out));
+    let reference = format!("{}:v1", h.repo);
 
-    // The wrong password: the login on the host fails, nothing is started.
+    // The wrong password: the push fails, the host is not touched.
     let bad = {
         let mut c = h.cli(&["deploy", "--version", "v1"]);
         c.args(h.switch_args())
@@ -27,12 +24,19 @@ fn a_registry_deploy_logs_in_with_the_password_on_stdin_and_pulls() {
     };
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("docker login"), "{err}");
+    assert!(
+        err.contains(&format!("push of {reference} failed (auth)")),
+        "{err}"
+    );
     assert!(
         !err.contains("not the password"),
         "the password was printed: {err}"
     );
     assert!(h.containers().is_empty(), "{:?}", h.containers());
+    assert_eq!(
+        registry_digest(&reg.addr, &h.repo, "v1", (&user, &pass)),
+        None
+    );
 
     let good = {
         let mut c = h.cli(&["deploy", "--json", "--version", "v1"]);
@@ -57,9 +61,66 @@ fn a_registry_deploy_logs_in_with_the_password_on_stdin_and_pulls() {
         "a registry deploy streams nothing over SSH"
     );
     assert_eq!(h.containers(), [format!("{}-blue v1", h.name)]);
+    // The deploy pushed it: the registry has the tag at the digest the deploy reported.
+    assert_eq!(v["image"]["result"], "pushed", "{v:#}");
+    assert_eq!(v["image"]["reference"], reference.as_str(), "{v:#}");
+    let digest = registry_digest(&reg.addr, &h.repo, "v1", (&user, &pass));
+    assert!(digest.is_some(), "v1 is not in the registry");
+    assert_eq!(v["image"]["digest"].as_str(), digest.as_deref(), "{v:#}");
     let health = super::health_through_nginx(&h);
     assert!(health.status.success(), "{}", text(&health));
+
+    // Deployed again: the registry has that digest under the tag, nothing is pushed.
+    let again = {
+        let mut c = h.cli(&["deploy", "--version", "v1"]);
+        c.args(h.switch_args())
+            .env("DEPLOY_TEST_REGISTRY_PW", &pass);
+        c.output().expect("deploy")
+    };
+    assert!(again.status.success(), "{}", text(&again));
+    let out = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        out.contains(&format!(
+            "{reference}@{} already in the registry: not pushed",
+            digest.unwrap_or_default()
+        )),
+        "{out}"
+    );
     let _ = std::process::Command::new("docker")
         .args(["logout", &reg.addr])
         .output();
+}
+
+/// The digest the registry has for `repo:tag` (`Docker-Content-Digest` of the manifest), or
+/// `None` when it has no such tag.
+fn registry_digest(
+    addr: &str,
+    repo: &str,
+    tag: &str,
+    (user, pass): (&str, &str),
+) -> Option<String> {
+    let path = repo
+        .strip_prefix(&format!("{addr}/"))
+        .expect("a repository of the registry");
+    let resp = reqwest::blocking::Client::new()
+        .head(format!("http://{addr}/v2/{path}/manifests/{tag}"))
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        )
+        .basic_auth(user, Some(pass))
+        .send()
+        .expect("ask the registry");
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return None;
+    }
+    assert!(
+        resp.status().is_success(),
+        "registry answered {}",
+        resp.status()
+    );
+    resp.headers()
+        .get("docker-content-digest")
+        .and_then(|d| d.to_str().ok())
+        .map(str::to_string)
 }
