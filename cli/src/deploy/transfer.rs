@@ -3,20 +3,21 @@
 //! Module map:
 //! - [`ensure_image`]: skip (the host has the image id), stream (no registry) or log in and
 //!   pull (registry; the password goes on stdin).
-//! - [`stream`] and its helpers: the registry-free path. `docker save` runs here into a spool
-//!   file in a temporary directory (removed when the transfer ends, whatever happened): its
-//!   `manifest.json`, which maps each layer to its `<dir>/layer.tar`, comes at the end of the
-//!   stream, so the tar cannot be filtered as it is produced. The host is asked which layer
-//!   chains it has ([`host_chains`]); the tar sent over the connection into `docker load` is the
-//!   saved one without the `layer.tar` of every layer whose chain ID the host has
-//!   ([`plan_omissions`]). Docker's legacy `docker load` (graphdriver image store) looks each
-//!   layer up by chain ID and opens `layer.tar` only when the layer is missing, so such a tar
-//!   loads; a redeploy where only the binary changed sends the binary's layer and the small
-//!   metadata files. A host whose `docker load` rejects the partial tar (a containerd image
-//!   store, or a layer removed in between) gets the whole tar right after, so it is never left
-//!   without the image. Optionally the stream is gzip-compressed (`--compress-image`; `docker
-//!   load` takes gzip): it costs more CPU here than it saves on a fast link, see
-//!   docs/deploy.md.
+//! - [`stream`] and its helpers: the registry-free path. The host is asked which layer chains
+//!   it has ([`host_chains`]). When it has none of the image's, `docker save` here is piped
+//!   straight into `docker load` there ([`pipe_whole`]: both run side by side). Otherwise
+//!   `docker save` writes a spool file in a temporary directory (removed when the transfer
+//!   ends, whatever happened): its `manifest.json`, which maps each layer to its
+//!   `<dir>/layer.tar`, comes at the end of the stream, so the tar cannot be filtered as it is
+//!   produced. The tar sent into `docker load` is the saved one without the `layer.tar` of
+//!   every layer whose chain ID the host has ([`plan_omissions`]). Docker's legacy `docker
+//!   load` (graphdriver image store) looks each layer up by chain ID and opens `layer.tar`
+//!   only when the layer is missing, so such a tar loads; a redeploy where only the binary
+//!   changed sends the binary's layer and the small metadata files. A host whose `docker
+//!   load` rejects the partial tar (a containerd image store, or a layer removed in between)
+//!   gets the whole tar right after, so it is never left without the image. Optionally the
+//!   stream is gzip-compressed (`--compress-image`; `docker load` takes gzip): it costs more
+//!   CPU here than it saves on a fast link, see docs/deploy.md.
 //!
 //! Memory stays bounded: the spool is read entry by entry, only the small JSON files
 //! (manifest, image config) are held, and the filtered tar is written by a blocking thread
@@ -53,6 +54,8 @@ pub struct Sent {
     /// Whether the host's `docker load` rejected the tar without the layers it had, and the
     /// whole image was sent after it.
     pub fell_back: bool,
+    /// How long the transfer took (spool, host query, stream, load), in milliseconds.
+    pub ms: u64,
 }
 
 impl Sent {
@@ -146,6 +149,41 @@ pub async fn stream<R: Runner>(
     compress: bool,
     as_if_absent: bool,
 ) -> Result<Sent, CliError> {
+    let started = std::time::Instant::now();
+    let mut sent = stream_image(r, image, compress, as_if_absent).await?;
+    sent.ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(sent)
+}
+
+async fn stream_image<R: Runner>(
+    r: &R,
+    image: &str,
+    compress: bool,
+    as_if_absent: bool,
+) -> Result<Sent, CliError> {
+    // The image's layers here first: when the host has none of them, nothing is left out and
+    // the spool (the whole image written to disk before the first byte goes) is not needed.
+    let here = LocalRunner
+        .check(&docker::rootfs_layers(&[image.to_string()]))
+        .await?;
+    let diffs: Vec<String> = serde_json::from_str(here.stdout.trim()).unwrap_or_default();
+    // What the host has only decides what may be left out: if asking fails, send it all.
+    let unlike = as_if_absent.then_some(diffs.as_slice());
+    let have = match host_chains(r, unlike).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(host = %r.host(), error = %e, "cannot list the host's layers; sending the whole image");
+            HashSet::new()
+        }
+    };
+    if !compress && !chain_ids(&diffs).iter().any(|c| have.contains(c)) {
+        let bytes = pipe_whole(r, image).await?;
+        return Ok(Sent {
+            bytes,
+            layers_sent: diffs.len(),
+            ..Sent::default()
+        });
+    }
     let spool_dir = tempfile::Builder::new()
         .prefix("fullslack-image-")
         .tempdir()
@@ -164,15 +202,6 @@ pub async fn stream<R: Runner>(
             .await
             .map_err(|e| failed(format!("reading the saved image: {e}")))??
     };
-    // What the host has only decides what may be left out: if asking fails, send it all.
-    let unlike = as_if_absent.then_some(index.diff_ids.as_slice());
-    let have = match host_chains(r, unlike).await {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(host = %r.host(), error = %e, "cannot list the host's layers; sending the whole image");
-            HashSet::new()
-        }
-    };
     let omit = plan_omissions(&index, &have);
     let layers = index.layer_paths.len();
     let first = send(r, &spool, omit.clone(), compress).await?;
@@ -184,6 +213,7 @@ pub async fn stream<R: Runner>(
         bytes_not_sent: omit.bytes,
         compressed: compress,
         fell_back: false,
+        ms: 0,
     };
     if first.loaded {
         return Ok(sent);
@@ -203,6 +233,57 @@ pub async fn stream<R: Runner>(
     } else {
         Err(whole.error())
     }
+}
+
+/// `docker save` here piped straight into `docker load` there (nothing to leave out, no
+/// compression): no spool, the two run side by side.
+async fn pipe_whole<R: Runner>(r: &R, image: &str) -> Result<u64, CliError> {
+    let save = docker::save(image);
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(save.to_shell())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| RunError::Spawn {
+            host: "localhost".into(),
+            cmd: save.to_string(),
+            source,
+        })?;
+    let Some(stdout) = child.stdout.take() else {
+        return Err(failed("docker save has no output pipe".into()));
+    };
+    let load = docker::load();
+    let (out, bytes) = r.run_streaming(&load, stdout).await?;
+    let saved = child
+        .wait_with_output()
+        .await
+        .map_err(|source| RunError::Spawn {
+            host: "localhost".into(),
+            cmd: save.to_string(),
+            source,
+        })?;
+    if !saved.status.success() {
+        return Err(RunError::Failed {
+            host: "localhost".into(),
+            cmd: save.to_string(),
+            status: saved.status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&saved.stderr).trim().to_string(),
+        }
+        .into());
+    }
+    if !out.success() {
+        return Err(RunError::Failed {
+            host: r.host(),
+            cmd: load.to_string(),
+            status: out.status,
+            stderr: out.stderr.trim().to_string(),
+        }
+        .into());
+    }
+    Ok(bytes)
 }
 
 fn failed(message: String) -> CliError {
