@@ -602,8 +602,8 @@ pub struct DeployArgs {
     /// images has. Registry-free stacks only.
     #[arg(long)]
     pub send_image: bool,
-    /// Gzip the image stream (registry-free stacks): fewer bytes for more CPU here; pays on a
-    /// link slower than about 40 MB/s (docs/deploy.md).
+    /// Gzip the image stream (registry-free stacks): about 3x fewer bytes for more CPU here;
+    /// pays for hosts across the internet, not on a fast LAN (docs/deploy.md).
     #[arg(long)]
     pub compress_image: bool,
     /// `ec2` stacks: apply the infrastructure plan without asking (as `apply --yes`).
