@@ -8,11 +8,17 @@
 #      old release drained and removed, audit);
 #   2. bytes sent over SSH for a registry-free redeploy when only the binary changed (the same
 #      server binary with bytes appended, packed as a new tag, streamed with --send-image
-#      because the stand-in host shares this machine's engine), and that deploy's time.
+#      because the stand-in host shares this machine's engine: the host then gets what a host
+#      without that image would get), that deploy's time and the CPU it cost: the `fullslack`
+#      process and its children (docker save CLI, ssh), dockerd, and sshd's sessions (the
+#      docker load CLI on the "host"). With FULLSLACK_BEFORE set (another build of the CLI,
+#      e.g. main's), its own images are built with it too and its redeploys interleave with
+#      this one's (before, after, after with --compress-image; RUNS rounds) into one stack.
 #
 # Needs: the Docker Engine, sshd (openssh-server), nginx, jq, and
 #   cargo build -p fullslack-chat -p fullslack --bins   (debug is what the tests deploy)
-# Usage: bench/scripts/deploy.sh [RUNS]     (default 3; prints every run and the median)
+# Usage: [FULLSLACK_BEFORE=path/to/fullslack] bench/scripts/deploy.sh [RUNS]
+#        (default 3; prints every run and the medians)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS="${1:-3}"
@@ -20,7 +26,8 @@ TARGET="${CARGO_TARGET_DIR:-target}"
 FULLSLACK="$(realpath "${FULLSLACK:-$TARGET/debug/fullslack}")"
 BIN="$(realpath "${BIN:-$TARGET/debug/fullslack-chat}")"
 PROBE="$(realpath "$TARGET/debug/fullslack-healthcheck")"
-for f in "$FULLSLACK" "$BIN" "$PROBE" /usr/sbin/sshd /usr/sbin/nginx; do
+BEFORE="${FULLSLACK_BEFORE:+$(realpath "$FULLSLACK_BEFORE")}"
+for f in "$FULLSLACK" "$BIN" "$PROBE" /usr/sbin/sshd /usr/sbin/nginx ${BEFORE:+"$BEFORE"}; do
   [ -x "$f" ] || { echo "missing $f: see the header of $0" >&2; exit 1; }
 done
 W="$(mktemp -d /tmp/fsdb.XXXXXX)"
@@ -57,6 +64,7 @@ PermitRootLogin prohibit-password
 LogLevel ERROR
 EOF
 /usr/sbin/sshd -D -e -f "$W/sshd_config" & PIDS+=($!)
+SSHD_PID=$!
 echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$W/host_key.pub")" >"$W/known_hosts"
 
 HTTP_PORT="$(free_port)"
@@ -93,27 +101,55 @@ mkdir -p "$NGINX/sites"
 /usr/sbin/nginx -c "$NGINX/nginx.conf" -p "$NGINX" -e stderr & PIDS+=($!)
 until [ -e "$NGINX/nginx.pid" ]; do sleep 0.05; done
 
-build() { # TAG BINARY
-  "$FULLSLACK" build --offline --binary "$2" --healthcheck-binary "$PROBE" \
+build() { # TAG BINARY [CLI]
+  "${3:-$FULLSLACK}" build --offline --binary "$2" --healthcheck-binary "$PROBE" \
     --image "$REPO" --tag "$1" >/dev/null 2>&1
 }
-deploy() { # TAG [FLAGS...] -> one JSON line: version, duration_ms, bytes_sent, image_was_there
+deploy() { # TAG [FLAGS...] -> one JSON line: version, duration_ms, bytes_sent, image_was_there, transfer
   local tag=$1; shift
-  "$FULLSLACK" deploy --json --stack "$W/stack.toml" --version "$tag" --state-dir "$W/state" \
+  "${CLI:-$FULLSLACK}" deploy --json --stack "$W/stack.toml" --version "$tag" --state-dir "$W/state" \
     --nginx-site "$NGINX/sites/site.conf" --nginx-conf "$NGINX/nginx.conf" \
     --nginx-prefix "$NGINX" --http-port "$HTTP_PORT" --listen-v4 127.0.0.1 --no-ipv6 \
     --register-probe "$@" |
-    jq -c '.hosts[0] | {version, duration_ms, bytes_sent, image_was_there}'
+    jq -c '.hosts[0] | {version, duration_ms, bytes_sent, image_was_there, transfer}'
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# CPU seconds (user + system) a process used, and its reaped children (sshd's sessions).
+ticks() { awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat"; }
+HZ="$(getconf CLK_TCK)"
+DOCKERD="$(pgrep -xo dockerd)"
+# One measured redeploy: LABEL TAG CLI [FLAGS...] -> a JSON line with the CPU figures added.
+measured() {
+  local label=$1 tag=$2 cli=$3; shift 3
+  local d0 s0 line d1 s1
+  d0=$(ticks "$DOCKERD"); s0=$(ticks "$SSHD_PID")
+  local TIMEFORMAT='%U %S'  # bash's `time`: this process tree's user and system seconds
+  { time CLI="$cli" deploy "$tag" "$@" >"$W/line" 2>"$W/err"; } 2>"$W/cpu" ||
+    { cat "$W/err" >&2; return 1; }
+  line="$(cat "$W/line")"
+  # sshd reaps the session once the client closed it: wait for that, not for a fixed time.
+  while pgrep -P "$SSHD_PID" >/dev/null; do sleep 0.05; done
+  d1=$(ticks "$DOCKERD"); s1=$(ticks "$SSHD_PID")
+  jq -c --arg lbl "$label" --argjson cli "$(awk '{print $1 + $2}' "$W/cpu")" \
+    --argjson dockerd "$(awk -v a="$d0" -v b="$d1" -v hz="$HZ" 'BEGIN {print (b - a) / hz}')" \
+    --argjson sshd "$(awk -v a="$s0" -v b="$s1" -v hz="$HZ" 'BEGIN {print (b - a) / hz}')" \
+    '{"label": $lbl} + . + {cpu_s: {fullslack: $cli, dockerd: $dockerd, sshd_sessions: $sshd}}' <<<"$line"
+}
 
 build v1 "$BIN"
 build v2 "$BIN"
 cp "$BIN" "$W/chat-changed"
 printf 'only the binary changed %s' "$NAME" >>"$W/chat-changed"
 build v3 "$W/chat-changed"
-echo "== images (docker image size)"
-docker images --format '{{.Tag}} {{.Size}}' "$REPO"
+if [ -n "$BEFORE" ]; then
+  # The before CLI packs its own images (its layer layout) from the same binaries.
+  build b1 "$BIN" "$BEFORE"
+  build b3 "$W/chat-changed" "$BEFORE"
+fi
+echo "== images (docker image size, layers)"
+for t in $(docker images --format '{{.Tag}}' "$REPO" | sort); do
+  echo "$t $(docker image inspect --format '{{.Size}} bytes, {{len .RootFS.Layers}} layers' "$REPO:$t")"
+done
 
 # The stand-in host is this machine: its engine already has every image built here, so a
 # plain deploy sends nothing ("image_was_there"). --send-image streams the image as a separate
@@ -132,14 +168,23 @@ for i in $(seq "$RUNS"); do
 done
 echo "median duration_ms: $(median <"$W/times")"
 
-echo "== registry-free redeploy, only the binary changed (v3), streamed, $RUNS runs"
-: >"$W/times"
+echo "== registry-free redeploy, only the binary changed, streamed, $RUNS rounds"
+: >"$W/redeploys"
 for i in $(seq "$RUNS"); do
-  line="$(deploy v3 --send-image)"
-  echo "$line"
-  jq -r .duration_ms <<<"$line" >>"$W/times"
+  if [ -n "$BEFORE" ]; then
+    measured before b3 "$BEFORE" --send-image | tee -a "$W/redeploys"
+  fi
+  measured after v3 "$FULLSLACK" --send-image | tee -a "$W/redeploys"
+  measured after-gzip v3 "$FULLSLACK" --send-image --compress-image | tee -a "$W/redeploys"
 done
-echo "median duration_ms: $(median <"$W/times")"
+echo "== medians of $RUNS (each label)"
+for label in $(jq -r .label "$W/redeploys" | awk '!seen[$0]++'); do
+  sel() { jq -r --arg l "$label" "select(.label == \$l) | $1" "$W/redeploys" | median; }
+  echo "$label: bytes_sent $(sel .bytes_sent), duration_ms $(sel .duration_ms)," \
+    "transfer ms $(sel '.transfer.ms // "n/a"')," \
+    "CPU s: fullslack $(sel .cpu_s.fullslack), dockerd $(sel .cpu_s.dockerd)," \
+    "sshd sessions $(sel .cpu_s.sshd_sessions)"
+done
 echo "== engine and commit"
 docker version --format '{{.Server.Version}}'
 git rev-parse --short HEAD

@@ -599,10 +599,15 @@ pub struct DeployArgs {
     /// Image tag to deploy [default: the stack's last build, `fullslack build --stack`].
     #[arg(long, value_name = "TAG")]
     pub version: Option<String>,
-    /// Stream the image even when a host has one of the same id (a damaged copy; measuring
-    /// the transfer). Registry-free stacks only.
+    /// Stream the image even when a host has one of the same id (measuring the transfer):
+    /// the host gets what a host without this image would get, the layers none of its other
+    /// images has. Registry-free stacks only.
     #[arg(long)]
     pub send_image: bool,
+    /// Gzip the image stream (registry-free stacks): about 3x fewer bytes for more CPU here;
+    /// pays for hosts across the internet, not on a fast LAN (docs/deploy.md).
+    #[arg(long)]
+    pub compress_image: bool,
     /// `ec2` and `ecs` stacks: apply the infrastructure changes without asking (as `apply
     /// --yes`).
     #[arg(long, short = 'y')]

@@ -47,7 +47,7 @@ pub async fn run(a: &DeployArgs, r: &Reporter) -> Result<(), CliError> {
     }
     crate::hosts::resolve(&mut s).await?;
     let mut target = image_target(&a.stack.stack, &s, a.version.as_deref()).await?;
-    let transfer = transfer_of(&s, a.send_image)?;
+    let transfer = transfer_of(&s, a.send_image, a.compress_image)?;
     // Checked before anything is pushed: secrets, the probe identity, the Nginx site.
     let mut plan = plan(
         &s,
@@ -518,11 +518,7 @@ fn finish_host(
     let o = res?;
     if !r.json {
         let from = o.from_version.as_deref().unwrap_or("nothing");
-        let image = if o.image_was_there {
-            "image already there".to_string()
-        } else {
-            format!("{} bytes of image sent", o.bytes_sent)
-        };
+        let image = o.transfer.describe();
         if let Some(b) = &o.broke_lock_of {
             println!("{}: broke the lock of {b}", o.host);
         }
@@ -598,9 +594,9 @@ pub(super) async fn image_target(
 }
 
 /// Registry-free (the image streamed over SSH) unless the stack names a registry.
-fn transfer_of(s: &Stack, always: bool) -> Result<Transfer, CliError> {
+fn transfer_of(s: &Stack, always: bool, compress: bool) -> Result<Transfer, CliError> {
     match (&s.image.registry, &s.image.username, &s.image.password) {
-        (None, _, _) => Ok(Transfer::Stream { always }),
+        (None, _, _) => Ok(Transfer::Stream { always, compress }),
         (Some(r), _, _) if r == "ecr" => Err(usage(
             "deploying an ECR image to hosts is not supported yet",
             "remove image.registry to stream the image over SSH",

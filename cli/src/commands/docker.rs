@@ -228,7 +228,27 @@ pub fn save(image: &str) -> Cmd {
     Cmd::new("docker").args(["save", image])
 }
 
-/// `docker load` (a tar stream on stdin).
+/// `docker save --output PATH IMAGE` (the image as a tar file: the deploy spools it to leave
+/// out the layers a host has, which needs the `manifest.json` at the end of the tar).
+pub fn save_to(image: &str, path: &str) -> Cmd {
+    Cmd::new("docker").args(["save", "--output", path, image])
+}
+
+/// `docker image ls --all --quiet --no-trunc`: every image id, intermediate ones included
+/// (their layer chains count too).
+pub fn image_ids_all() -> Cmd {
+    Cmd::new("docker").args(["image", "ls", "--all", "--quiet", "--no-trunc"])
+}
+
+/// `docker image inspect --format '{{json .RootFS.Layers}}' ID…`: one JSON list of diff IDs
+/// (bottom layer first) per image.
+pub fn rootfs_layers(ids: &[String]) -> Cmd {
+    Cmd::new("docker")
+        .args(["image", "inspect", "--format", "{{json .RootFS.Layers}}"])
+        .args(ids.iter().map(String::as_str))
+}
+
+/// `docker load` (a tar stream on stdin, plain or gzip-compressed).
 pub fn load() -> Cmd {
     Cmd::new("docker").args(["load", "--quiet"])
 }

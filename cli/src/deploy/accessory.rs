@@ -211,7 +211,15 @@ pub async fn ensure<R: Runner>(
                         version: a.image.clone(),
                         image_id: Some(id),
                     };
-                    transfer::ensure_image(r, &t, &Transfer::Stream { always: false }).await?;
+                    transfer::ensure_image(
+                        r,
+                        &t,
+                        &Transfer::Stream {
+                            always: false,
+                            compress: false,
+                        },
+                    )
+                    .await?;
                 }
                 None => {
                     r.check(&docker::pull(&a.image)).await?;

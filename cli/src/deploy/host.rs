@@ -32,6 +32,8 @@ pub struct Outcome {
     pub bytes_sent: u64,
     /// Whether the host already had the image.
     pub image_was_there: bool,
+    /// What the transfer sent and left out (layers the host had, compression, fallback).
+    pub transfer: Sent,
     /// The lock `--break-lock` removed, `who (message)`.
     pub broke_lock_of: Option<String>,
     /// How long it took.
@@ -108,6 +110,7 @@ pub async fn deploy<R: Runner>(r: &R, p: &Plan) -> (Option<AuditEntry>, Result<O
             color: sw.color,
             bytes_sent: progress.sent.bytes,
             image_was_there: progress.sent.skipped,
+            transfer: progress.sent,
             broke_lock_of: broken.map(|h| format!("{} ({})", h.who, h.message)),
             duration_ms: entry.duration_ms,
             kept: sw.kept,

@@ -8,9 +8,10 @@
 //! - [`releases`]: the host's release log (`releases.json`: which release is live on which
 //!   colour, which are kept for rollback) and the audit entries (JSON lines).
 //! - [`lock`]: the deploy lock with `--lock-wait` and `--break-lock`.
-//! - [`transfer`]: getting the image onto the host: `docker save` streamed over the SSH
-//!   connection into `docker load` (no registry), or `docker pull` after a login whose
-//!   password goes on stdin.
+//! - [`transfer`]: getting the image onto the host: `docker save` (spooled here) sent over the
+//!   SSH connection into `docker load` without the layers the host already has (no registry;
+//!   the whole image if the host refuses that), or `docker pull` after a login whose password
+//!   goes on stdin.
 //! - [`switch`]: blue/green: start the new release on the idle colour, gate it on health,
 //!   point Nginx at it, retire the old one.
 //! - [`setup`]: the Docker Engine and Nginx on a host, installed (apt-get / dnf, as root or
@@ -145,6 +146,9 @@ pub enum Transfer {
         /// Send it even when the host has an image of the same id (a host whose copy is
         /// damaged; measuring the transfer).
         always: bool,
+        /// Gzip the stream (level 1): fewer bytes for more CPU here, which pays on a link
+        /// slower than this machine compresses (see docs/deploy.md).
+        compress: bool,
     },
     /// `docker login` (password on stdin) and `docker pull` on the host.
     Registry {

@@ -3,6 +3,12 @@
 //! included), the `fullslack-healthcheck` probe, a non-root user and nothing else. No base
 //! image is pulled, so it builds on an engine that cannot reach any registry.
 //!
+//! Its layers go from what changes least to what changes on every release: libraries and
+//! `/etc`, then `/data`, then the probe, then the server binary on top. A Docker layer is
+//! named by its chain (itself and everything below it), so a release whose binary alone
+//! changed shares every layer but the top one with the last release, and the registry-free
+//! deploy sends only that one (`deploy::transfer`).
+//!
 //! The web client is embedded in every build of the server (rust-embed with `debug-embed`),
 //! so the binary is all the image needs. The server's data (SQLite store, generated JWT secret) lives in `/data`,
 //! owned by the image's user: mount a volume there to keep it.
@@ -150,6 +156,12 @@ pub fn dockerfile(with_probe: bool, labels: &BTreeMap<String, String>) -> String
          # COPY creates /data owned by the user, so the server can write its store there.\n",
     );
     d.push_str(&format!("COPY --chown={UID}:{UID} data/ /data/\n"));
+    // The binaries last, the server on top: it changes on every release, and a layer below a
+    // changed one is a new layer too (see the module doc).
+    if with_probe {
+        d.push_str("COPY probe/ /\n");
+    }
+    d.push_str("COPY server/ /\n");
     d.push_str(&format!("USER {UID}:{UID}\n"));
     d.push_str(&env_instruction());
     d.push('\n');
@@ -210,8 +222,9 @@ fn strip(binary: &Path) -> Result<Stripped, ImageError> {
     Ok(guard)
 }
 
-/// Assembles the offline build context: `Dockerfile`, `rootfs/` (binaries, libraries,
-/// `/etc/passwd`, `/etc/group`, `/etc/nsswitch.conf`, `/tmp`) and an empty `data/`.
+/// Assembles the offline build context: `Dockerfile`, `rootfs/` (libraries, `/etc/passwd`,
+/// `/etc/group`, `/etc/nsswitch.conf`, `/tmp`), an empty `data/`, and `probe/` and `server/`
+/// each holding one binary at its path in the image (one layer each).
 pub fn context(inputs: &OfflineInputs) -> Result<Context, ImageError> {
     check_binary(&inputs.server, "server binary")?;
     let mut libs = shared_libraries(&inputs.server)?;
@@ -253,9 +266,11 @@ pub fn context(inputs: &OfflineInputs) -> Result<Context, ImageError> {
     let server = stripped
         .as_ref()
         .map_or(inputs.server.as_path(), |s| s.0.as_path());
-    ctx.add_file(&format!("rootfs{SERVER_PATH}"), server)?;
+    // Each binary in its own directory, one COPY (one layer) each; parent directories are
+    // implied, as for the libraries below.
+    ctx.add_file(&format!("server{SERVER_PATH}"), server)?;
     if let Some(p) = &inputs.probe {
-        ctx.add_file(&format!("rootfs{PROBE_PATH}"), p)?;
+        ctx.add_file(&format!("probe{PROBE_PATH}"), p)?;
     }
     // Each library at the path ldd reported (symlinks resolved to their content): the loader
     // path is the one written into the binary, the others are where the loader looks.
@@ -327,6 +342,17 @@ mod tests {
             "HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 CMD [\"/usr/local/bin/fullslack-healthcheck\"]\n"
         ));
         assert!(d.contains("ENTRYPOINT [\"/usr/local/bin/fullslack-chat\"]\n"));
+        // The layers, least changing first: the server binary is the top one.
+        let copies: Vec<&str> = d.lines().filter(|l| l.starts_with("COPY")).collect();
+        assert_eq!(
+            copies,
+            [
+                "COPY rootfs/ /",
+                "COPY --chown=10001:10001 data/ /data/",
+                "COPY probe/ /",
+                "COPY server/ /"
+            ]
+        );
         assert!(
             d.ends_with(
                 "LABEL \"org.opencontainers.image.revision\"=\"abc\" \"x\"=\"say \\\"hi\\\"\"\n"

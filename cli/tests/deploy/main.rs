@@ -17,7 +17,9 @@
 //! rolled one at a time, the second failing and the first put back; [`logs`] `logs` and `exec`
 //! on the live container; [`tls`] a `tls.enabled` stack getting its certificate from pebble
 //! during the deploy; [`operate`] `fullslack operate` keeping a stack healthy (restart, drift,
-//! `--fix`, `/metrics`, SIGTERM, a deploy lock).
+//! `--fix`, `/metrics`, SIGTERM, a deploy lock); [`transfer`] the registry-free transfer
+//! sending only the layers a host lacks (a release whose binary alone changed, an image the
+//! host has nothing of, plain and gzip).
 
 mod accessory;
 mod ec2;
@@ -29,6 +31,7 @@ mod operate;
 mod pull;
 mod switch;
 mod tls;
+mod transfer;
 mod two_hosts;
 
 use std::path::{Path, PathBuf};
