@@ -111,6 +111,11 @@ WHEN old.rowid <= (SELECT upto FROM fts_indexed) BEGIN
     INSERT INTO messages_fts(rowid, text) VALUES (new.rowid, new.text);
 END;
 "#,
+    // The message row is its event (issue 15): a message's event row no longer carries a
+    // second JSON copy of the message, only the message's rowid; `events_after` builds the
+    // payload from the messages row. Rows written before keep their JSON (`message_rowid` NULL)
+    // and still decode from it.
+    "ALTER TABLE events ADD COLUMN message_rowid INTEGER;",
 ];
 
 pub(super) fn open_conn(path: &Path, write: bool) -> StoreResult<Connection> {
@@ -154,14 +159,15 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
 
 #[cfg(test)]
 mod tests {
-    //! A database written by the schema before batched indexing (migrations 1–2, with the
-    //! per-row FTS triggers) opens, keeps its index, and indexes what comes after.
+    //! A database written by the schema before issue 15's writer work (migrations 1–2: per-row
+    //! FTS triggers, message events as JSON copies) opens, keeps its index and its events, and
+    //! indexes and reads back what comes after.
 
     use rusqlite::Connection;
 
     use super::MIGRATIONS;
-    use crate::model::{new_id, now, Message};
-    use crate::store::{sqlite::SqliteStore, NewMessage, Store};
+    use crate::model::{new_id, now, EventPayload, Message};
+    use crate::store::{rules, sqlite::SqliteStore, NewMessage, Store};
 
     async fn texts(store: &SqliteStore, user: &str, q: &str) -> Vec<String> {
         let found: Vec<Message> = store.search(user, q, None, 10).await.unwrap();
@@ -185,6 +191,26 @@ mod tests {
                  INSERT INTO members (channel_id, user_id, role, joined_at) VALUES ('c1', 'u1', 'owner', 0);
                  INSERT INTO messages (id, channel_id, seq, author_id, client_id, text, created_at)
                      VALUES ('m1', 'c1', 1, 'u1', 'k1', 'an old banana', 0);",
+            )
+            .unwrap();
+            let sent = Message {
+                id: "m1".into(),
+                channel_id: "c1".into(),
+                seq: 1,
+                author_id: "u1".into(),
+                client_id: "k1".into(),
+                text: "an old banana".into(),
+                thread_root: None,
+                reply_count: 0,
+                created_at: rules::from_ms(0).unwrap(),
+                edited_at: None,
+                deleted: false,
+                mentions: vec![],
+                reactions: vec![],
+            };
+            old.execute(
+                "INSERT INTO events (channel_id, seq, kind, at, data) VALUES ('c1', 1, 'message', 0, ?1)",
+                [EventPayload::Message(sent).to_stored()],
             )
             .unwrap();
         }
@@ -225,6 +251,22 @@ mod tests {
             .await
             .unwrap();
         assert!(texts(&store, "u1", "plum").await.is_empty());
+
+        // Resume: the old message event decodes from its JSON copy (as sent); the new one is
+        // built from its row, as it stands now (deleted: its text is gone).
+        let events = store.events_after("c1", 0, 10).await.unwrap();
+        let messages: Vec<(i64, &Message)> = events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EventPayload::Message(m) => Some((e.seq, m)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(messages.len(), 2, "{events:?}");
+        assert_eq!((messages[0].0, messages[0].1.text.as_str()), (1, "an old banana"));
+        assert_eq!(messages[1].0, new.seq);
+        assert_eq!(messages[1].1.id, new.id);
+        assert!(messages[1].1.deleted && messages[1].1.text.is_empty());
 
         // The index agrees with its content table (FTS5's own consistency check).
         drop(store);
