@@ -470,7 +470,9 @@ impl Store for SqliteStore {
                 "{} WHERE e.channel_id = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3",
                 rows::event_select()
             ))?;
-            let events = stmt.query_map(params![ch, after, limit as i64], row_event)?.collect::<Result<Vec<_>, _>>()?;
+            let events = stmt
+                .query_map(params![ch, after, limit as i64], row_event)?
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(events)
         })
         .await

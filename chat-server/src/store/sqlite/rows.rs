@@ -185,10 +185,20 @@ pub(super) fn row_event(r: &Row) -> rusqlite::Result<Event> {
     let payload = match r.get::<_, Option<i64>>(5)? {
         Some(rowid) => {
             if kind != EventKind::Message.as_str() {
-                return Err(bad(2, "events", "kind", format!("{kind:?} points at a message")));
+                return Err(bad(
+                    2,
+                    "events",
+                    "kind",
+                    format!("{kind:?} points at a message"),
+                ));
             }
             if r.get::<_, Option<String>>(6)?.is_none() {
-                return Err(bad(5, "events", "message_rowid", format!("no message row {rowid}")));
+                return Err(bad(
+                    5,
+                    "events",
+                    "message_rowid",
+                    format!("no message row {rowid}"),
+                ));
             }
             EventPayload::Message(row_message_at(r, 6)?)
         }

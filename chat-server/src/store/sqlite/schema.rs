@@ -263,7 +263,10 @@ mod tests {
             })
             .collect();
         assert_eq!(messages.len(), 2, "{events:?}");
-        assert_eq!((messages[0].0, messages[0].1.text.as_str()), (1, "an old banana"));
+        assert_eq!(
+            (messages[0].0, messages[0].1.text.as_str()),
+            (1, "an old banana")
+        );
         assert_eq!(messages[1].0, new.seq);
         assert_eq!(messages[1].1.id, new.id);
         assert!(messages[1].1.deleted && messages[1].1.text.is_empty());
@@ -271,7 +274,9 @@ mod tests {
         // The index agrees with its content table (FTS5's own consistency check).
         drop(store);
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
-            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)",
+        )
+        .unwrap();
     }
 }
