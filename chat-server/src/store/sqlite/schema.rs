@@ -135,11 +135,6 @@ pub(super) fn open_conn(path: &Path, write: bool) -> StoreResult<Connection> {
     if write {
         // FULL: a commit is on disk (fsync) before its answers are released.
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
-        // 64 MiB of page cache for the writer (SQLite's default is 2 MiB): under ingest the
-        // writer's profile showed ~8% of its time in the kernel re-reading pages it had
-        // evicted (`filemap_get_read_batch`, `_copy_to_iter`). Only the writer changes the
-        // file, so its cache stays valid between transactions.
-        conn.execute_batch("PRAGMA cache_size = -65536;")?;
     }
     Ok(conn)
 }
