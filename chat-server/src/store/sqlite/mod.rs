@@ -8,9 +8,9 @@
 //!
 //! | module | what it is |
 //! | --- | --- |
-//! | [`schema`] | the migrations, and opening a connection (WAL, sync level) |
-//! | [`writer`] | the write path: the writer thread, group commit, savepoints; the read pool |
-//! | [`rows`] | row ↔ type mapping; undecodable columns are errors |
+//! | [`schema`] | the migrations (and a test upgrading an old database), and opening a connection (WAL, sync level) |
+//! | [`writer`] | the write path: the writer thread, group commit, savepoints, full-text indexing once per commit; the read pool |
+//! | [`rows`] | row ↔ type mapping (a message event is read from its message row); undecodable columns are errors |
 //! | [`writes`] | the write transactions (a change and its event together) |
 //! | [`search`] | FTS5 search |
 //!
@@ -466,10 +466,13 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Event>> {
         let ch = channel_id.to_string();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT channel_id, seq, kind, at, data FROM events WHERE channel_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )?;
-            let events = stmt.query_map(params![ch, after, limit as i64], row_event)?.collect::<Result<Vec<_>, _>>()?;
+            let mut stmt = c.prepare_cached(&format!(
+                "{} WHERE e.channel_id = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3",
+                rows::event_select()
+            ))?;
+            let events = stmt
+                .query_map(params![ch, after, limit as i64], row_event)?
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(events)
         })
         .await

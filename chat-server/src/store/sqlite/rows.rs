@@ -6,7 +6,7 @@ use rusqlite::{types::Type, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
 use crate::model::{
-    Channel, ChannelKind, Event, EventPayload, Member, Message, Presence, User, UserId,
+    Channel, ChannelKind, Event, EventKind, EventPayload, Member, Message, Presence, User, UserId,
 };
 use crate::store::{
     rules::{self, undecodable},
@@ -127,20 +127,25 @@ pub(super) const MESSAGE_COLS: &str =
     "id, channel_id, seq, author_id, client_id, text, thread_root, reply_count, created_at, edited_at, deleted, mentions, reactions";
 
 pub(super) fn row_message(r: &Row) -> rusqlite::Result<Message> {
+    row_message_at(r, 0)
+}
+
+/// A message whose [`MESSAGE_COLS`] start at column `at` (after an event's own columns).
+fn row_message_at(r: &Row, at: usize) -> rusqlite::Result<Message> {
     Ok(Message {
-        id: id_col(r, 0)?,
-        channel_id: id_col(r, 1)?,
-        seq: r.get(2)?,
-        author_id: id_col(r, 3)?,
-        client_id: r.get(4)?,
-        text: r.get(5)?,
-        thread_root: r.get::<_, Option<String>>(6)?.map(Into::into),
-        reply_count: r.get(7)?,
-        created_at: time_col(r, 8, "messages", "created_at")?,
-        edited_at: opt_time_col(r, 9, "messages", "edited_at")?,
-        deleted: r.get::<_, i64>(10)? != 0,
-        mentions: json_col(r, 11, "messages", "mentions")?,
-        reactions: json_col(r, 12, "messages", "reactions")?,
+        id: id_col(r, at)?,
+        channel_id: id_col(r, at + 1)?,
+        seq: r.get(at + 2)?,
+        author_id: id_col(r, at + 3)?,
+        client_id: r.get(at + 4)?,
+        text: r.get(at + 5)?,
+        thread_root: r.get::<_, Option<String>>(at + 6)?.map(Into::into),
+        reply_count: r.get(at + 7)?,
+        created_at: time_col(r, at + 8, "messages", "created_at")?,
+        edited_at: opt_time_col(r, at + 9, "messages", "edited_at")?,
+        deleted: r.get::<_, i64>(at + 10)? != 0,
+        mentions: json_col(r, at + 11, "messages", "mentions")?,
+        reactions: json_col(r, at + 12, "messages", "reactions")?,
     })
 }
 
@@ -158,12 +163,50 @@ pub(super) fn row_member(r: &Row) -> rusqlite::Result<Member> {
     })
 }
 
-/// A stored event; one whose kind or payload does not decode is an error, never a default.
+/// What [`row_event`] reads: the event's columns, then the message it points at (all NULL
+/// unless the event is a message written since migration 4).
+pub(super) fn event_select() -> String {
+    let message_cols = MESSAGE_COLS
+        .split(", ")
+        .map(|col| format!("m.{col}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT e.channel_id, e.seq, e.kind, e.at, e.data, e.message_rowid, {message_cols}
+         FROM events e LEFT JOIN messages m ON m.rowid = e.message_rowid"
+    )
+}
+
+/// A stored event (columns of [`event_select`]). A message event since migration 4 is the
+/// message row it points at; any other event decodes its JSON. One whose kind or payload does
+/// not decode, or whose message row is gone, is an error, never a default.
 pub(super) fn row_event(r: &Row) -> rusqlite::Result<Event> {
     let kind: String = r.get(2)?;
-    let data: String = r.get(4)?;
-    let payload =
-        EventPayload::decode_stored(&kind, &data).map_err(|e| bad(4, "events", "data", e))?;
+    let payload = match r.get::<_, Option<i64>>(5)? {
+        Some(rowid) => {
+            if kind != EventKind::Message.as_str() {
+                return Err(bad(
+                    2,
+                    "events",
+                    "kind",
+                    format!("{kind:?} points at a message"),
+                ));
+            }
+            if r.get::<_, Option<String>>(6)?.is_none() {
+                return Err(bad(
+                    5,
+                    "events",
+                    "message_rowid",
+                    format!("no message row {rowid}"),
+                ));
+            }
+            EventPayload::Message(row_message_at(r, 6)?)
+        }
+        None => {
+            let data: String = r.get(4)?;
+            EventPayload::decode_stored(&kind, &data).map_err(|e| bad(4, "events", "data", e))?
+        }
+    };
     Ok(Event {
         channel: r.get::<_, String>(0)?.into(),
         seq: r.get(1)?,

@@ -87,6 +87,35 @@ END;
 "#,
     // One row that readiness rewrites to find out whether writes work (`probe_write`).
     "CREATE TABLE write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL);",
+    // Full-text indexing in batches (issue 15): a per-row insert trigger on an FTS5 table costs
+    // one index segment per message, because every job's SAVEPOINT makes FTS5 flush what is
+    // pending (`fts5SavepointMethod`). Instead the writer indexes every message above
+    // `fts_indexed.upto` in one statement at the end of each group commit, inside the same
+    // transaction (see `writer::index_new_messages`): a message is searchable as soon as it is
+    // acknowledged. Everything already in the table was indexed by the old trigger. Edits and
+    // deletes of indexed rows still go through triggers; a row above the mark is not in the
+    // index yet, and the batch will read its newest text.
+    r#"
+DROP TRIGGER messages_fts_insert;
+DROP TRIGGER messages_fts_delete;
+DROP TRIGGER messages_fts_update;
+CREATE TABLE fts_indexed (id INTEGER PRIMARY KEY CHECK (id = 1), upto INTEGER NOT NULL);
+INSERT INTO fts_indexed (id, upto) SELECT 1, COALESCE(MAX(rowid), 0) FROM messages;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+WHEN old.rowid <= (SELECT upto FROM fts_indexed) BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages
+WHEN old.rowid <= (SELECT upto FROM fts_indexed) BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+    INSERT INTO messages_fts(rowid, text) VALUES (new.rowid, new.text);
+END;
+"#,
+    // The message row is its event (issue 15): a message's event row no longer carries a
+    // second JSON copy of the message, only the message's rowid; `events_after` builds the
+    // payload from the messages row. Rows written before keep their JSON (`message_rowid` NULL)
+    // and still decode from it.
+    "ALTER TABLE events ADD COLUMN message_rowid INTEGER;",
 ];
 
 pub(super) fn open_conn(path: &Path, write: bool) -> StoreResult<Connection> {
@@ -126,4 +155,128 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! A database written by the schema before issue 15's writer work (migrations 1–2: per-row
+    //! FTS triggers, message events as JSON copies) opens, keeps its index and its events, and
+    //! indexes and reads back what comes after.
+
+    use rusqlite::Connection;
+
+    use super::MIGRATIONS;
+    use crate::model::{new_id, now, EventPayload, Message};
+    use crate::store::{rules, sqlite::SqliteStore, NewMessage, Store};
+
+    async fn texts(store: &SqliteStore, user: &str, q: &str) -> Vec<String> {
+        let found: Vec<Message> = store.search(user, q, None, 10).await.unwrap();
+        found.into_iter().map(|m| m.text).collect()
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_per_row_trigger_schema_upgrades_and_stays_searchable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        {
+            // Exactly what the server before migration 3 left on disk.
+            let old = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..2] {
+                old.execute_batch(sql).unwrap();
+            }
+            old.execute_batch(
+                "PRAGMA user_version = 2;
+                 INSERT INTO channels (id, kind, name, created_by, created_at, last_seq, last_message_seq)
+                     VALUES ('c1', 'public', 'old', 'u1', 0, 1, 1);
+                 INSERT INTO members (channel_id, user_id, role, joined_at) VALUES ('c1', 'u1', 'owner', 0);
+                 INSERT INTO messages (id, channel_id, seq, author_id, client_id, text, created_at)
+                     VALUES ('m1', 'c1', 1, 'u1', 'k1', 'an old banana', 0);",
+            )
+            .unwrap();
+            let sent = Message {
+                id: "m1".into(),
+                channel_id: "c1".into(),
+                seq: 1,
+                author_id: "u1".into(),
+                client_id: "k1".into(),
+                text: "an old banana".into(),
+                thread_root: None,
+                reply_count: 0,
+                created_at: rules::from_ms(0).unwrap(),
+                edited_at: None,
+                deleted: false,
+                mentions: vec![],
+                reactions: vec![],
+            };
+            old.execute(
+                "INSERT INTO events (channel_id, seq, kind, at, data) VALUES ('c1', 1, 'message', 0, ?1)",
+                [EventPayload::Message(sent).to_stored()],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(texts(&store, "u1", "banana").await, ["an old banana"]);
+
+        // An indexed row's edit still replaces its words (the update trigger).
+        store
+            .edit_message("c1", "m1", "u1", "an old cherry", &[], now())
+            .await
+            .unwrap();
+        assert!(texts(&store, "u1", "banana").await.is_empty());
+        assert_eq!(texts(&store, "u1", "cherry").await, ["an old cherry"]);
+
+        // A new message is searchable once acknowledged, and so is its edit.
+        let (new, _) = store
+            .append_message(NewMessage {
+                id: new_id(),
+                channel_id: "c1".into(),
+                author_id: "u1".into(),
+                client_id: "k2".into(),
+                text: "a new banana".into(),
+                thread_root: None,
+                mentions: vec![],
+                created_at: now(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(texts(&store, "u1", "banana").await, ["a new banana"]);
+        store
+            .edit_message("c1", new.id.as_str(), "u1", "a new plum", &[], now())
+            .await
+            .unwrap();
+        assert!(texts(&store, "u1", "banana").await.is_empty());
+        assert_eq!(texts(&store, "u1", "plum").await, ["a new plum"]);
+        store
+            .delete_message("c1", new.id.as_str(), "u1", now())
+            .await
+            .unwrap();
+        assert!(texts(&store, "u1", "plum").await.is_empty());
+
+        // Resume: the old message event decodes from its JSON copy (as sent); the new one is
+        // built from its row, as it stands now (deleted: its text is gone).
+        let events = store.events_after("c1", 0, 10).await.unwrap();
+        let messages: Vec<(i64, &Message)> = events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EventPayload::Message(m) => Some((e.seq, m)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(messages.len(), 2, "{events:?}");
+        assert_eq!(
+            (messages[0].0, messages[0].1.text.as_str()),
+            (1, "an old banana")
+        );
+        assert_eq!(messages[1].0, new.seq);
+        assert_eq!(messages[1].1.id, new.id);
+        assert!(messages[1].1.deleted && messages[1].1.text.is_empty());
+
+        // The index agrees with its content table (FTS5's own consistency check).
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)",
+        )
+        .unwrap();
+    }
 }

@@ -1,4 +1,5 @@
-//! Full-text search over the FTS5 index of message texts (kept by triggers, see
+//! Full-text search over the FTS5 index of message texts (new messages are indexed by the
+//! writer in the same commit that stores them, edits and deletes by triggers; see
 //! [`super::schema`]): the query words become an FTS5 query that user input can never turn
 //! into FTS5 syntax.
 

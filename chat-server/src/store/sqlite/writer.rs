@@ -1,7 +1,9 @@
 //! The write path: one writer thread commits whatever is queued in one transaction (group
 //! commit: one fsync for many sends), each job inside its own savepoint so a failing job does
-//! not take its neighbours down; a job's answer is released only after COMMIT returned. Reads
-//! run on a small pool of read connections on the blocking thread pool.
+//! not take its neighbours down; a job's answer is released only after COMMIT returned. Before
+//! COMMIT, the messages the jobs inserted are added to the full-text index in one statement
+//! (not one FTS5 segment per message). Reads run on a small pool of read connections on the
+//! blocking thread pool.
 
 use std::sync::atomic::Ordering;
 
@@ -93,6 +95,7 @@ pub(super) fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Writ
             continue;
         }
         let completions: Vec<Completion> = batch.into_iter().map(|job| job(&conn)).collect();
+        index_new_messages(&conn);
         let committed = conn
             .prepare_cached("COMMIT")
             .and_then(|mut s| s.execute([]))
@@ -104,5 +107,43 @@ pub(super) fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Writ
         for c in completions {
             c(committed.clone());
         }
+    }
+}
+
+/// Adds the messages this transaction inserted to the full-text index, in one statement: one
+/// FTS5 segment per group commit instead of one per message (see the migration in
+/// [`super::schema`]). It runs before COMMIT, so what is acknowledged is searchable. If it
+/// fails, only the indexing is taken back: the sends still commit, and the next group commit
+/// indexes them (nothing moves the mark past an unindexed row).
+fn index_new_messages(conn: &Connection) {
+    let indexed = (|| -> rusqlite::Result<()> {
+        conn.prepare_cached("SAVEPOINT fts")?.execute([])?;
+        let run = (|| -> rusqlite::Result<()> {
+            let upto: i64 = conn
+                .prepare_cached("SELECT upto FROM fts_indexed")?
+                .query_row([], |r| r.get(0))?;
+            let newest: Option<i64> = conn
+                .prepare_cached("SELECT MAX(rowid) FROM messages")?
+                .query_row([], |r| r.get(0))?;
+            let Some(newest) = newest.filter(|&n| n > upto) else {
+                return Ok(());
+            };
+            conn.prepare_cached(
+                "INSERT INTO messages_fts (rowid, text)
+                 SELECT rowid, text FROM messages WHERE rowid > ?1 AND rowid <= ?2",
+            )?
+            .execute([upto, newest])?;
+            conn.prepare_cached("UPDATE fts_indexed SET upto = ?1")?
+                .execute([newest])?;
+            Ok(())
+        })();
+        if run.is_err() {
+            conn.prepare_cached("ROLLBACK TO fts")?.execute([])?;
+        }
+        conn.prepare_cached("RELEASE fts")?.execute([])?;
+        run
+    })();
+    if let Err(e) = indexed {
+        tracing::error!(error = %e, "store: cannot index new messages for search; retrying at the next commit");
     }
 }

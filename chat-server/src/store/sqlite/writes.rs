@@ -1,12 +1,13 @@
 //! The write transactions: each function runs inside the writer's current transaction (see
 //! [`super::writer`]) and either changes the channel together with its event, or returns an
-//! error and the savepoint takes everything back.
+//! error and the savepoint takes everything back. A message's event row points at the message
+//! row (no second copy of the message); other events carry their payload as JSON.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::rows::{get_channel, get_message, internal, row_message, MESSAGE_COLS};
-use crate::model::{Channel, Event, EventPayload, Message, Role, UserId};
+use crate::model::{Channel, Event, EventKind, EventPayload, Message, Role, UserId};
 use crate::store::{
     rules::{self, ms},
     NewChannel, NewMessage, StoreError, StoreResult, Watermark,
@@ -134,12 +135,12 @@ pub(super) fn append_message(
 ) -> StoreResult<(Message, Option<Event>)> {
     let mut msg = rules::new_message(m, 0);
     let mentions = serde_json::to_string(&msg.mentions).map_err(internal)?;
-    let inserted: Option<i64> = c
+    let inserted: Option<(i64, i64)> = c
         .prepare_cached(
             "INSERT INTO messages (id, channel_id, seq, author_id, client_id, text, thread_root, created_at, mentions)
              SELECT ?1, ?2, last_seq + 1, ?3, ?4, ?5, ?6, ?7, ?8 FROM channels WHERE id = ?2
              ON CONFLICT (author_id, client_id) DO NOTHING
-             RETURNING seq",
+             RETURNING seq, rowid",
         )?
         .query_row(
             params![
@@ -152,10 +153,10 @@ pub(super) fn append_message(
                 ms(msg.created_at),
                 mentions,
             ],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let Some(seq) = inserted else {
+    let Some((seq, rowid)) = inserted else {
         // Nothing inserted: the same send is stored already, or there is no such channel.
         let existing = c
             .prepare_cached(&format!(
@@ -183,17 +184,18 @@ pub(super) fn append_message(
     }
     c.prepare_cached("UPDATE channels SET last_seq = ?2, last_message_seq = ?2 WHERE id = ?1")?
         .execute(params![msg.channel_id.as_str(), seq])?;
-    let payload = EventPayload::Message(msg.clone());
+    // The event points at the message row instead of copying it (see the schema's migration 4).
     c.prepare_cached(
-        "INSERT INTO events (channel_id, seq, kind, at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO events (channel_id, seq, kind, at, data, message_rowid) VALUES (?1, ?2, ?3, ?4, '', ?5)",
     )?
     .execute(params![
         msg.channel_id.as_str(),
         seq,
-        payload.kind().as_str(),
+        EventKind::Message.as_str(),
         ms(msg.created_at),
-        payload.to_stored()
+        rowid
     ])?;
+    let payload = EventPayload::Message(msg.clone());
     // The author has obviously seen its own message.
     c.prepare_cached(
         "UPDATE members SET read_seq = MAX(read_seq, ?3), delivered_seq = MAX(delivered_seq, ?3)
