@@ -159,7 +159,7 @@ where
             duration_ms,
             bytes_sent: 0,
         };
-        super::deploy::append_local_audit(stack_file, &s.name, &entry)?;
+        super::release::append_local_audit(stack_file, &s.name, &entry)?;
     }
     // The work's error first; else the lock's release may have failed.
     let moved = work_res?;
@@ -174,7 +174,7 @@ fn elapsed_ms(t: Instant) -> u64 {
 /// `fullslack deploy` of an `ecs` stack.
 pub(super) async fn deploy(a: &DeployArgs, s: &Stack, r: &Reporter) -> Result<(), CliError> {
     let stack_file = &a.stack.stack;
-    let target = super::deploy::image_target(stack_file, s, a.version.as_deref()).await?;
+    let target = super::release::image_target(stack_file, s, a.version.as_deref()).await?;
     let (place, spec) = place_of(s, &a.aws, Some(target.version.as_str())).await?;
     let mut image: Option<ReleaseImage> = None;
     let mut infra_applied = 0;

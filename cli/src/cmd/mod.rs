@@ -20,6 +20,7 @@ pub mod nginx;
 pub mod operate;
 pub mod plan;
 pub mod push;
+mod release;
 pub mod releases;
 pub mod secrets;
 pub mod stack;

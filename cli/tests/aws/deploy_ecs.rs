@@ -97,6 +97,26 @@ fn audit_lines(stack: &Path, name: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Points the ECS stack at the loopback registry (the stack's user name and password, the
+/// password from `PW_ENV`) and stores the secrets its task definition names.
+fn use_registry(moto: &Moto, stack: &Path, reg: &Registry) {
+    let t = std::fs::read_to_string(stack).unwrap().replace(
+        "registry = \"ecr\"\n",
+        &format!(
+            "registry = \"{}\"\nusername = \"deployer\"\npassword = {{ env = \"{PW_ENV}\" }}\n",
+            reg.addr
+        ),
+    );
+    std::fs::write(stack, t).unwrap();
+    for secret in ["jwt-secret", "redis-url", "mongodb-url"] {
+        ok(&fullslack(
+            moto,
+            &["secrets", "set", secret, "--stack", s(stack)],
+            Some("x-secret-value"),
+        ));
+    }
+}
+
 #[test]
 fn an_ecs_deploy_pushes_registers_a_revision_moves_the_service_and_audits() {
     let moto = Moto::start(Some(1));
@@ -108,22 +128,7 @@ fn an_ecs_deploy_pushes_registers_a_revision_moves_the_service_and_audits() {
     let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
     let name = "ecs-dep";
     let stack = ecs_stack(dir.path(), &rt, &aws, name, 1, "v1", None);
-    // The image in the loopback registry, with the stack's user name and password.
-    let t = std::fs::read_to_string(&stack).unwrap().replace(
-        "registry = \"ecr\"\n",
-        &format!(
-            "registry = \"{}\"\nusername = \"deployer\"\npassword = {{ env = \"{PW_ENV}\" }}\n",
-            reg.addr
-        ),
-    );
-    std::fs::write(&stack, t).unwrap();
-    for secret in ["jwt-secret", "redis-url", "mongodb-url"] {
-        ok(&fullslack(
-            &moto,
-            &["secrets", "set", secret, "--stack", s(&stack)],
-            Some("x-secret-value"),
-        ));
-    }
+    use_registry(&moto, &stack, &reg);
     let repo = format!("{}/{name}/chat", reg.addr);
     let path = format!("{name}/chat");
     let images = Images(vec![format!("{repo}:v1"), format!("{repo}:v2")]);
@@ -359,21 +364,7 @@ fn an_ecs_deploy_that_never_settles_fails_with_exit_1_and_a_failed_audit_line() 
     let aws = rt.block_on(Aws::connect("us-east-1")).expect("connect");
     let name = "ecs-slowdep";
     let stack = ecs_stack(dir.path(), &rt, &aws, name, 2, "v1", None);
-    let t = std::fs::read_to_string(&stack).unwrap().replace(
-        "registry = \"ecr\"\n",
-        &format!(
-            "registry = \"{}\"\nusername = \"deployer\"\npassword = {{ env = \"{PW_ENV}\" }}\n",
-            reg.addr
-        ),
-    );
-    std::fs::write(&stack, t).unwrap();
-    for secret in ["jwt-secret", "redis-url", "mongodb-url"] {
-        ok(&fullslack(
-            &moto,
-            &["secrets", "set", secret, "--stack", s(&stack)],
-            Some("x-secret-value"),
-        ));
-    }
+    use_registry(&moto, &stack, &reg);
     let images = Images(vec![format!("{}/{name}/chat:v1", reg.addr)]);
     build_image(dir.path(), &images.0[0], "v1");
     let out = fullslack_env(
