@@ -23,7 +23,8 @@ pub struct Counters {
     pub sent: AtomicU64,
     /// Send frames written inside the window.
     pub sent_window: AtomicU64,
-    /// Deliveries owed for the window's sends (sum of their channels' connected sockets).
+    /// Deliveries owed for the window's sends (sum of their channels' connected sockets), by
+    /// the send's timestamp, as [`Counters::delivered_of_window`] is.
     pub expected_window: AtomicU64,
     /// Message events received while the window was open (throughput).
     pub delivered_window: AtomicU64,
