@@ -21,6 +21,7 @@ use crate::args::{
 };
 use crate::certs::Options as CertOptions;
 use crate::commands::docker;
+use crate::commands::lock::Holder;
 use crate::deploy::accessory::{self, Accessory};
 use crate::deploy::certificate::{self, CertificateReport};
 use crate::deploy::host::{self, Outcome};
@@ -287,7 +288,9 @@ async fn ensure_accessories(
         let ensured = if s.target == StackTarget::Local {
             let _group =
                 crate::actions::Group::start(&format!("{} on this machine", a.kind.name()));
-            accessory::ensure(&LocalRunner, &a, None).await?
+            let layout = Layout::of(&o.connect.state_dir, &s.name, None);
+            let work = accessory::ensure(&LocalRunner, &a, None);
+            under_deploy_lock(&LocalRunner, &layout, o, &a, work).await?
         } else {
             let (t, h) = accessory_host(s, o, &a)?;
             if let Some(other) = s.hosts.iter().find(|x| x.address != h.address) {
@@ -311,7 +314,9 @@ async fn ensure_accessories(
                 .then(|| here.stdout.trim().to_string())
                 .filter(|id| !id.is_empty());
             let runner = SshRunner::connect(&t).await?;
-            let res = accessory::ensure(&runner, &a, local_id).await;
+            let layout = Layout::of(&o.connect.state_dir, &s.name, Some(h));
+            let work = accessory::ensure(&runner, &a, local_id);
+            let res = under_deploy_lock(&runner, &layout, o, &a, work).await;
             let _ = runner.close().await;
             res?
         };
@@ -321,6 +326,48 @@ async fn ensure_accessories(
         out.push(ensured);
     }
     Ok(out)
+}
+
+/// Runs an accessory's setup under its host's deploy lock (with the deploy's `--lock-wait`,
+/// `--break-lock` and heartbeat), so two first deploys of one stack do not both create it: the
+/// second waits for the first, or fails naming it, as a second deploy of a release does.
+async fn under_deploy_lock<R: Runner, T>(
+    r: &R,
+    layout: &Layout,
+    o: &SwitchOpts,
+    a: &Accessory,
+    work: impl std::future::Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
+    let policy = lock_policy(o);
+    let me = Holder::new(
+        fullslack_aws::lock::whoami(),
+        crate::deploy::releases::now(),
+        format!("deploy: the {} accessory", a.kind.name()),
+    );
+    let root = layout.lock_root();
+    if let Some(h) = lock::take(r, &root, &layout.stack, &me, policy).await? {
+        eprintln!(
+            "{}: broke the deploy lock held by {} since {} ({})",
+            r.host(),
+            h.who,
+            h.since,
+            h.message
+        );
+    }
+    let res = lock::while_beating(r, &root, &layout.stack, policy, work).await;
+    let released = lock::give_back(r, &root, &layout.stack, &me).await;
+    let out = res?;
+    released?;
+    Ok(out)
+}
+
+/// The deploy lock's policy from the command line.
+fn lock_policy(o: &SwitchOpts) -> lock::Policy {
+    lock::Policy {
+        wait: o.lock.lock_wait,
+        break_lock: o.lock.break_lock,
+        stale_after: Some(o.lock_stale_after),
+    }
 }
 
 /// The SSH target and host of an accessory: its `host` key (a host's `name` or `address`),
@@ -646,11 +693,7 @@ pub(super) async fn plan(
         },
         keep: o.keep,
         drain_secs: o.drain,
-        lock: lock::Policy {
-            wait: o.lock.lock_wait,
-            break_lock: o.lock.break_lock,
-            stale_after: Some(o.lock_stale_after),
-        },
+        lock: lock_policy(o),
         who: fullslack_aws::lock::whoami(),
         install_missing: s.target != StackTarget::Local,
     })

@@ -2,7 +2,8 @@
 //! offline image path, run by the deploy on the host beside the chat containers, on the
 //! stack's Docker network. The chat server reports Redis connected through Nginx; a redeploy
 //! leaves the accessory alone (same container, same start time, its data still there); an
-//! image change replaces it on the same volume, and its data survives that too.
+//! image change replaces it on the same volume, and its data survives that too. Its setup
+//! takes the host's deploy lock: while another deploy holds it, nothing is created.
 
 use std::process::Command;
 
@@ -50,6 +51,37 @@ fn a_managed_redis_serves_the_chat_containers_and_keeps_its_data_across_redeploy
     h.build("v1", None);
     h.build("v2", None);
     h.build("v3", None);
+
+    // The accessory is set up under the host's deploy lock: while another deploy holds it,
+    // nothing is created (two first deploys would otherwise both create the accessory).
+    let lock_root = h.state().join("locks");
+    let lock = |verb: &str, extra: &[&str]| {
+        let out = h
+            .cli(&["lock", verb])
+            .arg("--lock-root")
+            .arg(&lock_root)
+            .args(extra)
+            .output()
+            .expect("run lock");
+        assert!(out.status.success(), "lock {verb}: {}", text(&out));
+    };
+    lock("acquire", &["-m", "deploy v9 by the other operator"]);
+    let out = h.switch("deploy", Some("v1"), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("deploy v9 by the other operator"),
+        "{}",
+        text(&out)
+    );
+    let there = Command::new("docker")
+        .args(["container", "inspect", &accessory])
+        .output()
+        .expect("docker inspect");
+    assert!(
+        !there.status.success(),
+        "the accessory was created without the lock"
+    );
+    lock("release", &[]);
 
     // First deploy: the accessory starts, then the chat release, which reaches it by name.
     let out = h.switch("deploy", Some("v1"), &[]);
