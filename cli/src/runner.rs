@@ -68,6 +68,16 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// `cmd` ran on `host` and exited non-zero with `out`.
+    pub fn failed(host: String, cmd: &Cmd, out: &Output) -> RunError {
+        RunError::Failed {
+            host,
+            cmd: cmd.to_string(),
+            status: out.status,
+            stderr: out.stderr.trim().to_string(),
+        }
+    }
+
     /// How to fix it.
     pub fn hint(&self) -> &'static str {
         match self {
@@ -118,12 +128,7 @@ pub trait Runner: Send + Sync {
             if out.success() {
                 Ok(out)
             } else {
-                Err(RunError::Failed {
-                    host: self.host(),
-                    cmd: cmd.to_string(),
-                    status: out.status,
-                    stderr: out.stderr.trim().to_string(),
-                })
+                Err(RunError::failed(self.host(), cmd, &out))
             }
         }
     }

@@ -23,6 +23,35 @@ pub struct Registry {
     _dir: tempfile::TempDir,
 }
 
+impl Registry {
+    /// The digest the registry has for `path:tag` (`Docker-Content-Digest` of the manifest,
+    /// asked with the registry's credentials), or `None` when it has no such tag.
+    pub fn digest(&self, path: &str, tag: &str) -> Option<String> {
+        let (user, pass) = self.credentials.clone().expect("a registry with auth on");
+        let resp = reqwest::blocking::Client::new()
+            .head(format!("http://{}/v2/{path}/manifests/{tag}", self.addr))
+            .header(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+            )
+            .basic_auth(user, Some(pass))
+            .send()
+            .expect("ask the registry");
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(
+            resp.status().is_success(),
+            "registry answered {}",
+            resp.status()
+        );
+        resp.headers()
+            .get("docker-content-digest")
+            .and_then(|d| d.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
 /// Starts `docker-registry serve CONFIG` and waits until `GET /v2/` answers.
 pub fn start_registry(auth: Option<(&str, &str)>) -> Registry {
     let bin = program("/usr/bin/docker-registry");

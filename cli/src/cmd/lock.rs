@@ -178,15 +178,7 @@ async fn lock_on<R: Runner>(runner: &R, c: &LockCommand, stack: &str) -> Result<
         LockCommand::Status { .. } => lock::status(lock_root, stack),
     };
     let out = runner.run(&cmd).await?;
-    let failed = || -> CliError {
-        RunError::Failed {
-            host: runner.host(),
-            cmd: cmd.to_string(),
-            status: out.status,
-            stderr: out.stderr.trim().to_string(),
-        }
-        .into()
-    };
+    let failed = || -> CliError { RunError::failed(runner.host(), &cmd, &out).into() };
     match c {
         LockCommand::Acquire { .. } if !out.success() => {
             let holder = runner

@@ -91,34 +91,27 @@ pub async fn push_release(
         Err(_) => None,
     };
     let remote = registry_digest(&repo, tag, auth.as_ref()).await;
-    match (&local_digest, &remote) {
+    let already_there = match (&local_digest, &remote) {
         // The registry has the tag at the digest this engine last pushed or pulled it at.
-        (Some(Some(here)), Some(there)) if here == there => {
-            return Ok(ReleaseImage {
-                reference,
-                digest: remote,
-                result: "already there",
-                layers_pushed: 0,
-                layers_existing: 0,
-            })
-        }
+        (Some(Some(here)), Some(there)) => here == there,
         // Not here, but in the registry (pushed from elsewhere, e.g. CI): the hosts pull it.
-        (None, Some(_)) => {
-            return Ok(ReleaseImage {
-                reference,
-                digest: remote,
-                result: "already there",
-                layers_pushed: 0,
-                layers_existing: 0,
-            })
-        }
+        (None, Some(_)) => true,
         (None, None) => {
             return Err(usage(
                 format!("the image {local} is not on this machine, and the registry did not show {reference}"),
                 "build it with `fullslack build --stack FILE` (or pull it), or pass the --version of an image the registry has",
             ))
         }
-        _ => {}
+        _ => false,
+    };
+    if already_there {
+        return Ok(ReleaseImage {
+            reference,
+            digest: remote,
+            result: "already there",
+            layers_pushed: 0,
+            layers_existing: 0,
+        });
     }
     let added = tag_locally(&docker, local, std::slice::from_ref(&reference), local).await?;
     let quiet = Reporter {

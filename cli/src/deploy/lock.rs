@@ -84,13 +84,7 @@ pub async fn take<R: Runner>(
             }
             // The details are there but unreadable, or nobody holds it and mkdir still fails:
             // the directory cannot be made.
-            return Err(RunError::Failed {
-                host: r.host(),
-                cmd: cmd.to_string(),
-                status: out.status,
-                stderr: out.stderr.trim().to_string(),
-            }
-            .into());
+            return Err(RunError::failed(r.host(), &cmd, &out).into());
         };
         match take_over_if_dead(r, root, stack, &h, &held.stdout, policy).await? {
             Takeover::Done => {
@@ -159,21 +153,14 @@ async fn take_over_if_dead<R: Runner>(
     if age <= bound_secs {
         return Ok(Takeover::Alive);
     }
-    let removed = r
-        .run(&lock::release_if(root, stack, details, Some(bound_secs)))
-        .await?;
+    let release = lock::release_if(root, stack, details, Some(bound_secs));
+    let removed = r.run(&release).await?;
     if removed.status == lock::NOT_THAT_LOCK {
         // Another deploy took it over, or it was released, since we read it.
         return Ok(Takeover::Changed);
     }
     if !removed.success() {
-        return Err(RunError::Failed {
-            host: r.host(),
-            cmd: lock::release_if(root, stack, details, Some(bound_secs)).to_string(),
-            status: removed.status,
-            stderr: removed.stderr.trim().to_string(),
-        }
-        .into());
+        return Err(RunError::failed(r.host(), &release, &removed).into());
     }
     eprintln!(
         "{}: the deploy lock held by {} since {} ({}) has had no heartbeat for {age} s \
@@ -257,13 +244,7 @@ pub async fn give_back<R: Runner>(
         return Ok(());
     }
     if !out.success() {
-        return Err(RunError::Failed {
-            host: r.host(),
-            cmd: cmd.to_string(),
-            status: out.status,
-            stderr: out.stderr.trim().to_string(),
-        }
-        .into());
+        return Err(RunError::failed(r.host(), &cmd, &out).into());
     }
     Ok(())
 }

@@ -275,13 +275,7 @@ async fn pipe_whole<R: Runner>(r: &R, image: &str) -> Result<u64, CliError> {
         .into());
     }
     if !out.success() {
-        return Err(RunError::Failed {
-            host: r.host(),
-            cmd: load.to_string(),
-            status: out.status,
-            stderr: out.stderr.trim().to_string(),
-        }
-        .into());
+        return Err(RunError::failed(r.host(), &load, &out).into());
     }
     Ok(bytes)
 }

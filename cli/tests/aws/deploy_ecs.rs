@@ -46,28 +46,6 @@ impl Drop for Images {
     }
 }
 
-/// The digest the registry has for `path:tag`, or `None`.
-fn registry_digest(reg: &Registry, path: &str, tag: &str) -> Option<String> {
-    let (user, pass) = reg.credentials.clone().expect("auth on");
-    let resp = reqwest::blocking::Client::new()
-        .head(format!("http://{}/v2/{path}/manifests/{tag}", reg.addr))
-        .header(
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .basic_auth(user, Some(pass))
-        .send()
-        .expect("ask the registry");
-    if resp.status() == reqwest::StatusCode::NOT_FOUND {
-        return None;
-    }
-    assert!(resp.status().is_success(), "registry: {}", resp.status());
-    resp.headers()
-        .get("docker-content-digest")
-        .and_then(|d| d.to_str().ok())
-        .map(str::to_string)
-}
-
 /// The revision (`family:N`) the service runs.
 fn service_revision(rt: &tokio::runtime::Runtime, aws: &Aws, cluster: &str, name: &str) -> String {
     let svc = rt
@@ -152,7 +130,7 @@ fn an_ecs_deploy_pushes_registers_a_revision_moves_the_service_and_audits() {
     );
     assert!(t.contains("create ecs_cluster ecs-dep-cluster"), "{t}");
     assert!(t.contains("--yes"), "{t}");
-    assert_eq!(registry_digest(&reg, &path, "v1"), None);
+    assert_eq!(reg.digest(&path, "v1"), None);
     let clusters = rt
         .block_on(aws.ecs().describe_clusters().clusters(&cluster).send())
         .expect("describe clusters");
@@ -179,7 +157,7 @@ fn an_ecs_deploy_pushes_registers_a_revision_moves_the_service_and_audits() {
         ],
         &env,
     ));
-    let d1 = registry_digest(&reg, &path, "v1").expect("v1 pushed");
+    let d1 = reg.digest(&path, "v1").expect("v1 pushed");
     assert!(first.contains(&format!("pushed {repo}:v1@{d1}")), "{first}");
     assert!(
         first.contains("+ ecs_cluster ecs-dep-cluster: create"),
@@ -214,7 +192,7 @@ fn an_ecs_deploy_pushes_registers_a_revision_moves_the_service_and_audits() {
     );
     let out = ok(&second);
     let doc: serde_json::Value = serde_json::from_slice(&second.stdout).expect("one JSON document");
-    let d2 = registry_digest(&reg, &path, "v2").expect("v2 pushed");
+    let d2 = reg.digest(&path, "v2").expect("v2 pushed");
     assert_eq!(doc["action"], "deploy", "{out}");
     assert_eq!(doc["image"]["result"], "pushed", "{out}");
     assert_eq!(doc["image"]["digest"], d2.as_str(), "{out}");

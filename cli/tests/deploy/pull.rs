@@ -5,12 +5,12 @@
 //! anything changes on the host.
 
 use super::{text, Host};
-use fullslack_test_support::registry::start_registry;
+use fullslack_test_support::registry::{start_registry, Registry};
 
 #[test]
 fn a_registry_deploy_logs_in_with_the_password_on_stdin_and_pulls() {
     let reg = start_registry(Some(("deployer", "registry pass 123")));
-    let (user, pass) = reg.credentials.clone().expect("the registry has auth on");
+    let (_, pass) = reg.credentials.clone().expect("the registry has auth on");
     let h = Host::with_registry(&reg.addr);
     h.build("v1", None);
     let reference = format!("{}:v1", h.repo);
@@ -33,10 +33,7 @@ fn a_registry_deploy_logs_in_with_the_password_on_stdin_and_pulls() {
         "the password was printed: {err}"
     );
     assert!(h.containers().is_empty(), "{:?}", h.containers());
-    assert_eq!(
-        registry_digest(&reg.addr, &h.repo, "v1", (&user, &pass)),
-        None
-    );
+    assert_eq!(reg.digest(registry_path(&reg, &h.repo), "v1"), None);
 
     let good = {
         let mut c = h.cli(&["deploy", "--json", "--version", "v1"]);
@@ -64,7 +61,7 @@ fn a_registry_deploy_logs_in_with_the_password_on_stdin_and_pulls() {
     // The deploy pushed it: the registry has the tag at the digest the deploy reported.
     assert_eq!(v["image"]["result"], "pushed", "{v:#}");
     assert_eq!(v["image"]["reference"], reference.as_str(), "{v:#}");
-    let digest = registry_digest(&reg.addr, &h.repo, "v1", (&user, &pass));
+    let digest = reg.digest(registry_path(&reg, &h.repo), "v1");
     assert!(digest.is_some(), "v1 is not in the registry");
     assert_eq!(v["image"]["digest"].as_str(), digest.as_deref(), "{v:#}");
     let health = super::health_through_nginx(&h);
@@ -91,36 +88,8 @@ fn a_registry_deploy_logs_in_with_the_password_on_stdin_and_pulls() {
         .output();
 }
 
-/// The digest the registry has for `repo:tag` (`Docker-Content-Digest` of the manifest), or
-/// `None` when it has no such tag.
-fn registry_digest(
-    addr: &str,
-    repo: &str,
-    tag: &str,
-    (user, pass): (&str, &str),
-) -> Option<String> {
-    let path = repo
-        .strip_prefix(&format!("{addr}/"))
-        .expect("a repository of the registry");
-    let resp = reqwest::blocking::Client::new()
-        .head(format!("http://{addr}/v2/{path}/manifests/{tag}"))
-        .header(
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
-        )
-        .basic_auth(user, Some(pass))
-        .send()
-        .expect("ask the registry");
-    if resp.status() == reqwest::StatusCode::NOT_FOUND {
-        return None;
-    }
-    assert!(
-        resp.status().is_success(),
-        "registry answered {}",
-        resp.status()
-    );
-    resp.headers()
-        .get("docker-content-digest")
-        .and_then(|d| d.to_str().ok())
-        .map(str::to_string)
+/// The registry's path of `repo` (`ADDR/PATH`).
+fn registry_path<'a>(reg: &Registry, repo: &'a str) -> &'a str {
+    repo.strip_prefix(&format!("{}/", reg.addr))
+        .expect("a repository of the registry")
 }
