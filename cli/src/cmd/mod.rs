@@ -1,7 +1,9 @@
 //! One handler per subcommand (`cmd/<command>.rs`): each turns its parsed arguments
 //! ([`crate::args`]) into calls of the library modules (stack, nginx, health, doctor, image,
 //! runner, the AWS crate) and prints the outcome, text or `--json`. [`crate::cli`] parses and
-//! calls [`dispatch`]; nothing here parses the command line.
+//! calls [`dispatch`]; nothing here parses the command line. Two files are not subcommands:
+//! `deploy_ecs` (what `deploy`/`rollback`/`releases`/`status` do for an ECS stack) and
+//! `release` (the image a deploy ships and its local audit line, shared by both deploys).
 
 pub mod apply;
 mod aws_run;
