@@ -147,7 +147,15 @@ async fn take_over_if_dead<R: Runner>(
         return Ok(Takeover::Alive);
     };
     let Some(age) = heartbeat_age(r, root, stack).await? else {
-        return Ok(Takeover::Alive);
+        // No heartbeat: an operator's lock (never taken over), or the lock read went away
+        // meanwhile (another deploy took it over): then read it again rather than name a
+        // holder that is gone.
+        let now = r.run(&lock::status(root, stack)).await?;
+        return Ok(if now.success() && now.stdout == details {
+            Takeover::Alive
+        } else {
+            Takeover::Changed
+        });
     };
     let bound_secs = bound.as_secs().max(1);
     if age <= bound_secs {
