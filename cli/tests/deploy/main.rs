@@ -305,8 +305,11 @@ fn remove_stack(name: &str, repo: &str) {
             .output();
         if let Ok(images) = images {
             for image in String::from_utf8_lossy(&images.stdout).lines() {
+                // --no-prune: the untagged parents are build-cache layers that another test's
+                // build may be using at this moment (its build failed with "unknown parent
+                // image ID" once when a teardown removed them).
                 let _ = Command::new("docker")
-                    .args(["rmi", "--force", image])
+                    .args(["rmi", "--force", "--no-prune", image])
                     .output();
             }
         }
