@@ -25,6 +25,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod http;
 pub mod hub;

@@ -9,7 +9,7 @@
 //! the `member_left` or refused.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::{atomic::Ordering, Arc},
 };
 
@@ -18,10 +18,9 @@ use time::OffsetDateTime;
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
-    hub::Published,
     model::{
-        new_id, now, Channel, ChannelId, ChannelKind, Event, EventKind, Member, Message,
-        ReceiptStatus, Role, User, UserId,
+        new_id, now, Channel, ChannelKind, Event, Member, Message, ReceiptStatus, Role, User,
+        UserId,
     },
     store::{NewChannel, NewUser, Page, Session, StoreError, Watermark},
     App,
@@ -722,110 +721,6 @@ impl App {
             .store
             .search(user_id, query, channel_id, limit.clamp(1, 100))
             .await?)
-    }
-
-    // ---- publishing -------------------------------------------------------------------------
-
-    /// Publishes the event if there is one; its seq.
-    pub async fn publish_if_any(&self, event: Option<Event>) -> Option<i64> {
-        Some(self.publish_seq(event?).await)
-    }
-
-    /// Publishes the event; its seq.
-    pub async fn publish_seq(&self, event: Event) -> i64 {
-        let seq = event.seq;
-        self.publish(event).await;
-        seq
-    }
-
-    pub async fn publish_all(&self, events: Vec<Event>) {
-        for ev in events {
-            self.publish(ev).await;
-        }
-    }
-
-    /// Delivers a stored event to this node's connections, then hands it to the other nodes
-    /// (with Redis). The event is serialized once, here.
-    pub async fn publish(&self, event: Event) {
-        let member = event.payload.subject_user().cloned();
-        let published = Arc::new(Published::new(&event));
-        let cluster = self.cluster.as_ref().map(|c| (c, published.clone()));
-        self.route(published, member.clone());
-        if let Some((c, published)) = cluster {
-            c.publish_event(&published, member.as_deref());
-        }
-    }
-
-    /// Routes an event (stored here or on another node) to this node's connections, keeping
-    /// membership routing and the channel cache current. Synchronous on purpose: a joiner's
-    /// sockets are subscribed before the `member_joined` goes out and before any later event of
-    /// the channel is routed, and a leaver's stop before anything after its `member_left`.
-    pub fn route(&self, published: Arc<Published>, member: Option<UserId>) {
-        let channel = published.channel.clone();
-        match (published.kind, member) {
-            (EventKind::MemberJoined, Some(user)) => {
-                self.invalidate_channel(&channel);
-                // The sockets read the channel for their `channel_added` themselves, and refill
-                // from the join: nothing stored meanwhile can slip between.
-                self.hub.user_joined(&user, &channel, published.seq - 1);
-                self.hub.publish(published);
-            }
-            (EventKind::MemberLeft, Some(user)) => {
-                self.invalidate_channel(&channel);
-                let left_seq = published.seq;
-                self.hub.publish(published);
-                self.hub.user_left(&user, &channel, left_seq);
-            }
-            _ => self.hub.publish(published),
-        }
-    }
-
-    /// Remembers that each `(channel, seq)` reached one of `user_id`'s sockets (one lock for
-    /// them all); flushed in batches.
-    pub fn note_delivered(
-        &self,
-        user_id: &str,
-        delivered: impl IntoIterator<Item = (ChannelId, i64)>,
-    ) {
-        let mut pending = self
-            .delivered
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (channel_id, seq) in delivered {
-            let slot = pending.entry((channel_id, user_id.into())).or_insert(0);
-            *slot = (*slot).max(seq);
-        }
-    }
-
-    /// Writes pending delivered watermarks, one store write per channel, and publishes the one
-    /// receipt event each produces (not one per member: in a group of n members a message
-    /// would otherwise cost n receipt events, each sent to n sockets).
-    pub async fn flush_delivered(&self) {
-        let mut by_channel: HashMap<ChannelId, Vec<(UserId, i64)>> = HashMap::new();
-        {
-            let mut p = self
-                .delivered
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for ((channel, user), seq) in p.drain() {
-                by_channel.entry(channel).or_default().push((user, seq));
-            }
-        }
-        for (channel, marks) in by_channel {
-            let emit = match self.channel_meta(&channel).await {
-                Ok(meta) => meta.members.len() <= self.settings.realtime.receipts_max_members,
-                Err(_) => continue,
-            };
-            match self
-                .store
-                .advance_delivered(&channel, marks, emit, now())
-                .await
-            {
-                Ok(Some(ev)) => self.publish(ev).await,
-                Ok(None) => {}
-                Err(e) => tracing::debug!(error = %e, "delivered watermarks not stored"),
-            }
-        }
     }
 }
 
