@@ -52,11 +52,9 @@ use tokio::{
 use crate::{
     auth::{ExposeSecret, SecretString},
     config::Settings,
-    error::{ApiError, ApiResult},
     hub::Published,
     metrics::Metrics,
-    model::{now, ChannelId, EventKind, Presence, SessionId, UserId},
-    protocol::ServerFrame,
+    model::{ChannelId, EventKind, Presence, SessionId, UserId},
     App, AppState,
 };
 
@@ -144,10 +142,10 @@ pub struct Cluster {
     /// Users this node wrote a presence entry for (to remove the ones that left meanwhile).
     registered: Mutex<HashSet<UserId>>,
     /// Asks the presence task to refresh now (after a reconnect).
-    refresh_now: Notify,
+    pub(crate) refresh_now: Notify,
     /// Asks the link to reconnect (a command saw the connection drop).
     kick: Notify,
-    presence_ttl: Duration,
+    pub(crate) presence_ttl: Duration,
     metrics: Arc<Metrics>,
     set_presence: Script,
     sweep_presence: Script,
@@ -483,7 +481,7 @@ impl Cluster {
     }
 
     /// GCRA check of `key`; `None` when Redis could not answer (use the local limiter).
-    async fn rate_check(&self, key: &str, interval_ms: f64, burst: u32) -> Option<u64> {
+    pub(crate) async fn rate_check(&self, key: &str, interval_ms: f64, burst: u32) -> Option<u64> {
         if !self.is_up() {
             return None;
         }
@@ -496,7 +494,7 @@ impl Cluster {
 
     /// [`BACKOFF_LUA`] on `key`: the wait in ms (`fail` false) or records a failure (`fail`
     /// true); `None` when Redis could not answer (use the local state).
-    async fn backoff(
+    pub(crate) async fn backoff(
         &self,
         key: &str,
         interval_ms: f64,
@@ -519,7 +517,11 @@ impl Cluster {
     }
 
     /// Writes this node's presence entry for a user; (global before, global after).
-    async fn presence_set(&self, user_id: &str, local: Presence) -> Option<(Presence, Presence)> {
+    pub(crate) async fn presence_set(
+        &self,
+        user_id: &str,
+        local: Presence,
+    ) -> Option<(Presence, Presence)> {
         if !self.is_up() {
             return None;
         }
@@ -551,8 +553,13 @@ impl Cluster {
         Some((parse_status(&before), parse_status(&after)))
     }
 
+    /// Users this node wrote a presence entry for (to remove the ones that left meanwhile).
+    pub(crate) fn registered_users(&self) -> Vec<UserId> {
+        lock(&self.registered).iter().cloned().collect()
+    }
+
     /// Global presence of users (live entries only); `None` when Redis could not answer.
-    async fn presences(&self, user_ids: &[UserId]) -> Option<Vec<Presence>> {
+    pub(crate) async fn presences(&self, user_ids: &[UserId]) -> Option<Vec<Presence>> {
         if !self.is_up() {
             return None;
         }
@@ -575,7 +582,7 @@ impl Cluster {
     }
 
     /// Removes expired entries (crashed nodes); the users whose status changed.
-    async fn sweep(&self) -> Option<Vec<(UserId, Presence)>> {
+    pub(crate) async fn sweep(&self) -> Option<Vec<(UserId, Presence)>> {
         let mut changed = Vec::new();
         loop {
             let mut conn = self.conn.clone();
@@ -608,7 +615,7 @@ pub fn spawn(app: &AppState) -> JoinSet<()> {
     if let Some(rx) = lock(&cluster.interest_rx).take() {
         set.spawn(run_link(app.clone(), rx));
     }
-    set.spawn(run_presence(app.clone()));
+    set.spawn(crate::presence::run_presence(app.clone()));
     set
 }
 
@@ -771,26 +778,6 @@ async fn run_link(app: AppState, mut interest: mpsc::UnboundedReceiver<Interest>
     }
 }
 
-/// Refreshes this node's presence entries and sweeps expired ones, every ttl/3.
-async fn run_presence(app: AppState) {
-    let Some(cluster) = app.cluster.clone() else {
-        return;
-    };
-    let period = (cluster.presence_ttl / 3).max(Duration::from_millis(100));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = cluster.refresh_now.notified() => {}
-        }
-        if !cluster.is_up() {
-            continue;
-        }
-        app.refresh_presence().await;
-    }
-}
-
 impl App {
     /// The link came (back) up: what happened meanwhile is in the store, not on the bus.
     fn redis_healed(&self) {
@@ -844,235 +831,6 @@ impl App {
             Header::Presence { u, st, ls } => self.hub.announce_presence(&u, st, ls),
             Header::Revoke { u, sid } => self.hub.revoke_session(&u, &sid),
         }
-    }
-
-    /// Presence of a user across nodes (this node's view while Redis is unreachable).
-    pub async fn presence_of(&self, user_id: &str) -> Presence {
-        self.presences(&[user_id.into()])
-            .await
-            .pop()
-            .unwrap_or(Presence::Offline)
-    }
-
-    /// Presence of several users, in order.
-    pub async fn presences(&self, user_ids: &[UserId]) -> Vec<Presence> {
-        if let Some(c) = &self.cluster {
-            if let Some(p) = c.presences(user_ids).await {
-                return p;
-            }
-        }
-        user_ids.iter().map(|u| self.hub.presence_of(u)).collect()
-    }
-
-    /// A user's presence on this node changed to `local` (connect, disconnect, away): work out
-    /// the global change and tell watchers here and on other nodes.
-    pub async fn local_presence_changed(&self, user_id: &str, local: Presence) {
-        let global = match &self.cluster {
-            Some(c) => match c.presence_set(user_id, local).await {
-                Some((before, after)) if before == after => return,
-                Some((_, after)) => Some(after),
-                None => None,
-            },
-            None => None,
-        };
-        self.announce(user_id, global.unwrap_or(local), global.is_some())
-            .await;
-    }
-
-    /// Tells watchers a user's new presence; going offline stores and carries the last seen.
-    async fn announce(&self, user_id: &str, status: Presence, cluster_wide: bool) {
-        let last_seen = if status == Presence::Offline {
-            let seen = now();
-            if let Err(e) = self.store.set_last_seen(user_id, seen).await {
-                tracing::warn!(error = %e, "cannot store last seen");
-            }
-            Some(seen)
-        } else {
-            None
-        };
-        self.hub.announce_presence(user_id, status, last_seen);
-        if cluster_wide {
-            if let Some(c) = &self.cluster {
-                c.publish_presence(user_id, status, last_seen);
-            }
-        }
-    }
-
-    /// Re-registers this node's users, removes the ones that left, sweeps crashed nodes' entries.
-    async fn refresh_presence(&self) {
-        let Some(c) = &self.cluster else {
-            return;
-        };
-        let local = self.hub.connected_users();
-        let gone: Vec<UserId> = lock(&c.registered)
-            .iter()
-            .filter(|u| !local.contains(*u))
-            .cloned()
-            .collect();
-        let mut work: Vec<(UserId, Presence)> = local
-            .into_iter()
-            .map(|u| {
-                let p = self.hub.presence_of(&u);
-                (u, p)
-            })
-            .collect();
-        work.extend(gone.into_iter().map(|u| (u, Presence::Offline)));
-        for chunk in work.chunks(128) {
-            let results =
-                futures_util::future::join_all(chunk.iter().map(|(u, p)| c.presence_set(u, *p)))
-                    .await;
-            for ((user, _), r) in chunk.iter().zip(results) {
-                match r {
-                    Some((before, after)) if before != after => {
-                        self.announce(user, after, true).await;
-                    }
-                    Some(_) => {}
-                    None => return,
-                }
-            }
-        }
-        if let Some(changed) = c.sweep().await {
-            for (user, status) in changed {
-                tracing::debug!(user = %user, ?status, "presence entry expired (node gone)");
-                self.announce(&user, status, true).await;
-            }
-        }
-    }
-
-    /// Tells this node's watchers of `users` their presence where it differs from what they
-    /// were last told (run once the node's presence subscriptions are in place).
-    async fn presence_resync(&self, users: Vec<UserId>) {
-        let statuses = self.presences(&users).await;
-        for (user, status) in users.iter().zip(statuses) {
-            if self.hub.told(user).is_none_or(|told| told == status) {
-                continue;
-            }
-            let last_seen = match status {
-                Presence::Offline => self
-                    .store
-                    .user(user)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|u| u.last_seen),
-                _ => None,
-            };
-            self.hub.announce_presence(user, status, last_seen);
-        }
-    }
-
-    /// Typing goes to this node's sockets and to the other nodes.
-    pub fn relay_typing(&self, channel_id: &str, user_id: &str, frame: &ServerFrame) {
-        let frame = Utf8Bytes::from(frame.to_json());
-        if let Some(c) = &self.cluster {
-            c.publish_typing(channel_id, user_id, frame.as_str());
-        }
-        self.hub.ephemeral(channel_id, user_id, frame);
-    }
-
-    /// Closes a session's sockets on every node.
-    pub fn revoke_everywhere(&self, user_id: &str, session_id: &str) {
-        self.hub.revoke_session(user_id, session_id);
-        if let Some(c) = &self.cluster {
-            c.publish_revoke(user_id, session_id);
-        }
-    }
-
-    /// Send-rate check: shared across nodes through Redis, local while it is unreachable.
-    pub async fn limit_send(&self, user_id: &str) -> ApiResult<()> {
-        let rl = &self.settings.rate_limit;
-        let interval = rl.send_interval().as_secs_f64() * 1000.0;
-        self.limit(&format!("send:{user_id}"), interval, rl.send_burst, |l| {
-            l.check_send(user_id)
-        })
-        .await
-    }
-
-    /// Sign-up and sign-in attempts per client address (its [`crate::proxy::limit_key`]),
-    /// shared like [`App::limit_send`].
-    pub async fn limit_auth_addr(&self, client: &str) -> ApiResult<()> {
-        let rl = &self.settings.rate_limit;
-        let interval = rl.auth_addr_interval().as_secs_f64() * 1000.0;
-        self.limit(
-            &format!("auth:addr:{client}"),
-            interval,
-            rl.auth_addr_burst,
-            |l| l.check_auth_addr(client),
-        )
-        .await
-    }
-
-    /// Sign-in attempts per (client address, user name), shared like [`App::limit_send`].
-    pub async fn limit_auth_login(&self, client: &str, name: &str) -> ApiResult<()> {
-        let rl = &self.settings.rate_limit;
-        let interval = rl.auth_interval().as_secs_f64() * 1000.0;
-        let key = format!("{client} {name}");
-        self.limit(&format!("auth:login:{key}"), interval, rl.auth_burst, |l| {
-            l.check_auth(&key)
-        })
-        .await
-    }
-
-    /// How long a sign-in for `name` is held back because of its recent failures from any
-    /// address (zero within the allowance, at most `auth_name_max_delay_ms`).
-    pub async fn auth_name_delay(&self, name: &str) -> Duration {
-        let rl = &self.settings.rate_limit;
-        if let Some(c) = &self.cluster {
-            if let Some(ms) = c
-                .backoff(
-                    &format!("auth:name:{name}"),
-                    rl.auth_interval().as_secs_f64() * 1000.0,
-                    rl.auth_name_burst,
-                    rl.auth_name_max_delay_ms,
-                    false,
-                )
-                .await
-            {
-                return Duration::from_millis(ms);
-            }
-        }
-        self.limiters.names.delay(name)
-    }
-
-    /// Counts a failed sign-in against `name`.
-    pub async fn auth_name_failed(&self, name: &str) {
-        let rl = &self.settings.rate_limit;
-        if let Some(c) = &self.cluster {
-            let recorded = c
-                .backoff(
-                    &format!("auth:name:{name}"),
-                    rl.auth_interval().as_secs_f64() * 1000.0,
-                    rl.auth_name_burst,
-                    rl.auth_name_max_delay_ms,
-                    true,
-                )
-                .await;
-            if recorded.is_some() {
-                return;
-            }
-        }
-        self.limiters.names.fail(name);
-    }
-
-    async fn limit(
-        &self,
-        key: &str,
-        interval_ms: f64,
-        burst: u32,
-        local: impl FnOnce(&crate::ratelimit::Limiters) -> ApiResult<()>,
-    ) -> ApiResult<()> {
-        if let Some(c) = &self.cluster {
-            match c.rate_check(key, interval_ms, burst).await {
-                Some(0) => return Ok(()),
-                Some(wait) => {
-                    return Err(ApiError::RateLimited {
-                        retry_after_ms: wait,
-                    })
-                }
-                None => {}
-            }
-        }
-        local(&self.limiters)
     }
 }
 

@@ -7,9 +7,12 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use axum::extract::ws::Utf8Bytes;
+
 use crate::{
     hub::Published,
     model::{now, ChannelId, Event, EventKind, UserId},
+    protocol::ServerFrame,
     App,
 };
 
@@ -113,6 +116,23 @@ impl App {
                 Ok(None) => {}
                 Err(e) => tracing::debug!(error = %e, "delivered watermarks not stored"),
             }
+        }
+    }
+
+    /// Typing goes to this node's sockets and to the other nodes.
+    pub fn relay_typing(&self, channel_id: &str, user_id: &str, frame: &ServerFrame) {
+        let frame = Utf8Bytes::from(frame.to_json());
+        if let Some(c) = &self.cluster {
+            c.publish_typing(channel_id, user_id, frame.as_str());
+        }
+        self.hub.ephemeral(channel_id, user_id, frame);
+    }
+
+    /// Closes a session's sockets on every node.
+    pub fn revoke_everywhere(&self, user_id: &str, session_id: &str) {
+        self.hub.revoke_session(user_id, session_id);
+        if let Some(c) = &self.cluster {
+            c.publish_revoke(user_id, session_id);
         }
     }
 }

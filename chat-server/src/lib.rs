@@ -29,8 +29,10 @@ pub mod delivery;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod presence;
 /// WebSocket frames: the `fullslack-protocol` crate's, under the name the server has always used.
 pub use fullslack_protocol::frames as protocol;
 pub mod proxy;
