@@ -55,7 +55,6 @@ use crate::{
     hub::Published,
     metrics::Metrics,
     model::{ChannelId, EventKind, Presence, SessionId, UserId},
-    App, AppState,
 };
 
 /// Membership changes of every channel: all nodes listen (routing and channel caches).
@@ -126,7 +125,8 @@ struct LinkState {
     outage_logged: bool,
 }
 
-/// This node's Redis side. Owned by [`App`]; its tasks are started by [`spawn`].
+/// This node's Redis side. Owned by the node; its tasks are started by [`Cluster::spawn`],
+/// which hands what arrives to the node's [`BusHandler`].
 pub struct Cluster {
     pub node_id: String,
     client: redis::Client,
@@ -142,10 +142,10 @@ pub struct Cluster {
     /// Users this node wrote a presence entry for (to remove the ones that left meanwhile).
     registered: Mutex<HashSet<UserId>>,
     /// Asks the presence task to refresh now (after a reconnect).
-    pub(crate) refresh_now: Notify,
+    refresh_now: Notify,
     /// Asks the link to reconnect (a command saw the connection drop).
     kick: Notify,
-    pub(crate) presence_ttl: Duration,
+    presence_ttl: Duration,
     metrics: Arc<Metrics>,
     set_presence: Script,
     sweep_presence: Script,
@@ -553,6 +553,21 @@ impl Cluster {
         Some((parse_status(&before), parse_status(&after)))
     }
 
+    /// How often this node's presence entries are written again: a third of their lifetime.
+    pub fn presence_refresh_period(&self) -> Duration {
+        (self.presence_ttl / 3).max(Duration::from_millis(100))
+    }
+
+    /// Asks for this node's presence entries to be written now (the link came back up).
+    pub fn request_presence_refresh(&self) {
+        self.refresh_now.notify_one();
+    }
+
+    /// Resolves when [`Cluster::request_presence_refresh`] asks.
+    pub async fn presence_refresh_requested(&self) {
+        self.refresh_now.notified().await
+    }
+
     /// Users this node wrote a presence entry for (to remove the ones that left meanwhile).
     pub(crate) fn registered_users(&self) -> Vec<UserId> {
         lock(&self.registered).iter().cloned().collect()
@@ -603,20 +618,102 @@ impl Cluster {
     }
 }
 
-/// Starts the node's Redis tasks (link, publisher, presence); dropping the set stops them.
-pub fn spawn(app: &AppState) -> JoinSet<()> {
-    let mut set = JoinSet::new();
-    let Some(cluster) = app.cluster.clone() else {
-        return set;
-    };
-    if let Some(rx) = lock(&cluster.outbox_rx).take() {
-        set.spawn(run_publisher(cluster.clone(), rx));
+/// The node as the transport sees it: where messages from other nodes and changes of the link
+/// go. The transport knows nothing else of the node.
+pub trait BusHandler: Send + Sync + 'static {
+    /// A message another node published, decoded, in bus order.
+    fn on_message(&self, message: BusMessage);
+    /// The link came (back) up: what happened meanwhile is in the store, not on the bus.
+    fn healed(&self);
+    /// A channel's topic was just subscribed: events published before it took were not heard.
+    fn channel_subscribed(&self, channel_id: &str);
+    /// Users' presence topics were just subscribed: a change just before it took was not heard.
+    fn presence_subscribed(self: Arc<Self>, users: Vec<UserId>);
+}
+
+/// A message from another node.
+#[derive(Debug)]
+pub enum BusMessage {
+    /// A stored channel event; `member` is the user a membership event concerns.
+    Event {
+        published: Arc<Published>,
+        member: Option<UserId>,
+    },
+    /// Someone is typing in a channel (not relayed back to `user_id`'s sockets).
+    Typing {
+        channel_id: ChannelId,
+        user_id: UserId,
+        frame: Utf8Bytes,
+    },
+    /// A user's status across nodes changed.
+    Presence {
+        user_id: UserId,
+        status: Presence,
+        last_seen: Option<OffsetDateTime>,
+    },
+    /// A session ended: close its sockets.
+    Revoke {
+        user_id: UserId,
+        session_id: SessionId,
+    },
+}
+
+impl Cluster {
+    /// Starts the link and the publisher; dropping the set stops them.
+    pub fn spawn(self: &Arc<Self>, handler: Arc<dyn BusHandler>) -> JoinSet<()> {
+        let mut set = JoinSet::new();
+        if let Some(rx) = lock(&self.outbox_rx).take() {
+            set.spawn(run_publisher(self.clone(), rx));
+        }
+        if let Some(rx) = lock(&self.interest_rx).take() {
+            set.spawn(run_link(self.clone(), handler, rx));
+        }
+        set
     }
-    if let Some(rx) = lock(&cluster.interest_rx).take() {
-        set.spawn(run_link(app.clone(), rx));
+
+    /// Decodes one bus message; `None` for this node's own messages and unreadable ones.
+    fn decode(&self, payload: &[u8]) -> Option<BusMessage> {
+        let text = std::str::from_utf8(payload).ok()?;
+        let (origin, rest) = text.split_once('\n')?;
+        if origin == self.node_id {
+            return None;
+        }
+        let (header, body) = rest.split_once('\n').unwrap_or((rest, ""));
+        let header: Header = match serde_json::from_str(header) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(error = %e, "unreadable bus message ignored");
+                return None;
+            }
+        };
+        self.metrics.redis_received.inc();
+        Some(match header {
+            Header::Event { c, s, k, a, u } => BusMessage::Event {
+                published: Arc::new(Published {
+                    channel: c,
+                    seq: s,
+                    kind: k,
+                    author_id: a,
+                    frame: Utf8Bytes::from(body.to_string()),
+                }),
+                member: u,
+            },
+            Header::Typing { c, u } => BusMessage::Typing {
+                channel_id: c,
+                user_id: u,
+                frame: Utf8Bytes::from(body.to_string()),
+            },
+            Header::Presence { u, st, ls } => BusMessage::Presence {
+                user_id: u,
+                status: st,
+                last_seen: ls,
+            },
+            Header::Revoke { u, sid } => BusMessage::Revoke {
+                user_id: u,
+                session_id: sid,
+            },
+        })
     }
-    set.spawn(crate::presence::run_presence(app.clone()));
-    set
 }
 
 /// Drains the outbox, one pipelined batch of `PUBLISH`es at a time (order kept).
@@ -672,11 +769,12 @@ fn apply(desired: &mut HashSet<String>, i: Interest) {
 }
 
 /// The subscriber connection: (re)connects with backoff, keeps the subscriptions equal to
-/// what the hub needs, and hands every message to [`App::on_bus_message`].
-async fn run_link(app: AppState, mut interest: mpsc::UnboundedReceiver<Interest>) {
-    let Some(cluster) = app.cluster.clone() else {
-        return;
-    };
+/// what the hub needs, and hands every message to the node's [`BusHandler`].
+async fn run_link(
+    cluster: Arc<Cluster>,
+    handler: Arc<dyn BusHandler>,
+    mut interest: mpsc::UnboundedReceiver<Interest>,
+) {
     let mut desired: HashSet<String> = HashSet::from([MEMBERS_TOPIC.to_string()]);
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -719,11 +817,15 @@ async fn run_link(app: AppState, mut interest: mpsc::UnboundedReceiver<Interest>
         backoff = BACKOFF_MIN;
         let mut subscribed = desired.clone();
         cluster.set_up();
-        app.redis_healed();
+        handler.healed();
         let reason = loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(m) => app.on_bus_message(m.get_payload_bytes()),
+                    Some(m) => {
+                        if let Some(message) = cluster.decode(m.get_payload_bytes()) {
+                            handler.on_message(message);
+                        }
+                    }
                     None => break "redis closed the subscriber connection".to_string(),
                 },
                 Some(i) = interest.recv() => {
@@ -741,15 +843,14 @@ async fn run_link(app: AppState, mut interest: mpsc::UnboundedReceiver<Interest>
                         for t in &add {
                             if let Some(ch) = t.strip_prefix(CHANNEL_TOPIC) {
                                 // Events published before the SUBSCRIBE took are in the store.
-                                app.hub.recheck_channel(ch);
+                                handler.channel_subscribed(ch);
                             } else if let Some(user) = t.strip_prefix(PRESENCE_TOPIC) {
                                 watched.push(UserId::from(user));
                             }
                         }
                         if !watched.is_empty() {
                             // A change just before the SUBSCRIBE took was not heard: compare.
-                            let app = app.clone();
-                            tokio::spawn(async move { app.presence_resync(watched).await });
+                            handler.clone().presence_subscribed(watched);
                         }
                         subscribed.extend(add);
                     }
@@ -775,62 +876,6 @@ async fn run_link(app: AppState, mut interest: mpsc::UnboundedReceiver<Interest>
             }
         };
         cluster.set_down(reason);
-    }
-}
-
-impl App {
-    /// The link came (back) up: what happened meanwhile is in the store, not on the bus.
-    fn redis_healed(&self) {
-        // Memberships may have changed on other nodes while we could not hear about it.
-        self.channel_cache.clear();
-        if let Some(c) = &self.cluster {
-            c.refresh_now.notify_one();
-        }
-        self.hub.recheck_all();
-    }
-
-    /// One message from another node.
-    pub fn on_bus_message(self: &Arc<Self>, payload: &[u8]) {
-        let Some(cluster) = &self.cluster else {
-            return;
-        };
-        let Ok(text) = std::str::from_utf8(payload) else {
-            return;
-        };
-        let Some((origin, rest)) = text.split_once('\n') else {
-            return;
-        };
-        if origin == cluster.node_id {
-            return;
-        }
-        let (header, body) = rest.split_once('\n').unwrap_or((rest, ""));
-        let header: Header = match serde_json::from_str(header) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::debug!(error = %e, "unreadable bus message ignored");
-                return;
-            }
-        };
-        cluster.metrics.redis_received.inc();
-        match header {
-            Header::Event { c, s, k, a, u } => {
-                let published = Arc::new(Published {
-                    channel: c,
-                    seq: s,
-                    kind: k,
-                    author_id: a,
-                    frame: Utf8Bytes::from(body.to_string()),
-                });
-                // In bus order: a membership change is applied before the channel's next event.
-                self.route(published, u);
-            }
-            Header::Typing { c, u } => {
-                self.hub
-                    .ephemeral(&c, &u, Utf8Bytes::from(body.to_string()));
-            }
-            Header::Presence { u, st, ls } => self.hub.announce_presence(&u, st, ls),
-            Header::Revoke { u, sid } => self.hub.revoke_session(&u, &sid),
-        }
     }
 }
 

@@ -3,13 +3,15 @@
 //! [`App::publish`] serializes a stored event once and routes it here ([`App::route`], also
 //! the entry of events from other nodes), then hands it to the Redis transport. Sockets
 //! report what they delivered ([`App::note_delivered`]); [`App::flush_delivered`] stores those
-//! watermarks in batches and publishes one receipt event per channel.
+//! watermarks in batches and publishes one receipt event per channel. What other nodes
+//! publish arrives through the node's [`BusHandler`].
 
 use std::{collections::HashMap, sync::Arc};
 
 use axum::extract::ws::Utf8Bytes;
 
 use crate::{
+    cluster::{BusHandler, BusMessage},
     hub::Published,
     model::{now, ChannelId, Event, EventKind, UserId},
     protocol::ServerFrame,
@@ -134,5 +136,49 @@ impl App {
         if let Some(c) = &self.cluster {
             c.publish_revoke(user_id, session_id);
         }
+    }
+}
+
+/// The node as the Redis transport sees it.
+impl BusHandler for App {
+    fn on_message(&self, message: BusMessage) {
+        match message {
+            BusMessage::Event { published, member } => {
+                // In bus order: a membership change is applied before the channel's next event.
+                self.route(published, member);
+            }
+            BusMessage::Typing {
+                channel_id,
+                user_id,
+                frame,
+            } => self.hub.ephemeral(&channel_id, &user_id, frame),
+            BusMessage::Presence {
+                user_id,
+                status,
+                last_seen,
+            } => self.hub.announce_presence(&user_id, status, last_seen),
+            BusMessage::Revoke {
+                user_id,
+                session_id,
+            } => self.hub.revoke_session(&user_id, &session_id),
+        }
+    }
+
+    fn healed(&self) {
+        // Memberships may have changed on other nodes while we could not hear about it.
+        self.channel_cache.clear();
+        if let Some(c) = &self.cluster {
+            c.request_presence_refresh();
+        }
+        self.hub.recheck_all();
+    }
+
+    fn channel_subscribed(&self, channel_id: &str) {
+        self.hub.recheck_channel(channel_id);
+    }
+
+    fn presence_subscribed(self: Arc<Self>, users: Vec<UserId>) {
+        // Compared with what the watchers were told, once the subscriptions are in place.
+        tokio::spawn(async move { self.presence_resync(users).await });
     }
 }

@@ -53,7 +53,7 @@ use std::{
 };
 
 use dashmap::DashMap;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -186,7 +186,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let background = spawn_background(app.clone());
     // Dropped at the end: stops the Redis tasks after the sockets had their say.
-    let cluster_tasks = cluster::spawn(&app);
+    let cluster_tasks = start_cluster(&app);
     let token = app.shutdown.clone();
     let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
@@ -211,6 +211,17 @@ pub async fn serve(
     }
     drop(cluster_tasks);
     Ok(())
+}
+
+/// With Redis: the link and the publisher (handing what arrives to this node) and the presence
+/// refresh. An empty set on one node.
+fn start_cluster(app: &AppState) -> JoinSet<()> {
+    let Some(cluster) = &app.cluster else {
+        return JoinSet::new();
+    };
+    let mut tasks = cluster.spawn(app.clone());
+    tasks.spawn(presence::run_presence(app.clone()));
+    tasks
 }
 
 fn spawn_background(app: AppState) -> tokio::task::JoinHandle<()> {

@@ -6,8 +6,6 @@
 //! global change, announces it to local watchers and to the other nodes, stores the last-seen
 //! time on going offline, and keeps the entries fresh ([`run_presence`]).
 
-use std::time::Duration;
-
 use crate::{
     model::{now, Presence, UserId},
     App, AppState,
@@ -18,13 +16,12 @@ pub(crate) async fn run_presence(app: AppState) {
     let Some(cluster) = app.cluster.clone() else {
         return;
     };
-    let period = (cluster.presence_ttl / 3).max(Duration::from_millis(100));
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval(cluster.presence_refresh_period());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = cluster.refresh_now.notified() => {}
+            _ = cluster.presence_refresh_requested() => {}
         }
         if !cluster.is_up() {
             continue;
@@ -129,7 +126,7 @@ impl App {
 
     /// Tells this node's watchers of `users` their presence where it differs from what they
     /// were last told (run once the node's presence subscriptions are in place).
-    async fn presence_resync(&self, users: Vec<UserId>) {
+    pub(crate) async fn presence_resync(&self, users: Vec<UserId>) {
         let statuses = self.presences(&users).await;
         for (user, status) in users.iter().zip(statuses) {
             if self.hub.told(user).is_none_or(|told| told == status) {
