@@ -33,10 +33,10 @@ use fullslack_protocol::rest::{
 };
 
 use crate::{
+    accounts::SignedIn,
     auth::AuthUser,
     error::{ApiError, ApiResult},
     model::{Ack, Channel, ChannelId, Member, Message, MessageId, User, UserId},
-    service::SignedIn,
     store::Page,
     ws, AppState,
 };

@@ -22,6 +22,7 @@
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
 //! port 0; `main.rs` only parses flags and calls it.
 
+pub mod accounts;
 pub mod auth;
 pub mod cluster;
 pub mod config;
