@@ -1,6 +1,6 @@
 //! fullslack-chat: the real-time chat server.
 //!
-//! Module map (requests flow top to bottom):
+//! Module map (requests flow top to bottom; every module of the crate is listed):
 //!
 //! | module | what it is |
 //! | --- | --- |
@@ -10,14 +10,18 @@
 //! | [`web`] | the embedded web client (HTML/CSS/JS) served at `/` |
 //! | [`auth`] | Argon2id on reusing hashing threads, JWT access tokens bound to sessions, cookie, [`auth::AuthUser`] extractor |
 //! | [`proxy`] | the client's address: the TCP peer, or `X-Forwarded-For` from `trusted_proxies` |
-//! | [`service`] | the chat's rules on [`App`]: validation, rate limits, authorization, publishing |
+//! | [`accounts`] | [`App`]'s accounts: sign-up, sign-in, sessions, users; the rules for names |
+//! | [`service`] | [`App`]'s chat rules: channels (the cached membership, authorization), messages, reads, search |
 //! | [`sending`] | a message send: checks, the write (queued in its connection's order), publish, ack |
+//! | [`delivery`] | [`App`] delivering what the store recorded: to this node's sockets through the hub, to other nodes through the transport; delivered receipts; what other nodes publish (the node's [`cluster::BusHandler`]) |
+//! | [`presence`] | [`App`]'s presence policy: this node's view alone, every node's entries with Redis; announcements, last seen, the refresh |
+//! | [`limits`] | [`App`]'s rate-limit policy: buckets shared through Redis, this node's [`ratelimit`] buckets alone or while Redis is down |
 //! | [`hub`] | this node's live connections: channel fan-out, presence, typing; each connection's control state (revocation, joins, leaves: never dropped) |
 //! | [`topics`] | the names nodes exchange (a topic per channel, user, presence) and the hub's [`topics::Interest`] in them: shared by the hub and the Redis transport |
-//! | [`cluster`] | with `redis_url`: fan-out between nodes over Redis pub/sub, presence across nodes, shared rate limits, degradation and healing |
+//! | [`cluster`] | with `redis_url`, the Redis transport: connections and health, publishing and subscriptions, the presence and rate-limit operations; knows the node only as a [`cluster::BusHandler`] |
 //! | [`store`] | the [`store::Store`] trait (source of truth, replay log) and its drivers |
 //! | [`protocol`] | WebSocket frames and [`model`] the JSON objects and events: both from the `fullslack-protocol` crate; [`error`] the error codes |
-//! | [`ratelimit`] | token buckets and the per-name sign-in backoff; [`metrics`] Prometheus counters |
+//! | [`ratelimit`] | token buckets and the per-name sign-in backoff (mechanism, no policy); [`metrics`] Prometheus counters |
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests run the real server on
 //! port 0; `main.rs` only parses flags and calls it.

@@ -1,4 +1,4 @@
-//! This node's own limits (Redis shares them between nodes, see [`crate::cluster`]): token
+//! This node's own limits ([`crate::limits`] shares them between nodes through Redis): token
 //! buckets (the `governor` crate) for sends per user, sign-in attempts per client address and
 //! per (address, user name), and [`Backoff`] for failed sign-ins per user name, which slows
 //! them down but never refuses. A refusal says how long to wait.

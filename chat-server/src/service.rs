@@ -1,5 +1,6 @@
-//! The chat's rules, shared by the REST routes and the WebSocket: validation, rate limits,
-//! authorization on every channel access, and publishing what the store recorded.
+//! The chat's rules for channels and messages, shared by the REST routes and the WebSocket:
+//! validation, rate limits ([`crate::limits`]), authorization on every channel access; what
+//! the store recorded goes out through [`crate::delivery`]. Accounts are in [`crate::accounts`].
 //!
 //! Authorization: a channel you may not read answers `NotFound` exactly like a channel that
 //! does not exist (no probing for private channels). Public channels are readable by every
