@@ -5,7 +5,7 @@
 //! that stored it). Publishes go through a bounded queue to [`run_publisher`], which pipelines
 //! them; what arrives is decoded into a [`BusMessage`] for the node's [`BusHandler`].
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
