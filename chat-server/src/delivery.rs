@@ -11,7 +11,7 @@ use std::{collections::HashMap, sync::Arc};
 use axum::extract::ws::Utf8Bytes;
 
 use crate::{
-    cluster::{BusHandler, BusMessage},
+    cluster::{BusEvent, BusHandler, BusMessage},
     hub::Published,
     model::{now, ChannelId, Event, EventKind, UserId},
     protocol::ServerFrame,
@@ -45,7 +45,7 @@ impl App {
         let cluster = self.cluster.as_ref().map(|c| (c, published.clone()));
         self.route(published, member.clone());
         if let Some((c, published)) = cluster {
-            c.publish_event(&published, member.as_deref());
+            c.publish_event(bus_event(&published, member));
         }
     }
 
@@ -139,13 +139,32 @@ impl App {
     }
 }
 
+/// What the other nodes hear of an event this node stored (the frame is shared, not copied).
+fn bus_event(published: &Published, member: Option<UserId>) -> BusEvent {
+    BusEvent {
+        channel_id: published.channel.clone(),
+        seq: published.seq,
+        kind: published.kind,
+        author_id: published.author_id.clone(),
+        member,
+        frame: published.frame.clone(),
+    }
+}
+
 /// The node as the Redis transport sees it.
 impl BusHandler for App {
     fn on_message(&self, message: BusMessage) {
         match message {
-            BusMessage::Event { published, member } => {
+            BusMessage::Event(ev) => {
+                let published = Arc::new(Published {
+                    channel: ev.channel_id,
+                    seq: ev.seq,
+                    kind: ev.kind,
+                    author_id: ev.author_id,
+                    frame: ev.frame,
+                });
                 // In bus order: a membership change is applied before the channel's next event.
-                self.route(published, member);
+                self.route(published, ev.member);
             }
             BusMessage::Typing {
                 channel_id,

@@ -14,7 +14,6 @@ use tokio::sync::mpsc;
 
 use super::Cluster;
 use crate::{
-    hub::Published,
     model::{ChannelId, EventKind, Presence, SessionId, UserId},
     topics::{channel_topic, presence_topic, user_topic},
 };
@@ -68,14 +67,25 @@ pub trait BusHandler: Send + Sync + 'static {
     fn presence_subscribed(self: Arc<Self>, users: Vec<UserId>);
 }
 
+/// A stored channel event as the bus carries it: what routing needs, and the frame the node
+/// that stored it serialized, verbatim.
+#[derive(Debug)]
+pub struct BusEvent {
+    pub channel_id: ChannelId,
+    pub seq: i64,
+    pub kind: EventKind,
+    /// For messages: who wrote it.
+    pub author_id: Option<UserId>,
+    /// For membership events: the user who joined or left.
+    pub member: Option<UserId>,
+    pub frame: Utf8Bytes,
+}
+
 /// A message from another node.
 #[derive(Debug)]
 pub enum BusMessage {
     /// A stored channel event; `member` is the user a membership event concerns.
-    Event {
-        published: Arc<Published>,
-        member: Option<UserId>,
-    },
+    Event(BusEvent),
     /// Someone is typing in a channel (not relayed back to `user_id`'s sockets).
     Typing {
         channel_id: ChannelId,
@@ -118,19 +128,19 @@ impl Cluster {
     }
 
     /// Publishes a stored event: membership changes to every node, the rest to the channel.
-    pub fn publish_event(&self, ev: &Published, member: Option<&str>) {
+    pub fn publish_event(&self, ev: BusEvent) {
         let membership = matches!(ev.kind, EventKind::MemberJoined | EventKind::MemberLeft);
         let topic = if membership {
             MEMBERS_TOPIC.to_string()
         } else {
-            channel_topic(&ev.channel)
+            channel_topic(&ev.channel_id)
         };
         let header = Header::Event {
-            c: ev.channel.clone(),
+            c: ev.channel_id,
             s: ev.seq,
             k: ev.kind,
-            a: ev.author_id.clone(),
-            u: member.map(Into::into),
+            a: ev.author_id,
+            u: ev.member,
         };
         self.enqueue(topic, &header, ev.frame.as_str());
     }
@@ -182,16 +192,14 @@ impl Cluster {
         };
         self.metrics.redis_received.inc();
         Some(match header {
-            Header::Event { c, s, k, a, u } => BusMessage::Event {
-                published: Arc::new(Published {
-                    channel: c,
-                    seq: s,
-                    kind: k,
-                    author_id: a,
-                    frame: Utf8Bytes::from(body.to_string()),
-                }),
+            Header::Event { c, s, k, a, u } => BusMessage::Event(BusEvent {
+                channel_id: c,
+                seq: s,
+                kind: k,
+                author_id: a,
                 member: u,
-            },
+                frame: Utf8Bytes::from(body.to_string()),
+            }),
             Header::Typing { c, u } => BusMessage::Typing {
                 channel_id: c,
                 user_id: u,

@@ -69,7 +69,7 @@ mod link;
 mod presence;
 mod rate;
 
-pub use bus::{BusHandler, BusMessage, MEMBERS_TOPIC};
+pub use bus::{BusEvent, BusHandler, BusMessage, MEMBERS_TOPIC};
 use presence::{SET_PRESENCE_LUA, STATUS_LUA, SWEEP_PRESENCE_LUA};
 use rate::{BACKOFF_LUA, GCRA_LUA};
 
