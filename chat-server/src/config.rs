@@ -7,12 +7,10 @@ use figment::{
     providers::{Env, Format, Serialized, Toml},
     Figment,
 };
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    auth::{ExposeSecret, SecretString},
-    proxy::TrustedProxies,
-};
+use crate::proxy::TrustedProxies;
 
 /// Local mode generates what it lacks (a JWT secret kept on disk); production mode refuses to
 /// start without it and marks cookies `Secure`.

@@ -51,18 +51,13 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     Script,
 };
+use secrecy::{ExposeSecret, SecretString};
 use tokio::{
     sync::{mpsc, Notify},
     task::JoinSet,
 };
 
-use crate::{
-    auth::{ExposeSecret, SecretString},
-    config::Settings,
-    metrics::Metrics,
-    model::UserId,
-    topics::Interest,
-};
+use crate::{config::Settings, metrics::Metrics, model::UserId, topics::Interest};
 
 mod bus;
 mod link;
