@@ -138,7 +138,7 @@ impl Cluster {
 
     /// Resolves when [`Cluster::request_presence_refresh`] asks.
     pub async fn presence_refresh_requested(&self) {
-        self.refresh_now.notified().await
+        self.refresh_now.notified().await;
     }
 
     /// Users this node wrote a presence entry for (to remove the ones that left meanwhile).
