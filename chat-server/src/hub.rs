@@ -7,6 +7,13 @@
 //! What must never be dropped (the session was revoked, the user joined or left a channel, the
 //! bus healed) does not travel in that queue: it is recorded in the connection's [`Control`],
 //! which the connection consults before it writes anything, and which wakes it.
+//!
+//! | module | what it is |
+//! | --- | --- |
+//! | this file | the hub: who follows what, publishing, presence, each connection's control state |
+//! | [`queue`] | a connection's bounded outbound queue, allocated only once something is queued |
+
+pub mod queue;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -108,6 +115,14 @@ impl Control {
         self.revoked.load(Ordering::Acquire)
     }
 
+    /// Whether anything was recorded that the connection has not taken yet (a revocation, a
+    /// membership change, a recheck).
+    pub fn is_pending(&self) -> bool {
+        self.is_revoked()
+            || self.dirty.load(Ordering::Acquire)
+            || self.recheck.load(Ordering::Acquire)
+    }
+
     fn change(&self, change: MembershipChange) {
         self.changes().push(change);
         self.dirty.store(true, Ordering::Release);
@@ -147,14 +162,26 @@ impl Control {
     }
 }
 
+/// A connection as the hub lists it: one shared allocation however many maps list it (its
+/// user's, each followed channel's, each watched user's), not copies of its ids in each.
 #[derive(Clone)]
-pub struct ConnHandle {
+pub struct ConnHandle(Arc<ConnInfo>);
+
+pub struct ConnInfo {
     pub id: ConnId,
     pub user_id: UserId,
     pub session_id: SessionId,
-    tx: mpsc::Sender<Outbound>,
-    pub lagged: Arc<AtomicBool>,
+    tx: queue::Sender<Outbound>,
+    pub lagged: AtomicBool,
     pub control: Arc<Control>,
+}
+
+impl std::ops::Deref for ConnHandle {
+    type Target = ConnInfo;
+
+    fn deref(&self) -> &ConnInfo {
+        &self.0
+    }
 }
 
 impl ConnHandle {
@@ -246,16 +273,16 @@ impl Hub {
         user_id: &str,
         session_id: &str,
         queue: usize,
-    ) -> (ConnHandle, mpsc::Receiver<Outbound>, Option<Presence>) {
-        let (tx, rx) = mpsc::channel(queue.max(16));
-        let handle = ConnHandle {
+    ) -> (ConnHandle, queue::Receiver<Outbound>, Option<Presence>) {
+        let (tx, rx) = queue::channel(queue.max(16));
+        let handle = ConnHandle(Arc::new(ConnInfo {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             user_id: user_id.into(),
             session_id: session_id.into(),
             tx,
-            lagged: Arc::new(AtomicBool::new(false)),
+            lagged: AtomicBool::new(false),
             control: Arc::default(),
-        };
+        }));
         write(&self.users)
             .entry(user_id.into())
             .or_insert_with(|| {

@@ -92,11 +92,12 @@ impl Connection {
                 } else if ev.seq == cursor + 1 {
                     self.send_event(&ev).await.map(|_| ())
                 } else {
-                    self.refill(&ev.channel).await
+                    // Boxed (rare, and large): see `Connection::run`.
+                    Box::pin(self.refill(&ev.channel)).await
                 }
             }
             Outbound::Ephemeral(frame) => self.feed(Message::Text(frame)).await,
-            Outbound::Recheck(channel) => self.refill(&channel).await,
+            Outbound::Recheck(channel) => Box::pin(self.refill(&channel)).await,
         }
     }
 

@@ -43,7 +43,7 @@ use axum::{
     response::Response,
 };
 use futures_util::SinkExt;
-use tokio::time::{interval, sleep, sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -51,7 +51,9 @@ use crate::{
     error::ApiError,
     hub::{ConnHandle, MembershipChange, Outbound},
     model::ChannelId,
-    protocol::{parse_client_frame, AckBody, ClientFrame, ClientPresence, Limits, ServerFrame},
+    protocol::{
+        parse_client_frame, AckBody, ClientFrame, ClientPresence, FrameError, Limits, ServerFrame,
+    },
     AppState,
 };
 
@@ -68,6 +70,11 @@ const OUTBOUND_BATCH: usize = 256;
 /// Events fetched per store read while refilling.
 const REFILL_PAGE: usize = 500;
 
+/// Bytes read from a socket per read at most, and what its read buffer keeps while idle: every
+/// socket holds one all its life, so it is small. A bigger frame still fits (up to
+/// `max_frame_bytes`: the buffer grows to the frame's length once its header is read).
+const READ_BUFFER: usize = 512;
+
 /// Upper bound of the closing handshake's wait (see [`Connection::close_wait`]).
 const CLOSE_WAIT_MAX: Duration = Duration::from_secs(5);
 
@@ -75,7 +82,7 @@ const CLOSE_WAIT_MAX: Duration = Duration::from_secs(5);
 pub async fn handler(State(app): State<AppState>, who: AuthUser, ws: WebSocketUpgrade) -> Response {
     let max = app.settings.limits.max_frame_bytes;
     // Small buffers: an idle socket should cost a few KB, not tungstenite's 128 KiB default.
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(READ_BUFFER)
         // Frames produced in one loop turn are written together and flushed once.
         .write_buffer_size(16 * 1024)
         .max_message_size(max)
@@ -162,15 +169,19 @@ fn close(code: u16, reason: &'static str) -> Message {
 }
 
 impl Connection {
-    async fn run(app: AppState, who: AuthUser, socket: WebSocket) {
+    /// Registers the connection and returns its task's future. Not an `async fn`: one keeps its
+    /// arguments in its future beside what they were moved into (the socket twice), and every
+    /// socket keeps that future all its life; the async block below holds the connection once.
+    fn run(
+        app: AppState,
+        who: AuthUser,
+        socket: WebSocket,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let (handle, mut rx, presence) = app.hub.connect(
             &who.user_id,
             &who.session_id,
             app.settings.realtime.outbound_queue,
         );
-        if let Some(p) = presence {
-            app.local_presence_changed(&who.user_id, p).await;
-        }
         let heartbeat = app.settings.heartbeat();
         // Short enough that a close, even one waiting on a write, fits the shutdown grace.
         let close_wait = heartbeat
@@ -194,34 +205,41 @@ impl Connection {
             shutdown: app.shutdown.clone(),
             pipeline: Pipeline::default(),
         };
-        let exit = match conn.hello().await {
-            Ok(()) => match conn.flush().await {
-                Ok(()) => conn.serve(&mut rx).await,
+        async move {
+            // Boxed here and below: futures awaited in this task make up the size of the task every
+            // socket keeps all its life, however rarely they run.
+            if let Some(p) = presence {
+                Box::pin(app.local_presence_changed(&conn.who.user_id, p)).await;
+            }
+            let exit = match Box::pin(conn.hello()).await {
+                Ok(()) => match conn.flush().await {
+                    Ok(()) => conn.serve(&mut rx).await,
+                    Err(e) => e,
+                },
                 Err(e) => e,
-            },
-            Err(e) => e,
-        };
-        if matches!(exit, Exit::Close(..)) {
-            // The socket still works: the sends in flight get their acks before the close.
-            let _ = conn.answer_all().await;
-        }
-        // What is still in flight completes (and is published) even with nobody to answer.
-        conn.pipeline.complete().await;
-        conn.finish(exit).await;
-        // Channels it followed, and those a join subscribed it to that it had not applied yet.
-        let channels: Vec<ChannelId> = conn
-            .cursors
-            .keys()
-            .cloned()
-            .chain(conn.applying.iter().filter_map(|c| match c {
-                MembershipChange::Added { channel_id, .. } => Some(channel_id.clone()),
-                MembershipChange::Removed { .. } => None,
-            }))
-            .collect();
-        if let Some(p) = app.hub.disconnect(&conn.handle, channels) {
-            // Going offline here stores and announces the last seen (unless another node
-            // still has the user).
-            app.local_presence_changed(&conn.who.user_id, p).await;
+            };
+            if matches!(exit, Exit::Close(..)) {
+                // The socket still works: the sends in flight get their acks before the close.
+                let _ = Box::pin(conn.answer_all()).await;
+            }
+            // What is still in flight completes (and is published) even with nobody to answer.
+            conn.pipeline.complete().await;
+            Box::pin(conn.finish(exit)).await;
+            // Channels it followed, and those a join subscribed it to that it had not applied yet.
+            let channels: Vec<ChannelId> = conn
+                .cursors
+                .keys()
+                .cloned()
+                .chain(conn.applying.iter().filter_map(|c| match c {
+                    MembershipChange::Added { channel_id, .. } => Some(channel_id.clone()),
+                    MembershipChange::Removed { .. } => None,
+                }))
+                .collect();
+            if let Some(p) = app.hub.disconnect(&conn.handle, channels) {
+                // Going offline here stores and announces the last seen (unless another node
+                // still has the user).
+                Box::pin(app.local_presence_changed(&conn.who.user_id, p)).await;
+            }
         }
     }
 
@@ -276,11 +294,8 @@ impl Connection {
         }
     }
 
-    async fn serve(&mut self, rx: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Exit {
+    async fn serve(&mut self, rx: &mut crate::hub::queue::Receiver<Outbound>) -> Exit {
         let heartbeat = self.app.settings.heartbeat();
-        let mut ticker = interval(heartbeat);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        ticker.tick().await;
         let expiry = Instant::now()
             + Duration::from_secs(
                 (self.who.expires_at - time::OffsetDateTime::now_utc())
@@ -290,15 +305,18 @@ impl Connection {
         let shutdown = self.shutdown.clone();
         let control = self.handle.control.clone();
         // Made once: a select! turn per delivered batch should not register a new timer, nor
-        // a new waiter on the control state (made again only once it fired).
+        // a new waiter on the control state (made again only once it fired). One timer for the
+        // next heartbeat and the token's expiry, whichever comes first: every socket keeps its
+        // timers all its life.
         let closing = shutdown.cancelled();
-        let expired = sleep_until(expiry);
+        let mut next_ping = Instant::now() + heartbeat;
+        let timer = sleep_until(next_ping.min(expiry));
         let notified = control.notified();
-        tokio::pin!(closing, expired, notified);
+        tokio::pin!(closing, timer, notified);
         loop {
             // Whatever was recorded (revocation, joins, leaves) is applied before anything else
             // is written.
-            if let Err(e) = self.apply_control().await {
+            if let Err(e) = self.apply_control_if_pending().await {
                 return e;
             }
             // What applying wrote (`channel_added`, `channel_removed`, a refill) goes out now:
@@ -313,8 +331,19 @@ impl Connection {
                 _ = &mut closing => {
                     ControlFlow::Break(Exit::Close(CLOSE_RESTART, "server restarting: reconnect and resume"))
                 }
-                _ = &mut expired => {
-                    ControlFlow::Break(Exit::Close(CLOSE_POLICY, "token expired: refresh and reconnect"))
+                _ = &mut timer => {
+                    // Fired at its deadline or later: the expiry, else the heartbeat is due.
+                    let now = Instant::now();
+                    if now >= expiry {
+                        ControlFlow::Break(Exit::Close(CLOSE_POLICY, "token expired: refresh and reconnect"))
+                    } else if self.last_heard.elapsed() > heartbeat * 3 {
+                        ControlFlow::Break(Exit::Close(CLOSE_POLICY, "no heartbeat"))
+                    } else {
+                        // The next one a heartbeat from now, however late this one was.
+                        next_ping = now + heartbeat;
+                        timer.as_mut().reset(next_ping.min(expiry));
+                        flow(self.feed(Message::Ping(Default::default())).await)
+                    }
                 }
                 // Applied at the top of the loop.
                 _ = &mut notified => {
@@ -322,7 +351,7 @@ impl Connection {
                     ControlFlow::Continue(())
                 }
                 Some((reference, result)) = self.pipeline.next(), if !self.pipeline.is_empty() => {
-                    self.answer(reference, result.map(AckBody::Send)).await
+                    Box::pin(self.answer(reference, result.map(AckBody::Send))).await
                 }
                 Some(out) = rx.recv(), if self.resumed => {
                     // Take whatever else is already queued: one flush for the whole batch.
@@ -338,13 +367,6 @@ impl Connection {
                     flow(r)
                 }
                 incoming = self.socket.recv(), if !self.pipeline.is_full() => self.on_socket(incoming).await,
-                _ = ticker.tick() => {
-                    if self.last_heard.elapsed() > heartbeat * 3 {
-                        ControlFlow::Break(Exit::Close(CLOSE_POLICY, "no heartbeat"))
-                    } else {
-                        flow(self.feed(Message::Ping(Default::default())).await)
-                    }
-                }
             };
             if let ControlFlow::Break(e) = flow {
                 return e;
@@ -355,8 +377,8 @@ impl Connection {
             // The queue overflowed at some point: everything may be behind, and the session or
             // memberships may have changed meanwhile. The store has it all.
             if self.resumed && self.handle.lagged.swap(false, Ordering::AcqRel) {
-                let r = match self.apply_control().await {
-                    Ok(()) => self.recheck(false).await,
+                let r = match self.apply_control_if_pending().await {
+                    Ok(()) => Box::pin(self.recheck(false)).await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = r {
@@ -369,18 +391,36 @@ impl Connection {
         }
     }
 
+    /// [`Connection::apply_control`] when there is something to apply: it runs rarely and its
+    /// future is large, so it is boxed and only then.
+    async fn apply_control_if_pending(&mut self) -> Result<(), Exit> {
+        if self.handle.control.is_pending() || !self.applying.is_empty() {
+            Box::pin(self.apply_control()).await
+        } else {
+            Ok(())
+        }
+    }
+
     /// Writes what was fed and only then counts the messages in it as delivered.
     async fn flush(&mut self) -> Result<(), Exit> {
         if self.unflushed == 0 {
             return Ok(());
         }
-        timed(
-            self.socket.flush(),
-            self.write_timeout,
-            &self.shutdown,
-            self.close_wait,
-        )
-        .await?;
+        let mut write = std::pin::pin!(self.socket.flush());
+        // Mostly done at once; only a write that must wait gets its deadline (boxed: the
+        // deadline's timers would otherwise weigh in every socket's task).
+        match futures_util::poll!(write.as_mut()) {
+            std::task::Poll::Ready(r) => r.map_err(|_| Exit::Gone)?,
+            std::task::Poll::Pending => {
+                Box::pin(timed(
+                    write,
+                    self.write_timeout,
+                    &self.shutdown,
+                    self.close_wait,
+                ))
+                .await?
+            }
+        }
         self.unflushed = 0;
         self.app
             .metrics
@@ -406,7 +446,14 @@ impl Connection {
         if let std::task::Poll::Ready(r) = futures_util::poll!(write.as_mut()) {
             return r.map_err(|_| Exit::Gone);
         }
-        timed(write, self.write_timeout, &self.shutdown, self.close_wait).await
+        // Boxed: see `flush`.
+        Box::pin(timed(
+            write,
+            self.write_timeout,
+            &self.shutdown,
+            self.close_wait,
+        ))
+        .await
     }
 
     async fn on_socket(&mut self, incoming: Option<Result<Message, axum::Error>>) -> Flow {
@@ -440,12 +487,12 @@ impl Connection {
         match msg {
             Message::Text(text) => self.on_text(text.as_str()).await,
             Message::Binary(_) => {
-                self.send_error(
+                Box::pin(self.send_error(
                     None,
                     "binary_not_supported",
                     "frames are JSON text".into(),
                     None,
-                )
+                ))
                 .await
             }
             Message::Ping(_) | Message::Pong(_) => ControlFlow::Continue(()),
@@ -454,12 +501,35 @@ impl Connection {
     }
 
     async fn on_text(&mut self, text: &str) -> Flow {
-        let parsed = parse_client_frame(text);
-        if !matches!(parsed, Ok(ClientFrame::Send { .. })) {
-            // Answers go out in the order the frames came: the sends before this one first.
-            if let ControlFlow::Break(e) = self.answer_all().await {
-                return ControlFlow::Break(e);
+        match parse_client_frame(text) {
+            Ok(ClientFrame::Send {
+                reference,
+                channel,
+                client_id,
+                text,
+                thread_root,
+            }) => {
+                let req = SendRequest {
+                    reference,
+                    channel,
+                    client_id,
+                    text,
+                    thread_root,
+                };
+                self.pipeline.start(&self.app, &self.who.user_id, req);
+                ControlFlow::Continue(())
             }
+            // Every other frame is rare next to sends, and its future large: boxed, so that it
+            // does not weigh in the task every socket keeps.
+            other => Box::pin(self.on_request(other)).await,
+        }
+    }
+
+    /// Any frame but a `send` (see [`Connection::on_text`]).
+    async fn on_request(&mut self, parsed: Result<ClientFrame, FrameError>) -> Flow {
+        // Answers go out in the order the frames came: the sends before this one first.
+        if let ControlFlow::Break(e) = self.answer_all().await {
+            return ControlFlow::Break(e);
         }
         let frame = match parsed {
             Ok(f) => f,

@@ -37,19 +37,21 @@ pub struct SendRequest {
 
 #[derive(Default)]
 pub struct Pipeline {
-    inflight: FuturesOrdered<InFlight>,
+    /// Made by the first send: a socket that never sends (most of them) keeps no queue of
+    /// futures (two allocations, and its bytes in the connection's task).
+    inflight: Option<Box<FuturesOrdered<InFlight>>>,
     /// Resolves once the newest send in flight was queued at the store: the next one's wait.
     last_queued: Option<oneshot::Receiver<()>>,
 }
 
 impl Pipeline {
     pub fn is_empty(&self) -> bool {
-        self.inflight.is_empty()
+        self.inflight.as_ref().is_none_or(|f| f.is_empty())
     }
 
     /// No more sends are taken (the socket is not read) until one answers.
     pub fn is_full(&self) -> bool {
-        self.inflight.len() >= WINDOW
+        self.inflight.as_ref().map_or(0, |f| f.len()) >= WINDOW
     }
 
     /// Starts a send; its answer comes from [`Pipeline::next`] after those of earlier sends.
@@ -60,7 +62,8 @@ impl Pipeline {
             queued: Some(queued),
         };
         let (app, user) = (app.clone(), user.clone());
-        self.inflight.push_back(Box::pin(async move {
+        let inflight = self.inflight.get_or_insert_with(Box::default);
+        inflight.push_back(Box::pin(async move {
             let r = app
                 .send_message_in_turn(
                     &user,
@@ -78,12 +81,15 @@ impl Pipeline {
     /// The oldest send's answer once it is done; pending forever when nothing is in flight
     /// (guard the `select!` branch with [`Pipeline::is_empty`]).
     pub async fn next(&mut self) -> Option<Answer> {
-        self.inflight.next().await
+        match &mut self.inflight {
+            Some(inflight) => inflight.next().await,
+            None => None,
+        }
     }
 
     /// Runs what is in flight to its end without answering (the socket is gone): every send
     /// that was stored is also published.
     pub async fn complete(&mut self) {
-        while self.inflight.next().await.is_some() {}
+        while self.next().await.is_some() {}
     }
 }

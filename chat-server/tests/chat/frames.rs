@@ -98,3 +98,27 @@ async fn a_retried_send_is_stored_once() {
     assert_eq!(h["messages"].as_array().unwrap().len(), 1);
     server.stop().await;
 }
+
+/// The socket's read buffer is small (an idle socket keeps it all its life): frames far larger
+/// than it, up to `max_frame_bytes`, are still read whole, one after another, and small ones
+/// after them.
+#[tokio::test]
+async fn frames_up_to_max_frame_bytes_are_read_whole() {
+    let server = TestServer::start_with(common::tempdir(), |s| {
+        s.limits.max_message_len = 60_000;
+        s.limits.max_frame_bytes = 64 * 1024;
+    })
+    .await;
+    let alice = Client::register(&server, "alice").await;
+    let ch = alice.dm(&[]).await;
+    let mut a = alice.ws().await;
+    for (i, len) in [60_000, 513, 40_000, 10].into_iter().enumerate() {
+        let text = "z".repeat(len);
+        let ack = a.send_message(&ch, &format!("big{i}"), &text).await;
+        assert_eq!(ack["type"], "ack", "{len} chars: {ack}");
+        let ev = a
+            .next_where(|f| f["type"] == "event" && f["data"]["client_id"] == format!("big{i}"))
+            .await;
+        assert_eq!(ev["data"]["text"].as_str().map(str::len), Some(len));
+    }
+}
