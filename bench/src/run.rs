@@ -309,16 +309,21 @@ async fn connect(
         nodes.len()
     );
     let connect_t = Instant::now();
+    let senders = senders_runtime(plan);
     for i in 0..plan.sockets {
         let permit = sem.clone().acquire_owned().await?;
         let spec = spec_of_socket(i, c, plan, nodes, setup, &fanouts, &mut ticks);
-        tasks.spawn(client::run(
+        let client = client::run(
             spec,
             shared.clone(),
             phase_rx.clone(),
             permit,
             ready_tx.clone(),
-        ));
+        );
+        match senders {
+            Some(rt) if i < plan.senders => tasks.spawn_on(client, rt),
+            _ => tasks.spawn(client),
+        };
     }
     drop(ready_tx);
     let mut connected = 0usize;
@@ -354,6 +359,27 @@ async fn connect(
         slowest,
         connect_secs,
     })
+}
+
+/// The runtime of the sending sockets and their rate scheduler when they are a few among many
+/// receivers (`fanout`): one thread of their own, so that a send's ack is read when it arrives
+/// rather than behind thousands of reader tasks woken by the same message's deliveries (that
+/// wait is the tool's, not the server's). `None` when (almost) every socket sends.
+fn senders_runtime(plan: &Plan) -> Option<&'static tokio::runtime::Handle> {
+    static SENDERS: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if plan.senders == 0 || plan.senders * 4 > plan.sockets {
+        return None;
+    }
+    // Never dropped: the process ends with it (a runtime may not be dropped inside another).
+    let rt = SENDERS.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bench-senders")
+            .enable_all()
+            .build()
+            .expect("a one-thread runtime for the senders")
+    });
+    Some(rt.handle())
 }
 
 /// Socket `i`: its user's token, its node and source address, its channel, and how it sends
@@ -416,8 +442,13 @@ async fn measure(
 ) -> Window {
     let _ = sockets.phase_tx.send(Phase::Sending);
     let ticks = std::mem::take(&mut sockets.ticks);
-    let scheduler = (!ticks.is_empty() && plan.rate > 0.0)
-        .then(|| tokio::spawn(scheduler(ticks, plan.rate, sockets.phase_rx.clone())));
+    let scheduler = (!ticks.is_empty() && plan.rate > 0.0).then(|| {
+        let s = scheduler(ticks, plan.rate, sockets.phase_rx.clone());
+        match senders_runtime(plan) {
+            Some(rt) => rt.spawn(s),
+            None => tokio::spawn(s),
+        }
+    });
     if plan.senders > 0 {
         tokio::time::sleep(c.warmup).await;
     }
