@@ -165,8 +165,8 @@ impl ChannelState {
 type MemberState = ((i64, i64), bool);
 
 /// Runs `ops` in order against the state read: pure, so the rules are testable without a
-/// server. `duplicates` are ops already known to meet a duplicate key; `roots[i]` is false
-/// when op `i` replies to a thread root that is not there.
+/// server. `duplicates` are ops already known to meet a duplicate key; a reply (op `i`) is
+/// stored only when `roots[i]` says its thread root is there (and took the reply).
 fn plan(
     ops: &[Op],
     duplicates: &HashSet<usize>,
@@ -207,7 +207,7 @@ fn plan(
                 let member_key = (m.channel_id.clone(), m.author_id.clone());
                 match (chans.get_mut(&m.channel_id), mems.get_mut(&member_key)) {
                     (Some(ch), Some((marks, moved))) => {
-                        if roots.get(&i) == Some(&false) {
+                        if m.thread_root.is_some() && roots.get(&i) != Some(&true) {
                             Outcome::Failed(StoreError::NotFound("thread root message"))
                         } else {
                             let seq = ch.next_seq();
@@ -390,8 +390,10 @@ impl MongoStore {
             .iter()
             .map(|m| (m.channel_id.as_str(), m.user_id.as_str()))
             .collect();
-        // Replies: the root's `reply_count` (and whether there is a root to reply to).
+        // Replies: the root's `reply_count` (and whether there is a root to reply to); once
+        // per client id (a repeat in the batch is a duplicate, see `plan`).
         let mut roots = HashMap::new();
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
         for (i, op) in ops.iter().enumerate() {
             let Op::Append { message: m, .. } = op else {
                 continue;
@@ -399,7 +401,9 @@ impl MongoStore {
             let Some(root) = &m.thread_root else {
                 continue;
             };
-            if duplicates.contains(&i)
+            let first = seen.insert((m.author_id.as_str(), m.client_id.as_str()));
+            if !first
+                || duplicates.contains(&i)
                 || !is_member.contains(&(m.channel_id.as_str(), m.author_id.as_str()))
             {
                 continue;
