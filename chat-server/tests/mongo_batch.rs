@@ -170,7 +170,10 @@ async fn concurrent_sends_cost_at_most_two_commands_each() {
                 .map(|(ch, u)| send(&store, message(ch, u, &format!("r{round}-{u}")))),
         )
         .await;
-        assert!(results.iter().all(|(_, dup)| !dup), "no send is a duplicate");
+        assert!(
+            results.iter().all(|(_, dup)| !dup),
+            "no send is a duplicate"
+        );
         sends += results.len();
     }
     let used = commands.count() - before;
@@ -213,8 +216,16 @@ async fn repeated_client_ids_are_answered_from_the_stored_message() {
     let second: Vec<(i64, bool)> = join_all(again.map(|m| send(&store, m))).await;
     for (i, (seq, dup)) in first.iter().enumerate() {
         assert!(!dup);
-        assert_eq!(second[3 * i], (*seq, true), "a retry answers the stored message");
-        assert_eq!(second[3 * i + 1], (*seq, true), "so does its twin in the batch");
+        assert_eq!(
+            second[3 * i],
+            (*seq, true),
+            "a retry answers the stored message"
+        );
+        assert_eq!(
+            second[3 * i + 1],
+            (*seq, true),
+            "so does its twin in the batch"
+        );
         assert!(!second[3 * i + 2].1, "a new send is stored");
     }
     let channels: HashSet<ChannelId> = authors.iter().map(|(ch, _)| ch.clone()).collect();

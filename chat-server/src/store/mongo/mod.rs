@@ -21,17 +21,18 @@
 //! batch of them, a handful of commands whatever the batch's size. The other channel writes
 //! take the channel's next sequence number with a `$inc` on the channel document. Either way
 //! concurrent writers of one channel (nodes, or a batch and an edit) write the channel
-//! document, so one of them meets a write conflict and runs again. Against a standalone `mongod` (no
-//! transactions) the same steps run one after the other; each step is an atomic single-document
-//! operation (`$inc` for the sequence, `$max` for watermarks, a compare-and-set for reactions),
-//! but a failure between two steps can leave a gap in the channel's log: run a replica set (a
-//! one-node replica set is enough) in production.
+//! document, so one of them meets a write conflict and runs again. Against a standalone
+//! `mongod` (no transactions) the same steps run one after the other; each step is an atomic
+//! single-document operation (`$inc` or a compare-and-set for the sequence, `$max` for
+//! watermarks, a compare-and-set for reactions), but a failure between two steps can leave a
+//! gap in the channel's log: run a replica set (a one-node replica set is enough) in
+//! production.
 //!
 //! Membership: every channel write on behalf of a user reads the user's member document in the
 //! write's session first (`require_member`; a batch reads all of its members at once); a
 //! concurrent leave conflicts with the write (both touch the channel's sequence or the member
-//! document), so one of them is retried and the write never lands after the leave. Without transactions only the per-node channel lock
-//! orders them.
+//! document), so one of them is retried and the write never lands after the leave. Without
+//! transactions only the per-node channel lock orders them.
 //!
 //! Durability: writes use write concern `majority` with journaling, so a method returns only
 //! after its change is on disk.
@@ -163,19 +164,19 @@ impl MongoStore {
             let (queue, queued) = tokio::sync::mpsc::channel(batch::QUEUE);
             tokio::spawn(batch::committer(store.clone(), queued));
             MongoStore {
-            users: db.collection("users"),
-            sessions: db.collection("sessions"),
-            channels: db.collection("channels"),
-            members: db.collection("members"),
-            messages: db.collection("messages"),
-            events: db.collection("events"),
-            client,
-            db,
-            txn,
-            channel_locks: dashmap::DashMap::new(),
-            orphans,
-            queue,
-        }
+                users: db.collection("users"),
+                sessions: db.collection("sessions"),
+                channels: db.collection("channels"),
+                members: db.collection("members"),
+                messages: db.collection("messages"),
+                events: db.collection("events"),
+                client,
+                db,
+                txn,
+                channel_locks: dashmap::DashMap::new(),
+                orphans,
+                queue,
+            }
         });
         store.create_indexes().await?;
         tracing::info!(database = %db_name, transactions = txn, "store: MongoDB ready");
