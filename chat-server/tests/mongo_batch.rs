@@ -110,9 +110,10 @@ fn message(channel: &ChannelId, author: &UserId, client_id: &str) -> NewMessage 
 /// A send as the server makes it (`sending.rs`): the author's read watermark, then the message,
 /// both queued at once. Returns `(seq, duplicate)`.
 async fn send(store: &DynStore, m: NewMessage) -> (i64, bool) {
+    let (channel_id, author_id) = (m.channel_id.clone(), m.author_id.clone());
     let read = store.advance_watermark(
-        &m.channel_id,
-        &m.author_id,
+        &channel_id,
+        &author_id,
         Watermark::Read(i64::MAX),
         true,
         now(),
