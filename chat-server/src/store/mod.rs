@@ -8,7 +8,7 @@
 //! | module | what it is |
 //! | --- | --- |
 //! | [`sqlite`] | embedded driver: `schema` (migrations), `writer` (group commit), `rows` (row ↔ type), `writes`, `search` |
-//! | [`mongo`] | MongoDB driver: `documents` (typed collection documents), `schema` (indexes), `errors`, `txn` (transactions), `writes`, `reads`, `search` |
+//! | [`mongo`] | MongoDB driver: `documents` (typed collection documents), `schema` (indexes), `errors`, `txn` (transactions), `batch` (group commit of sends and watermarks), `writes`, `reads`, `search` |
 //! | [`rules`] | the rules both drivers share |
 //! | [`health`] | the health-tracking wrapper the node uses |
 //!
@@ -271,7 +271,7 @@ pub async fn open(url: &str, data_dir: &std::path::Path) -> StoreResult<DynStore
             std::path::Path::new(&u[7..]),
         )?)),
         u if u.starts_with("mongodb://") || u.starts_with("mongodb+srv://") => {
-            Ok(Arc::new(mongo::MongoStore::open(u).await?))
+            Ok(mongo::MongoStore::open(u).await?)
         }
         other => Err(StoreError::Internal(format!(
             "unsupported store URL {other:?}: use `sqlite`, `sqlite:PATH` or `mongodb://…`"

@@ -129,6 +129,15 @@ pub(super) struct ChannelSeqDoc {
     pub last_seq: i64,
 }
 
+/// A channel's sequence counters (what a batch of sends reads, see [`super::batch`]).
+#[derive(Debug, Deserialize)]
+pub(super) struct ChannelSeqsDoc {
+    #[serde(rename = "_id")]
+    pub id: ChannelId,
+    pub last_seq: i64,
+    pub last_message_seq: i64,
+}
+
 /// Just an `_id` (projections that list channels).
 #[derive(Debug, Deserialize)]
 pub(super) struct ChannelIdDoc {
@@ -172,6 +181,15 @@ impl MemberDoc {
     }
 }
 
+/// A member's watermarks (what a batch of sends reads, see [`super::batch`]).
+#[derive(Debug, Deserialize)]
+pub(super) struct MemberMarksDoc {
+    pub channel_id: ChannelId,
+    pub user_id: UserId,
+    pub read_seq: i64,
+    pub delivered_seq: i64,
+}
+
 /// One field of a member document (the projections that list ids).
 #[derive(Debug, Deserialize)]
 pub(super) struct MemberUserDoc {
@@ -183,7 +201,9 @@ pub(super) struct MemberChannelDoc {
     pub channel_id: ChannelId,
 }
 
-/// `messages`: unique `(author_id, client_id)`, index `(channel_id, thread_root, seq)`.
+/// `messages`: unique `(author_id, client_id)` (it answers repeated sends), unique
+/// `(channel_id, seq)`, index `(channel_id, thread_root, seq)`. A message document is also its
+/// `message` event in the channel's replay log (no copy in `events` since issue 15).
 /// `thread_root` and `edited_at` are stored as null when absent (queries match on null).
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct MessageDoc {
@@ -241,8 +261,9 @@ impl MessageDoc {
     }
 }
 
-/// `events`: unique `(channel_id, seq)`. The payload is stored as JSON text: it round-trips
-/// exactly (numbers stay numbers).
+/// `events`: unique `(channel_id, seq)`; every event but messages (those are their message
+/// documents; `message` events written before issue 15 are copies the reads skip). The payload
+/// is stored as JSON text: it round-trips exactly (numbers stay numbers).
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct EventDoc {
     pub channel_id: ChannelId,

@@ -4,28 +4,35 @@
 //! Collections: `users` (unique `username_key`), `sessions` (TTL on `expires_at` plus the
 //! explicit expiry check), `channels` (`last_seq`, `last_message_seq`; unique partial indexes on
 //! `dm_key` and on `name_key`, which only public and private channels carry), `members`
-//! (unique `(channel_id, user_id)`), `messages` (unique `(author_id, client_id)`, index
-//! `(channel_id, thread_root, seq)`), `events` (unique `(channel_id, seq)`), `store_nodes` (one
-//! document per running node: its heartbeat and its sessions, see [`orphans`]).
+//! (unique `(channel_id, user_id)`), `messages` (unique `(author_id, client_id)` and
+//! `(channel_id, seq)`, index `(channel_id, thread_root, seq)`), `events` (unique `(channel_id,
+//! seq)`), `store_nodes` (one document per running node: its heartbeat and its sessions, see
+//! [`orphans`]). A channel's replay log is its message documents (each is its own `message`
+//! event) merged with its other events (`events`; a `message` event stored there by a server
+//! before issue 15 is a copy of a message document, and is skipped).
 //!
 //! Atomicity: every write runs in a multi-document transaction when the deployment supports
 //! them (a replica set or a sharded cluster, detected at start-up with `hello`), so a change and
 //! its event commit together or not at all; transient transaction errors (write conflicts
 //! between nodes appending to the same channel) are retried with a short random backoff, for up
 //! to [`txn::RETRY_FOR`]. A node that dies inside a transaction leaves it open, holding what it
-//! wrote; the other nodes end it (see [`orphans`]) instead of waiting the server's 60 s. The
-//! channel's next sequence number comes from a `$inc` on the channel document, which also
-//! serialises concurrent writers of one channel. Against a standalone `mongod` (no
-//! transactions) the same steps run one after the other; each step is an atomic single-document
-//! operation (`$inc` for the sequence, `$max` for watermarks, a compare-and-set for reactions),
-//! but a failure between two steps can leave a gap in the channel's log: run a replica set (a
-//! one-node replica set is enough) in production.
+//! wrote; the other nodes end it (see [`orphans`]) instead of waiting the server's 60 s.
+//! Sends and watermarks go through one committer per node ([`batch`]): one transaction per
+//! batch of them, a handful of commands whatever the batch's size. The other channel writes
+//! take the channel's next sequence number with a `$inc` on the channel document. Either way
+//! concurrent writers of one channel (nodes, or a batch and an edit) write the channel
+//! document, so one of them meets a write conflict and runs again. Against a standalone
+//! `mongod` (no transactions) the same steps run one after the other; each step is an atomic
+//! single-document operation (`$inc` or a compare-and-set for the sequence, `$max` for
+//! watermarks, a compare-and-set for reactions), but a failure between two steps can leave a
+//! gap in the channel's log: run a replica set (a one-node replica set is enough) in
+//! production.
 //!
 //! Membership: every channel write on behalf of a user reads the user's member document in the
-//! write's session first (`require_member`); a concurrent leave conflicts with the write (both
-//! touch the channel's sequence or the member document), so one of them is retried and the
-//! write never lands after the leave. Without transactions only the per-node channel lock
-//! orders them.
+//! write's session first (`require_member`; a batch reads all of its members at once); a
+//! concurrent leave conflicts with the write (both touch the channel's sequence or the member
+//! document), so one of them is retried and the write never lands after the leave. Without
+//! transactions only the per-node channel lock orders them.
 //!
 //! Durability: writes use write concern `majority` with journaling, so a method returns only
 //! after its change is on disk.
@@ -36,6 +43,7 @@
 //! | [`schema`] | the indexes |
 //! | [`errors`] | driver errors → store answers (unavailable, conflict, retryable, undecodable) |
 //! | [`txn`] | transactions and retries; the steps channel writes share (membership, sequence, event) |
+//! | [`batch`] | group commit of sends and watermarks: the committer task, one transaction per batch |
 //! | [`orphans`] | node heartbeats and recorded sessions: ending the open transactions of a crashed node |
 //! | [`writes`] | the channel writes |
 //! | [`reads`] | the reads that assemble channels, and the shared finds |
@@ -43,6 +51,7 @@
 //!
 //! This file connects and maps each [`Store`] method onto them.
 
+mod batch;
 mod documents;
 mod errors;
 mod orphans;
@@ -72,7 +81,9 @@ use super::{
     rules, NewChannel, NewMessage, NewUser, Page, Session, Store, StoreError, StoreResult,
     Watermark,
 };
-use crate::model::{Channel, ChannelId, Event, Member, Message, Role, User, UserId};
+use crate::model::{
+    Channel, ChannelId, Event, EventKind, EventPayload, Member, Message, Role, User, UserId,
+};
 
 /// How long to look for a usable server before answering `Unavailable`.
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(3);
@@ -95,18 +106,25 @@ pub struct MongoStore {
     /// With transactions: this node's heartbeat and recorded sessions, and the ending of dead
     /// nodes' transactions.
     orphans: Option<Arc<orphans::Orphans>>,
+    /// Sends and watermarks, to the committer task ([`batch`]).
+    queue: tokio::sync::mpsc::Sender<batch::Op>,
 }
 
 impl MongoStore {
     /// Connects (`mongodb://…` or `mongodb+srv://…`; database from the URL path, default
     /// `fullslack`), creates the indexes, and finds out whether transactions are available.
-    pub async fn open(url: &str) -> StoreResult<MongoStore> {
-        let mut options = ClientOptions::parse(url).await.map_err(|e| match *e.kind {
+    pub async fn open(url: &str) -> StoreResult<Arc<MongoStore>> {
+        let options = ClientOptions::parse(url).await.map_err(|e| match *e.kind {
             ErrorKind::InvalidArgument { .. } => {
                 StoreError::Internal(format!("invalid MongoDB URL: {e}"))
             }
             _ => classify(e),
         })?;
+        Self::open_with_options(options).await
+    }
+
+    /// [`MongoStore::open`] with the driver's options given (tests set a command monitor).
+    pub async fn open_with_options(mut options: ClientOptions) -> StoreResult<Arc<MongoStore>> {
         if options.server_selection_timeout.is_none() {
             options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
         }
@@ -142,19 +160,24 @@ impl MongoStore {
         } else {
             None
         };
-        let store = MongoStore {
-            users: db.collection("users"),
-            sessions: db.collection("sessions"),
-            channels: db.collection("channels"),
-            members: db.collection("members"),
-            messages: db.collection("messages"),
-            events: db.collection("events"),
-            client,
-            db,
-            txn,
-            channel_locks: dashmap::DashMap::new(),
-            orphans,
-        };
+        let store = Arc::new_cyclic(|store| {
+            let (queue, queued) = tokio::sync::mpsc::channel(batch::QUEUE);
+            tokio::spawn(batch::committer(store.clone(), queued));
+            MongoStore {
+                users: db.collection("users"),
+                sessions: db.collection("sessions"),
+                channels: db.collection("channels"),
+                members: db.collection("members"),
+                messages: db.collection("messages"),
+                events: db.collection("events"),
+                client,
+                db,
+                txn,
+                channel_locks: dashmap::DashMap::new(),
+                orphans,
+                queue,
+            }
+        });
         store.create_indexes().await?;
         tracing::info!(database = %db_name, transactions = txn, "store: MongoDB ready");
         Ok(store)
@@ -359,8 +382,14 @@ impl Store for MongoStore {
         writes::remove_member(self, channel_id, user_id).await
     }
 
-    async fn append_message(&self, m: NewMessage) -> StoreResult<(Message, Option<Event>)> {
-        writes::append_message(self, m).await
+    /// Sends and watermarks are queued on their first poll, and the committer commits them in
+    /// queue order ([`batch`]).
+    fn writes_commit_in_poll_order(&self) -> bool {
+        true
+    }
+
+    async fn append_message(&self, message: NewMessage) -> StoreResult<(Message, Option<Event>)> {
+        batch::submit(&self.queue, |reply| batch::Op::Append { message, reply }).await
     }
 
     async fn edit_message(
@@ -460,18 +489,43 @@ impl Store for MongoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let docs = all(
-            "events",
-            self.events
-                .find(doc! {"channel_id": channel_id, "seq": {"$gt": after}})
-                .sort(doc! {"seq": 1})
-                .limit(limit as i64),
-        )
-        .await?;
-        Ok(docs
-            .into_iter()
-            .map(EventDoc::into_event)
-            .collect::<Result<_, _>>()?)
+        // The log is the channel's messages (each its own event) merged with its other
+        // events: the first `limit` of each, both queries at once.
+        let n = i64::try_from(limit).unwrap_or(i64::MAX);
+        let messages = self.find_messages(
+            doc! {"channel_id": channel_id, "seq": {"$gt": after}},
+            doc! {"seq": 1},
+            Some(n),
+        );
+        let others = async {
+            let docs = all(
+                "events",
+                self.events
+                    .find(doc! {
+                        "channel_id": channel_id,
+                        "seq": {"$gt": after},
+                        // Copies of message documents, written before issue 15.
+                        "kind": {"$ne": EventKind::Message.as_str()},
+                    })
+                    .sort(doc! {"seq": 1})
+                    .limit(n),
+            )
+            .await?;
+            docs.into_iter()
+                .map(|d| EventDoc::into_event(d).map_err(StoreError::from))
+                .collect::<StoreResult<Vec<Event>>>()
+        };
+        let (messages, others) = futures_util::try_join!(messages, others)?;
+        let messages = messages.into_iter().map(|m| Event {
+            channel: m.channel_id.clone(),
+            seq: m.seq,
+            at: m.created_at,
+            payload: EventPayload::Message(m),
+        });
+        let mut log: Vec<Event> = messages.chain(others).collect();
+        log.sort_by_key(|e| e.seq);
+        log.truncate(limit);
+        Ok(log)
     }
 
     async fn advance_watermark(
@@ -482,7 +536,16 @@ impl Store for MongoStore {
         emit: bool,
         at: OffsetDateTime,
     ) -> StoreResult<Option<Event>> {
-        writes::advance_watermark(self, channel_id, user_id, mark, emit, at).await
+        let marks = vec![(user_id.into(), mark)];
+        batch::submit(&self.queue, |reply| batch::Op::Marks {
+            channel_id: channel_id.into(),
+            marks,
+            strict: true,
+            emit,
+            at,
+            reply,
+        })
+        .await
     }
 
     async fn advance_delivered(
@@ -492,7 +555,19 @@ impl Store for MongoStore {
         emit: bool,
         at: OffsetDateTime,
     ) -> StoreResult<Option<Event>> {
-        writes::advance_delivered(self, channel_id, marks, emit, at).await
+        let marks = marks
+            .into_iter()
+            .map(|(user_id, seq)| (user_id, Watermark::Delivered(seq)))
+            .collect();
+        batch::submit(&self.queue, |reply| batch::Op::Marks {
+            channel_id: channel_id.into(),
+            marks,
+            strict: false,
+            emit,
+            at,
+            reply,
+        })
+        .await
     }
 
     async fn search(

@@ -35,7 +35,7 @@ impl MongoStore {
         let expire_at_once = IndexOptions::builder()
             .expire_after(Duration::from_secs(0))
             .build();
-        let specs: [(&str, IndexModel); 10] = [
+        let specs: [(&str, IndexModel); 11] = [
             ("users", index(doc! {"username_key": 1}, Some(unique()))),
             (
                 "sessions",
@@ -62,6 +62,12 @@ impl MongoStore {
             (
                 "messages",
                 index(doc! {"channel_id": 1, "thread_root": 1, "seq": 1}, None),
+            ),
+            // The replay log reads messages by seq; a seq is taken once (the safety net of
+            // the batch's compare-and-set on the channel's `last_seq`).
+            (
+                "messages",
+                index(doc! {"channel_id": 1, "seq": 1}, Some(unique())),
             ),
             (
                 "events",

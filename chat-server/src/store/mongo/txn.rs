@@ -136,7 +136,7 @@ impl MongoStore {
         at: OffsetDateTime,
         payload: EventPayload,
     ) -> Result<Event, Fail> {
-        let seq = self.next_seq(s, channel_id, false).await?;
+        let seq = self.next_seq(s, channel_id).await?;
         let event = Event {
             channel: channel_id.into(),
             seq,
@@ -150,12 +150,12 @@ impl MongoStore {
         Ok(event)
     }
 
-    /// `$inc` of the channel's `last_seq`; for messages also moves `last_message_seq` to it.
+    /// `$inc` of the channel's `last_seq` (not for messages: those are batched, see
+    /// [`super::batch`]).
     pub(super) async fn next_seq(
         &self,
         s: &mut ClientSession,
         channel_id: &str,
-        message: bool,
     ) -> Result<i64, Fail> {
         let ch = self
             .channels
@@ -164,17 +164,7 @@ impl MongoStore {
             .session(&mut *s)
             .await?
             .ok_or(StoreError::NotFound("channel"))?;
-        let seq = ch.last_seq;
-        if message {
-            self.channels
-                .update_one(
-                    doc! {"_id": channel_id},
-                    doc! {"$max": {"last_message_seq": seq}},
-                )
-                .session(&mut *s)
-                .await?;
-        }
-        Ok(seq)
+        Ok(ch.last_seq)
     }
 
     /// `NotMember` unless `user_id` is a member of the channel, read in the write's session.

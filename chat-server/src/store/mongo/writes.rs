@@ -1,17 +1,18 @@
-//! The channel writes: each runs under the node's channel lock as one transaction (see
+//! The channel writes other than sends and watermarks (those are batched, see
+//! [`super::batch`]): each runs under the node's channel lock as one transaction (see
 //! [`super::txn`]) that changes the channel's documents together with its event.
 
-use mongodb::bson::{doc, to_bson, Bson};
+use mongodb::bson::{doc, to_bson};
 use time::OffsetDateTime;
 
 use super::{
-    documents::{bdt, ChannelDoc, EventDoc, MemberDoc, MessageDoc},
+    documents::{bdt, ChannelDoc, EventDoc, MemberDoc},
     errors::{txn_read_error, Fail},
     txn::write_txn,
     MongoStore,
 };
-use crate::model::{Channel, Event, EventPayload, Message, Role, UserId};
-use crate::store::{rules, NewChannel, NewMessage, StoreError, StoreResult, Watermark};
+use crate::model::{Channel, Event, Role, UserId};
+use crate::store::{rules, NewChannel, StoreError, StoreResult};
 
 /// The documents a new channel starts with: the channel, its members (creator first, as
 /// owner, then each other member once) and one `member_joined` event per member.
@@ -176,74 +177,6 @@ pub(super) async fn remove_member(
     .map_err(StoreError::from)
 }
 
-pub(super) async fn append_message(
-    store: &MongoStore,
-    m: NewMessage,
-) -> StoreResult<(Message, Option<Event>)> {
-    if let Some(msg) = store
-        .message_by_client_id(&m.author_id, &m.client_id)
-        .await?
-    {
-        return Ok((msg, None));
-    }
-    let _guard = store.lock_channel(&m.channel_id).await;
-    let result = write_txn!(store, s => {
-        store.require_member(&mut s, &m.channel_id, &m.author_id).await?;
-        if let Some(root) = &m.thread_root {
-            let r = store
-                .messages
-                .update_one(
-                    doc! {
-                        "_id": root.as_str(),
-                        "channel_id": m.channel_id.as_str(),
-                        "thread_root": Bson::Null,
-                        "deleted": false,
-                    },
-                    doc! {"$inc": {"reply_count": 1i64}},
-                )
-                .session(&mut s)
-                .await?;
-            if r.matched_count == 0 {
-                return Err(Fail::Store(StoreError::NotFound("thread root message")));
-            }
-        }
-        // Take the seq first so the stored message and its event agree on it.
-        let seq = store.next_seq(&mut s, &m.channel_id, true).await?;
-        let msg = rules::new_message(m.clone(), seq);
-        store.messages.insert_one(MessageDoc::from_message(&msg)).session(&mut s).await?;
-        let event = Event {
-            channel: msg.channel_id.clone(),
-            seq,
-            at: msg.created_at,
-            payload: EventPayload::Message(msg.clone()),
-        };
-        store.events.insert_one(EventDoc::from_event(&event)).session(&mut s).await?;
-        // The author has obviously seen its own message.
-        store
-            .members
-            .update_one(
-                doc! {"channel_id": msg.channel_id.as_str(), "user_id": msg.author_id.as_str()},
-                doc! {"$max": {"read_seq": seq, "delivered_seq": seq}},
-            )
-            .session(&mut s)
-            .await?;
-        Ok::<_, Fail>((msg, Some(event)))
-    });
-    match result {
-        Err(f) if f.is_duplicate_key() => {
-            // A concurrent send with the same (author_id, client_id) won: answer with it.
-            match store
-                .message_by_client_id(&m.author_id, &m.client_id)
-                .await?
-            {
-                Some(msg) => Ok((msg, None)),
-                None => Err(f.into()),
-            }
-        }
-        other => other.map_err(StoreError::from),
-    }
-}
-
 /// Replaces the text of the author's message (`edit`), or turns it into a tombstone.
 pub(super) enum Change<'a> {
     Edit {
@@ -351,106 +284,6 @@ pub(super) async fn react(store: &MongoStore, r: React<'_>) -> StoreResult<Optio
             let ev = store.append_event(&mut s, channel_id, at, payload).await?;
             return Ok(Some(ev));
         }
-    })
-    .map_err(StoreError::from)
-}
-
-/// [`crate::store::Store::advance_delivered`]: every member's watermark and the one event, in
-/// one transaction.
-pub(super) async fn advance_delivered(
-    store: &MongoStore,
-    channel_id: &str,
-    marks: Vec<(UserId, i64)>,
-    emit: bool,
-    at: OffsetDateTime,
-) -> StoreResult<Option<Event>> {
-    let _guard = store.lock_channel(channel_id).await;
-    write_txn!(store, s => {
-        let ch = store
-            .channels
-            .find_one(doc! {"_id": channel_id})
-            .session(&mut s)
-            .await
-            .map_err(txn_read_error("channels"))?
-            .ok_or(StoreError::NotMember)?;
-        let mut moved = Vec::new();
-        for (user_id, seq) in &marks {
-            let filter = doc! {"channel_id": channel_id, "user_id": user_id.as_str()};
-            let Some(member) = store
-                .members
-                .find_one(filter.clone())
-                .session(&mut s)
-                .await
-                .map_err(txn_read_error("members"))?
-            else {
-                continue;
-            };
-            let current = (member.delivered_seq, member.read_seq);
-            let mark = Watermark::Delivered(*seq);
-            let Some(m) = rules::advance_marks(current, ch.last_message_seq, mark) else {
-                continue;
-            };
-            store
-                .members
-                .update_one(filter, doc! {"$max": {"delivered_seq": m.0, "read_seq": m.1}})
-                .session(&mut s)
-                .await?;
-            moved.push((user_id.clone(), m));
-        }
-        match rules::receipts(moved) {
-            Some(payload) if emit => {
-                Ok::<_, Fail>(Some(store.append_event(&mut s, channel_id, at, payload).await?))
-            }
-            _ => Ok(None),
-        }
-    })
-    .map_err(StoreError::from)
-}
-
-pub(super) async fn advance_watermark(
-    store: &MongoStore,
-    channel_id: &str,
-    user_id: &str,
-    mark: Watermark,
-    emit: bool,
-    at: OffsetDateTime,
-) -> StoreResult<Option<Event>> {
-    let _guard = store.lock_channel(channel_id).await;
-    write_txn!(store, s => {
-        let filter = doc! {"channel_id": channel_id, "user_id": user_id};
-        let member = store
-            .members
-            .find_one(filter.clone())
-            .session(&mut s)
-            .await
-            .map_err(txn_read_error("members"))?
-            .ok_or(StoreError::NotMember)?;
-        let ch = store
-            .channels
-            .find_one(doc! {"_id": channel_id})
-            .session(&mut s)
-            .await
-            .map_err(txn_read_error("channels"))?
-            .ok_or(StoreError::NotMember)?;
-        let current = (member.delivered_seq, member.read_seq);
-        let Some(moved) = rules::advance_marks(current, ch.last_message_seq, mark) else {
-            return Ok::<_, Fail>(None);
-        };
-        // `$max`: never backwards, even against a concurrent writer without transactions.
-        store
-            .members
-            .update_one(
-                filter,
-                doc! {"$max": {"delivered_seq": moved.0, "read_seq": moved.1}},
-            )
-            .session(&mut s)
-            .await?;
-        if !emit {
-            return Ok(None);
-        }
-        let payload = rules::receipt(user_id.into(), moved);
-        let ev = store.append_event(&mut s, channel_id, at, payload).await?;
-        Ok(Some(ev))
     })
     .map_err(StoreError::from)
 }
