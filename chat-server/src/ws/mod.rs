@@ -418,7 +418,7 @@ impl Connection {
                     &self.shutdown,
                     self.close_wait,
                 ))
-                .await?
+                .await?;
             }
         }
         self.unflushed = 0;

@@ -99,6 +99,8 @@ impl Op {
 }
 
 /// What became of one op in a committed batch.
+// One per op of a batch, moved out at once: boxing the big variant would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Outcome {
     Appended(Message, Event),
