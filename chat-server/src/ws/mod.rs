@@ -502,27 +502,33 @@ impl Connection {
 
     async fn on_text(&mut self, text: &str) -> Flow {
         match parse_client_frame(text) {
-            Ok(ClientFrame::Send {
+            Ok(send @ ClientFrame::Send { .. }) => self.start_send(send),
+            // Every other frame is rare next to sends, and its future large: boxed, so that it
+            // does not weigh in the task every socket keeps.
+            other => Box::pin(self.on_request(other)).await,
+        }
+    }
+
+    /// Puts a `send` frame in the pipeline: answered in order by the `select!` in `serve`.
+    fn start_send(&mut self, frame: ClientFrame) -> Flow {
+        if let ClientFrame::Send {
+            reference,
+            channel,
+            client_id,
+            text,
+            thread_root,
+        } = frame
+        {
+            let req = SendRequest {
                 reference,
                 channel,
                 client_id,
                 text,
                 thread_root,
-            }) => {
-                let req = SendRequest {
-                    reference,
-                    channel,
-                    client_id,
-                    text,
-                    thread_root,
-                };
-                self.pipeline.start(&self.app, &self.who.user_id, req);
-                ControlFlow::Continue(())
-            }
-            // Every other frame is rare next to sends, and its future large: boxed, so that it
-            // does not weigh in the task every socket keeps.
-            other => Box::pin(self.on_request(other)).await,
+            };
+            self.pipeline.start(&self.app, &self.who.user_id, req);
         }
+        ControlFlow::Continue(())
     }
 
     /// Any frame but a `send` (see [`Connection::on_text`]).
@@ -539,23 +545,8 @@ impl Connection {
         match frame {
             ClientFrame::Resume { channels } => self.resume(channels).await,
             ClientFrame::Ping { reference } => self.reply(&ServerFrame::Pong { reference }).await,
-            ClientFrame::Send {
-                reference,
-                channel,
-                client_id,
-                text,
-                thread_root,
-            } => {
-                let req = SendRequest {
-                    reference,
-                    channel,
-                    client_id,
-                    text,
-                    thread_root,
-                };
-                self.pipeline.start(&self.app, &user, req);
-                ControlFlow::Continue(())
-            }
+            // Taken by `on_text` before it gets here; started the same way if it ever does.
+            send @ ClientFrame::Send { .. } => self.start_send(send),
             ClientFrame::Edit {
                 reference,
                 channel,
