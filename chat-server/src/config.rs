@@ -125,6 +125,12 @@ pub struct Realtime {
     pub receipts_max_members: usize,
     /// Frames queued per connection before it is marked lagging and refilled from the store.
     pub outbound_queue: usize,
+    /// Channels with at least this many sockets on a node have their sockets woken in rounds
+    /// (`hub::rounds`): under load their events gather for up to `fanout_round_ms` and go
+    /// out together. 0 turns rounds off.
+    pub fanout_round_sockets: usize,
+    /// At most one wake-up round per this many ms (the bound on the coalescing delay).
+    pub fanout_round_ms: u64,
     pub shutdown_grace_ms: u64,
     pub delivered_flush_ms: u64,
     /// With Redis: a node's presence entries expire this long after its last refresh (it
@@ -188,6 +194,9 @@ impl Default for RateLimits {
     }
 }
 
+/// Upper bound of `realtime.fanout_round_ms`: past it a busy channel would look stalled.
+pub const MAX_FANOUT_ROUND_MS: u64 = 2_000;
+
 impl Default for Realtime {
     fn default() -> Self {
         Realtime {
@@ -195,6 +204,8 @@ impl Default for Realtime {
             typing_ttl_ms: 6_000,
             receipts_max_members: 256,
             outbound_queue: 1024,
+            fanout_round_sockets: 1000,
+            fanout_round_ms: 125,
             shutdown_grace_ms: 10_000,
             delivered_flush_ms: 100,
             presence_ttl_secs: 30,
@@ -257,6 +268,14 @@ impl Settings {
             return Err(ConfigError::Setting {
                 key: "realtime.presence_ttl_secs",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.realtime.fanout_round_ms > MAX_FANOUT_ROUND_MS {
+            return Err(ConfigError::Setting {
+                key: "realtime.fanout_round_ms",
+                reason: format!(
+                    "must be at most {MAX_FANOUT_ROUND_MS} (it delays a busy big channel's events)"
+                ),
             });
         }
         if let Some(url) = &self.redis_url {
@@ -407,6 +426,13 @@ mod tests {
             s.redis_url = Some(SecretString::from("http://127.0.0.1:6390"));
             let err = s.validate().unwrap_err().to_string();
             assert!(err.contains("redis_url"), "{err}");
+            jail.set_env("FULLSLACK_REALTIME__FANOUT_ROUND_MS", "60000");
+            let err = Settings::load(None)
+                .expect("loads")
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("realtime.fanout_round_ms"), "{err}");
             Ok(())
         });
     }

@@ -12,8 +12,10 @@
 //! | --- | --- |
 //! | this file | the hub: who follows what, publishing, presence, each connection's control state |
 //! | [`queue`] | a connection's bounded outbound queue, allocated only once something is queued |
+//! | [`rounds`] | big channels: events queued at publish, sockets woken in rounds (a bounded coalescing delay under load) |
 
 pub mod queue;
+pub mod rounds;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -185,8 +187,19 @@ impl std::ops::Deref for ConnHandle {
 }
 
 impl ConnHandle {
+    /// Queues `out` and wakes the connection.
     fn push(&self, out: Outbound, metrics: &Metrics) {
-        match self.tx.try_send(out) {
+        self.push_then_wake(out, metrics, true);
+    }
+
+    /// Queues `out`; wakes the connection only if `wake` (else a round will, see [`rounds`]).
+    fn push_then_wake(&self, out: Outbound, metrics: &Metrics, wake: bool) {
+        let pushed = if wake {
+            self.tx.try_send(out)
+        } else {
+            self.tx.try_send_quiet(out)
+        };
+        match pushed {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if !self.lagged.swap(true, Ordering::AcqRel) {
@@ -230,6 +243,8 @@ pub struct Hub {
     /// With Redis: the topics this node needs, reported as the maps above gain their first or
     /// lose their last connection for a key (see [`crate::cluster`]).
     interest: Option<mpsc::UnboundedSender<Interest>>,
+    /// Big channels' wake-up rounds.
+    rounds: rounds::Rounds,
 }
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
@@ -241,7 +256,13 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>, interest: Option<mpsc::UnboundedSender<Interest>>) -> Hub {
+    /// `rounds`: the big channels' wake-up rounds ([`rounds`]), `None` for none (every publish
+    /// wakes its sockets at once).
+    pub fn new(
+        metrics: Arc<Metrics>,
+        interest: Option<mpsc::UnboundedSender<Interest>>,
+        rounds: Option<rounds::RoundSettings>,
+    ) -> Hub {
         Hub {
             next_id: AtomicU64::new(1),
             metrics,
@@ -251,6 +272,7 @@ impl Hub {
             watchers: RwLock::default(),
             told: RwLock::default(),
             interest,
+            rounds: rounds::Rounds::new(rounds),
         }
     }
 
@@ -397,13 +419,23 @@ impl Hub {
         read(&self.users).contains_key(user_id)
     }
 
-    /// Hands an event to every connection following its channel.
+    /// Hands an event to every connection following its channel: woken now, or in the next
+    /// round when the channel is big ([`rounds`]).
     pub fn publish(&self, event: Arc<Published>) {
-        let map = read(&self.channels);
-        if let Some(subs) = map.get(&event.channel) {
+        let in_round = {
+            let map = read(&self.channels);
+            let Some(subs) = map.get(&event.channel) else {
+                return;
+            };
+            let in_round = self.rounds.applies(subs.len());
             for h in subs.values() {
-                h.push(Outbound::Event(event.clone()), &self.metrics);
+                h.push_then_wake(Outbound::Event(event.clone()), &self.metrics, !in_round);
             }
+            in_round
+        };
+        // After the map's lock is released: marking may wake the sockets itself.
+        if in_round {
+            self.mark_for_round(&event.channel);
         }
     }
 

@@ -16,7 +16,7 @@
 //! | [`delivery`] | [`App`] delivering what the store recorded: to this node's sockets through the hub, to other nodes through the transport; delivered receipts; what other nodes publish (the node's [`cluster::BusHandler`]) |
 //! | [`presence`] | [`App`]'s presence policy: this node's view alone, every node's entries with Redis; announcements, last seen, the refresh |
 //! | [`limits`] | [`App`]'s rate-limit policy: buckets shared through Redis, this node's [`ratelimit`] buckets alone or while Redis is down |
-//! | [`hub`] | this node's live connections: channel fan-out, presence, typing; each connection's control state (revocation, joins, leaves: never dropped) |
+//! | [`hub`] | this node's live connections: channel fan-out (big channels' sockets woken in rounds), presence, typing; each connection's control state (revocation, joins, leaves: never dropped) |
 //! | [`topics`] | the names nodes exchange (a topic per channel, user, presence) and the hub's [`topics::Interest`] in them: shared by the hub and the Redis transport |
 //! | [`cluster`] | with `redis_url`, the Redis transport: connections and health, publishing and subscriptions, the presence and rate-limit operations; knows the node only as a [`cluster::BusHandler`] |
 //! | [`store`] | the [`store::Store`] trait (source of truth, replay log) and its drivers |
@@ -148,7 +148,7 @@ impl App {
         );
         Ok(Arc::new(App {
             limiters: Limiters::new(&settings.rate_limit),
-            hub: Hub::new(metrics.clone(), interest),
+            hub: Hub::new(metrics.clone(), interest, round_settings(&settings)),
             settings,
             store,
             store_health,
@@ -163,6 +163,15 @@ impl App {
             cluster,
         }))
     }
+}
+
+/// The hub's wake-up rounds for big channels, unless turned off (`fanout_round_sockets = 0`).
+fn round_settings(settings: &Settings) -> Option<hub::rounds::RoundSettings> {
+    let rt = &settings.realtime;
+    (rt.fanout_round_sockets > 0).then(|| hub::rounds::RoundSettings {
+        min_sockets: rt.fanout_round_sockets,
+        interval: Duration::from_millis(rt.fanout_round_ms),
+    })
 }
 
 /// The whole HTTP surface: API, WebSocket, operations, web client. A known path asked with
@@ -231,6 +240,13 @@ fn start_cluster(app: &AppState) -> JoinSet<()> {
 
 fn spawn_background(app: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        // Big channels' wake-up rounds: stop with the rest (dropping them wakes what is left).
+        let rounds = async {
+            app.hub.run_rounds().await;
+            // Off (or stopped): this branch never fires.
+            std::future::pending::<()>().await;
+        };
+        tokio::pin!(rounds);
         let mut flush = tokio::time::interval(Duration::from_millis(
             app.settings.realtime.delivered_flush_ms.max(10),
         ));
@@ -239,6 +255,7 @@ fn spawn_background(app: AppState) -> tokio::task::JoinHandle<()> {
             tokio::select! {
                 _ = flush.tick() => app.flush_delivered().await,
                 _ = sweep.tick() => app.limiters.sweep(),
+                () = &mut rounds => {}
             }
         }
     })

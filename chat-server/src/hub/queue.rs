@@ -59,20 +59,31 @@ impl<T> Clone for Sender<T> {
 }
 
 impl<T> Sender<T> {
-    /// Queues `item` unless the queue is full or its receiver is gone; never waits.
+    /// Queues `item` unless the queue is full or its receiver is gone, and wakes the receiver;
+    /// never waits.
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        self.try_send_quiet(item)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Queues `item` like [`Sender::try_send`] without waking the receiver: a [`Sender::wake`]
+    /// must follow (the hub's rounds wake many receivers later, once).
+    pub fn try_send_quiet(&self, item: T) -> Result<(), TrySendError<T>> {
         if self.0.closed.load(Ordering::Acquire) {
             return Err(TrySendError::Closed(item));
         }
-        {
-            let mut items = self.0.items();
-            if items.len() >= self.0.bound {
-                return Err(TrySendError::Full(item));
-            }
-            items.push_back(item);
+        let mut items = self.0.items();
+        if items.len() >= self.0.bound {
+            return Err(TrySendError::Full(item));
         }
-        self.0.pushed.notify_one();
+        items.push_back(item);
         Ok(())
+    }
+
+    /// Wakes the receiver (it then takes whatever is queued).
+    pub fn wake(&self) {
+        self.0.pushed.notify_one();
     }
 }
 
@@ -136,6 +147,24 @@ mod tests {
         });
         assert_eq!(rx.recv().await, Some("late"));
         pusher.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_quiet_push_waits_for_its_wake() {
+        let (tx, mut rx) = channel(4);
+        tx.try_send_quiet(1).unwrap();
+        tx.try_send_quiet(2).unwrap();
+        // Not woken: the receiver finds them when it looks, and is woken by `wake`.
+        assert_eq!(rx.try_recv(), Ok(1));
+        let waiter = tokio::spawn(async move {
+            let first = rx.recv().await;
+            let second = rx.recv().await;
+            (first, second)
+        });
+        tokio::task::yield_now().await;
+        tx.try_send_quiet(3).unwrap();
+        tx.wake();
+        assert_eq!(waiter.await.unwrap(), (Some(2), Some(3)));
     }
 
     #[tokio::test]

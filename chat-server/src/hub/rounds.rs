@@ -1,0 +1,260 @@
+//! Wake-up rounds for big channels: a bounded coalescing delay for fan-out under load.
+//!
+//! Why: a frame to one socket costs about as much in the kernel (one `send` on its TCP
+//! socket) and in the scheduler (one task wake and poll) whether it carries one event or ten.
+//! Waking each of 10,000 sockets for every message spends that per message; letting the
+//! events of a busy big channel gather for a moment spends it once per round, for all of them.
+//! And a publish that wakes 10,000 tasks at once overflows the worker's run queue into the
+//! runtime's global queue, where the sender's own wake-up (its commit, then its ack) waits
+//! behind all of them.
+//!
+//! How: in a channel with at least `min_sockets` sockets on this node, a publish queues the
+//! event on every socket without waking it and marks the channel. One task ([`Hub::run_rounds`])
+//! wakes the marked channels' sockets, a chunk at a time with a yield between chunks (other
+//! tasks, the sender's among them, run in between), then lets at most one round start per
+//! `interval`. A message after a quiet spell starts a round at once: the delay is only paid
+//! under load, and bounded by `interval`. Small channels (direct messages, groups) wake their
+//! sockets at publish, as before.
+//!
+//! Nothing about order or exactly-once changes: the events are in the sockets' queues in
+//! publish order either way; only the moment the socket's task looks changes.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+use tokio::sync::Notify;
+
+use super::{read, ConnHandle, Hub};
+use crate::model::ChannelId;
+
+/// Sockets woken between two yields of the round task: well under a worker's local run queue
+/// (256), so a round never spills woken tasks into the runtime's global queue.
+const WAKE_CHUNK: usize = 128;
+
+/// Settings of the rounds (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct RoundSettings {
+    /// Channels with fewer sockets on this node wake them at publish.
+    pub min_sockets: usize,
+    /// Rounds start at most this often (the bound on the coalescing delay).
+    pub interval: Duration,
+}
+
+pub(super) struct Rounds {
+    settings: Option<RoundSettings>,
+    /// The round task runs: until it does (or once it stopped), every publish wakes at once.
+    running: AtomicBool,
+    /// Channels with events queued but not yet woken for.
+    marked: Mutex<HashSet<ChannelId>>,
+    marked_any: Notify,
+}
+
+impl Rounds {
+    pub(super) fn new(settings: Option<RoundSettings>) -> Rounds {
+        Rounds {
+            settings,
+            running: AtomicBool::new(false),
+            marked: Mutex::new(HashSet::new()),
+            marked_any: Notify::new(),
+        }
+    }
+
+    /// Whether a publish to a channel with `sockets` sockets here waits for a round.
+    pub(super) fn applies(&self, sockets: usize) -> bool {
+        self.settings.is_some_and(|s| sockets >= s.min_sockets)
+            && self.running.load(Ordering::Acquire)
+    }
+
+    fn take_marked(&self) -> Vec<ChannelId> {
+        let mut marked = self.marked.lock().unwrap_or_else(PoisonError::into_inner);
+        marked.drain().collect()
+    }
+}
+
+/// Marks the round task stopped when its future is dropped (the node shutting down) and wakes
+/// what it had not woken yet; later publishes wake their sockets themselves.
+struct Running<'a>(&'a Hub);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.rounds.running.store(false, Ordering::Release);
+        for channel in self.0.rounds.take_marked() {
+            self.0.wake_now(&channel);
+        }
+    }
+}
+
+impl Hub {
+    /// Runs the wake-up rounds (module docs) until dropped; returns at once when they are off.
+    pub async fn run_rounds(&self) {
+        let Some(settings) = self.rounds.settings else {
+            return;
+        };
+        let rounds = &self.rounds;
+        rounds.running.store(true, Ordering::Release);
+        let _running = Running(self);
+        loop {
+            rounds.marked_any.notified().await;
+            let started = tokio::time::Instant::now();
+            for channel in rounds.take_marked() {
+                self.wake_channel(&channel).await;
+            }
+            // Whatever is published meanwhile waits for the next round (a permit is kept).
+            tokio::time::sleep_until(started + settings.interval).await;
+        }
+    }
+
+    /// Asks for a round for `channel` (its sockets' queues already hold the event).
+    pub(super) fn mark_for_round(&self, channel: &str) {
+        let rounds = &self.rounds;
+        {
+            let mut marked = rounds.marked.lock().unwrap_or_else(PoisonError::into_inner);
+            if !marked.contains(channel) {
+                marked.insert(channel.into());
+            }
+        }
+        if rounds.running.load(Ordering::Acquire) {
+            rounds.marked_any.notify_one();
+        } else {
+            // The round task stopped after this publish looked (see `Running`): nobody else
+            // would wake these sockets.
+            for channel in rounds.take_marked() {
+                self.wake_now(&channel);
+            }
+        }
+    }
+
+    /// Wakes every socket following `channel` at once.
+    fn wake_now(&self, channel: &str) {
+        if let Some(subs) = read(&self.channels).get(channel) {
+            for h in subs.values() {
+                h.tx.wake();
+            }
+        }
+    }
+
+    /// Wakes every socket following `channel`, a chunk at a time.
+    async fn wake_channel(&self, channel: &str) {
+        let conns: Vec<ConnHandle> = match read(&self.channels).get(channel) {
+            Some(subs) => subs.values().cloned().collect(),
+            None => return,
+        };
+        for chunk in conns.chunks(WAKE_CHUNK) {
+            for h in chunk {
+                h.tx.wake();
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::extract::ws::Utf8Bytes;
+
+    use super::*;
+    use crate::{
+        hub::{Outbound, Published},
+        metrics::Metrics,
+        model::EventKind,
+    };
+
+    fn hub() -> Arc<Hub> {
+        Arc::new(Hub::new(
+            Arc::new(Metrics::new()),
+            None,
+            Some(RoundSettings {
+                min_sockets: 2,
+                interval: Duration::from_millis(20),
+            }),
+        ))
+    }
+
+    fn event(seq: i64) -> Arc<Published> {
+        Arc::new(Published {
+            channel: "big".into(),
+            seq,
+            kind: EventKind::Message,
+            author_id: None,
+            frame: Utf8Bytes::from_static("{}"),
+        })
+    }
+
+    fn seq_of(out: Option<Outbound>) -> i64 {
+        match out {
+            Some(Outbound::Event(ev)) => ev.seq,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_big_channel_is_woken_by_its_round_and_by_publish_once_rounds_stop() {
+        let hub = hub();
+        let (a, mut rx_a, _) = hub.connect("u1", "s1", 16);
+        let (b, mut rx_b, _) = hub.connect("u2", "s2", 16);
+        hub.subscribe(&a, "big");
+        hub.subscribe(&b, "big");
+        let rounds = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.run_rounds().await }
+        });
+        while !hub.rounds.running.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+
+        // Published quietly, woken by the round.
+        hub.publish(event(1));
+        hub.publish(event(2));
+        assert_eq!(seq_of(rx_a.recv().await), 1);
+        assert_eq!(seq_of(rx_a.recv().await), 2);
+        assert_eq!(seq_of(rx_b.recv().await), 1);
+        assert_eq!(seq_of(rx_b.recv().await), 2);
+
+        // A lone publish after a quiet spell goes out too (its round starts at once).
+        hub.publish(event(3));
+        assert_eq!(seq_of(rx_a.recv().await), 3);
+        assert_eq!(seq_of(rx_b.recv().await), 3);
+
+        // Once the round task is gone, a publish wakes the sockets itself.
+        rounds.abort();
+        let _ = rounds.await;
+        assert!(!hub.rounds.running.load(Ordering::Acquire));
+        hub.publish(event(4));
+        assert_eq!(seq_of(rx_a.recv().await), 4);
+        assert_eq!(seq_of(rx_b.recv().await), 4);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_publish_waits_for_a_wake_and_the_task_s_end_gives_it() {
+        let hub = hub();
+        let (a, mut rx_a, _) = hub.connect("u1", "s1", 16);
+        let (b, _rx_b, _) = hub.connect("u2", "s2", 16);
+        hub.subscribe(&a, "big");
+        hub.subscribe(&b, "big");
+        // A socket waiting for its queue (one thread: it runs, and parks, at our yields).
+        let waiter = tokio::spawn(async move { seq_of(rx_a.recv().await) });
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        // As if the round task were running: the publish queues quietly and marks the channel.
+        hub.rounds.running.store(true, Ordering::Release);
+        hub.publish(event(1));
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "not woken by a publish in a round");
+        assert!(!hub.rounds.marked.lock().unwrap().is_empty());
+        // The task's end wakes what it had not woken.
+        drop(Running(&hub));
+        assert!(hub.rounds.marked.lock().unwrap().is_empty());
+        assert_eq!(waiter.await.unwrap(), 1);
+    }
+}
