@@ -240,13 +240,12 @@ fn start_cluster(app: &AppState) -> JoinSet<()> {
 
 fn spawn_background(app: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        // Big channels' wake-up rounds: stop with the rest (dropping them wakes what is left).
-        let rounds = async {
-            app.hub.run_rounds().await;
-            // Off (or stopped): this branch never fires.
-            std::future::pending::<()>().await;
-        };
-        tokio::pin!(rounds);
+        // Big channels' wake-up rounds in a task of their own (a slow store write below must not
+        // hold a channel's events back), stopped with this one (their end wakes what is left).
+        let _rounds = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
+            let app = app.clone();
+            async move { app.hub.run_rounds().await }
+        }));
         let mut flush = tokio::time::interval(Duration::from_millis(
             app.settings.realtime.delivered_flush_ms.max(10),
         ));
@@ -255,7 +254,6 @@ fn spawn_background(app: AppState) -> tokio::task::JoinHandle<()> {
             tokio::select! {
                 _ = flush.tick() => app.flush_delivered().await,
                 _ = sweep.tick() => app.limiters.sweep(),
-                () = &mut rounds => {}
             }
         }
     })
