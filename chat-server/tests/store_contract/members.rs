@@ -94,6 +94,21 @@ async fn delivered_watermarks_of_several_members_move_in_one_event() {
     assert_eq!(data(&ev)["delivered_seq"], m2.seq);
     let member = s.member(&ch, &c).await.unwrap().unwrap();
     assert_eq!((member.delivered_seq, member.read_seq), (m.seq, 0));
+    // Never past the newest message (the receipt events since are not messages), never back.
+    let ev = s
+        .advance_delivered(&ch, vec![(c.clone(), i64::MAX)], true, now())
+        .await
+        .unwrap()
+        .expect("moved to the newest message");
+    assert_eq!(data(&ev)["delivered_seq"], m2.seq);
+    assert_eq!(data(&ev)["read_seq"].as_i64(), Some(0));
+    assert!(
+        s.advance_delivered(&ch, vec![(c.clone(), m.seq)], true, now())
+            .await
+            .unwrap()
+            .is_none(),
+        "never backwards"
+    );
 }
 
 #[tokio::test]

@@ -307,27 +307,32 @@ pub(super) fn advance_delivered(
     emit: bool,
     at: OffsetDateTime,
 ) -> StoreResult<Option<Event>> {
+    // One statement per member, the channel read once: a big channel's flush carries a mark for
+    // each of its members (1,000 rows every flush), and it shares the writer with the sends.
+    let Some(last_message) = c
+        .prepare_cached("SELECT last_message_seq FROM channels WHERE id = ?1")?
+        .query_row([ch], |r| r.get::<_, i64>(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    // `rules::advance_marks` for a delivered mark: forward only, never past the channel's newest
+    // message, the read watermark unchanged. A member not found (or not moved) returns no row.
+    let mut update = c.prepare_cached(
+        "UPDATE members SET delivered_seq = ?3 WHERE channel_id = ?1 AND user_id = ?2 AND delivered_seq < ?3
+         RETURNING read_seq",
+    )?;
     let mut moved = Vec::new();
     for (user, seq) in marks {
-        let row: Option<(i64, i64, i64)> = c
-            .prepare_cached(
-                "SELECT m.delivered_seq, m.read_seq, c.last_message_seq FROM members m JOIN channels c ON c.id = m.channel_id
-                 WHERE m.channel_id = ?1 AND m.user_id = ?2",
-            )?
-            .query_row([ch, user.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        let delivered = seq.min(last_message);
+        let read: Option<i64> = update
+            .query_row(params![ch, user.as_str(), delivered], |r| r.get(0))
             .optional()?;
-        let Some((delivered, read, last_message)) = row else {
-            continue;
-        };
-        let Some(marks) =
-            rules::advance_marks((delivered, read), last_message, Watermark::Delivered(seq))
-        else {
-            continue;
-        };
-        c.prepare_cached("UPDATE members SET delivered_seq = ?3, read_seq = ?4 WHERE channel_id = ?1 AND user_id = ?2")?
-            .execute(params![ch, user.as_str(), marks.0, marks.1])?;
-        moved.push((user, marks));
+        if let Some(read) = read {
+            moved.push((user, (delivered, read)));
+        }
     }
+    drop(update);
     match rules::receipts(moved) {
         Some(payload) if emit => Ok(Some(append_event(c, ch, at, payload)?)),
         _ => Ok(None),
