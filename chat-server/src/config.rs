@@ -131,7 +131,10 @@ pub struct Realtime {
     /// costs ~10 µs of CPU each; a 900-socket channel at 100 msgs/s took 10.3 µs per delivery
     /// woken at publish and 3.3 µs in rounds (docs/benchmarks.md).
     pub fanout_round_sockets: usize,
-    /// At most one wake-up round per this many ms (the bound on the coalescing delay).
+    /// At most one wake-up round per this many ms (the bound on the coalescing delay). 150:
+    /// one send costs the kernel about the same whatever it carries, so CPU per delivery falls
+    /// as the interval grows and latency rises; at 10,000 sockets 150 kept send→deliver p99
+    /// under 200 ms at 200,000–300,000 deliveries/s, 175 did not (docs/benchmarks.md).
     pub fanout_round_ms: u64,
     pub shutdown_grace_ms: u64,
     pub delivered_flush_ms: u64,
@@ -207,7 +210,7 @@ impl Default for Realtime {
             receipts_max_members: 256,
             outbound_queue: 1024,
             fanout_round_sockets: 256,
-            fanout_round_ms: 125,
+            fanout_round_ms: 150,
             shutdown_grace_ms: 10_000,
             delivered_flush_ms: 100,
             presence_ttl_secs: 30,
