@@ -470,12 +470,22 @@ impl Hub {
     }
 
     /// An ephemeral frame (typing) to a channel's connections, except `except_user`'s.
+    /// In a big channel it waits for the channel's next round like its events (typing in a
+    /// 10,000-socket channel would otherwise wake every socket for a frame that can wait).
     pub fn ephemeral(&self, channel_id: &str, except_user: &str, frame: Utf8Bytes) {
-        let map = read(&self.channels);
-        if let Some(subs) = map.get(channel_id) {
+        let in_round = {
+            let map = read(&self.channels);
+            let Some(subs) = map.get(channel_id) else {
+                return;
+            };
+            let in_round = self.rounds.applies(subs.len());
             for h in subs.values().filter(|h| h.user_id != except_user) {
-                h.push(Outbound::Ephemeral(frame.clone()), &self.metrics);
+                h.push_then_wake(Outbound::Ephemeral(frame.clone()), &self.metrics, !in_round);
             }
+            in_round
+        };
+        if in_round {
+            self.mark_for_round(channel_id);
         }
     }
 

@@ -9,12 +9,13 @@
 //! behind all of them.
 //!
 //! How: in a channel with at least `min_sockets` sockets on this node, a publish queues the
-//! event on every socket without waking it and marks the channel. One task ([`Hub::run_rounds`])
-//! wakes the marked channels' sockets a chunk at a time, the next chunk only once the sockets
-//! of the last one have run (other tasks, the sender's among them, run in between), then lets at most one round start per
-//! `interval`. A message after a quiet spell starts a round at once: the delay is only paid
-//! under load, and bounded by `interval`. Small channels (direct messages, groups) wake their
-//! sockets at publish, as before.
+//! event on every socket without waking it and marks the channel. One task
+//! ([`Hub::run_rounds`]) wakes the marked channels' sockets a chunk at a time, the next chunk
+//! only once the sockets of the last one have run (other tasks, the sender's among them, run
+//! in between), then lets at most one round start per `interval`. A message after a quiet
+//! spell starts a round at once: the delay is only paid under load, and bounded by
+//! `interval`. Typing frames of such a channel wait for its round too. Small channels (direct
+//! messages, groups) wake their sockets at publish, as before.
 //!
 //! Nothing about order or exactly-once changes: the events are in the sockets' queues in
 //! publish order either way; only the moment the socket's task looks changes.
@@ -173,7 +174,7 @@ async fn behind_what_was_woken() {
         cx.waker().wake_by_ref();
         std::task::Poll::Pending
     })
-    .await
+    .await;
 }
 
 #[cfg(test)]
@@ -329,5 +330,23 @@ mod tests {
                 assert_eq!(s.await.unwrap(), 1);
             }
         });
+    }
+
+    #[tokio::test]
+    async fn typing_in_a_big_channel_waits_for_the_round_and_skips_its_author() {
+        let hub = hub();
+        let (a, mut rx_a, _) = hub.connect("u1", "s1", 16);
+        let (b, mut rx_b, _) = hub.connect("u2", "s2", 16);
+        hub.subscribe(&a, "big");
+        hub.subscribe(&b, "big");
+        // As if the round task were running: queued quietly, the channel marked for a round.
+        hub.rounds.running.store(true, Ordering::Release);
+        hub.ephemeral("big", "u1", Utf8Bytes::from_static("typing"));
+        assert!(hub.rounds.marked.lock().unwrap().contains("big"));
+        match rx_b.try_recv() {
+            Ok(Outbound::Ephemeral(frame)) => assert_eq!(frame.as_str(), "typing"),
+            other => panic!("not the typing frame: {other:?}"),
+        }
+        assert!(rx_a.try_recv().is_err(), "the author gets no copy");
     }
 }
