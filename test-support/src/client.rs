@@ -263,6 +263,11 @@ impl Ws {
         self.send(serde_json::to_value(frame).unwrap()).await;
     }
 
+    /// The oldest frame a `next_where` skipped, if any (without reading the socket).
+    pub fn next_backlogged(&mut self) -> Option<Value> {
+        self.backlog.pop_front()
+    }
+
     pub async fn next(&mut self) -> Value {
         match self.backlog.pop_front() {
             Some(f) => f,
