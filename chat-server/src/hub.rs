@@ -422,20 +422,31 @@ impl Hub {
     /// Hands an event to every connection following its channel: woken now, or in the next
     /// round when the channel is big ([`rounds`]).
     pub fn publish(&self, event: Arc<Published>) {
+        self.push_to_channel(&event.channel, |_| true, || Outbound::Event(event.clone()));
+    }
+
+    /// Queues `out()` on each socket of the channel that `to` picks, and wakes them now or, in
+    /// a big channel, in its next round (see [`rounds`]).
+    fn push_to_channel(
+        &self,
+        channel_id: &str,
+        to: impl Fn(&ConnHandle) -> bool,
+        out: impl Fn() -> Outbound,
+    ) {
         let in_round = {
             let map = read(&self.channels);
-            let Some(subs) = map.get(&event.channel) else {
+            let Some(subs) = map.get(channel_id) else {
                 return;
             };
             let in_round = self.rounds.applies(subs.len());
-            for h in subs.values() {
-                h.push_then_wake(Outbound::Event(event.clone()), &self.metrics, !in_round);
+            for h in subs.values().filter(|h| to(h)) {
+                h.push_then_wake(out(), &self.metrics, !in_round);
             }
             in_round
         };
         // After the map's lock is released: marking may wake the sockets itself.
         if in_round {
-            self.mark_for_round(&event.channel);
+            self.mark_for_round(channel_id);
         }
     }
 
@@ -473,20 +484,11 @@ impl Hub {
     /// In a big channel it waits for the channel's next round like its events (typing in a
     /// 10,000-socket channel would otherwise wake every socket for a frame that can wait).
     pub fn ephemeral(&self, channel_id: &str, except_user: &str, frame: Utf8Bytes) {
-        let in_round = {
-            let map = read(&self.channels);
-            let Some(subs) = map.get(channel_id) else {
-                return;
-            };
-            let in_round = self.rounds.applies(subs.len());
-            for h in subs.values().filter(|h| h.user_id != except_user) {
-                h.push_then_wake(Outbound::Ephemeral(frame.clone()), &self.metrics, !in_round);
-            }
-            in_round
-        };
-        if in_round {
-            self.mark_for_round(channel_id);
-        }
+        self.push_to_channel(
+            channel_id,
+            |h| h.user_id != except_user,
+            || Outbound::Ephemeral(frame.clone()),
+        );
     }
 
     /// Closes every socket of a revoked session.

@@ -211,6 +211,13 @@ mod tests {
         })
     }
 
+    /// Socket `i` (user `u{i}`) following the big channel: its queue.
+    fn following_big(hub: &Hub, i: usize) -> crate::hub::queue::Receiver<Outbound> {
+        let (h, rx, _) = hub.connect(&format!("u{i}"), &format!("s{i}"), 16);
+        hub.subscribe(&h, "big");
+        rx
+    }
+
     fn seq_of(out: Option<Outbound>) -> i64 {
         match out {
             Some(Outbound::Event(ev)) => ev.seq,
@@ -221,10 +228,7 @@ mod tests {
     #[tokio::test]
     async fn a_big_channel_is_woken_by_its_round_and_by_publish_once_rounds_stop() {
         let hub = hub();
-        let (a, mut rx_a, _) = hub.connect("u1", "s1", 16);
-        let (b, mut rx_b, _) = hub.connect("u2", "s2", 16);
-        hub.subscribe(&a, "big");
-        hub.subscribe(&b, "big");
+        let (mut rx_a, mut rx_b) = (following_big(&hub, 1), following_big(&hub, 2));
         let rounds = tokio::spawn({
             let hub = hub.clone();
             async move { hub.run_rounds().await }
@@ -258,10 +262,7 @@ mod tests {
     #[tokio::test]
     async fn a_quiet_publish_waits_for_a_wake_and_the_task_s_end_gives_it() {
         let hub = hub();
-        let (a, mut rx_a, _) = hub.connect("u1", "s1", 16);
-        let (b, _rx_b, _) = hub.connect("u2", "s2", 16);
-        hub.subscribe(&a, "big");
-        hub.subscribe(&b, "big");
+        let (mut rx_a, _rx_b) = (following_big(&hub, 1), following_big(&hub, 2));
         // A socket waiting for its queue (one thread: it runs, and parks, at our yields).
         let waiter = tokio::spawn(async move { seq_of(rx_a.recv().await) });
         for _ in 0..3 {
@@ -298,8 +299,7 @@ mod tests {
             let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let mut sockets = Vec::new();
             for i in 0..SOCKETS {
-                let (h, mut rx, _) = hub.connect(&format!("u{i}"), &format!("s{i}"), 4);
-                hub.subscribe(&h, "big");
+                let mut rx = following_big(&hub, i);
                 let (taken, waiting) = (taken.clone(), waiting.clone());
                 sockets.push(tokio::spawn(async move {
                     // Counted once it waits on its queue (its waker registered).
@@ -335,10 +335,7 @@ mod tests {
     #[tokio::test]
     async fn typing_in_a_big_channel_waits_for_the_round_and_skips_its_author() {
         let hub = hub();
-        let (a, mut rx_a, _) = hub.connect("u1", "s1", 16);
-        let (b, mut rx_b, _) = hub.connect("u2", "s2", 16);
-        hub.subscribe(&a, "big");
-        hub.subscribe(&b, "big");
+        let (mut rx_a, mut rx_b) = (following_big(&hub, 1), following_big(&hub, 2));
         // As if the round task were running: queued quietly, the channel marked for a round.
         hub.rounds.running.store(true, Ordering::Release);
         hub.ephemeral("big", "u1", Utf8Bytes::from_static("typing"));
