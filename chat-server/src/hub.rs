@@ -187,26 +187,26 @@ impl std::ops::Deref for ConnHandle {
 }
 
 impl ConnHandle {
-    /// Queues `out` and wakes the connection.
+    /// Queues `out` and wakes the connection; a full queue marks it lagged.
     fn push(&self, out: Outbound, metrics: &Metrics) {
-        self.push_then_wake(out, metrics, true);
+        match self.tx.try_send(out) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.mark_lagged(metrics),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 
-    /// Queues `out`; wakes the connection only if `wake` (else a round will, see [`rounds`]).
-    fn push_then_wake(&self, out: Outbound, metrics: &Metrics, wake: bool) {
-        let pushed = if wake {
-            self.tx.try_send(out)
-        } else {
-            self.tx.try_send_quiet(out)
-        };
-        match pushed {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.lagged.swap(true, Ordering::AcqRel) {
-                    metrics.lagged.inc();
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+    /// Queues every item of `outs` (one lock for all) without waking the connection (a round
+    /// will, see [`rounds`]); a full queue marks it lagged.
+    fn push_all_quiet(&self, outs: impl Iterator<Item = Outbound>, metrics: &Metrics) {
+        if let Err(mpsc::error::TrySendError::Full(())) = self.tx.try_send_all_quiet(outs) {
+            self.mark_lagged(metrics);
+        }
+    }
+
+    fn mark_lagged(&self, metrics: &Metrics) {
+        if !self.lagged.swap(true, Ordering::AcqRel) {
+            metrics.lagged.inc();
         }
     }
 }
@@ -422,31 +422,30 @@ impl Hub {
     /// Hands an event to every connection following its channel: woken now, or in the next
     /// round when the channel is big ([`rounds`]).
     pub fn publish(&self, event: Arc<Published>) {
-        self.push_to_channel(&event.channel, |_| true, || Outbound::Event(event.clone()));
+        let channel = event.channel.clone();
+        self.push_to_channel(&channel, None, Outbound::Event(event));
     }
 
-    /// Queues `out()` on each socket of the channel that `to` picks, and wakes them now or, in
-    /// a big channel, in its next round (see [`rounds`]).
-    fn push_to_channel(
-        &self,
-        channel_id: &str,
-        to: impl Fn(&ConnHandle) -> bool,
-        out: impl Fn() -> Outbound,
-    ) {
-        let in_round = {
-            let map = read(&self.channels);
-            let Some(subs) = map.get(channel_id) else {
-                return;
-            };
-            let in_round = self.rounds.applies(subs.len());
-            for h in subs.values().filter(|h| to(h)) {
-                h.push_then_wake(out(), &self.metrics, !in_round);
-            }
-            in_round
+    /// Queues `out` on each socket of the channel (but `except_user`'s) and wakes them now or,
+    /// in a big channel, holds it for its next round (see [`rounds`]).
+    fn push_to_channel(&self, channel_id: &str, except_user: Option<&str>, out: Outbound) {
+        let sockets = match read(&self.channels).get(channel_id) {
+            Some(subs) => subs.len(),
+            None => return,
         };
-        // After the map's lock is released: marking may wake the sockets itself.
-        if in_round {
-            self.mark_for_round(channel_id);
+        // Not under the map's lock: holding may deliver at once (the round task stopped), which
+        // reads the map itself.
+        let in_round = self.rounds.applies(sockets);
+        let Some(out) = self.hold_for_round(channel_id, out, except_user, in_round) else {
+            return;
+        };
+        if let Some(subs) = read(&self.channels).get(channel_id) {
+            for h in subs
+                .values()
+                .filter(|h| except_user != Some(h.user_id.as_str()))
+            {
+                h.push(out.clone(), &self.metrics);
+            }
         }
     }
 
@@ -484,11 +483,7 @@ impl Hub {
     /// In a big channel it waits for the channel's next round like its events (typing in a
     /// 10,000-socket channel would otherwise wake every socket for a frame that can wait).
     pub fn ephemeral(&self, channel_id: &str, except_user: &str, frame: Utf8Bytes) {
-        self.push_to_channel(
-            channel_id,
-            |h| h.user_id != except_user,
-            || Outbound::Ephemeral(frame.clone()),
-        );
+        self.push_to_channel(channel_id, Some(except_user), Outbound::Ephemeral(frame));
     }
 
     /// Closes every socket of a revoked session.

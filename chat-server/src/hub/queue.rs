@@ -68,7 +68,7 @@ impl<T> Sender<T> {
     }
 
     /// Queues `item` like [`Sender::try_send`] without waking the receiver: a [`Sender::wake`]
-    /// must follow (the hub's rounds wake many receivers later, once).
+    /// must follow.
     pub fn try_send_quiet(&self, item: T) -> Result<(), TrySendError<T>> {
         if self.0.closed.load(Ordering::Acquire) {
             return Err(TrySendError::Closed(item));
@@ -78,6 +78,25 @@ impl<T> Sender<T> {
             return Err(TrySendError::Full(item));
         }
         items.push_back(item);
+        Ok(())
+    }
+
+    /// Queues the items of `items` in order, under one lock, without waking the receiver (a
+    /// [`Sender::wake`] must follow); stops at the bound (`Full`: the rest are dropped).
+    pub fn try_send_all_quiet(
+        &self,
+        items: impl Iterator<Item = T>,
+    ) -> Result<(), TrySendError<()>> {
+        if self.0.closed.load(Ordering::Acquire) {
+            return Err(TrySendError::Closed(()));
+        }
+        let mut queued = self.0.items();
+        for item in items {
+            if queued.len() >= self.0.bound {
+                return Err(TrySendError::Full(()));
+            }
+            queued.push_back(item);
+        }
         Ok(())
     }
 
@@ -165,6 +184,30 @@ mod tests {
         tx.try_send_quiet(3).unwrap();
         tx.wake();
         assert_eq!(waiter.await.unwrap(), (Some(2), Some(3)));
+    }
+
+    #[tokio::test]
+    async fn many_pushed_at_once_keep_their_order_up_to_the_bound() {
+        let (tx, mut rx) = channel(3);
+        tx.try_send(0).unwrap();
+        assert!(matches!(
+            tx.try_send_all_quiet([1, 2, 3].into_iter()),
+            Err(TrySendError::Full(()))
+        ));
+        assert_eq!(
+            (rx.try_recv(), rx.try_recv(), rx.try_recv()),
+            (Ok(0), Ok(1), Ok(2))
+        );
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        tx.try_send_all_quiet([4, 5].into_iter()).unwrap();
+        tx.wake();
+        assert_eq!(rx.recv().await, Some(4));
+        assert_eq!(rx.recv().await, Some(5));
+        drop(rx);
+        assert!(matches!(
+            tx.try_send_all_quiet([6].into_iter()),
+            Err(TrySendError::Closed(()))
+        ));
     }
 
     #[tokio::test]
