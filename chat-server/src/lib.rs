@@ -11,7 +11,7 @@
 //! | [`auth`] | Argon2id on reusing hashing threads, JWT access tokens bound to sessions, cookie, [`auth::AuthUser`] extractor |
 //! | [`proxy`] | the client's address: the TCP peer, or `X-Forwarded-For` from `trusted_proxies` |
 //! | [`accounts`] | [`App`]'s accounts: sign-up, sign-in, sessions, users; the rules for names |
-//! | [`service`] | [`App`]'s chat rules: channels (the cached membership, authorization), messages, reads, search |
+//! | [`service`] | [`App`]'s chat rules: channels (the cached membership, authorization), messages, reads, search; what a live socket reads (its memberships, refills, its session), so [`ws`] never reads the store itself |
 //! | [`sending`] | a message send: checks, the write (queued in its connection's order), publish, ack |
 //! | [`delivery`] | [`App`] delivering what the store recorded: to this node's sockets through the hub, to other nodes through the transport; delivered receipts; what other nodes publish (the node's [`cluster::BusHandler`]) |
 //! | [`presence`] | [`App`]'s presence policy: this node's view alone, every node's entries with Redis; announcements, last seen, the refresh |

@@ -10,14 +10,15 @@
 //! the `member_left` or refused.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{atomic::Ordering, Arc},
 };
 
 use crate::{
     error::{ApiError, ApiResult},
     model::{
-        new_id, now, Channel, ChannelKind, Event, Member, Message, ReceiptStatus, Role, UserId,
+        new_id, now, Channel, ChannelId, ChannelKind, Event, Member, Message, ReceiptStatus, Role,
+        UserId,
     },
     store::{NewChannel, Page, StoreError, Watermark},
     App,
@@ -182,15 +183,9 @@ impl App {
 
     pub async fn channel_for(&self, user_id: &str, channel_id: &str) -> ApiResult<Channel> {
         self.require_readable(user_id, channel_id).await?;
-        let mut ch = self
-            .store
-            .channel(channel_id)
+        self.member_channel(user_id, channel_id)
             .await?
-            .ok_or(ApiError::NotFound("channel"))?;
-        if let Some(m) = self.store.member(channel_id, user_id).await? {
-            ch.read_seq = Some(m.read_seq);
-        }
-        Ok(ch)
+            .ok_or(ApiError::NotFound("channel"))
     }
 
     async fn existing_users(&self, ids: &[UserId]) -> ApiResult<()> {
@@ -549,6 +544,56 @@ impl App {
             .store
             .search(user_id, query, channel_id, limit.clamp(1, 100))
             .await?)
+    }
+}
+
+/// What a live socket reads (`ws/*` goes through these, never to the store itself): its
+/// memberships to follow, a channel as its member sees it, the events after a cursor, whether
+/// its session still stands, its watched users' last seen.
+impl App {
+    /// The user's channels with the newest seq of each: what a `resume` follows.
+    pub async fn memberships(&self, user_id: &str) -> ApiResult<Vec<(ChannelId, i64)>> {
+        Ok(self.store.memberships(user_id).await?)
+    }
+
+    /// A channel as its member `user_id` sees it (with their read position); `None` once it
+    /// is gone. No access check: for the user's own memberships (see [`App::channel_for`]).
+    pub async fn member_channel(
+        &self,
+        user_id: &str,
+        channel_id: &str,
+    ) -> ApiResult<Option<Channel>> {
+        let Some(mut channel) = self.store.channel(channel_id).await? else {
+            return Ok(None);
+        };
+        if let Some(m) = self.store.member(channel_id, user_id).await? {
+            channel.read_seq = Some(m.read_seq);
+        }
+        Ok(Some(channel))
+    }
+
+    /// Up to `limit` stored events of `channel_id` after seq `after`, in order: a refill.
+    pub async fn events_after(
+        &self,
+        channel_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> ApiResult<Vec<Event>> {
+        Ok(self.store.events_after(channel_id, after, limit).await?)
+    }
+
+    /// Whether the session still stands (neither signed out, revoked nor expired).
+    pub async fn session_stands(&self, session_id: &str) -> ApiResult<bool> {
+        Ok(self.store.session_user(session_id, now()).await?.is_some())
+    }
+
+    /// The last seen time of each of `user_ids` that is a user (others are left out).
+    pub async fn last_seen_of(
+        &self,
+        user_ids: &[UserId],
+    ) -> ApiResult<HashMap<UserId, Option<time::OffsetDateTime>>> {
+        let users = self.store.users_by_ids(user_ids).await?;
+        Ok(users.into_iter().map(|u| (u.id, u.last_seen)).collect())
     }
 }
 

@@ -9,7 +9,6 @@ use axum::extract::ws::Message;
 
 use super::{Connection, Exit, Flow, REFILL_PAGE, SESSION_ENDED};
 use crate::{
-    error::ApiError,
     hub::{MembershipChange, Outbound, Published},
     model::{ChannelId, EventKind},
     protocol::{event_frame, ServerFrame},
@@ -18,12 +17,9 @@ use crate::{
 impl Connection {
     /// Sets the cursors, replays what the client missed, and starts live delivery.
     pub(super) async fn resume(&mut self, requested: HashMap<ChannelId, i64>) -> Flow {
-        let memberships = match self.app.store.memberships(&self.who.user_id).await {
+        let memberships = match self.app.memberships(&self.who.user_id).await {
             Ok(m) => m,
-            Err(e) => {
-                let e = ApiError::from(e);
-                return self.send_error(None, e.code(), e.to_string(), None).await;
-            }
+            Err(e) => return self.send_error(None, e.code(), e.to_string(), None).await,
         };
         for (channel, last_seq) in &memberships {
             let from = requested
@@ -58,12 +54,7 @@ impl Connection {
                 return Ok(());
             };
             // The store is down: live delivery goes on; the next event retries the gap.
-            let Ok(events) = self
-                .app
-                .store
-                .events_after(channel, cursor, REFILL_PAGE)
-                .await
-            else {
+            let Ok(events) = self.app.events_after(channel, cursor, REFILL_PAGE).await else {
                 return Ok(());
             };
             let n = events.len();
@@ -122,7 +113,11 @@ impl Connection {
                         matches!(c, MembershipChange::Removed { channel_id: ch, .. } if *ch == channel_id)
                     });
                     if !left_again && !self.cursors.contains_key(&channel_id) {
-                        let mut channel = match self.app.store.channel(&channel_id).await {
+                        let channel = match self
+                            .app
+                            .member_channel(&self.who.user_id, &channel_id)
+                            .await
+                        {
                             Ok(Some(c)) => c,
                             Ok(None) => {
                                 self.applying.pop_front();
@@ -132,11 +127,6 @@ impl Connection {
                             // meanwhile this channel's live events are refilled then.
                             Err(_) => return Ok(()),
                         };
-                        if let Ok(Some(m)) =
-                            self.app.store.member(&channel_id, &self.who.user_id).await
-                        {
-                            channel.read_seq = Some(m.read_seq);
-                        }
                         self.cursors.insert(channel_id.clone(), after);
                         self.send_frame(&ServerFrame::ChannelAdded { channel })
                             .await?;
@@ -173,15 +163,10 @@ impl Connection {
     /// (a lagging socket leaves joins to its control state, which has their start); then every
     /// channel is refilled.
     pub(super) async fn recheck(&mut self, add_new: bool) -> Result<(), Exit> {
-        if let Ok(None) = self
-            .app
-            .store
-            .session_user(&self.who.session_id, time::OffsetDateTime::now_utc())
-            .await
-        {
+        if let Ok(false) = self.app.session_stands(&self.who.session_id).await {
             return Err(SESSION_ENDED);
         }
-        if let Ok(memberships) = self.app.store.memberships(&self.who.user_id).await {
+        if let Ok(memberships) = self.app.memberships(&self.who.user_id).await {
             let current: std::collections::HashSet<&ChannelId> =
                 memberships.iter().map(|(c, _)| c).collect();
             let gone: Vec<ChannelId> = self
@@ -200,12 +185,11 @@ impl Connection {
                 if self.cursors.contains_key(channel_id) {
                     continue;
                 }
-                let Ok(Some(mut channel)) = self.app.store.channel(channel_id).await else {
+                let Ok(Some(channel)) =
+                    self.app.member_channel(&self.who.user_id, channel_id).await
+                else {
                     continue;
                 };
-                if let Ok(Some(m)) = self.app.store.member(channel_id, &self.who.user_id).await {
-                    channel.read_seq = Some(m.read_seq);
-                }
                 self.cursors.insert(channel_id.clone(), *last_seq);
                 self.app.hub.subscribe(&self.handle, channel_id);
                 self.send_frame(&ServerFrame::ChannelAdded { channel })

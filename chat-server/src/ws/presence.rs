@@ -1,13 +1,12 @@
 //! The socket's presence and typing frames: typing relayed at most once a second per channel,
 //! `presence_subscribe` answered with every watched user's status in one store read.
 
-use std::{collections::HashMap, ops::ControlFlow, time::Duration};
+use std::{ops::ControlFlow, time::Duration};
 
 use tokio::time::Instant;
 
 use super::{Connection, Flow};
 use crate::{
-    error::ApiError,
     model::{ChannelId, UserId},
     protocol::ServerFrame,
 };
@@ -54,14 +53,10 @@ impl Connection {
             .into_iter()
             .filter(|id| unique.insert(id.clone()))
             .collect();
-        let mut last_seen: HashMap<UserId, Option<time::OffsetDateTime>> =
-            match self.app.store.users_by_ids(&user_ids).await {
-                Ok(users) => users.into_iter().map(|u| (u.id, u.last_seen)).collect(),
-                Err(e) => {
-                    let e = ApiError::from(e);
-                    return self.send_error(None, e.code(), e.to_string(), None).await;
-                }
-            };
+        let mut last_seen = match self.app.last_seen_of(&user_ids).await {
+            Ok(last_seen) => last_seen,
+            Err(e) => return self.send_error(None, e.code(), e.to_string(), None).await,
+        };
         let user_ids: Vec<UserId> = user_ids
             .into_iter()
             .filter(|id| last_seen.contains_key(id))
