@@ -290,12 +290,16 @@ mod tests {
     };
 
     fn hub() -> Arc<Hub> {
+        hub_with_interval(Duration::from_millis(20))
+    }
+
+    fn hub_with_interval(interval: Duration) -> Arc<Hub> {
         Arc::new(Hub::new(
             Arc::new(Metrics::new()),
             None,
             Some(RoundSettings {
                 min_sockets: 2,
-                interval: Duration::from_millis(20),
+                interval,
             }),
         ))
     }
@@ -356,6 +360,34 @@ mod tests {
         hub.publish(event(4));
         assert_eq!(seq_of(rx_a.recv().await), 4);
         assert_eq!(seq_of(rx_b.recv().await), 4);
+    }
+
+    /// While the round task waits for its next round, a handed event is queued on the sockets
+    /// at once (a socket that runs for another reason takes it), not woken for.
+    #[tokio::test]
+    async fn between_rounds_a_handed_event_is_queued_at_once_and_marked_for_the_next() {
+        let hub = hub_with_interval(Duration::from_secs(3600));
+        let (mut rx_a, mut rx_b) = (following_big(&hub, 1), following_big(&hub, 2));
+        let rounds = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.run_rounds().await }
+        });
+        while !hub.rounds.running.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        // After a quiet spell: a round at once.
+        hub.publish(event(1));
+        assert_eq!(seq_of(rx_a.recv().await), 1);
+        assert_eq!(seq_of(rx_b.recv().await), 1);
+        // The next round is an hour away: queued meanwhile, and marked for it.
+        hub.publish(event(2));
+        while !hub.rounds.held().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(seq_of(rx_a.try_recv().ok()), 2);
+        assert_eq!(seq_of(rx_b.try_recv().ok()), 2);
+        assert!(hub.rounds.marked().contains("big"));
+        rounds.abort();
     }
 
     #[tokio::test]
