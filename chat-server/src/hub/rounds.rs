@@ -321,6 +321,18 @@ mod tests {
         rx
     }
 
+    /// The round task, running once this returns.
+    async fn start_rounds(hub: &Arc<Hub>) -> tokio::task::JoinHandle<()> {
+        let rounds = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.run_rounds().await }
+        });
+        while !hub.rounds.running.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        rounds
+    }
+
     fn seq_of(out: Option<Outbound>) -> i64 {
         match out {
             Some(Outbound::Event(ev)) => ev.seq,
@@ -332,13 +344,7 @@ mod tests {
     async fn a_big_channel_is_woken_by_its_round_and_by_publish_once_rounds_stop() {
         let hub = hub();
         let (mut rx_a, mut rx_b) = (following_big(&hub, 1), following_big(&hub, 2));
-        let rounds = tokio::spawn({
-            let hub = hub.clone();
-            async move { hub.run_rounds().await }
-        });
-        while !hub.rounds.running.load(Ordering::Acquire) {
-            tokio::task::yield_now().await;
-        }
+        let rounds = start_rounds(&hub).await;
 
         // Published quietly, woken by the round.
         hub.publish(event(1));
@@ -368,13 +374,7 @@ mod tests {
     async fn between_rounds_a_handed_event_is_queued_at_once_and_marked_for_the_next() {
         let hub = hub_with_interval(Duration::from_secs(3600));
         let (mut rx_a, mut rx_b) = (following_big(&hub, 1), following_big(&hub, 2));
-        let rounds = tokio::spawn({
-            let hub = hub.clone();
-            async move { hub.run_rounds().await }
-        });
-        while !hub.rounds.running.load(Ordering::Acquire) {
-            tokio::task::yield_now().await;
-        }
+        let rounds = start_rounds(&hub).await;
         // After a quiet spell: a round at once.
         hub.publish(event(1));
         assert_eq!(seq_of(rx_a.recv().await), 1);
