@@ -422,31 +422,29 @@ impl Hub {
     /// Hands an event to every connection following its channel: woken now, or in the next
     /// round when the channel is big ([`rounds`]).
     pub fn publish(&self, event: Arc<Published>) {
-        let channel = event.channel.clone();
-        self.push_to_channel(&channel, None, Outbound::Event(event));
+        self.push_to_channel(&event.channel, None, Outbound::Event(event.clone()));
     }
 
     /// Queues `out` on each socket of the channel (but `except_user`'s) and wakes them now or,
-    /// in a big channel, holds it for its next round (see [`rounds`]).
+    /// in a big channel, hands it to the round task (see [`rounds`]).
     fn push_to_channel(&self, channel_id: &str, except_user: Option<&str>, out: Outbound) {
-        let sockets = match read(&self.channels).get(channel_id) {
-            Some(subs) => subs.len(),
-            None => return,
-        };
-        // Not under the map's lock: holding may deliver at once (the round task stopped), which
-        // reads the map itself.
-        let in_round = self.rounds.applies(sockets);
-        let Some(out) = self.hold_for_round(channel_id, out, except_user, in_round) else {
-            return;
-        };
-        if let Some(subs) = read(&self.channels).get(channel_id) {
-            for h in subs
-                .values()
-                .filter(|h| except_user != Some(h.user_id.as_str()))
-            {
-                h.push(out.clone(), &self.metrics);
+        {
+            let map = read(&self.channels);
+            let Some(subs) = map.get(channel_id) else {
+                return;
+            };
+            let in_round = self.rounds.applies(subs.len());
+            if let Some(out) = self.rounds.hand(channel_id, out, except_user, in_round) {
+                for h in subs
+                    .values()
+                    .filter(|h| except_user != Some(h.user_id.as_str()))
+                {
+                    h.push(out.clone(), &self.metrics);
+                }
+                return;
             }
         }
+        self.deliver_if_rounds_stopped();
     }
 
     /// A user joined a channel: its live connections follow the channel from `after`. They are

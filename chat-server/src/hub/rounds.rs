@@ -98,6 +98,37 @@ impl Rounds {
             && self.running.load(Ordering::Acquire)
     }
 
+    /// Hands `out` to the round task for `channel`, or gives it back when the channel has
+    /// nothing handed and `in_round` (its size, decided by the caller) is false: then it goes
+    /// out at once. Reads no channel map: the publish calls it under the map's lock (a
+    /// `None` must be followed by [`Hub::deliver_if_rounds_stopped`] once that is released).
+    pub(super) fn hand(
+        &self,
+        channel: &str,
+        out: Outbound,
+        except_user: Option<&str>,
+        in_round: bool,
+    ) -> Option<Outbound> {
+        {
+            let mut held = self.held();
+            // A channel with handed events hands the later ones too, whatever its size now:
+            // they must not overtake.
+            let list = match held.get_mut(channel) {
+                Some(list) => list,
+                None if in_round => held.entry(channel.into()).or_default(),
+                None => return Some(out),
+            };
+            list.push(Held {
+                out,
+                except_user: except_user.map(|u| UserId::from(u.to_owned())),
+            });
+        }
+        if self.running.load(Ordering::Acquire) {
+            self.held_any.notify_one();
+        }
+        None
+    }
+
     fn held(&self) -> MutexGuard<'_, HashMap<ChannelId, Vec<Held>>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -121,12 +152,8 @@ struct Running<'a>(&'a Hub);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        let hub = self.0;
-        hub.rounds.running.store(false, Ordering::Release);
-        hub.queue_held();
-        for channel in hub.rounds.take_marked() {
-            hub.wake_now(&channel);
-        }
+        self.0.rounds.running.store(false, Ordering::Release);
+        self.0.deliver_held_now();
     }
 }
 
@@ -159,42 +186,22 @@ impl Hub {
         }
     }
 
-    /// Hands `out` to the round task for `channel`, or gives it back when the channel has
-    /// nothing handed and `in_round` (its size, decided by the caller) is false: then it goes
-    /// out at once.
-    pub(super) fn hold_for_round(
-        &self,
-        channel: &str,
-        out: Outbound,
-        except_user: Option<&str>,
-        in_round: bool,
-    ) -> Option<Outbound> {
-        let rounds = &self.rounds;
-        {
-            let mut held = rounds.held();
-            // A channel with handed events hands the later ones too, whatever its size now:
-            // they must not overtake.
-            let list = match held.get_mut(channel) {
-                Some(list) => list,
-                None if in_round => held.entry(channel.into()).or_default(),
-                None => return Some(out),
-            };
-            list.push(Held {
-                out,
-                except_user: except_user.map(|u| UserId::from(u.to_owned())),
-            });
+    /// After a publish was handed to the round task: if the task stopped after the publish
+    /// looked (see `Running`), nobody else would deliver it. Not under the channel map's lock:
+    /// delivering reads the map.
+    pub(super) fn deliver_if_rounds_stopped(&self) {
+        if !self.rounds.running.load(Ordering::Acquire) {
+            self.deliver_held_now();
         }
-        if rounds.running.load(Ordering::Acquire) {
-            rounds.held_any.notify_one();
-        } else {
-            // The round task stopped after this publish looked (see `Running`): nobody else
-            // would deliver it.
-            self.queue_held();
-            for channel in rounds.take_marked() {
-                self.wake_now(&channel);
-            }
+    }
+
+    /// Queues what was handed and wakes every marked channel's sockets at once: the round
+    /// task is gone.
+    fn deliver_held_now(&self) {
+        self.queue_held();
+        for channel in self.rounds.take_marked() {
+            self.wake_now(&channel);
         }
-        None
     }
 
     /// One round: what was handed is queued, then every marked channel's sockets are woken,
