@@ -1,10 +1,6 @@
 //! Free loopback ports for servers a test starts.
 
-use std::{
-    hash::{BuildHasher, RandomState},
-    net::TcpListener,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::net::TcpListener;
 
 /// Where picked ports start; they end below the kernel's ephemeral range.
 const LOWEST: u16 = 20_000;
@@ -20,7 +16,7 @@ pub fn free_port() -> u16 {
     let below = ephemeral_start().unwrap_or(32_768);
     if below > LOWEST + 1_000 {
         for _ in 0..200 {
-            let port = LOWEST + (random() % u64::from(below - LOWEST)) as u16;
+            let port = rand::random_range(LOWEST..below);
             if TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 return port;
             }
@@ -36,19 +32,6 @@ pub fn free_port() -> u16 {
 fn ephemeral_start() -> Option<u16> {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
     range.split_whitespace().next()?.parse().ok()
-}
-
-/// A random number: std's per-process random hash keys, a counter and the clock, no crate.
-fn random() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    RandomState::new().hash_one((
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        nanos,
-        std::process::id(),
-    ))
 }
 
 /// Waits until something accepts TCP connections on `127.0.0.1:port`; panics after `timeout`
