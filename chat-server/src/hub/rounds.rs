@@ -9,9 +9,9 @@
 //! behind all of them.
 //!
 //! How: in a channel with at least `min_sockets` sockets on this node, a publish only hands
-//! the event to the round task ([`Hub::run_rounds`]), one push, and goes on to its ack: queuing
-//! it on 10,000 sockets took the sender 1–2 ms per message and doubled its ack's p99
-//! (measured). The round task queues each handed event on the channel's sockets without
+//! the event to the round task ([`Hub::run_rounds`]), one push, and goes on to its ack: when
+//! the sender queued it on 10,000 sockets itself, its ack's p99 was about twice as long
+//! (measured, docs/benchmarks.md). The round task queues each handed event on the channel's sockets without
 //! waking them, as soon as it can, and marks the channel; a round wakes the marked channels'
 //! sockets a chunk at a time, the next chunk only once the sockets of the last one have run
 //! (other tasks, the sender's among them, run in between), queuing what was handed meanwhile
