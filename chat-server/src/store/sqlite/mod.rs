@@ -9,7 +9,7 @@
 //! | module | what it is |
 //! | --- | --- |
 //! | [`schema`] | the migrations (and a test upgrading an old database), and opening a connection (WAL, sync level) |
-//! | [`writer`] | the write path: the writer thread, group commit, savepoints, full-text indexing once per commit; the read pool |
+//! | [`writer`] | the write path: the writer thread, group commit, savepoints, full-text indexing once per commit; the checkpointer thread (WAL checkpoints beside the writer, not inside a COMMIT); the read pool |
 //! | [`rows`] | row ↔ type mapping (a message event is read from its message row); undecodable columns are errors |
 //! | [`writes`] | the write transactions (a change and its event together) |
 //! | [`search`] | FTS5 search |
@@ -49,12 +49,19 @@ const READERS: usize = 4;
 
 pub struct SqliteStore {
     writer: mpsc::UnboundedSender<writer::WriteJob>,
+    /// What the writer and the checkpointer report of the WAL (the tests of [`writer`]).
+    #[cfg(test)]
+    checkpoints: Arc<writer::CheckpointStats>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
 }
 
 impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        SqliteStore::open_with(path, writer::CheckpointPolicy::default())
+    }
+
+    fn open_with(path: &Path, policy: writer::CheckpointPolicy) -> StoreResult<SqliteStore> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
@@ -65,13 +72,22 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| schema::open_conn(path, false).map(Mutex::new))
             .collect::<StoreResult<Vec<_>>>()?;
+        let checkpoints = Arc::new(writer::CheckpointStats::default());
+        let checkpointer = writer::Checkpointer::start(
+            schema::open_conn(path, true)?,
+            policy,
+            checkpoints.clone(),
+        )
+        .map_err(internal)?;
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer::writer_loop(writer, rx))
+            .spawn(move || writer::writer_loop(writer, rx, checkpointer))
             .map_err(internal)?;
         Ok(SqliteStore {
             writer: tx,
+            #[cfg(test)]
+            checkpoints,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
         })
