@@ -133,7 +133,9 @@ impl App {
         store: DynStore,
         secret: &auth::SecretString,
     ) -> Result<AppState, StartError> {
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        store.register_metrics(metrics.registry_mut());
+        let metrics = Arc::new(metrics);
         let store_health = Arc::new(store::health::StoreHealth::default());
         let store: DynStore = Arc::new(store::health::Watched::new(store, store_health.clone()));
         let node_id: String = model::new_id();

@@ -118,6 +118,11 @@ impl Metrics {
         }
     }
 
+    /// For metrics that live elsewhere (the store driver's own) to register themselves.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     pub fn error(&self, code: &str) {
         self.errors
             .get_or_create(&CodeLabel {

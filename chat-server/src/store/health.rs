@@ -169,6 +169,9 @@ impl Watched {
 
 #[async_trait]
 impl Store for Watched {
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.register_metrics(registry);
+    }
     async fn ping(&self) -> StoreResult<()> {
         self.read(self.inner.ping().await)
     }

@@ -117,6 +117,9 @@ pub enum Watermark {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Registers the driver's own metrics, if it has any (the embedded store: its group
+    /// commits and WAL checkpoints).
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
     /// Cheap round trip for readiness.
     async fn ping(&self) -> StoreResult<()>;
     /// One tiny durable write (readiness asks it while writes are failing, e.g. a full disk,

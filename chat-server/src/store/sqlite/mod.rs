@@ -28,6 +28,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use prometheus_client::registry::Registry;
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -49,9 +50,8 @@ const READERS: usize = 4;
 
 pub struct SqliteStore {
     writer: mpsc::UnboundedSender<writer::WriteJob>,
-    /// What the writer and the checkpointer report of the WAL (the tests of [`writer`]).
-    #[cfg(test)]
-    checkpoints: Arc<writer::CheckpointStats>,
+    /// What the writer and the checkpointer report (`/metrics`, and the tests of [`writer`]).
+    stats: Arc<writer::WriterStats>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
 }
@@ -72,13 +72,10 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| schema::open_conn(path, false).map(Mutex::new))
             .collect::<StoreResult<Vec<_>>>()?;
-        let checkpoints = Arc::new(writer::CheckpointStats::default());
-        let checkpointer = writer::Checkpointer::start(
-            schema::open_conn(path, true)?,
-            policy,
-            checkpoints.clone(),
-        )
-        .map_err(internal)?;
+        let stats = Arc::new(writer::WriterStats::default());
+        let checkpointer =
+            writer::Checkpointer::start(schema::open_conn(path, true)?, policy, stats.clone())
+                .map_err(internal)?;
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -86,8 +83,7 @@ impl SqliteStore {
             .map_err(internal)?;
         Ok(SqliteStore {
             writer: tx,
-            #[cfg(test)]
-            checkpoints,
+            stats,
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
         })
@@ -96,6 +92,35 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn register_metrics(&self, registry: &mut Registry) {
+        let s = &self.stats;
+        registry.register(
+            "sqlite_commits",
+            "Group commits of the embedded store's writer (one fsync each)",
+            s.commits.clone(),
+        );
+        registry.register(
+            "sqlite_commit_writes",
+            "Writes (sends, watermarks, ...) in those commits; divided by the commits, the group size",
+            s.committed_writes.clone(),
+        );
+        registry.register(
+            "sqlite_wal_pages",
+            "Pages in the write-ahead log after the last commit",
+            s.wal_pages.clone(),
+        );
+        registry.register(
+            "sqlite_checkpoints_background",
+            "WAL checkpoints run beside the writer",
+            s.background.clone(),
+        );
+        registry.register(
+            "sqlite_checkpoints_by_writer",
+            "WAL checkpoints the writer ran itself at the log's bound",
+            s.inline.clone(),
+        );
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read(|c| {
             Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))

@@ -10,11 +10,12 @@ use std::{
     cell::Cell,
     os::raw::c_int,
     sync::{
-        atomic::{AtomicI32, AtomicU64, Ordering},
+        atomic::{AtomicI32, Ordering},
         mpsc as std_mpsc, Arc,
     },
 };
 
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use rusqlite::{hooks::Wal, Connection};
 use tokio::sync::{mpsc, oneshot};
 
@@ -117,7 +118,7 @@ pub(super) fn writer_loop(
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        let log_pages = checkpointer.note_commit();
+        let log_pages = checkpointer.note_commit(committed.is_ok(), completions.len());
         for c in completions {
             c(committed.clone());
         }
@@ -147,17 +148,21 @@ impl Default for CheckpointPolicy {
     }
 }
 
-/// What the writer and the checkpointer report of the log (tests wait on it).
+/// What the writer and the checkpointer report: the group commits (`/metrics`, through
+/// [`super::SqliteStore`]'s `register_metrics`) and the log (the tests below wait on it).
 #[derive(Debug, Default)]
-pub(super) struct CheckpointStats {
+pub(super) struct WriterStats {
+    /// Group commits, and the writes (jobs) they held: divided, the size of a group.
+    pub commits: Counter,
+    pub committed_writes: Counter,
     /// Pages in the WAL after the writer's last commit.
-    pub wal_pages: AtomicI32,
+    pub wal_pages: Gauge,
+    /// Checkpoints run by the checkpointer thread, and by the writer itself.
+    pub background: Counter,
+    pub inline: Counter,
     /// The pages of the log the last background checkpoint found, and how many it had copied.
     pub background_log: AtomicI32,
     pub background_copied: AtomicI32,
-    /// Checkpoints run by the checkpointer thread, and by the writer itself.
-    pub background: AtomicU64,
-    pub inline: AtomicU64,
 }
 
 thread_local! {
@@ -184,7 +189,7 @@ fn note_wal_pages(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
 pub(super) struct Checkpointer {
     wake: std_mpsc::SyncSender<()>,
     policy: CheckpointPolicy,
-    stats: Arc<CheckpointStats>,
+    stats: Arc<WriterStats>,
     /// The log's pages after the last commit, and when the checkpointer was last woken (0 once
     /// the log started again).
     last_pages: i32,
@@ -196,7 +201,7 @@ impl Checkpointer {
     pub(super) fn start(
         conn: Connection,
         policy: CheckpointPolicy,
-        stats: Arc<CheckpointStats>,
+        stats: Arc<WriterStats>,
     ) -> std::io::Result<Checkpointer> {
         // One pending wake at most: wakes while a checkpoint runs fold into one more run.
         let (wake, woken) = std_mpsc::sync_channel::<()>(1);
@@ -210,7 +215,7 @@ impl Checkpointer {
                         Ok((log, copied)) => {
                             thread_stats.background_log.store(log, Ordering::Relaxed);
                             thread_stats.background_copied.store(copied, Ordering::Relaxed);
-                            thread_stats.background.fetch_add(1, Ordering::Relaxed);
+                            thread_stats.background.inc();
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "store: background WAL checkpoint failed; the writer checkpoints at its bound");
@@ -236,10 +241,15 @@ impl Checkpointer {
         conn.wal_hook(Some(note_wal_pages));
     }
 
-    /// The log's pages after the commit that just returned.
-    fn note_commit(&self) -> i32 {
+    /// Counts the group commit that just returned (if it `committed`, with `writes` jobs) and
+    /// returns the log's pages.
+    fn note_commit(&self, committed: bool, writes: usize) -> i32 {
+        if committed {
+            self.stats.commits.inc();
+            self.stats.committed_writes.inc_by(writes as u64);
+        }
         let pages = WAL_PAGES.with(Cell::get);
-        self.stats.wal_pages.store(pages, Ordering::Relaxed);
+        self.stats.wal_pages.set(i64::from(pages));
         pages
     }
 
@@ -252,7 +262,7 @@ impl Checkpointer {
         if pages >= self.policy.inline_pages {
             match checkpoint(conn) {
                 Ok(_) => {
-                    self.stats.inline.fetch_add(1, Ordering::Relaxed);
+                    self.stats.inline.inc();
                 }
                 Err(e) => tracing::warn!(error = %e, "store: WAL checkpoint failed"),
             }
@@ -318,7 +328,7 @@ mod tests {
 
     use std::sync::atomic::Ordering::Relaxed;
 
-    use super::{CheckpointPolicy, CheckpointStats};
+    use super::{CheckpointPolicy, WriterStats};
     use crate::model::{new_id, now};
     use crate::store::{sqlite::SqliteStore, NewUser, Store};
 
@@ -338,7 +348,7 @@ mod tests {
     }
 
     /// Waits until `cond`; the minute is only there to turn a hang into a failure.
-    async fn until(stats: &CheckpointStats, cond: impl Fn(&CheckpointStats) -> bool) {
+    async fn until(stats: &WriterStats, cond: impl Fn(&WriterStats) -> bool) {
         let waiting = async {
             while !cond(stats) {
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -358,32 +368,28 @@ mod tests {
             inline_pages: i32::MAX,
         };
         let store = SqliteStore::open_with(&path, policy).unwrap();
-        let stats = store.checkpoints.clone();
+        let stats = store.stats.clone();
         // Each write is one commit; the commit that takes the log to the
         // threshold wakes the checkpointer thread, and no write follows it...
-        while stats.wal_pages.load(Relaxed) < policy.background_pages {
+        while stats.wal_pages.get() < i64::from(policy.background_pages) {
             write_one(&store).await;
         }
-        let pages = stats.wal_pages.load(Relaxed);
+        let pages = stats.wal_pages.get();
         // ...so that thread copies the whole log as that commit left it.
         until(&stats, |s| {
-            s.background.load(Relaxed) == 1
-                && s.background_log.load(Relaxed) == pages
-                && s.background_copied.load(Relaxed) == pages
+            s.background.get() == 1
+                && i64::from(s.background_log.load(Relaxed)) == pages
+                && i64::from(s.background_copied.load(Relaxed)) == pages
         })
         .await;
         // ...the next commit starts the log from its beginning.
         write_one(&store).await;
-        let after = stats.wal_pages.load(Relaxed);
+        let after = stats.wal_pages.get();
         assert!(
             after < pages,
             "the log went on from {pages} to {after} pages"
         );
-        assert_eq!(
-            stats.inline.load(Relaxed),
-            0,
-            "the writer did not checkpoint"
-        );
+        assert_eq!(stats.inline.get(), 0, "the writer did not checkpoint");
     }
 
     #[tokio::test]
@@ -396,7 +402,7 @@ mod tests {
             inline_pages: 16,
         };
         let store = SqliteStore::open_with(&path, policy).unwrap();
-        let stats = store.checkpoints.clone();
+        let stats = store.stats.clone();
         let wal_file = || {
             std::fs::metadata(dir.path().join("chat.db-wal"))
                 .unwrap()
@@ -409,7 +415,7 @@ mod tests {
         let mut step = 0;
         for _ in 0..200 {
             write_one(&store).await;
-            let pages = stats.wal_pages.load(Relaxed);
+            let pages = stats.wal_pages.get();
             if pages < previous {
                 restarts += 1;
                 if restarts == 1 {
@@ -427,11 +433,16 @@ mod tests {
         // Below the bound plus one commit's pages (the commit that crosses it is the last one
         // before the log restarts).
         assert!(
-            most < policy.inline_pages + step,
+            most < i64::from(policy.inline_pages) + step,
             "the log reached {most} pages (one commit adds at most {step})"
         );
-        assert!(stats.inline.load(Relaxed) >= 1);
-        assert_eq!(stats.background.load(Relaxed), 0);
+        assert!(stats.inline.get() >= 1);
+        assert_eq!(stats.background.get(), 0);
+        // One write awaited at a time: 200 group commits of one write each.
+        assert_eq!(
+            (stats.commits.get(), stats.committed_writes.get()),
+            (200, 200)
+        );
         // On disk too: the file is overwritten from its start, not grown.
         assert_eq!(
             wal_file(),
