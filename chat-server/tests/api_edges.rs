@@ -341,30 +341,17 @@ async fn the_openapi_document_is_the_served_router_and_the_documented_routes() {
     server.stop().await;
 }
 
-/// The value of the metric sample `name` in an OpenMetrics text.
-fn sample(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
-}
-
 #[tokio::test]
 async fn metrics_show_the_embedded_stores_group_commits() {
     let server = TestServer::start().await;
     let alice = Client::register(&server, "alice").await;
     alice.create_channel("general", "public", &[]).await;
-    let text = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     // The sign-up, its session and the channel were written: at least one group commit, each
     // with at least one write.
-    let commits = sample(&text, "fullslack_sqlite_commits_total");
-    let writes = sample(&text, "fullslack_sqlite_commit_writes_total");
+    let commits = server.metric("fullslack_sqlite_commits_total").await;
+    let writes = server.metric("fullslack_sqlite_commit_writes_total").await;
     assert!(
-        commits >= 1 && writes >= commits,
+        commits >= 1.0 && writes >= commits,
         "{commits} commits, {writes} writes"
     );
     for name in [
@@ -372,6 +359,6 @@ async fn metrics_show_the_embedded_stores_group_commits() {
         "fullslack_sqlite_checkpoints_background_total",
         "fullslack_sqlite_checkpoints_by_writer_total",
     ] {
-        sample(&text, name);
+        server.metric(name).await;
     }
 }

@@ -66,18 +66,6 @@ async fn ready(n: &TestServer, status: &str) -> Value {
     panic!("readyz never said {status}: {last}");
 }
 
-async fn metric(n: &TestServer, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", n.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 fn is_message(text: &str) -> impl Fn(&Value) -> bool + '_ {
     move |f: &Value| f["type"] == "event" && f["kind"] == "message" && f["data"]["text"] == text
 }
@@ -139,9 +127,9 @@ async fn channel_messages_dms_typing_and_membership_cross_nodes() {
     assert_eq!(ack["type"], "ack", "{ack}");
     wb.next_where(is_message("carol here")).await;
 
-    assert_eq!(metric(&p.a, "fullslack_redis_up").await, 1.0);
-    assert!(metric(&p.a, "fullslack_redis_events_published_total").await >= 1.0);
-    assert!(metric(&p.b, "fullslack_redis_events_received_total").await >= 1.0);
+    assert_eq!(p.a.metric("fullslack_redis_up").await, 1.0);
+    assert!(p.a.metric("fullslack_redis_events_published_total").await >= 1.0);
+    assert!(p.b.metric("fullslack_redis_events_received_total").await >= 1.0);
     let body = ready(&p.a, "ready").await;
     assert_eq!(body["redis"], "ok");
 
@@ -350,7 +338,7 @@ async fn redis_outage_degrades_serves_locally_and_heals() {
                 .is_some_and(|e| !e.is_empty() && e != "ok"),
             "{body}"
         );
-        assert_eq!(metric(n, "fullslack_redis_up").await, 0.0);
+        assert_eq!(n.metric("fullslack_redis_up").await, 0.0);
     }
     // Each node keeps serving its own clients: sends are acknowledged, local fan-out works.
     let ack = wa.send_message(&ch, "m1", "during outage").await;
@@ -389,7 +377,7 @@ async fn redis_outage_degrades_serves_locally_and_heals() {
     // And live cross-node delivery works again.
     wb.send_message(&ch, "m3", "after").await;
     wa.next_where(is_message("after")).await;
-    assert_eq!(metric(&p.b, "fullslack_redis_up").await, 1.0);
+    assert_eq!(p.b.metric("fullslack_redis_up").await, 1.0);
 
     // Sequences on every socket are gap-free and duplicate-free.
     for (name, ws) in [("alice", &mut wa), ("bob", &mut wb), ("carol", &mut wc)] {

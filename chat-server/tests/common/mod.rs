@@ -55,6 +55,19 @@ impl TestServer {
         Self::start_with(tempdir(), |_| {}).await
     }
 
+    /// The value of the sample `name` on the server's `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
     pub async fn start_with(
         dir: Arc<tempfile::TempDir>,
         tweak: impl FnOnce(&mut Settings),

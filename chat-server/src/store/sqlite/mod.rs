@@ -94,30 +94,18 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn register_metrics(&self, registry: &mut Registry) {
         let s = &self.stats;
-        registry.register(
-            "sqlite_commits",
-            "Group commits of the embedded store's writer (one fsync each)",
-            s.commits.clone(),
-        );
-        registry.register(
-            "sqlite_commit_writes",
-            "Writes (sends, watermarks, ...) in those commits; divided by the commits, the group size",
-            s.committed_writes.clone(),
-        );
+        for (name, help, counter) in [
+            ("sqlite_commits", "Group commits of the embedded store's writer (one fsync each)", &s.commits),
+            ("sqlite_commit_writes", "Writes (sends, watermarks, ...) in those commits; divided by the commits, the group size", &s.committed_writes),
+            ("sqlite_checkpoints_background", "WAL checkpoints run beside the writer", &s.background),
+            ("sqlite_checkpoints_by_writer", "WAL checkpoints the writer ran itself at the log's bound", &s.inline),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         registry.register(
             "sqlite_wal_pages",
             "Pages in the write-ahead log after the last commit",
             s.wal_pages.clone(),
-        );
-        registry.register(
-            "sqlite_checkpoints_background",
-            "WAL checkpoints run beside the writer",
-            s.background.clone(),
-        );
-        registry.register(
-            "sqlite_checkpoints_by_writer",
-            "WAL checkpoints the writer ran itself at the log's bound",
-            s.inline.clone(),
         );
     }
 
