@@ -361,4 +361,5 @@ async fn metrics_show_the_embedded_stores_group_commits() {
     ] {
         server.metric(name).await;
     }
+    server.stop().await;
 }

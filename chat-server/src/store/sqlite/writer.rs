@@ -190,9 +190,7 @@ pub(super) struct Checkpointer {
     wake: std_mpsc::SyncSender<()>,
     policy: CheckpointPolicy,
     stats: Arc<WriterStats>,
-    /// The log's pages after the last commit, and when the checkpointer was last woken (0 once
-    /// the log started again).
-    last_pages: i32,
+    /// The log's pages when the checkpointer was last woken (0 once the log started again).
     woken_at: i32,
 }
 
@@ -227,7 +225,6 @@ impl Checkpointer {
             wake,
             policy,
             stats,
-            last_pages: 0,
             woken_at: 0,
         })
     }
@@ -243,22 +240,21 @@ impl Checkpointer {
 
     /// Counts the group commit that just returned (if it `committed`, with `writes` jobs) and
     /// returns the log's pages.
-    fn note_commit(&self, committed: bool, writes: usize) -> i32 {
+    fn note_commit(&mut self, committed: bool, writes: usize) -> i32 {
         if committed {
             self.stats.commits.inc();
             self.stats.committed_writes.inc_by(writes as u64);
         }
         let pages = WAL_PAGES.with(Cell::get);
-        self.stats.wal_pages.set(i64::from(pages));
+        let before = self.stats.wal_pages.set(i64::from(pages));
+        if i64::from(pages) < before {
+            // The log started again from its beginning.
+            self.woken_at = 0;
+        }
         pages
     }
 
     fn after_commit(&mut self, conn: &Connection, pages: i32) {
-        if pages < self.last_pages {
-            // The log started again from its beginning.
-            self.woken_at = 0;
-        }
-        self.last_pages = pages;
         if pages >= self.policy.inline_pages {
             match checkpoint(conn) {
                 Ok(_) => {
