@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::TokioResolver;
 use serde_json::{json, Value};
 
 use crate::{certs::make_certs, free_port, paths, wait_for_port, ProcessGuard};
@@ -139,27 +143,79 @@ pub struct ChallTestSrv {
 impl ChallTestSrv {
     /// Starts it; `default_ipv4` answers every A query without a record of its own (`""`:
     /// only the records a test adds exist).
+    ///
+    /// Its ports come from [`free_port`], which another test may have picked at the same
+    /// moment. A second challtestsrv whose DNS port is taken keeps running with its management
+    /// API up, and the other one answers its DNS queries: with the same default address every
+    /// lookup still looks right until a test adds a record (seen in CI: an order meant to fail
+    /// on an unreachable address validated against 127.0.0.1). So a start only counts once a
+    /// record added through this management API comes back from this DNS port, over UDP and
+    /// TCP; otherwise it starts again on other ports.
     pub fn start(default_ipv4: &str) -> ChallTestSrv {
-        let dns_port = free_port();
-        let management_port = free_port();
-        let proc = ProcessGuard::spawn(
-            "pebble-challtestsrv",
-            Command::new(paths::program("/usr/bin/pebble-challtestsrv"))
-                .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-                .args(["-management", &format!("127.0.0.1:{management_port}")])
-                .args(["-defaultIPv4", default_ipv4, "-defaultIPv6", ""])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        wait_for_port(management_port, Duration::from_secs(10));
-        // The DNS listener is UDP and TCP; TCP tells us it is up.
-        wait_for_port(dns_port, Duration::from_secs(10));
-        ChallTestSrv {
-            _proc: proc,
-            dns_port,
-            management_port,
+        for _ in 0..5 {
+            let dns_port = free_port();
+            let management_port = free_port();
+            let proc = ProcessGuard::spawn(
+                "pebble-challtestsrv",
+                Command::new(paths::program("/usr/bin/pebble-challtestsrv"))
+                    .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+                    .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                    .args(["-management", &format!("127.0.0.1:{management_port}")])
+                    .args(["-defaultIPv4", default_ipv4, "-defaultIPv6", ""])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            wait_for_port(management_port, Duration::from_secs(10));
+            let srv = ChallTestSrv {
+                _proc: proc,
+                dns_port,
+                management_port,
+            };
+            if srv.answers_its_own_records() {
+                return srv;
+            }
         }
+        panic!("pebble-challtestsrv: no start of five answered its own records on its DNS port");
+    }
+
+    /// Adds an A record under a name only this instance knows and waits (up to 10 s) until
+    /// both DNS transports on `dns_port` return it; false if something else answers there.
+    fn answers_its_own_records(&self) -> bool {
+        let name = format!(
+            "ready-{}-{}-{}.fullslack.test",
+            std::process::id(),
+            self.dns_port,
+            self.management_port
+        );
+        let probe: std::net::Ipv4Addr = [127, 0, 0, 77].into();
+        // The management port may be another program's too: then this is not ours either.
+        if !self.try_add(
+            "add-a",
+            json!({"host": name, "addresses": [probe.to_string()]}),
+        ) {
+            return false;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut answered = [false, false];
+        for (i, protocol) in [Protocol::Udp, Protocol::Tcp].into_iter().enumerate() {
+            while std::time::Instant::now() < deadline {
+                match runtime.block_on(lookup_a(self.dns_port, protocol, &name)) {
+                    Lookup::Found(ips) => {
+                        answered[i] = ips == [probe];
+                        break;
+                    }
+                    // Another DNS server on this port: it has never heard of the name.
+                    Lookup::NoSuchName => break,
+                    Lookup::NoAnswer => std::thread::sleep(Duration::from_millis(25)),
+                }
+            }
+        }
+        self.try_add("clear-a", json!({"host": name}));
+        answered == [true, true]
     }
 
     /// A call of the management API (`add-a`, `add-caa`, `clear-a`, …).
@@ -170,5 +226,44 @@ impl ChallTestSrv {
             .send()
             .expect("challtestsrv management API");
         assert!(r.status().is_success(), "{what}: {}", r.status());
+    }
+
+    /// [`ChallTestSrv::add`] that says whether it worked instead of panicking.
+    fn try_add(&self, what: &str, body: Value) -> bool {
+        reqwest::blocking::Client::new()
+            .post(format!("http://127.0.0.1:{}/{what}", self.management_port))
+            .json(&body)
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    }
+}
+
+/// What one A query to a DNS server on loopback returned.
+enum Lookup {
+    Found(Vec<std::net::Ipv4Addr>),
+    /// The server answered: no such record.
+    NoSuchName,
+    /// No answer (nothing listening yet, a timeout).
+    NoAnswer,
+}
+
+async fn lookup_a(port: u16, protocol: Protocol, name: &str) -> Lookup {
+    let mut config = ResolverConfig::new();
+    config.add_name_server(NameServerConfig::new(
+        ([127, 0, 0, 1], port).into(),
+        protocol,
+    ));
+    let mut opts = ResolverOpts::default();
+    opts.timeout = Duration::from_millis(500);
+    opts.attempts = 1;
+    opts.cache_size = 0;
+    opts.use_hosts_file = ResolveHosts::Never;
+    let resolver = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+        .with_options(opts)
+        .build();
+    match resolver.ipv4_lookup(format!("{name}.")).await {
+        Ok(found) => Lookup::Found(found.iter().map(|a| a.0).collect()),
+        Err(e) if e.is_no_records_found() => Lookup::NoSuchName,
+        Err(_) => Lookup::NoAnswer,
     }
 }
