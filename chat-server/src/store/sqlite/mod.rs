@@ -2,7 +2,8 @@
 //!
 //! All writes go through one writer thread that commits whatever is queued in one transaction
 //! (group commit: one fsync for many sends), each job inside its own savepoint so a failing job
-//! does not take its neighbours down. A job's answer is released only after COMMIT returned, so
+//! does not take its neighbours down (a send needs none: every refusal of it is found before
+//! its first change). A job's answer is released only after COMMIT returned, so
 //! nothing is acknowledged before it is durable. Reads use a small pool of read connections on
 //! the blocking thread pool; WAL lets them run beside the writer.
 //!
@@ -10,8 +11,8 @@
 //! | --- | --- |
 //! | [`schema`] | the migrations (and a test upgrading an old database), and opening a connection (WAL, sync level) |
 //! | [`writer`] | the write path: the writer thread, group commit, savepoints, full-text indexing once per commit; the checkpointer thread (WAL checkpoints beside the writer, not inside a COMMIT); the read pool |
-//! | [`rows`] | row ↔ type mapping (a message event is read from its message row); undecodable columns are errors |
-//! | [`writes`] | the write transactions (a change and its event together) |
+//! | [`rows`] | row ↔ type mapping; a channel's events are the `events` rows merged in seq order with its `messages` rows (a message has no event row); undecodable columns are errors |
+//! | [`writes`] | the write transactions (a change and its event together; a message is its own event) |
 //! | [`search`] | FTS5 search |
 //!
 //! This file opens the store and maps each [`Store`] method onto a read or a write.
@@ -383,7 +384,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_message(&self, m: NewMessage) -> StoreResult<(Message, Option<Event>)> {
-        self.write(move |c| writes::append_message(c, m)).await
+        self.write_checked_first(move |c| writes::append_message(c, m))
+            .await
     }
 
     async fn edit_message(
@@ -495,10 +497,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Event>> {
         let ch = channel_id.to_string();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "{} WHERE e.channel_id = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3",
-                rows::event_select()
-            ))?;
+            let mut stmt = c.prepare_cached(&rows::events_after_sql())?;
             let events = stmt
                 .query_map(params![ch, after, limit as i64], row_event)?
                 .collect::<Result<Vec<_>, _>>()?;

@@ -163,49 +163,44 @@ pub(super) fn row_member(r: &Row) -> rusqlite::Result<Member> {
     })
 }
 
-/// What [`row_event`] reads: the event's columns, then the message it points at (all NULL
-/// unless the event is a message written since migration 4).
-pub(super) fn event_select() -> String {
+/// What [`row_event`] reads: a channel's events after a seq, in seq order, with at most a
+/// limit of them (parameters `?1`, `?2`, `?3`). Messages are rows of `messages` (schema
+/// migration 5); every other event is a row of `events` with its payload as JSON. Both arms
+/// read in `(channel_id, seq)` order from an index, so SQLite merges them and stops at the
+/// limit.
+pub(super) fn events_after_sql() -> String {
     let message_cols = MESSAGE_COLS
         .split(", ")
         .map(|col| format!("m.{col}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let no_message = MESSAGE_COLS
+        .split(", ")
+        .map(|_| "NULL")
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
-        "SELECT e.channel_id, e.seq, e.kind, e.at, e.data, e.message_rowid, {message_cols}
-         FROM events e LEFT JOIN messages m ON m.rowid = e.message_rowid"
+        "SELECT e.channel_id, e.seq, e.kind, e.at, e.data, NULL, {no_message}
+         FROM events e WHERE e.channel_id = ?1 AND e.seq > ?2
+         UNION ALL
+         SELECT m.channel_id, m.seq, '{message}', m.created_at, '', m.rowid, {message_cols}
+         FROM messages m WHERE m.channel_id = ?1 AND m.seq > ?2
+         ORDER BY 2 LIMIT ?3",
+        message = EventKind::Message.as_str()
     )
 }
 
-/// A stored event (columns of [`event_select`]). A message event since migration 4 is the
-/// message row it points at; any other event decodes its JSON. One whose kind or payload does
-/// not decode, or whose message row is gone, is an error, never a default.
+/// A stored event (a row of [`events_after_sql`]). A message event is its message row; any
+/// other event decodes its JSON. One whose kind or payload does not decode is an error, never
+/// a default.
 pub(super) fn row_event(r: &Row) -> rusqlite::Result<Event> {
     let kind: String = r.get(2)?;
-    let payload = match r.get::<_, Option<i64>>(5)? {
-        Some(rowid) => {
-            if kind != EventKind::Message.as_str() {
-                return Err(bad(
-                    2,
-                    "events",
-                    "kind",
-                    format!("{kind:?} points at a message"),
-                ));
-            }
-            if r.get::<_, Option<String>>(6)?.is_none() {
-                return Err(bad(
-                    5,
-                    "events",
-                    "message_rowid",
-                    format!("no message row {rowid}"),
-                ));
-            }
-            EventPayload::Message(row_message_at(r, 6)?)
-        }
-        None => {
-            let data: String = r.get(4)?;
-            EventPayload::decode_stored(&kind, &data).map_err(|e| bad(4, "events", "data", e))?
-        }
+    // Column 5 is the message's rowid in the `messages` arm, NULL in the `events` arm.
+    let payload = if r.get::<_, Option<i64>>(5)?.is_some() {
+        EventPayload::Message(row_message_at(r, 6)?)
+    } else {
+        let data: String = r.get(4)?;
+        EventPayload::decode_stored(&kind, &data).map_err(|e| bad(4, "events", "data", e))?
     };
     Ok(Event {
         channel: r.get::<_, String>(0)?.into(),

@@ -116,6 +116,19 @@ END;
     // payload from the messages row. Rows written before keep their JSON (`message_rowid` NULL)
     // and still decode from it.
     "ALTER TABLE events ADD COLUMN message_rowid INTEGER;",
+    // A message has no event row at all (issue 15): its row in `messages`, found by
+    // `(channel_id, seq)`, is its event. Each event row of a message touched a leaf of the
+    // events key per channel in every group commit; with per-channel seq order on `messages`
+    // itself, `events_after` merges the two tables in seq order instead. The per-thread index
+    // covers replies only (a top-level send no longer writes it). Message events written
+    // before (JSON copies, or pointers to the row) go: the row answers for them, as it stands
+    // now — what a message event written since migration 4 already returned.
+    r#"
+DROP INDEX messages_by_thread;
+CREATE UNIQUE INDEX messages_by_channel ON messages(channel_id, seq);
+CREATE INDEX messages_by_thread ON messages(thread_root, seq) WHERE thread_root IS NOT NULL;
+DELETE FROM events WHERE kind = 'message';
+"#,
 ];
 
 pub(super) fn open_conn(path: &Path, write: bool) -> StoreResult<Connection> {
@@ -160,8 +173,8 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
 #[cfg(test)]
 mod tests {
     //! A database written by the schema before issue 15's writer work (migrations 1–2: per-row
-    //! FTS triggers, message events as JSON copies) opens, keeps its index and its events, and
-    //! indexes and reads back what comes after.
+    //! FTS triggers, message events as JSON copies) opens, keeps its index and its events (a
+    //! message's from its row since migration 5), and indexes and reads back what comes after.
 
     use rusqlite::Connection;
 
@@ -252,8 +265,9 @@ mod tests {
             .unwrap();
         assert!(texts(&store, "u1", "plum").await.is_empty());
 
-        // Resume: the old message event decodes from its JSON copy (as sent); the new one is
-        // built from its row, as it stands now (deleted: its text is gone).
+        // Resume: both message events are their rows as they stand now (migration 5 dropped
+        // the old one's JSON copy): the old one edited, the new one deleted (its text gone).
+        // The edits and the delete are events of their own after them, in seq order.
         let events = store.events_after("c1", 0, 10).await.unwrap();
         let messages: Vec<(i64, &Message)> = events
             .iter()
@@ -265,7 +279,20 @@ mod tests {
         assert_eq!(messages.len(), 2, "{events:?}");
         assert_eq!(
             (messages[0].0, messages[0].1.text.as_str()),
-            (1, "an old banana")
+            (1, "an old cherry")
+        );
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        assert_eq!(
+            seqs.len(),
+            5,
+            "two messages, two edits, one delete: {events:?}"
+        );
+        // A limit counts both kinds of rows, in seq order.
+        let first_three = store.events_after("c1", 0, 3).await.unwrap();
+        assert_eq!(
+            first_three.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            seqs[..3]
         );
         assert_eq!(messages[1].0, new.seq);
         assert_eq!(messages[1].1.id, new.id);

@@ -1,6 +1,7 @@
 //! The write path: one writer thread commits whatever is queued in one transaction (group
 //! commit: one fsync for many sends), each job inside its own savepoint so a failing job does
-//! not take its neighbours down; a job's answer is released only after COMMIT returned. Before
+//! not take its neighbours down — except a send, whose refusals all come before its first
+//! change and which needs none; a job's answer is released only after COMMIT returned. Before
 //! COMMIT, the messages the jobs inserted are added to the full-text index in one statement
 //! (not one FTS5 segment per message). The WAL is checkpointed beside the writer, by a
 //! checkpointer thread, not inside a COMMIT ([`Checkpointer`]). Reads run on a small pool of
@@ -25,21 +26,62 @@ use crate::store::{StoreError, StoreResult};
 const MAX_BATCH: usize = 512;
 
 pub(super) type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-pub(super) type WriteJob = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+pub(super) type WriteJob = Box<dyn FnOnce(&Connection) -> JobRan + Send>;
+
+/// What running a job in the group's transaction left.
+pub(super) struct JobRan {
+    /// Answers the job's caller once the transaction's fate is known.
+    completion: Completion,
+    /// The job failed after changing something and nothing took the change back: the group's
+    /// transaction holds half a job and must not commit.
+    half_done: bool,
+}
 
 impl SqliteStore {
-    /// Runs `f` in the writer's current transaction (inside a savepoint); answers after commit.
+    /// Runs `f` in the writer's current transaction (inside a savepoint, so a job that fails
+    /// half-way leaves nothing); answers after commit.
     pub(super) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.queue_write(f, true).await
+    }
+
+    /// [`SqliteStore::write`] without the savepoint, for a job whose every refusal is found
+    /// before its first change (a send: [`super::writes::append_message`]). The savepoint's
+    /// statement journal copied every page a job touched a first time (~10 % of the writer's
+    /// CPU under ingest, docs/benchmarks.md). Should such a job still fail after a change (an
+    /// I/O error), the whole group commit is rolled back and every caller in it told so.
+    pub(super) async fn write_checked_first<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.queue_write(f, false).await
+    }
+
+    async fn queue_write<T, F>(&self, f: F, savepoint: bool) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<StoreResult<T>>();
         let job: WriteJob = Box::new(move |conn: &Connection| {
-            let result = in_savepoint(conn, f);
-            Box::new(move |committed: Result<(), StoreError>| {
-                let _ = tx.send(committed.and(result));
-            })
+            let (result, half_done) = if savepoint {
+                (in_savepoint(conn, f), false)
+            } else {
+                let before = conn.total_changes();
+                let result = f(conn);
+                let half_done = result.is_err() && conn.total_changes() != before;
+                (result, half_done)
+            };
+            JobRan {
+                completion: Box::new(move |committed: Result<(), StoreError>| {
+                    let _ = tx.send(committed.and(result));
+                }),
+                half_done,
+            }
         });
         self.writer
             .send(job)
@@ -108,14 +150,43 @@ pub(super) fn writer_loop(
             drop(batch);
             continue;
         }
-        let completions: Vec<Completion> = batch.into_iter().map(|job| job(&conn)).collect();
-        index_new_messages(&conn);
-        let committed = conn
-            .prepare_cached("COMMIT")
-            .and_then(|mut s| s.execute([]))
-            .map(drop)
-            .map_err(StoreError::from);
-        if committed.is_err() {
+        let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        let mut spoiled = None;
+        for job in batch {
+            if spoiled.is_some() {
+                // Not run: dropping it answers its caller with `Unavailable`.
+                continue;
+            }
+            let ran = job(&conn);
+            completions.push(ran.completion);
+            if ran.half_done {
+                spoiled = Some("a write failed half-way");
+            } else if conn.is_autocommit() {
+                // SQLite rolled the transaction back itself (some I/O errors do): what ran
+                // before is gone, and what runs next would commit statement by statement.
+                spoiled = Some("the transaction was rolled back by SQLite");
+            }
+        }
+        let committed = match spoiled {
+            None => {
+                index_new_messages(&conn);
+                conn.prepare_cached("COMMIT")
+                    .and_then(|mut s| s.execute([]))
+                    .map(drop)
+                    .map_err(StoreError::from)
+            }
+            Some(why) => {
+                tracing::error!(
+                    jobs = completions.len(),
+                    why,
+                    "store: group commit rolled back"
+                );
+                Err(StoreError::Unavailable(format!(
+                    "the write was rolled back with its group commit: {why}"
+                )))
+            }
+        };
+        if committed.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         let log_pages = checkpointer.note_commit(committed.is_ok(), completions.len());
@@ -320,13 +391,15 @@ fn index_new_messages(conn: &Connection) {
 #[cfg(test)]
 mod tests {
     //! The log stays bounded: the checkpointer thread's copy lets the writer start the log again,
-    //! and under writes that never pause the writer checkpoints itself at its bound.
+    //! and under writes that never pause the writer checkpoints itself at its bound. A job
+    //! without a savepoint that fails half-way takes its group commit down with it, and nothing
+    //! of that group is committed.
 
     use std::sync::atomic::Ordering::Relaxed;
 
     use super::{CheckpointPolicy, WriterStats};
     use crate::model::{new_id, now};
-    use crate::store::{sqlite::SqliteStore, NewUser, Store};
+    use crate::store::{sqlite::SqliteStore, NewUser, Store, StoreError};
 
     /// One commit that adds a page or two to the log: a user row of ~3 KB.
     async fn write_one(store: &SqliteStore) {
@@ -445,5 +518,89 @@ mod tests {
             file_after_restart,
             "the WAL file grew after the log restarted"
         );
+    }
+
+    fn probe_rows(path: &std::path::Path) -> i64 {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM write_probe", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_job_without_savepoint_that_fails_half_way_rolls_its_group_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let store = std::sync::Arc::new(SqliteStore::open(&path).unwrap());
+        // Hold the writer in a first group, so that the next two jobs queue into one group.
+        // The test's runtime has one thread: a spawned task runs (up to its wait for the
+        // writer's answer, its job queued) when this one yields.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        let holder = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |_| {
+                        let _ = started.send(());
+                        held.recv().unwrap();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        running.await.unwrap();
+        let half = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write_checked_first(|c| {
+                        c.execute("INSERT INTO write_probe (id, at) VALUES (1, 1)", [])?;
+                        Err::<(), _>(StoreError::Internal("failed after a change".into()))
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        let neighbour = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(|c| {
+                        c.execute("INSERT INTO write_probe (id, at) VALUES (1, 2)", [])?;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        // Both queued, in this order, while the writer was held: one group.
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        let half = half.await.unwrap();
+        let neighbour = neighbour.await.unwrap();
+        assert!(matches!(half, Err(StoreError::Unavailable(_))), "{half:?}");
+        assert!(
+            matches!(neighbour, Err(StoreError::Unavailable(_))),
+            "{neighbour:?}"
+        );
+        assert_eq!(
+            probe_rows(&path),
+            0,
+            "nothing of the spoiled group was committed"
+        );
+
+        // The writer goes on: a refusal before any change spoils nothing.
+        let refused = store
+            .write_checked_first(|_| Err::<(), _>(StoreError::NotMember))
+            .await;
+        assert!(matches!(refused, Err(StoreError::NotMember)), "{refused:?}");
+        store
+            .write(|c| {
+                c.execute("INSERT INTO write_probe (id, at) VALUES (1, 3)", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(probe_rows(&path), 1);
     }
 }

@@ -1,13 +1,13 @@
 //! The write transactions: each function runs inside the writer's current transaction (see
 //! [`super::writer`]) and either changes the channel together with its event, or returns an
-//! error and the savepoint takes everything back. A message's event row points at the message
-//! row (no second copy of the message); other events carry their payload as JSON.
+//! error and the savepoint takes everything back. A message has no event row (its row in
+//! `messages` is the event); other events carry their payload as JSON in `events`.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::rows::{get_channel, get_message, internal, row_message, MESSAGE_COLS};
-use crate::model::{Channel, Event, EventKind, EventPayload, Message, Role, UserId};
+use crate::model::{Channel, Event, EventPayload, Message, Role, UserId};
 use crate::store::{
     rules::{self, ms},
     NewChannel, NewMessage, StoreError, StoreResult, Watermark,
@@ -125,22 +125,32 @@ pub(super) fn create_channel(c: &Connection, nc: NewChannel) -> StoreResult<(Cha
 }
 
 /// The hot path: every statement here runs once per message sent, so each is a cached
-/// prepared statement and nothing is added to it. The message row goes in first, taking the
-/// channel's next seq, and `(author_id, client_id)`'s unique index answers idempotency: no
-/// lookup before the insert. A refused send (not a member, no such thread root) returns an
-/// error and the job's savepoint takes the row back.
+/// prepared statement and nothing is added to it. Every refusal (not a member, no such
+/// thread root) is found by a read before the first change, so the job needs no savepoint
+/// (it runs through [`SqliteStore::write_checked_first`](super::SqliteStore)): a send either
+/// changes nothing or everything it should. The message row takes the channel's next seq, and
+/// `(author_id, client_id)`'s unique index answers idempotency: no lookup before the insert.
+/// A send that is stored already is answered with the stored message, also when a check would
+/// now refuse it (its author left, its thread root was deleted since): a retry after a lost ack
+/// sees the send it made.
 pub(super) fn append_message(
     c: &Connection,
     m: NewMessage,
 ) -> StoreResult<(Message, Option<Event>)> {
     let mut msg = rules::new_message(m, 0);
+    if let Err(refused) = check_send(c, &msg) {
+        return match stored_send(c, &msg)? {
+            Some(stored) => Ok((stored, None)),
+            None => Err(refused),
+        };
+    }
     let mentions = serde_json::to_string(&msg.mentions).map_err(internal)?;
-    let inserted: Option<(i64, i64)> = c
+    let inserted: Option<i64> = c
         .prepare_cached(
             "INSERT INTO messages (id, channel_id, seq, author_id, client_id, text, thread_root, created_at, mentions)
              SELECT ?1, ?2, last_seq + 1, ?3, ?4, ?5, ?6, ?7, ?8 FROM channels WHERE id = ?2
              ON CONFLICT (author_id, client_id) DO NOTHING
-             RETURNING seq, rowid",
+             RETURNING seq",
         )?
         .query_row(
             params![
@@ -153,48 +163,25 @@ pub(super) fn append_message(
                 ms(msg.created_at),
                 mentions,
             ],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
         )
         .optional()?;
-    let Some((seq, rowid)) = inserted else {
-        // Nothing inserted: the same send is stored already, or there is no such channel.
-        let existing = c
-            .prepare_cached(&format!(
-                "SELECT {MESSAGE_COLS} FROM messages WHERE author_id = ?1 AND client_id = ?2"
-            ))?
-            .query_row([msg.author_id.as_str(), &msg.client_id], row_message)
-            .optional()?;
-        return match existing {
+    let Some(seq) = inserted else {
+        // Nothing inserted: the same send is stored already (the channel exists: its member
+        // was found above, in this transaction).
+        return match stored_send(c, &msg)? {
             Some(stored) => Ok((stored, None)),
             None => Err(StoreError::NotMember),
         };
     };
     msg.seq = seq;
-    require_member(c, &msg.channel_id, &msg.author_id)?;
     if let Some(root) = &msg.thread_root {
-        let n = c
-            .prepare_cached(
-                "UPDATE messages SET reply_count = reply_count + 1
-                 WHERE id = ?1 AND channel_id = ?2 AND thread_root IS NULL AND deleted = 0",
-            )?
-            .execute([root.as_str(), msg.channel_id.as_str()])?;
-        if n == 0 {
-            return Err(StoreError::NotFound("thread root message"));
-        }
+        c.prepare_cached("UPDATE messages SET reply_count = reply_count + 1 WHERE id = ?1")?
+            .execute([root.as_str()])?;
     }
     c.prepare_cached("UPDATE channels SET last_seq = ?2, last_message_seq = ?2 WHERE id = ?1")?
         .execute(params![msg.channel_id.as_str(), seq])?;
-    // The event points at the message row instead of copying it (see the schema's migration 4).
-    c.prepare_cached(
-        "INSERT INTO events (channel_id, seq, kind, at, data, message_rowid) VALUES (?1, ?2, ?3, ?4, '', ?5)",
-    )?
-    .execute(params![
-        msg.channel_id.as_str(),
-        seq,
-        EventKind::Message.as_str(),
-        ms(msg.created_at),
-        rowid
-    ])?;
+    // No event row: the message row is the event (the schema's migration 5).
     let payload = EventPayload::Message(msg.clone());
     // The author has obviously seen its own message.
     c.prepare_cached(
@@ -213,6 +200,34 @@ pub(super) fn append_message(
         payload,
     };
     Ok((msg, Some(event)))
+}
+
+/// The refusals of a send, all reads: its author is a member of the channel, and its thread
+/// root (if any) is a live top-level message of the same channel.
+fn check_send(c: &Connection, msg: &Message) -> StoreResult<()> {
+    require_member(c, &msg.channel_id, &msg.author_id)?;
+    if let Some(root) = &msg.thread_root {
+        let found = c
+            .prepare_cached(
+                "SELECT 1 FROM messages
+                 WHERE id = ?1 AND channel_id = ?2 AND thread_root IS NULL AND deleted = 0",
+            )?
+            .query_row([root.as_str(), msg.channel_id.as_str()], |_| Ok(()))
+            .optional()?;
+        if found.is_none() {
+            return Err(StoreError::NotFound("thread root message"));
+        }
+    }
+    Ok(())
+}
+
+/// The message this author already sent under this client id, if any.
+fn stored_send(c: &Connection, msg: &Message) -> StoreResult<Option<Message>> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLS} FROM messages WHERE author_id = ?1 AND client_id = ?2"
+    ))?
+    .query_row([msg.author_id.as_str(), &msg.client_id], row_message)
+    .optional()?)
 }
 
 /// The inputs of an edit, owned (they move into the writer thread).
