@@ -147,8 +147,8 @@ impl ChallTestSrv {
     /// Its ports come from [`free_port`], which another test may have picked at the same
     /// moment. A second challtestsrv whose DNS port is taken keeps running with its management
     /// API up, and the other one answers its DNS queries: with the same default address every
-    /// lookup still looks right until a test adds a record (seen in CI: an order meant to fail
-    /// on an unreachable address validated against 127.0.0.1). So a start only counts once a
+    /// lookup still looks right until a test adds a record (reproduced by hand; the likely cause
+    /// of a CI run where an order meant to fail on an unreachable address validated). So a start only counts once a
     /// record added through this management API comes back from this DNS port, over UDP and
     /// TCP; otherwise it starts again on other ports.
     pub fn start(default_ipv4: &str) -> ChallTestSrv {
@@ -220,21 +220,20 @@ impl ChallTestSrv {
 
     /// A call of the management API (`add-a`, `add-caa`, `clear-a`, …).
     pub fn add(&self, what: &str, body: Value) {
-        let r = reqwest::blocking::Client::new()
-            .post(format!("http://127.0.0.1:{}/{what}", self.management_port))
-            .json(&body)
-            .send()
-            .expect("challtestsrv management API");
+        let r = self.post(what, body).expect("challtestsrv management API");
         assert!(r.status().is_success(), "{what}: {}", r.status());
     }
 
     /// [`ChallTestSrv::add`] that says whether it worked instead of panicking.
     fn try_add(&self, what: &str, body: Value) -> bool {
+        self.post(what, body).is_ok_and(|r| r.status().is_success())
+    }
+
+    fn post(&self, what: &str, body: Value) -> reqwest::Result<reqwest::blocking::Response> {
         reqwest::blocking::Client::new()
             .post(format!("http://127.0.0.1:{}/{what}", self.management_port))
             .json(&body)
             .send()
-            .is_ok_and(|r| r.status().is_success())
     }
 }
 

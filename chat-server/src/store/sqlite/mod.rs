@@ -497,7 +497,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Event>> {
         let ch = channel_id.to_string();
         self.read(move |c| {
-            let mut stmt = c.prepare_cached(&rows::events_after_sql())?;
+            let mut stmt = c.prepare_cached(&rows::EVENTS_AFTER_SQL)?;
             let events = stmt
                 .query_map(params![ch, after, limit as i64], row_event)?
                 .collect::<Result<Vec<_>, _>>()?;

@@ -2,6 +2,8 @@
 //! that does not decode (an unknown kind or role, bad JSON, an impossible time) is an error
 //! naming the table and the column, never a default.
 
+use std::sync::LazyLock;
+
 use rusqlite::{types::Type, Connection, OptionalExtension, Row};
 use time::OffsetDateTime;
 
@@ -163,12 +165,12 @@ pub(super) fn row_member(r: &Row) -> rusqlite::Result<Member> {
     })
 }
 
-/// What [`row_event`] reads: a channel's events after a seq, in seq order, with at most a
+/// What [`row_event`] reads (built once): a channel's events after a seq, in seq order, with at most a
 /// limit of them (parameters `?1`, `?2`, `?3`). Messages are rows of `messages` (schema
 /// migration 5); every other event is a row of `events` with its payload as JSON. Both arms
 /// read in `(channel_id, seq)` order from an index, so SQLite merges them and stops at the
 /// limit.
-pub(super) fn events_after_sql() -> String {
+pub(super) static EVENTS_AFTER_SQL: LazyLock<String> = LazyLock::new(|| {
     let message_cols = MESSAGE_COLS
         .split(", ")
         .map(|col| format!("m.{col}"))
@@ -188,18 +190,17 @@ pub(super) fn events_after_sql() -> String {
          ORDER BY 2 LIMIT ?3",
         message = EventKind::Message.as_str()
     )
-}
+});
 
-/// A stored event (a row of [`events_after_sql`]). A message event is its message row; any
+/// A stored event (a row of [`EVENTS_AFTER_SQL`]). A message event is its message row; any
 /// other event decodes its JSON. One whose kind or payload does not decode is an error, never
 /// a default.
 pub(super) fn row_event(r: &Row) -> rusqlite::Result<Event> {
-    let kind: String = r.get(2)?;
     // Column 5 is the message's rowid in the `messages` arm, NULL in the `events` arm.
     let payload = if r.get::<_, Option<i64>>(5)?.is_some() {
         EventPayload::Message(row_message_at(r, 6)?)
     } else {
-        let data: String = r.get(4)?;
+        let (kind, data): (String, String) = (r.get(2)?, r.get(4)?);
         EventPayload::decode_stored(&kind, &data).map_err(|e| bad(4, "events", "data", e))?
     };
     Ok(Event {

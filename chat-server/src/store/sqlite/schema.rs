@@ -122,12 +122,14 @@ END;
     // itself, `events_after` merges the two tables in seq order instead. The per-thread index
     // covers replies only (a top-level send no longer writes it). Message events written
     // before (JSON copies, or pointers to the row) go: the row answers for them, as it stands
-    // now — what a message event written since migration 4 already returned.
+    // now — what a message event written since migration 4 already returned. With them goes
+    // migration 4's `message_rowid`, which nothing writes or reads any more.
     r#"
 DROP INDEX messages_by_thread;
 CREATE UNIQUE INDEX messages_by_channel ON messages(channel_id, seq);
 CREATE INDEX messages_by_thread ON messages(thread_root, seq) WHERE thread_root IS NOT NULL;
 DELETE FROM events WHERE kind = 'message';
+ALTER TABLE events DROP COLUMN message_rowid;
 "#,
 ];
 
