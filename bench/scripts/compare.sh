@@ -55,6 +55,7 @@ rows = {
     "deliver p50 ms": lambda r: r["latency_deliver"]["p50_ms"],
     "deliver p99 ms": lambda r: r["latency_deliver"]["p99_ms"],
     "error frames": lambda r: r["error_frames"],
+    "receipt frames/message": lambda r: r.get("receipt_frames_per_message"),
     "server CPU cores": lambda r: s0(r).get("cpu_cores"),
     "server CPU us/ack": lambda r: per(s0(r).get("cpu_cores"), r["acks_per_sec"]),
     "server CPU us/delivery": lambda r: per(s0(r).get("cpu_cores"), r["deliveries_per_sec"]),

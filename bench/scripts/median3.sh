@@ -31,6 +31,7 @@ rows = {
     "ack p50 ms": lambda r: r["latency_ack"]["p50_ms"],
     "ack p99 ms": lambda r: r["latency_ack"]["p99_ms"],
     "error frames": lambda r: r["error_frames"],
+    "receipt frames/message": lambda r: r.get("receipt_frames_per_message"),
     "closed": lambda r: r["closed_unexpectedly"],
     "server RSS/conn KB": lambda r: s0(r).get("rss_per_conn_kib"),
     "server RSS after connect MB": lambda r: (s0(r).get("rss_after_connect_kib") or 0) / 1024,

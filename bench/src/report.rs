@@ -55,6 +55,12 @@ pub struct Report {
     /// Deliveries owed for the window's sends, and how many had not arrived after the drain.
     pub expected_deliveries: u64,
     pub missing_deliveries: u64,
+    /// Connected sockets per channel (the largest channel's): a message's fan-out.
+    pub sockets_per_channel: u64,
+    /// `receipt`/`receipts` events received by all sockets during the window, and per message
+    /// acknowledged in it (issue 15: at most 2 × the channel's members in groups of 100).
+    pub receipt_frames: u64,
+    pub receipt_frames_per_message: Option<f64>,
     pub skipped_sends: u64,
     pub latency_deliver: Percentiles,
     /// With several nodes: deliveries to sockets on another node than the sender's.
@@ -159,6 +165,15 @@ impl Report {
             "missing           {:>12}  of {} owed for the window's sends (after drain)",
             self.missing_deliveries, self.expected_deliveries
         );
+        if self.receipt_frames > 0 {
+            let _ = writeln!(
+                w,
+                "receipt frames    {:>12}  {} per message acknowledged ({} sockets per channel)",
+                self.receipt_frames,
+                opt(self.receipt_frames_per_message.map(|v| format!("{v:.1}"))),
+                self.sockets_per_channel
+            );
+        }
         if self.skipped_sends > 0 {
             let _ = writeln!(
                 w,

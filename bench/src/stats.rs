@@ -43,6 +43,9 @@ pub struct Counters {
     /// WebSocket frames the tool read or wrote while the window was open (any type): the unit
     /// of the tool's own CPU cost.
     pub frames_window: AtomicU64,
+    /// `receipt`/`receipts` events received while the window was open (issue 15's receipt
+    /// budget is counted per message: at most 2 × the channel's members).
+    pub receipts_window: AtomicU64,
 }
 
 pub static COUNTERS: OnceLock<Counters> = OnceLock::new();
