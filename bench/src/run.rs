@@ -131,9 +131,8 @@ async fn run_on(c: &Common, plan: &Plan, target: &Target) -> Result<Report> {
             .max()
             .unwrap_or(0),
         receipt_frames: k.receipts_window.load(Relaxed),
-        receipt_frames_per_message: (k.acks_window.load(Relaxed) > 0).then(|| {
-            k.receipts_window.load(Relaxed) as f64 / k.acks_window.load(Relaxed) as f64
-        }),
+        receipt_frames_per_message: (k.acks_window.load(Relaxed) > 0)
+            .then(|| k.receipts_window.load(Relaxed) as f64 / k.acks_window.load(Relaxed) as f64),
         skipped_sends: k.skipped.load(Relaxed),
         latency_deliver: stats::percentiles(&hists.deliver),
         latency_deliver_cross_node: (nodes.len() > 1)
