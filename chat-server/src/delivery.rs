@@ -2,9 +2,11 @@
 //!
 //! [`App::publish`] serializes a stored event once and routes it here ([`App::route`], also
 //! the entry of events from other nodes), then hands it to the Redis transport. Sockets
-//! report what they delivered ([`App::note_delivered`]); [`App::flush_delivered`] stores those
-//! watermarks in batches and publishes one receipt event per channel. What other nodes
-//! publish arrives through the node's [`BusHandler`].
+//! report what they delivered ([`App::note_delivered`]), sends that their author's watermarks
+//! moved ([`App::note_sent`]); [`App::flush_delivered`] stores the delivered watermarks in
+//! batches and publishes one receipt event per channel per flush, which also says where the
+//! authors' watermarks are. What other nodes publish arrives through the node's
+//! [`BusHandler`].
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -17,6 +19,15 @@ use crate::{
     protocol::ServerFrame,
     App,
 };
+
+/// The receipt work a flush owes one member of one channel.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Owed {
+    /// The highest seq written to one of the member's sockets (0: none since the last flush).
+    delivered: i64,
+    /// A send of the member moved its watermarks (the message's commit moves them, silently).
+    announce: bool,
+}
 
 impl App {
     /// Publishes the event if there is one; its seq.
@@ -85,33 +96,53 @@ impl App {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (channel_id, seq) in delivered {
-            let slot = pending.entry((channel_id, user_id.into())).or_insert(0);
-            *slot = (*slot).max(seq);
+            let owed = pending.entry((channel_id, user_id.into())).or_default();
+            owed.delivered = owed.delivered.max(seq);
         }
+    }
+
+    /// Remembers that a send moved its author's watermarks in a channel that tracks receipts:
+    /// the channel's next flush says so in its one receipt event, instead of a receipt event
+    /// per message (in a group of n members each would cost n frames).
+    pub fn note_sent(&self, channel_id: &str, user_id: &str) {
+        self.delivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((channel_id.into(), user_id.into()))
+            .or_default()
+            .announce = true;
     }
 
     /// Writes pending delivered watermarks, one store write per channel, and publishes the one
     /// receipt event each produces (not one per member: in a group of n members a message
-    /// would otherwise cost n receipt events, each sent to n sockets).
+    /// would otherwise cost n receipt events, each sent to n sockets), which also announces
+    /// the watermarks of the channel's authors since the last flush.
     pub async fn flush_delivered(&self) {
-        let mut by_channel: HashMap<ChannelId, Vec<(UserId, i64)>> = HashMap::new();
+        type Marks = Vec<(UserId, i64)>;
+        let mut by_channel: HashMap<ChannelId, (Marks, Vec<UserId>)> = HashMap::new();
         {
             let mut p = self
                 .delivered
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for ((channel, user), seq) in p.drain() {
-                by_channel.entry(channel).or_default().push((user, seq));
+            for ((channel, user), owed) in p.drain() {
+                let (marks, announce) = by_channel.entry(channel).or_default();
+                if owed.announce {
+                    announce.push(user.clone());
+                }
+                if owed.delivered > 0 {
+                    marks.push((user, owed.delivered));
+                }
             }
         }
-        for (channel, marks) in by_channel {
+        for (channel, (marks, announce)) in by_channel {
             let emit = match self.channel_meta(&channel).await {
                 Ok(meta) => meta.members.len() <= self.settings.realtime.receipts_max_members,
                 Err(_) => continue,
             };
             match self
                 .store
-                .advance_delivered(&channel, marks, emit, now())
+                .advance_delivered(&channel, marks, announce, emit, now())
                 .await
             {
                 Ok(Some(ev)) => self.publish(ev).await,

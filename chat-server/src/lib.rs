@@ -92,8 +92,10 @@ pub struct App {
     /// Bumped by every cache invalidation: a load that raced one is not cached (it may have
     /// read the membership from before the change).
     pub channel_cache_gen: std::sync::atomic::AtomicU64,
-    /// (channel, user) → highest seq written to one of the user's sockets, not yet stored.
-    pub delivered: Mutex<HashMap<(ChannelId, UserId), i64>>,
+    /// (channel, user) → the receipt work the next flush owes: the highest seq written to one
+    /// of the user's sockets, not yet stored, and whether a send of theirs moved their
+    /// watermarks (announced in the channel's next receipt event).
+    pub delivered: Mutex<HashMap<(ChannelId, UserId), delivery::Owed>>,
     /// Cancelled when the server begins shutting down: every socket closes with 1012.
     pub shutdown: CancellationToken,
     /// The WebSocket tasks, awaited (with a deadline) on shutdown.

@@ -18,7 +18,7 @@ use crate::{
     error::ApiResult,
     model::{new_id, now, Ack, MessageId, UserId},
     service::{validate_client_id, ChannelMeta},
-    store::{NewMessage, Watermark},
+    store::NewMessage,
     App,
 };
 
@@ -78,9 +78,10 @@ impl App {
     }
 
     /// Checks, stores and publishes a message, its write queued in `turn` (module docs). The
-    /// author's read watermark moves in the same group commit as the message when the channel
-    /// tracks receipts (writing into a conversation means having read it); its `receipt`
-    /// (when the watermark actually moved) is published before the message, in seq order.
+    /// message's commit also moves the author's watermarks to it (writing into a conversation
+    /// means having read it); where the channel tracks receipts, the channel's next flush of
+    /// receipts says so ([`App::note_sent`]): one event for the sends and deliveries of a flush,
+    /// not a receipt event per send, each to every member.
     pub async fn send_message_in_turn(
         &self,
         user_id: &str,
@@ -99,16 +100,6 @@ impl App {
             let _ = wait.await;
         }
         let (meta, mentions) = checked?;
-        let receipts = meta.members.len() <= self.settings.realtime.receipts_max_members;
-        let read = receipts.then(|| {
-            self.store.advance_watermark(
-                channel_id,
-                user_id,
-                Watermark::Read(i64::MAX),
-                true,
-                now(),
-            )
-        });
         let append = self.store.append_message(NewMessage {
             id: new_id(),
             channel_id: channel_id.into(),
@@ -119,44 +110,24 @@ impl App {
             mentions,
             created_at: now(),
         });
-        let (read, stored) = if self.store.writes_commit_in_poll_order() {
-            // Both queued now, the watermark first: one commit for the two.
-            let read = match read {
-                Some(w) => Some(queue(w).await),
-                None => None,
-            };
+        let stored = if self.store.writes_commit_in_poll_order() {
+            // Queued now: the connection's next send may queue its own write behind it.
             let append = queue(append).await;
             drop(turn.queued.take());
-            let read = match read {
-                Some(w) => Some(finish(w).await),
-                None => None,
-            };
-            (read, finish(append).await)
+            finish(append).await
         } else {
-            // One write after the other, as the store needs; a refused watermark refuses the
-            // send before anything of it is stored.
-            let read = match read {
-                Some(w) => Some(Ok(w
-                    .await
-                    .map_err(|e| self.write_error(channel_id, &meta, e))?)),
-                None => None,
-            };
-            (read, append.await)
+            // The next send starts when this one has answered (`turn` dropped on return).
+            append.await
         };
-        match read {
-            Some(Ok(ev)) => {
-                self.publish_if_any(ev).await;
-            }
-            // Refused for the same reason the message is (not a member): answered below.
-            Some(Err(e)) if stored.is_err() => tracing::debug!(error = %e, "read watermark"),
-            // The message is stored whatever became of the receipt (a hint): it is answered.
-            Some(Err(e)) => tracing::warn!(error = %e, "author's read watermark not stored"),
-            None => {}
-        }
         let (msg, event) = stored.map_err(|e| self.write_error(channel_id, &meta, e))?;
         let duplicate = event.is_none();
         if let Some(ev) = event {
             self.metrics.messages_sent.inc();
+            // Told to the other members, if any (a channel of one has nobody to tell).
+            let members = meta.members.len();
+            if members > 1 && members <= self.settings.realtime.receipts_max_members {
+                self.note_sent(channel_id, user_id);
+            }
             self.publish(ev).await;
         }
         self.metrics

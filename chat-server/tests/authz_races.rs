@@ -101,7 +101,11 @@ fn walk_the_log(events: &[Value], user: &str) -> (Vec<(String, i64)>, Vec<Value>
                     violations.push(e.clone());
                 }
             }
-            "receipt" if data["user_id"] == user && !member => violations.push(e.clone()),
+            "receipt" | "receipts"
+                if !member && fullslack_test_support::wire::receipt_of(e, user).is_some() =>
+            {
+                violations.push(e.clone())
+            }
             _ => {}
         }
     }

@@ -107,12 +107,13 @@ async fn channel_messages_dms_typing_and_membership_cross_nodes() {
     // Receipts: alice reading on A reaches bob's socket on B as a receipt event.
     wa.send(json!({"type": "read", "ref": "r1", "channel": dm, "seq": ack["seq"]}))
         .await;
-    let receipt = wb
-        .next_where(|f| {
-            f["type"] == "event" && f["kind"] == "receipt" && f["channel"] == dm.as_str()
-        })
-        .await;
-    assert_eq!(receipt["data"]["user_id"], alice.id.as_str(), "{receipt}");
+    let read_seq = ack["seq"].as_i64();
+    wb.next_where(|f| {
+        f["channel"] == dm.as_str()
+            && fullslack_test_support::wire::receipt_of(f, &alice.id)
+                .is_some_and(|r| Some(r.read_seq) == read_seq)
+    })
+    .await;
 
     // Joining on B a channel that A has cached: A hears of the new member at once, so carol
     // may write through A right away.

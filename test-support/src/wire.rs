@@ -3,7 +3,7 @@
 //! frame. The API client keeps frames as raw JSON (tests also check what is *not* protocol,
 //! such as its `__close` marker); these turn one into a typed value where a test wants it.
 
-use fullslack_protocol::{Ack, AckBody, Event, EventPayload, Message, ServerFrame};
+use fullslack_protocol::{Ack, AckBody, Event, EventPayload, Message, ReceiptData, ServerFrame};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -35,6 +35,21 @@ pub fn event(v: &Value) -> Event {
         ServerFrame::Event(event) => event,
         other => panic!("not an event: {other:?}"),
     }
+}
+
+/// What a `receipt` or `receipts` event frame says of `user`'s watermarks; `None` for any other
+/// frame, or one that does not name `user`. (A flush of receipts says several members' in one
+/// `receipts` event, a read or a lone member's move is a `receipt`: tests should not care.)
+pub fn receipt_of(v: &Value, user: &str) -> Option<ReceiptData> {
+    if v["type"] != "event" || !matches!(v["kind"].as_str(), Some("receipt" | "receipts")) {
+        return None;
+    }
+    match event(v).payload {
+        EventPayload::Receipt(r) => Some(r),
+        EventPayload::Receipts(rs) => rs.receipts.into_iter().find(|r| r.user_id.as_str() == user),
+        other => panic!("not a receipt: {other:?}"),
+    }
+    .filter(|r| r.user_id.as_str() == user)
 }
 
 /// The message a `message` event carries.

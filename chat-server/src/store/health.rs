@@ -337,13 +337,14 @@ impl Store for Watched {
         &self,
         channel_id: &str,
         marks: Vec<(UserId, i64)>,
+        announce: Vec<UserId>,
         emit: bool,
         at: OffsetDateTime,
     ) -> StoreResult<Option<Event>> {
         // As `advance_watermark`: `Ok(None)` counts as no write.
         self.write_opt(
             self.inner
-                .advance_delivered(channel_id, marks, emit, at)
+                .advance_delivered(channel_id, marks, announce, emit, at)
                 .await,
         )
     }

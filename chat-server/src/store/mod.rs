@@ -242,11 +242,15 @@ pub trait Store: Send + Sync + 'static {
     /// Moves several members' delivered watermarks in one write, each as
     /// [`Store::advance_watermark`] would (a user who is not a member is skipped). With `emit`,
     /// one event says every watermark that moved: a `receipt` when only one did, `receipts`
-    /// when several did (one event per channel per flush, not one per member).
+    /// when several did (one event per channel per flush, not one per member). The event also
+    /// says the watermarks of the members in `announce`, as they are now, moved here or not:
+    /// a send moves its author's watermarks without an event of its own (in the message's
+    /// commit), and the channel's next flush says so.
     async fn advance_delivered(
         &self,
         channel_id: &str,
         marks: Vec<(UserId, i64)>,
+        announce: Vec<UserId>,
         emit: bool,
         at: OffsetDateTime,
     ) -> StoreResult<Option<Event>>;

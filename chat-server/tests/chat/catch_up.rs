@@ -112,9 +112,10 @@ async fn sent_delivered_read(alice: &Client, bob: &Client, dm: &str, a: &mut Ws)
         .iter()
         .any(|e| wire::event(e).seq == seq
             && matches!(wire::event(e).payload, EventPayload::Message(_))));
-    let r = receipt_data(
-        &a.next_where(|f| f["kind"] == "receipt" && f["data"]["user_id"] == bob.id)
+    let r = bobs(
+        &a.next_where(|f| wire::receipt_of(f, &bob.id).is_some_and(|r| r.delivered_seq >= seq))
             .await,
+        bob,
     );
     assert_eq!(r.delivered_seq, seq);
     assert!(r.read_seq < seq);
@@ -126,9 +127,10 @@ async fn sent_delivered_read(alice: &Client, bob: &Client, dm: &str, a: &mut Ws)
     b.send(json!({"type": "read", "ref": "rd", "channel": dm, "seq": seq}))
         .await;
     assert_eq!(b.next_where(|f| f["ref"] == "rd").await["type"], "ack");
-    let r = receipt_data(
-        &a.next_where(|f| f["kind"] == "receipt" && f["data"]["read_seq"] == seq)
+    let r = bobs(
+        &a.next_where(|f| wire::receipt_of(f, &bob.id).is_some_and(|r| r.read_seq == seq))
             .await,
+        bob,
     );
     assert_eq!(r.user_id.as_str(), bob.id);
     assert_eq!(
@@ -147,28 +149,27 @@ async fn sent_delivered_read(alice: &Client, bob: &Client, dm: &str, a: &mut Ws)
     b
 }
 
-/// The receipt an event frame carries.
-fn receipt_data(v: &Value) -> ReceiptData {
-    match wire::event(v).payload {
-        EventPayload::Receipt(r) => r,
-        other => panic!("not a receipt: {other:?}"),
-    }
+/// What a receipt frame says of bob (it may say other members' too).
+fn bobs(v: &Value, bob: &Client) -> ReceiptData {
+    wire::receipt_of(v, &bob.id).unwrap_or_else(|| panic!("no receipt of bob: {v}"))
 }
 
-/// Replying without an explicit `read` still tells alice that bob read her message, before
-/// the reply.
+/// Replying without an explicit `read` still tells alice that bob read her message: the
+/// reply's commit moves bob's watermarks to the reply, and the next flush of receipts says so
+/// (after the reply, one event for the flush's sends and deliveries).
 async fn a_reply_tells_the_author_it_was_read(bob: &Client, dm: &str, a: &mut Ws, b: &mut Ws) {
     let seq2 = wire::send_ack(&a.send_message(dm, "m2", "and this one?").await).seq;
     b.next_where(|f| f["kind"] == "message" && f["seq"] == seq2)
         .await;
     let reply = wire::send_ack(&b.send_message(dm, "b-reply", "yes, both").await);
     let receipt = a
-        .next_where(|f| f["kind"] == "receipt" && f["data"]["read_seq"] == seq2)
+        .next_where(|f| wire::receipt_of(f, &bob.id).is_some_and(|r| r.read_seq >= seq2))
         .await;
-    assert_eq!(receipt_data(&receipt).user_id.as_str(), bob.id);
+    let r = bobs(&receipt, bob);
+    assert_eq!((r.delivered_seq, r.read_seq), (reply.seq, reply.seq));
     assert!(
-        wire::event(&receipt).seq < reply.seq,
-        "receipt before the reply"
+        wire::event(&receipt).seq > reply.seq,
+        "the receipt follows the reply"
     );
 }
 
@@ -185,10 +186,7 @@ async fn members_watermarks_say_seen_by(
     b.send(json!({"type": "read", "channel": group, "seq": gseq}))
         .await;
     a.next_where(|f| {
-        f["kind"] == "receipt"
-            && f["channel"] == group
-            && f["data"]["user_id"] == bob.id
-            && f["data"]["read_seq"] == gseq
+        f["channel"] == group && wire::receipt_of(f, &bob.id).is_some_and(|r| r.read_seq == gseq)
     })
     .await;
     let members: Vec<Member> = wire::decode(

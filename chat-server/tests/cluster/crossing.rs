@@ -71,11 +71,7 @@ async fn receipts_cross(
     b_ws: &mut Ws,
 ) {
     let delivered = a_ws
-        .next_where(|f| {
-            f["kind"] == "receipt"
-                && f["data"]["user_id"] == bob.id
-                && f["data"]["delivered_seq"].as_i64() >= Some(first)
-        })
+        .next_where(|f| wire::receipt_of(f, &bob.id).is_some_and(|r| r.delivered_seq >= first))
         .await;
     assert_eq!(wire::event(&delivered).channel.as_str(), dm);
     let ack2 = wire::send_ack(&a_ws.send_message(dm, "a-2", "did you see this?").await);

@@ -55,7 +55,7 @@ async fn delivered_watermarks_of_several_members_move_in_one_event() {
     let (m, _) = s.append_message(msg(&ch, &a, "1", "x")).await.unwrap();
     let marks = |seq: i64| vec![(b.clone(), seq), (c.clone(), seq), (stranger.clone(), seq)];
     let ev = s
-        .advance_delivered(&ch, marks(m.seq), true, now())
+        .advance_delivered(&ch, marks(m.seq), vec![], true, now())
         .await
         .unwrap()
         .expect("one event for both members");
@@ -78,7 +78,7 @@ async fn delivered_watermarks_of_several_members_move_in_one_event() {
     expected.sort();
     assert_eq!(moved, expected, "the members' marks, not the stranger's");
     assert!(
-        s.advance_delivered(&ch, marks(m.seq), true, now())
+        s.advance_delivered(&ch, marks(m.seq), vec![], true, now())
             .await
             .unwrap()
             .is_none(),
@@ -86,7 +86,7 @@ async fn delivered_watermarks_of_several_members_move_in_one_event() {
     );
     let (m2, _) = s.append_message(msg(&ch, &a, "2", "y")).await.unwrap();
     let ev = s
-        .advance_delivered(&ch, vec![(b.clone(), m2.seq)], true, now())
+        .advance_delivered(&ch, vec![(b.clone(), m2.seq)], vec![], true, now())
         .await
         .unwrap()
         .unwrap();
@@ -96,19 +96,84 @@ async fn delivered_watermarks_of_several_members_move_in_one_event() {
     assert_eq!((member.delivered_seq, member.read_seq), (m.seq, 0));
     // Never past the newest message (the receipt events since are not messages), never back.
     let ev = s
-        .advance_delivered(&ch, vec![(c.clone(), i64::MAX)], true, now())
+        .advance_delivered(&ch, vec![(c.clone(), i64::MAX)], vec![], true, now())
         .await
         .unwrap()
         .expect("moved to the newest message");
     assert_eq!(data(&ev)["delivered_seq"], m2.seq);
     assert_eq!(data(&ev)["read_seq"].as_i64(), Some(0));
     assert!(
-        s.advance_delivered(&ch, vec![(c.clone(), m.seq)], true, now())
+        s.advance_delivered(&ch, vec![(c.clone(), m.seq)], vec![], true, now())
             .await
             .unwrap()
             .is_none(),
         "never backwards"
     );
+}
+
+#[tokio::test]
+async fn a_flush_announces_the_watermarks_a_send_moved_silently() {
+    let (s, _d) = fresh_store().await;
+    let a = user(&s, "a").await;
+    let b = user(&s, "b").await;
+    let stranger = user(&s, "stranger").await;
+    let ch = channel(&s, &a, "c", ChannelKind::Private, &[&b]).await;
+    let (m, _) = s.append_message(msg(&ch, &a, "1", "x")).await.unwrap();
+    let (r, _) = s.append_message(msg(&ch, &b, "2", "reply")).await.unwrap();
+    // b's reply moved b's marks to it, in its own commit, without an event.
+    let member = s.member(&ch, &b).await.unwrap().unwrap();
+    assert_eq!((member.delivered_seq, member.read_seq), (r.seq, r.seq));
+    // a's socket got the reply; b is announced as it is now (its marks did not move here);
+    // a stranger to announce is skipped.
+    let ev = s
+        .advance_delivered(
+            &ch,
+            vec![(a.clone(), r.seq)],
+            vec![b.clone(), stranger.clone()],
+            true,
+            now(),
+        )
+        .await
+        .unwrap()
+        .expect("one event for the delivery and the announcement");
+    assert_eq!(ev.kind(), EventKind::Receipts);
+    let mut said: Vec<(String, i64, i64)> = data(&ev)["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let (d, rd) = (r["delivered_seq"].as_i64(), r["read_seq"].as_i64());
+            (
+                r["user_id"].as_str().unwrap().to_string(),
+                d.unwrap(),
+                rd.unwrap(),
+            )
+        })
+        .collect();
+    said.sort();
+    let mut expected = vec![(a.to_string(), r.seq, m.seq), (b.to_string(), r.seq, r.seq)];
+    expected.sort();
+    assert_eq!(said, expected);
+    // An announcement alone is an event too: one member, a plain receipt.
+    let ev = s
+        .advance_delivered(&ch, vec![], vec![b.clone()], true, now())
+        .await
+        .unwrap()
+        .expect("announced");
+    assert_eq!(ev.kind(), EventKind::Receipt);
+    assert_eq!(
+        (
+            data(&ev)["user_id"].as_str(),
+            data(&ev)["read_seq"].as_i64()
+        ),
+        (Some(b.as_str()), Some(r.seq))
+    );
+    // Without `emit` (a channel too big for receipts) nothing is said.
+    assert!(s
+        .advance_delivered(&ch, vec![], vec![b.clone()], false, now())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]

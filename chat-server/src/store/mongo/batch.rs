@@ -71,10 +71,12 @@ pub(super) enum Op {
         reply: Reply<(Message, Option<Event>)>,
     },
     /// `advance_watermark` (one mark, `strict`: `NotMember` unless a member) and
-    /// `advance_delivered` (several, non-members skipped).
+    /// `advance_delivered` (several, non-members skipped; the event also says the watermarks
+    /// of the members in `announce`).
     Marks {
         channel_id: ChannelId,
         marks: Vec<(UserId, Watermark)>,
+        announce: Vec<UserId>,
         strict: bool,
         emit: bool,
         at: OffsetDateTime,
@@ -235,6 +237,7 @@ fn plan(
             Op::Marks {
                 channel_id,
                 marks,
+                announce,
                 strict,
                 emit,
                 at,
@@ -255,6 +258,14 @@ fn plan(
                             *current = m;
                             *dirty = true;
                             moved.push((user_id.clone(), m));
+                        }
+                    }
+                    for user_id in announce {
+                        let key = (channel_id.clone(), user_id.clone());
+                        if let Some((current, _)) = mems.get(&key) {
+                            if !moved.iter().any(|(u, _)| u == user_id) {
+                                moved.push((user_id.clone(), *current));
+                            }
                         }
                     }
                     if not_member {
@@ -367,7 +378,12 @@ impl MongoStore {
         for op in ops {
             match op {
                 Op::Append { message, .. } => user_ids.push(&message.author_id),
-                Op::Marks { marks, .. } => user_ids.extend(marks.iter().map(|(u, _)| u.as_str())),
+                Op::Marks {
+                    marks, announce, ..
+                } => {
+                    user_ids.extend(marks.iter().map(|(u, _)| u.as_str()));
+                    user_ids.extend(announce.iter().map(UserId::as_str));
+                }
             }
         }
         user_ids.sort_unstable();
@@ -607,6 +623,7 @@ mod tests {
         Op::Marks {
             channel_id: channel.into(),
             marks: vec![(user.into(), Watermark::Read(i64::MAX))],
+            announce: Vec::new(),
             strict: true,
             emit: true,
             at: crate::model::now(),

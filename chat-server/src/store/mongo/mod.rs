@@ -540,6 +540,7 @@ impl Store for MongoStore {
         batch::submit(&self.queue, |reply| batch::Op::Marks {
             channel_id: channel_id.into(),
             marks,
+            announce: Vec::new(),
             strict: true,
             emit,
             at,
@@ -552,6 +553,7 @@ impl Store for MongoStore {
         &self,
         channel_id: &str,
         marks: Vec<(UserId, i64)>,
+        announce: Vec<UserId>,
         emit: bool,
         at: OffsetDateTime,
     ) -> StoreResult<Option<Event>> {
@@ -562,6 +564,7 @@ impl Store for MongoStore {
         batch::submit(&self.queue, |reply| batch::Op::Marks {
             channel_id: channel_id.into(),
             marks,
+            announce,
             strict: false,
             emit,
             at,

@@ -523,11 +523,12 @@ impl Store for SqliteStore {
         &self,
         channel_id: &str,
         marks: Vec<(UserId, i64)>,
+        announce: Vec<UserId>,
         emit: bool,
         at: OffsetDateTime,
     ) -> StoreResult<Option<Event>> {
         let ch = channel_id.to_string();
-        self.write(move |c| writes::advance_delivered(c, &ch, marks, emit, at))
+        self.write(move |c| writes::advance_delivered(c, &ch, marks, announce, emit, at))
             .await
     }
 

@@ -319,6 +319,7 @@ pub(super) fn advance_delivered(
     c: &Connection,
     ch: &str,
     marks: Vec<(UserId, i64)>,
+    announce: Vec<UserId>,
     emit: bool,
     at: OffsetDateTime,
 ) -> StoreResult<Option<Event>> {
@@ -348,6 +349,22 @@ pub(super) fn advance_delivered(
         }
     }
     drop(update);
+    if emit {
+        let mut current = c.prepare_cached(
+            "SELECT delivered_seq, read_seq FROM members WHERE channel_id = ?1 AND user_id = ?2",
+        )?;
+        for user in announce {
+            if moved.iter().any(|(u, _)| *u == user) {
+                continue;
+            }
+            let marks: Option<(i64, i64)> = current
+                .query_row(params![ch, user.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some(marks) = marks {
+                moved.push((user, marks));
+            }
+        }
+    }
     match rules::receipts(moved) {
         Some(payload) if emit => Ok(Some(append_event(c, ch, at, payload)?)),
         _ => Ok(None),

@@ -292,8 +292,8 @@ function onFrame(f) {
         if (ch) ch.last_seq = Math.max(ch.last_seq || 0, seq);
       }
       // Back online: (re)send everything typed meanwhile, with the same client_id.
-      // Read first: the server moves your read watermark to your own new message without
-      // a receipt event, so reading after sending would never tell the others.
+      // Read first: the server moves your read watermark to your own new message, so a
+      // read sent after it would change nothing (the others learn either way).
       markRead();
       flushOutbox();
       renderSidebar();
@@ -356,7 +356,7 @@ function onEvent(f) {
       }
       ch.typing.delete(d.author_id);
       // Writing implies having read everything before: the server moves the author's
-      // watermarks to their message (without a receipt event), so mirror that here.
+      // watermarks to their message (its next batch of receipts says so), mirrored here at once.
       const author = ch.members?.get(d.author_id);
       if (author) {
         author.read_seq = Math.max(author.read_seq || 0, f.seq);
