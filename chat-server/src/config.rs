@@ -136,6 +136,16 @@ pub struct Realtime {
     /// as the interval grows and latency rises; at 10,000 sockets 150 kept send→deliver p99
     /// under 200 ms at 200,000–300,000 deliveries/s, 175 did not (docs/benchmarks.md).
     pub fanout_round_ms: u64,
+    /// While the node is busy (see `fanout_busy_deliveries_per_sec`), channels with at least
+    /// this many sockets on it go in rounds too; 0: never. In groups of 100 at 100 msgs/s each
+    /// a delivery woken at publish cost ~16 µs of CPU, ~6 µs in rounds; on a node with CPU to
+    /// spare rounds only added ~80 ms (docs/benchmarks.md, "Rounds by load").
+    pub fanout_busy_sockets: usize,
+    /// The node is busy while its channels' events owe at least this many deliveries per
+    /// second (events × sockets, over the last round interval). 60,000: about one core of
+    /// sends on the 2-vCPU machines measured, where 50,000/s woken at publish still kept
+    /// send→deliver p99 near 30 ms and 100,000/s fell seconds behind.
+    pub fanout_busy_deliveries_per_sec: u64,
     pub shutdown_grace_ms: u64,
     pub delivered_flush_ms: u64,
     /// With Redis: a node's presence entries expire this long after its last refresh (it
@@ -211,6 +221,8 @@ impl Default for Realtime {
             outbound_queue: 1024,
             fanout_round_sockets: 256,
             fanout_round_ms: 150,
+            fanout_busy_sockets: 32,
+            fanout_busy_deliveries_per_sec: 60_000,
             shutdown_grace_ms: 10_000,
             delivered_flush_ms: 100,
             presence_ttl_secs: 30,

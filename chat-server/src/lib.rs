@@ -179,6 +179,8 @@ fn round_settings(settings: &Settings) -> Option<hub::rounds::RoundSettings> {
     (rt.fanout_round_sockets > 0).then(|| hub::rounds::RoundSettings {
         min_sockets: rt.fanout_round_sockets,
         interval: Duration::from_millis(rt.fanout_round_ms),
+        busy_min_sockets: rt.fanout_busy_sockets,
+        busy_deliveries: rt.fanout_busy_deliveries_per_sec * rt.fanout_round_ms / 1000,
     })
 }
 

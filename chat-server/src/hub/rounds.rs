@@ -19,8 +19,11 @@
 //! round starts per `interval`. A message after a quiet spell starts a round at once: the
 //! delay is only paid under load, and bounded by `interval`. Typing frames of such a channel
 //! wait for its round too. Small channels (direct messages, groups) queue and wake at
-//! publish; a channel with handed events not yet queued hands the later ones too, whatever
-//! its size by then, so they cannot overtake.
+//! publish, except while the node is busy ([`Load`]: the node's publishes owe many
+//! deliveries per round interval): then mid-sized ones (`busy_min_sockets`, groups of tens of
+//! members) go in rounds too, where an idle node would only make them wait. A channel with
+//! handed events not yet queued hands the later ones too, whatever its size or the load by
+//! then, so they cannot overtake.
 //!
 //! Nothing about order or exactly-once changes: each socket's queue gets a channel's events
 //! in publish order. A socket that follows the channel from after a publish but before the
@@ -31,10 +34,10 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Mutex, MutexGuard, PoisonError,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::Notify;
@@ -50,10 +53,66 @@ const WAKE_CHUNK: usize = 128;
 /// Settings of the rounds (see the module docs).
 #[derive(Debug, Clone, Copy)]
 pub struct RoundSettings {
-    /// Channels with fewer sockets on this node wake them at publish.
+    /// Channels with fewer sockets on this node wake them at publish (unless busy, below).
     pub min_sockets: usize,
     /// Rounds start at most this often (the bound on the coalescing delay).
     pub interval: Duration,
+    /// While the node is busy, channels with at least this many sockets go in rounds too
+    /// (0: never).
+    pub busy_min_sockets: usize,
+    /// Busy: the events published in the last `interval` (or so far in this one) owe at least
+    /// this many deliveries (events × sockets).
+    pub busy_deliveries: u64,
+}
+
+/// Deliveries the node's publishes owe, per window of one round interval: whether the node is
+/// busy. Approximate on purpose (relaxed atomics, a racing window roll counts a few
+/// deliveries in the wrong window): it only chooses between two correct ways to deliver.
+struct Load {
+    epoch: Instant,
+    /// Start of the current window, ms since `epoch`.
+    window_start: AtomicU64,
+    /// Deliveries owed by the current window's publishes.
+    current: AtomicU64,
+    /// The window just before the current one reached the bound.
+    was_busy: AtomicBool,
+}
+
+impl Load {
+    fn new() -> Load {
+        Load {
+            epoch: Instant::now(),
+            window_start: AtomicU64::new(0),
+            current: AtomicU64::new(0),
+            was_busy: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts a publish owing `deliveries`; whether the node is busy.
+    fn note(&self, deliveries: usize, window: Duration, bound: u64) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.note_at(now, deliveries, window.as_millis().max(1) as u64, bound)
+    }
+
+    /// [`Load::note`] at `now` (ms since `epoch`), windows of `window` ms.
+    fn note_at(&self, now: u64, deliveries: usize, window: u64, bound: u64) -> bool {
+        let start = self.window_start.load(Ordering::Relaxed);
+        if now >= start + window
+            && self
+                .window_start
+                .compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let last = self.current.swap(0, Ordering::Relaxed);
+            // After a quiet spell (no publish for a whole window) the node is not busy.
+            let adjacent = now < start + 2 * window;
+            self.was_busy
+                .store(adjacent && last >= bound, Ordering::Relaxed);
+        }
+        let n = deliveries as u64;
+        let current = self.current.fetch_add(n, Ordering::Relaxed) + n;
+        self.was_busy.load(Ordering::Relaxed) || current >= bound
+    }
 }
 
 pub(super) struct Rounds {
@@ -66,6 +125,7 @@ pub(super) struct Rounds {
     held_any: Notify,
     /// Channels with events queued but not yet woken for.
     marked: Mutex<HashSet<ChannelId>>,
+    load: Load,
 }
 
 /// An event (or typing frame) handed to the round task.
@@ -89,13 +149,21 @@ impl Rounds {
             held: Mutex::new(HashMap::new()),
             held_any: Notify::new(),
             marked: Mutex::new(HashSet::new()),
+            load: Load::new(),
         }
     }
 
-    /// Whether a publish to a channel with `sockets` sockets here waits for a round.
+    /// Whether a publish to a channel with `sockets` sockets here waits for a round: a big
+    /// channel's always, a smaller one's while the node is busy. Counts the publish's
+    /// deliveries towards the node's load.
     pub(super) fn applies(&self, sockets: usize) -> bool {
-        self.settings.is_some_and(|s| sockets >= s.min_sockets)
-            && self.running.load(Ordering::Acquire)
+        let Some(s) = self.settings else {
+            return false;
+        };
+        let busy = self.load.note(sockets, s.interval, s.busy_deliveries);
+        let by_size = sockets >= s.min_sockets;
+        let by_load = busy && s.busy_min_sockets > 0 && sockets >= s.busy_min_sockets;
+        (by_size || by_load) && self.running.load(Ordering::Acquire)
     }
 
     /// Hands `out` to the round task for `channel`, or gives it back when the channel has
@@ -307,8 +375,51 @@ mod tests {
             Some(RoundSettings {
                 min_sockets: 2,
                 interval,
+                busy_min_sockets: 0,
+                busy_deliveries: u64::MAX,
             }),
         ))
+    }
+
+    #[test]
+    fn the_node_is_busy_from_the_bound_on_and_one_window_after_it() {
+        let load = Load::new();
+        // Windows of 100 ms, busy from 1,000 deliveries per window.
+        assert!(!load.note_at(0, 600, 100, 1000));
+        assert!(
+            load.note_at(50, 400, 100, 1000),
+            "the bound reached in this window"
+        );
+        // The next window: busy because the last one was, whatever it counts itself.
+        assert!(load.note_at(120, 10, 100, 1000));
+        // The one after: its predecessor owed only 10.
+        assert!(!load.note_at(230, 10, 100, 1000));
+        assert!(load.note_at(240, 990, 100, 1000));
+        // A quiet spell longer than a window in between: not busy any more.
+        assert!(!load.note_at(900, 10, 100, 1000));
+    }
+
+    #[test]
+    fn a_mid_sized_channel_goes_in_rounds_only_while_the_node_is_busy() {
+        let rounds = Rounds::new(Some(RoundSettings {
+            min_sockets: 256,
+            // Long enough that the test's publishes fall in one window on any machine.
+            interval: Duration::from_secs(3600),
+            busy_min_sockets: 32,
+            busy_deliveries: 500,
+        }));
+        rounds.running.store(true, Ordering::Release);
+        assert!(rounds.applies(300), "big: always");
+        assert!(!rounds.applies(2), "a DM: never");
+        assert!(
+            !rounds.applies(100),
+            "a group on a quiet node (402 owed so far)"
+        );
+        assert!(rounds.applies(100), "502 owed: busy");
+        assert!(
+            !rounds.applies(31),
+            "smaller than busy_min_sockets, busy or not"
+        );
     }
 
     fn event(seq: i64) -> Arc<Published> {
