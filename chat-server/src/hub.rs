@@ -12,7 +12,7 @@
 //! | --- | --- |
 //! | this file | the hub: who follows what, publishing, presence, each connection's control state |
 //! | [`queue`] | a connection's bounded outbound queue, allocated only once something is queued |
-//! | [`rounds`] | big channels: events queued at publish, sockets woken in rounds (a bounded coalescing delay under load) |
+//! | [`rounds`] | big channels (and mid-sized ones while the node is busy): events queued at publish, sockets woken in rounds (a bounded coalescing delay under load) |
 
 pub mod queue;
 pub mod rounds;

@@ -16,7 +16,7 @@
 //! | [`delivery`] | [`App`] delivering what the store recorded: to this node's sockets through the hub, to other nodes through the transport; delivered receipts; what other nodes publish (the node's [`cluster::BusHandler`]) |
 //! | [`presence`] | [`App`]'s presence policy: this node's view alone, every node's entries with Redis; announcements, last seen, the refresh |
 //! | [`limits`] | [`App`]'s rate-limit policy: buckets shared through Redis, this node's [`ratelimit`] buckets alone or while Redis is down |
-//! | [`hub`] | this node's live connections: channel fan-out (big channels' sockets woken in rounds), presence, typing; each connection's control state (revocation, joins, leaves: never dropped) |
+//! | [`hub`] | this node's live connections: channel fan-out (big channels' sockets woken in rounds, mid-sized ones' too while the node is busy), presence, typing; each connection's control state (revocation, joins, leaves: never dropped) |
 //! | [`topics`] | the names nodes exchange (a topic per channel, user, presence) and the hub's [`topics::Interest`] in them: shared by the hub and the Redis transport |
 //! | [`cluster`] | with `redis_url`, the Redis transport: connections and health, publishing and subscriptions, the presence and rate-limit operations; knows the node only as a [`cluster::BusHandler`] |
 //! | [`store`] | the [`store::Store`] trait (source of truth, replay log) and its drivers |
@@ -173,14 +173,18 @@ impl App {
     }
 }
 
-/// The hub's wake-up rounds for big channels, unless turned off (`fanout_round_sockets = 0`).
+/// The hub's wake-up rounds for big channels (and mid-sized ones under load), unless turned off
+/// (`fanout_round_sockets = 0`).
 fn round_settings(settings: &Settings) -> Option<hub::rounds::RoundSettings> {
     let rt = &settings.realtime;
     (rt.fanout_round_sockets > 0).then(|| hub::rounds::RoundSettings {
         min_sockets: rt.fanout_round_sockets,
         interval: Duration::from_millis(rt.fanout_round_ms),
         busy_min_sockets: rt.fanout_busy_sockets,
-        busy_deliveries: rt.fanout_busy_deliveries_per_sec * rt.fanout_round_ms / 1000,
+        busy_deliveries: rt
+            .fanout_busy_deliveries_per_sec
+            .saturating_mul(rt.fanout_round_ms)
+            / 1000,
     })
 }
 
