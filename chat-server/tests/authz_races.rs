@@ -104,7 +104,7 @@ fn walk_the_log(events: &[Value], user: &str) -> (Vec<(String, i64)>, Vec<Value>
             "receipt" | "receipts"
                 if !member && fullslack_test_support::wire::receipt_of(e, user).is_some() =>
             {
-                violations.push(e.clone())
+                violations.push(e.clone());
             }
             _ => {}
         }
