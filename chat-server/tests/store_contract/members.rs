@@ -44,6 +44,25 @@ async fn usernames_are_unique_case_insensitively_and_sessions_expire() {
     assert_eq!(s.session_user("s1", t).await.unwrap(), None, "revoked");
 }
 
+/// `(user, delivered_seq, read_seq)` of each member a `receipts` event names, sorted.
+fn receipts_said(ev: &Event) -> Vec<(String, i64, i64)> {
+    let mut said: Vec<(String, i64, i64)> = data(ev)["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let (d, rd) = (r["delivered_seq"].as_i64(), r["read_seq"].as_i64());
+            (
+                r["user_id"].as_str().unwrap().to_string(),
+                d.unwrap(),
+                rd.unwrap(),
+            )
+        })
+        .collect();
+    said.sort();
+    said
+}
+
 #[tokio::test]
 async fn delivered_watermarks_of_several_members_move_in_one_event() {
     let (s, _d) = fresh_store().await;
@@ -60,20 +79,7 @@ async fn delivered_watermarks_of_several_members_move_in_one_event() {
         .unwrap()
         .expect("one event for both members");
     assert_eq!(ev.kind(), EventKind::Receipts);
-    let mut moved: Vec<(String, i64, i64)> = data(&ev)["receipts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let (d, rd) = (r["delivered_seq"].as_i64(), r["read_seq"].as_i64());
-            (
-                r["user_id"].as_str().unwrap().to_string(),
-                d.unwrap(),
-                rd.unwrap(),
-            )
-        })
-        .collect();
-    moved.sort();
+    let moved = receipts_said(&ev);
     let mut expected = vec![(b.to_string(), m.seq, 0), (c.to_string(), m.seq, 0)];
     expected.sort();
     assert_eq!(moved, expected, "the members' marks, not the stranger's");
@@ -137,20 +143,7 @@ async fn a_flush_announces_the_watermarks_a_send_moved_silently() {
         .unwrap()
         .expect("one event for the delivery and the announcement");
     assert_eq!(ev.kind(), EventKind::Receipts);
-    let mut said: Vec<(String, i64, i64)> = data(&ev)["receipts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let (d, rd) = (r["delivered_seq"].as_i64(), r["read_seq"].as_i64());
-            (
-                r["user_id"].as_str().unwrap().to_string(),
-                d.unwrap(),
-                rd.unwrap(),
-            )
-        })
-        .collect();
-    said.sort();
+    let said = receipts_said(&ev);
     let mut expected = vec![(a.to_string(), r.seq, m.seq), (b.to_string(), r.seq, r.seq)];
     expected.sort();
     assert_eq!(said, expected);
