@@ -444,6 +444,7 @@ impl Hub {
                 return;
             }
         }
+        self.metrics.fanout_held.inc();
         self.deliver_if_rounds_stopped();
     }
 

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub messages_sent: Counter,
     pub events_delivered: Counter<u64, AtomicU64>,
     pub lagged: Counter,
+    /// Publishes handed to the wake-up rounds instead of waking their sockets at once.
+    pub fanout_held: Counter,
     pub errors: Family<CodeLabel, Counter>,
     /// From a send frame's arrival to its durable ack.
     pub send_seconds: Histogram,
@@ -38,6 +40,7 @@ impl Metrics {
         let messages_sent = Counter::default();
         let events_delivered = Counter::default();
         let lagged = Counter::default();
+        let fanout_held = Counter::default();
         let errors = Family::<CodeLabel, Counter>::default();
         let send_seconds = Histogram::new([
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
@@ -66,6 +69,11 @@ impl Metrics {
             "lagged_connections",
             "Times a connection's queue was full and it was refilled from the store",
             lagged.clone(),
+        );
+        registry.register(
+            "fanout_held",
+            "Channel events and typing frames that waited for a wake-up round (a big channel, or a mid-sized one while the node was busy) instead of waking their sockets at once",
+            fanout_held.clone(),
         );
         registry.register(
             "errors",
@@ -108,6 +116,7 @@ impl Metrics {
             messages_sent,
             events_delivered,
             lagged,
+            fanout_held,
             errors,
             send_seconds,
             store_ready,

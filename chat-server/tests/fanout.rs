@@ -2,7 +2,8 @@
 //! in seq order, with no gap, and the sender every ack in the order it sent; and in a group of
 //! 100 the delivered receipts come aggregated (one event per channel per flush), so a message
 //! costs at most 2 × members receipt frames, not members², while every member's state still
-//! arrives. A big channel whose sockets are woken in rounds keeps the same promises.
+//! arrives. A big channel whose sockets are woken in rounds keeps the same promises, and so
+//! does one that goes in rounds only while the node is busy.
 
 mod common;
 
@@ -51,6 +52,30 @@ async fn a_big_fan_out_in_wake_up_rounds_reaches_every_socket_once_in_order() {
     })
     .await;
     big_fan_out(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_that_goes_in_rounds_as_the_node_gets_busy_reaches_every_socket_once_in_order() {
+    // Not big enough for rounds by size, but in rounds while the node is busy: a window of
+    // 2 s (long enough to hold every send of the test on any machine) is busy from 600
+    // deliveries, two messages to these 300 sockets. So the first message goes out at publish
+    // and the later ones wait for rounds: a channel switching ways keeps its order.
+    let server = TestServer::start_with(common::tempdir(), |s| {
+        s.realtime.fanout_round_sockets = 100_000;
+        s.realtime.fanout_round_ms = 2_000;
+        s.realtime.fanout_busy_sockets = 2;
+        s.realtime.fanout_busy_deliveries_per_sec = 300;
+    })
+    .await;
+    let app = server.app.clone();
+    big_fan_out(server).await;
+    // The first message went out at publish (nothing was owed before it); later events
+    // (messages, and the receipt events of the flushes) waited for rounds.
+    let held = app.metrics.fanout_held.get();
+    assert!(
+        held >= 1,
+        "no event waited for a round: the node never got busy"
+    );
 }
 
 async fn big_fan_out(server: TestServer) {
