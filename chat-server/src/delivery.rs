@@ -137,7 +137,7 @@ impl App {
         }
         for (channel, (marks, announce)) in by_channel {
             let emit = match self.channel_meta(&channel).await {
-                Ok(meta) => meta.members.len() <= self.settings.realtime.receipts_max_members,
+                Ok(meta) => self.tracks_receipts(&meta),
                 Err(_) => continue,
             };
             match self

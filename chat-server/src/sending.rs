@@ -124,8 +124,7 @@ impl App {
         if let Some(ev) = event {
             self.metrics.messages_sent.inc();
             // Told to the other members, if any (a channel of one has nobody to tell).
-            let members = meta.members.len();
-            if members > 1 && members <= self.settings.realtime.receipts_max_members {
+            if meta.members.len() > 1 && self.tracks_receipts(&meta) {
                 self.note_sent(channel_id, user_id);
             }
             self.publish(ev).await;

@@ -138,11 +138,16 @@ impl App {
         }
     }
 
-    /// Whether receipts are tracked for the channel; `None` when not known without a read.
+    /// Whether receipts are tracked for the channel: it has at most `receipts_max_members`.
+    pub fn tracks_receipts(&self, meta: &ChannelMeta) -> bool {
+        meta.members.len() <= self.settings.realtime.receipts_max_members
+    }
+
+    /// [`App::tracks_receipts`]; `None` when not known without a read.
     pub fn receipts_enabled_cached(&self, channel_id: &str) -> Option<bool> {
         self.channel_cache
             .get(channel_id)
-            .map(|m| m.members.len() <= self.settings.realtime.receipts_max_members)
+            .map(|m| self.tracks_receipts(&m))
     }
 
     /// Read access: members, and everyone for public channels. Others see "not found".
@@ -450,7 +455,7 @@ impl App {
         seq: i64,
     ) -> ApiResult<Option<i64>> {
         let meta = self.require_member(user_id, channel_id).await?;
-        let emit = meta.members.len() <= self.settings.realtime.receipts_max_members;
+        let emit = self.tracks_receipts(&meta);
         let ev = self
             .store
             .advance_watermark(channel_id, user_id, Watermark::Read(seq), emit, now())
