@@ -52,12 +52,20 @@ impl App {
     /// (with Redis). The event is serialized once, here.
     pub async fn publish(&self, event: Event) {
         let member = event.payload.subject_user().cloned();
-        let published = Arc::new(Published::new(&event));
+        let published = Arc::new(self.mark_untracked(Published::new(&event)));
         let cluster = self.cluster.as_ref().map(|c| (c, published.clone()));
         self.route(published, member.clone());
         if let Some((c, published)) = cluster {
             c.publish_event(bus_event(&published, member));
         }
+    }
+
+    /// Marks a message of a channel that does not track receipts, once for all the sockets
+    /// it goes to (each would otherwise look the channel up per delivery).
+    fn mark_untracked(&self, mut published: Published) -> Published {
+        published.untracked = published.kind == EventKind::Message
+            && self.receipts_enabled_cached(&published.channel) == Some(false);
+        published
     }
 
     /// Routes an event (stored here or on another node) to this node's connections, keeping
@@ -187,13 +195,14 @@ impl BusHandler for App {
     fn on_message(&self, message: BusMessage) {
         match message {
             BusMessage::Event(ev) => {
-                let published = Arc::new(Published {
+                let published = Arc::new(self.mark_untracked(Published {
                     channel: ev.channel_id,
                     seq: ev.seq,
                     kind: ev.kind,
                     author_id: ev.author_id,
                     frame: ev.frame,
-                });
+                    untracked: false,
+                }));
                 // In bus order: a membership change is applied before the channel's next event.
                 self.route(published, ev.member);
             }

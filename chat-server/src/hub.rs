@@ -46,6 +46,11 @@ pub struct Published {
     /// For messages: who wrote it (its author does not count as a recipient).
     pub author_id: Option<UserId>,
     pub frame: Utf8Bytes,
+    /// A message of a channel known not to track receipts (see `App::tracks_receipts`): its
+    /// deliveries are not noted for delivered watermarks. Decided once per event where it is
+    /// published or heard from another node (`App::mark_untracked`), not by each of 10,000
+    /// sockets with a lookup of its own; `false` (look it up) where unknown.
+    pub untracked: bool,
 }
 
 impl Published {
@@ -60,6 +65,7 @@ impl Published {
             kind: event.kind(),
             author_id,
             frame: Utf8Bytes::from(event_frame(event)),
+            untracked: false,
         }
     }
 }

@@ -429,6 +429,7 @@ mod tests {
             kind: EventKind::Message,
             author_id: None,
             frame: Utf8Bytes::from_static("{}"),
+            untracked: false,
         })
     }
 

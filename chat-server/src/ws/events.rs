@@ -2,14 +2,14 @@
 //! `cursor + 1` (a gap refills from the store), membership changes from the control state are
 //! applied in order, and a recheck re-reads everything after a lag or a bus outage.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
 
 use axum::extract::ws::Message;
 
 use super::{Connection, Exit, Flow, REFILL_PAGE, SESSION_ENDED};
 use crate::{
-    hub::{MembershipChange, Outbound, Published},
+    hub::{Control, MembershipChange, Outbound, Published},
     model::{ChannelId, EventKind},
     protocol::{event_frame, ServerFrame},
 };
@@ -74,18 +74,25 @@ impl Connection {
     pub(super) async fn on_outbound(&mut self, out: Outbound) -> Result<(), Exit> {
         match out {
             Outbound::Event(ev) => {
+                // One cursor lookup per delivery (this runs for every socket of every event).
                 // No cursor: not (or not yet) followed; a join refills from its own start.
-                let Some(&cursor) = self.cursors.get(&ev.channel) else {
+                let Some(cursor) = self.cursors.get_mut(&ev.channel) else {
                     return Ok(());
                 };
-                if ev.seq <= cursor {
-                    Ok(())
-                } else if ev.seq == cursor + 1 {
-                    self.write_event(&ev).await.map(|_| ())
-                } else {
-                    // Boxed (rare, and large): see `Connection::run`.
-                    Box::pin(self.refill(&ev.channel)).await
+                if ev.seq <= *cursor {
+                    return Ok(());
                 }
+                if ev.seq > *cursor + 1 {
+                    // Boxed (rare, and large): see `Connection::run`.
+                    return Box::pin(self.refill(&ev.channel)).await;
+                }
+                if withheld(&self.handle.control, &self.applying, &ev.channel, ev.seq) {
+                    return Ok(());
+                }
+                // Moved before the write: a write that fails ends the connection, whose
+                // cursors then only say which channels to unsubscribe.
+                *cursor = ev.seq;
+                self.write_past_cursor(&ev).await
             }
             Outbound::Ephemeral(frame) => self.feed(Message::Text(frame)).await,
             Outbound::Recheck(channel) => Box::pin(self.refill(&channel)).await,
@@ -203,47 +210,37 @@ impl Connection {
         Ok(())
     }
 
-    /// Whether a leave not yet fully applied forbids writing event `seq` of `channel`.
-    pub(super) fn withheld(&self, channel: &str, seq: i64) -> bool {
-        self.handle.control.withholds(channel, seq)
-            || self.applying.iter().any(|c| {
-                matches!(c, MembershipChange::Removed { channel_id, left_seq }
-                    if channel_id == channel && seq > *left_seq)
-            })
-    }
-
     /// Writes an event unless already sent; `false` when withheld (the user left the channel
     /// before it).
     pub(super) async fn send_event(&mut self, ev: &Published) -> Result<bool, Exit> {
-        if let Some(c) = self.cursors.get(&ev.channel) {
-            if ev.seq <= *c {
-                return Ok(true);
-            }
+        match self.cursors.get(&ev.channel) {
+            Some(c) if ev.seq <= *c => return Ok(true),
+            _ => {}
         }
-        self.write_event(ev).await
-    }
-
-    /// [`Connection::send_event`] for an event known to be past the cursor (the live path has
-    /// just looked: one map lookup fewer per delivery).
-    async fn write_event(&mut self, ev: &Published) -> Result<bool, Exit> {
-        if self.withheld(&ev.channel, ev.seq) {
+        if withheld(&self.handle.control, &self.applying, &ev.channel, ev.seq) {
             return Ok(false);
         }
-        self.feed(Message::Text(ev.frame.clone())).await?;
-        // The cursor exists for every channel followed: no key clone on the delivery path.
         match self.cursors.get_mut(&ev.channel) {
             Some(cursor) => *cursor = ev.seq,
             None => {
                 self.cursors.insert(ev.channel.clone(), ev.seq);
             }
         }
+        self.write_past_cursor(ev).await?;
+        Ok(true)
+    }
+
+    /// Writes an event whose cursor has just been moved to it (not withheld).
+    async fn write_past_cursor(&mut self, ev: &Published) -> Result<(), Exit> {
+        self.feed(Message::Text(ev.frame.clone())).await?;
         self.events_unflushed += 1;
         if ev.kind == EventKind::Message
+            && !ev.untracked
             && ev.author_id.as_deref() != Some(self.who.user_id.as_str())
         {
             self.note_written(ev);
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Remembers a message written for its delivered watermark: a run of one channel's
@@ -255,4 +252,20 @@ impl Connection {
             _ => self.delivered_pending.push((ev.channel.clone(), ev.seq)),
         }
     }
+}
+
+/// Whether a leave not yet fully applied forbids writing event `seq` of `channel`: recorded in
+/// the control state, or taken from it and being applied. A function of the two fields, not of
+/// the connection, so the live path can ask while it holds the channel's cursor.
+fn withheld(
+    control: &Control,
+    applying: &VecDeque<MembershipChange>,
+    channel: &str,
+    seq: i64,
+) -> bool {
+    control.withholds(channel, seq)
+        || applying.iter().any(|c| {
+            matches!(c, MembershipChange::Removed { channel_id, left_seq }
+                if channel_id == channel && seq > *left_seq)
+        })
 }
