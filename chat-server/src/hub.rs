@@ -251,6 +251,8 @@ pub struct Hub {
     interest: Option<mpsc::UnboundedSender<Interest>>,
     /// Big channels' wake-up rounds.
     rounds: rounds::Rounds,
+    /// The server is shutting down ([`Hub::close_all`]): every socket closes with 1012.
+    closing: AtomicBool,
 }
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
@@ -279,6 +281,7 @@ impl Hub {
             told: RwLock::default(),
             interest,
             rounds: rounds::Rounds::new(rounds),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -412,6 +415,25 @@ impl Hub {
     }
 
     /// Asks every socket to re-read its session, memberships and channels from the store.
+    /// Tells every connection, through its own control state, that the server is shutting
+    /// down. Why not a shared `CancellationToken` in each connection's `select!`: polling one
+    /// locks its mutex (and its `Notify`'s), shared by every socket of the node, twice per
+    /// socket per wake-up; 10,000 sockets woken for a message contend for it from every
+    /// worker. A connection made after this call sees [`Hub::is_closing`] on its first turn.
+    pub fn close_all(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        for conns in read(&self.users).values() {
+            for h in conns.values() {
+                h.control.notify.notify_one();
+            }
+        }
+    }
+
+    /// Whether [`Hub::close_all`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
     pub fn recheck_all(&self) {
         for conns in read(&self.users).values() {
             for h in conns.values() {

@@ -1,5 +1,5 @@
 //! `GET /api/ws`: one task per connection, one loop selecting over the socket, the connection's
-//! queue, its control state, the heartbeat, the token's expiry and server shutdown.
+//! queue, its control state (which also carries server shutdown), the heartbeat and the token's expiry.
 //!
 //! Exactly-once, in-order delivery per channel rests on one cursor per channel: the highest seq
 //! this socket was sent. A live event at `cursor + 1` goes out; one at or below the cursor is a
@@ -302,18 +302,21 @@ impl Connection {
                     .whole_seconds()
                     .max(0) as u64,
             );
-        let shutdown = self.shutdown.clone();
         let control = self.handle.control.clone();
         // Made once: a select! turn per delivered batch should not register a new timer, nor
         // a new waiter on the control state (made again only once it fired). One timer for the
         // next heartbeat and the token's expiry, whichever comes first: every socket keeps its
         // timers all its life.
-        let closing = shutdown.cancelled();
         let mut next_ping = Instant::now() + heartbeat;
         let timer = sleep_until(next_ping.min(expiry));
         let notified = control.notified();
-        tokio::pin!(closing, timer, notified);
+        tokio::pin!(timer, notified);
         loop {
+            // Shutting down: the hub wakes every connection through its control state (see
+            // `Hub::close_all`), so no branch below waits on the server's shared token.
+            if self.app.hub.is_closing() {
+                return Exit::Close(CLOSE_RESTART, "server restarting: reconnect and resume");
+            }
             // Whatever was recorded (revocation, joins, leaves) is applied before anything else
             // is written.
             if let Err(e) = self.apply_control_if_pending().await {
@@ -328,9 +331,6 @@ impl Connection {
             // keep acks and queued events from being written.
             let flow = tokio::select! {
                 biased;
-                _ = &mut closing => {
-                    ControlFlow::Break(Exit::Close(CLOSE_RESTART, "server restarting: reconnect and resume"))
-                }
                 _ = &mut timer => {
                     // Fired at its deadline or later: the expiry, else the heartbeat is due.
                     let now = Instant::now();
@@ -345,7 +345,7 @@ impl Connection {
                         flow(self.feed(Message::Ping(Default::default())).await)
                     }
                 }
-                // Applied at the top of the loop.
+                // Applied (or, shutting down, obeyed) at the top of the loop.
                 _ = &mut notified => {
                     notified.set(control.notified());
                     ControlFlow::Continue(())
