@@ -5,7 +5,7 @@
 //! is the source of truth; the queues are only a fast path).
 //!
 //! What must never be dropped (the session was revoked, the user joined or left a channel, the
-//! bus healed) does not travel in that queue: it is recorded in the connection's [`Control`],
+//! bus healed, the server is shutting down) does not travel in that queue: it is recorded in the connection's [`Control`],
 //! which the connection consults before it writes anything, and which wakes it.
 //!
 //! | module | what it is |

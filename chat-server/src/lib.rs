@@ -16,7 +16,7 @@
 //! | [`delivery`] | [`App`] delivering what the store recorded: to this node's sockets through the hub, to other nodes through the transport; delivered receipts; what other nodes publish (the node's [`cluster::BusHandler`]) |
 //! | [`presence`] | [`App`]'s presence policy: this node's view alone, every node's entries with Redis; announcements, last seen, the refresh |
 //! | [`limits`] | [`App`]'s rate-limit policy: buckets shared through Redis, this node's [`ratelimit`] buckets alone or while Redis is down |
-//! | [`hub`] | this node's live connections: channel fan-out (big channels' sockets woken in rounds, mid-sized ones' too while the node is busy), presence, typing; each connection's control state (revocation, joins, leaves: never dropped) |
+//! | [`hub`] | this node's live connections: channel fan-out (big channels' sockets woken in rounds, mid-sized ones' too while the node is busy), presence, typing; each connection's control state (revocation, joins, leaves, server shutdown: never dropped) |
 //! | [`topics`] | the names nodes exchange (a topic per channel, user, presence) and the hub's [`topics::Interest`] in them: shared by the hub and the Redis transport |
 //! | [`cluster`] | with `redis_url`, the Redis transport: connections and health, publishing and subscriptions, the presence and rate-limit operations; knows the node only as a [`cluster::BusHandler`] |
 //! | [`store`] | the [`store::Store`] trait (source of truth, replay log) and its drivers |
