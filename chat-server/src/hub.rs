@@ -5,8 +5,9 @@
 //! is the source of truth; the queues are only a fast path).
 //!
 //! What must never be dropped (the session was revoked, the user joined or left a channel, the
-//! bus healed, the server is shutting down) does not travel in that queue: it is recorded in the connection's [`Control`],
-//! which the connection consults before it writes anything, and which wakes it.
+//! bus healed, the server is shutting down) does not travel in that queue: it is recorded in
+//! the connection's [`Control`], which the connection consults before it writes anything, and
+//! which wakes it.
 //!
 //! | module | what it is |
 //! | --- | --- |
@@ -134,6 +135,12 @@ impl Control {
     fn change(&self, change: MembershipChange) {
         self.changes().push(change);
         self.dirty.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Wakes the connection with nothing recorded: it looks at the top of its loop (the server
+    /// shutting down, [`Hub::is_closing`]).
+    fn wake(&self) {
         self.notify.notify_one();
     }
 
@@ -414,7 +421,6 @@ impl Hub {
         }
     }
 
-    /// Asks every socket to re-read its session, memberships and channels from the store.
     /// Tells every connection, through its own control state, that the server is shutting
     /// down. Why not a shared `CancellationToken` in each connection's `select!`: polling one
     /// locks its mutex (and its `Notify`'s), shared by every socket of the node, twice per
@@ -422,11 +428,7 @@ impl Hub {
     /// worker. A connection made after this call sees [`Hub::is_closing`] on its first turn.
     pub fn close_all(&self) {
         self.closing.store(true, Ordering::SeqCst);
-        for conns in read(&self.users).values() {
-            for h in conns.values() {
-                h.control.notify.notify_one();
-            }
-        }
+        self.each_connection(|h| h.control.wake());
     }
 
     /// Whether [`Hub::close_all`] was called.
@@ -434,11 +436,15 @@ impl Hub {
         self.closing.load(Ordering::SeqCst)
     }
 
+    /// Asks every socket to re-read its session, memberships and channels from the store.
     pub fn recheck_all(&self) {
+        self.each_connection(|h| h.control.request_recheck());
+    }
+
+    /// Runs `f` for every connection of this node (under the users map's read lock).
+    fn each_connection(&self, f: impl Fn(&ConnHandle)) {
         for conns in read(&self.users).values() {
-            for h in conns.values() {
-                h.control.request_recheck();
-            }
+            conns.values().for_each(&f);
         }
     }
 

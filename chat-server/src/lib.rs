@@ -216,14 +216,14 @@ pub async fn serve(
     // Dropped at the end: stops the Redis tasks after the sockets had their say.
     let cluster_tasks = start_cluster(&app);
     let token = app.shutdown.clone();
-    let closing = app.clone();
+    let to_close = app.clone();
     let service = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(no_delay(listener), service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing sockets with 1012");
             token.cancel();
-            closing.hub.close_all();
+            to_close.hub.close_all();
         })
         .await?;
     app.tasks.close();

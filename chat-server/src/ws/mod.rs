@@ -1,5 +1,6 @@
 //! `GET /api/ws`: one task per connection, one loop selecting over the socket, the connection's
-//! queue, its control state (which also carries server shutdown), the heartbeat and the token's expiry.
+//! queue, its control state (which also carries server shutdown), the heartbeat and the token's
+//! expiry.
 //!
 //! Exactly-once, in-order delivery per channel rests on one cursor per channel: the highest seq
 //! this socket was sent. A live event at `cursor + 1` goes out; one at or below the cursor is a
